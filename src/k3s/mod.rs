@@ -1,0 +1,70 @@
+//! k3s itself: where it lives on a host, the files that configure it, its tokens.
+//!
+//! Paths and formats follow what k3s's install.sh produces (reference/k3s-facts.md §2–§4),
+//! so a host installed by `bootstrap` looks like one installed by install.sh.
+
+pub mod config;
+pub mod flags;
+pub mod token;
+pub mod unit;
+
+pub const BIN_PATH: &str = "/usr/local/bin/k3s";
+/// Links install.sh creates next to the binary (relative, to `k3s`).
+pub const LINKS: [&str; 3] = ["kubectl", "crictl", "ctr"];
+pub const CONFIG_DIR: &str = "/etc/rancher/k3s";
+pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
+pub const CONFIG_DROPIN_DIR: &str = "/etc/rancher/k3s/config.yaml.d";
+pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
+pub const DATA_DIR: &str = "/var/lib/rancher/k3s";
+pub const SERVER_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
+pub const AGENT_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/agent-token";
+pub const ETCD_DB_DIR: &str = "/var/lib/rancher/k3s/server/db";
+pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
+pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
+pub const NODE_PASSWORD_PATH: &str = "/etc/rancher/node/password";
+pub const SUPERVISOR_PORT: u16 = 6443;
+
+/// What a node runs: a server (control plane + etcd) or an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Server,
+    Agent,
+}
+
+impl Role {
+    /// The k3s subcommand.
+    pub fn command(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// The systemd service install.sh names for this role.
+    pub fn service(self) -> &'static str {
+        match self {
+            Role::Server => "k3s",
+            Role::Agent => "k3s-agent",
+        }
+    }
+
+    pub fn unit_path(self) -> String {
+        format!("/etc/systemd/system/{}.service", self.service())
+    }
+
+    pub fn env_path(self) -> String {
+        format!("/etc/systemd/system/{}.service.env", self.service())
+    }
+
+    /// The uninstall script install.sh writes for this role.
+    pub fn uninstall_script(self) -> String {
+        format!("/usr/local/bin/{}-uninstall.sh", self.service())
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.command())
+    }
+}

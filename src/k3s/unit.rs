@@ -1,0 +1,47 @@
+//! The systemd unit and env file, as install.sh writes them (reference §2.2–2.3).
+
+use tera::Context;
+
+use super::Role;
+use crate::templates::{self, TemplateError};
+
+/// The unit for `role`, byte for byte what install.sh writes with no extra
+/// arguments: every setting lives in config.yaml instead, so the unit never
+/// changes when the inventory does and a config change never needs a daemon-reload.
+pub fn render_unit(role: Role) -> Result<String, TemplateError> {
+    let mut ctx = Context::new();
+    ctx.insert("service", role.service());
+    ctx.insert("command", role.command());
+    templates::render("k3s/k3s.service", &ctx)
+}
+
+/// The env file (0600). install.sh fills it with K3S_* variables; bootstrap keeps
+/// every setting, the tokens included, in config.yaml, so it stays empty.
+pub fn render_env(_role: Role) -> String {
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_unit_matches_install_sh() {
+        let unit = render_unit(Role::Server).unwrap();
+        assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3s.service.env\n"));
+        assert!(unit.ends_with("ExecStart=/usr/local/bin/k3s \\\n    server \\\n\n"));
+        assert!(unit.contains("Type=notify\n"));
+        assert!(unit.contains("TimeoutStartSec=0\n"));
+    }
+
+    #[test]
+    fn agent_unit_differs_only_in_env_file_and_command() {
+        let server = render_unit(Role::Server).unwrap();
+        let agent = render_unit(Role::Agent).unwrap();
+        let expected = server
+            .replace("k3s.service.env", "k3s-agent.service.env")
+            .replace("    server \\", "    agent \\");
+        assert_eq!(agent, expected);
+        assert!(agent.contains("Type=notify\n"));
+    }
+}

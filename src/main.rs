@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("bootstrap: no commands are available yet");
+    std::process::exit(2);
+}
