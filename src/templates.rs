@@ -13,7 +13,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "k3s/k3s.service",
         include_str!("../templates/k3s/k3s.service"),
     ),
-    ("k3s/config.yaml", include_str!("../templates/k3s/config.yaml")),
+    (
+        "k3s/config.yaml",
+        include_str!("../templates/k3s/config.yaml"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,10 @@ pub fn render(name: &str, ctx: &Context) -> Result<String, TemplateError> {
 mod tests {
     #[test]
     fn every_template_parses() {
-        assert!(super::engine().is_ok(), "{:?}", super::engine().as_ref().err());
+        assert!(
+            super::engine().is_ok(),
+            "{:?}",
+            super::engine().as_ref().err()
+        );
     }
 }

@@ -4,8 +4,8 @@
 
 use super::Role;
 
-const SERVER_FLAGS: &str = include_str!("server-flags.txt");
-const AGENT_FLAGS: &str = include_str!("agent-flags.txt");
+pub(crate) const SERVER_FLAGS: &str = include_str!("server-flags.txt");
+pub(crate) const AGENT_FLAGS: &str = include_str!("agent-flags.txt");
 
 fn list(role: Role) -> &'static str {
     match role {
@@ -42,7 +42,13 @@ mod tests {
 
     #[test]
     fn server_only_keys_are_not_agent_flags() {
-        for key in ["disable", "tls-san", "cluster-init", "flannel-backend", "agent-token"] {
+        for key in [
+            "disable",
+            "tls-san",
+            "cluster-init",
+            "flannel-backend",
+            "agent-token",
+        ] {
             assert!(is_flag(Role::Server, key), "{key}");
             assert!(!is_flag(Role::Agent, key), "{key}");
         }

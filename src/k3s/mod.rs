@@ -3,6 +3,7 @@
 //! Paths and formats follow what k3s's install.sh produces (reference/k3s-facts.md §2–§4),
 //! so a host installed by `bootstrap` looks like one installed by install.sh.
 
+pub mod artifacts;
 pub mod config;
 pub mod flags;
 pub mod token;

@@ -42,10 +42,91 @@ mod tests {
     #[test]
     fn password_of_secure_and_short_tokens() {
         let hash = "a".repeat(64);
-        assert_eq!(password(&format!("K10{hash}::server:s3cret\n")), Some("s3cret"));
-        assert_eq!(password(&format!("K10{hash}::node:agentpw")), Some("agentpw"));
+        assert_eq!(
+            password(&format!("K10{hash}::server:s3cret\n")),
+            Some("s3cret")
+        );
+        assert_eq!(
+            password(&format!("K10{hash}::node:agentpw")),
+            Some("agentpw")
+        );
         assert_eq!(password("plainpassword"), Some("plainpassword"));
         assert_eq!(password("K10broken"), None);
         assert_eq!(password("  "), None);
+    }
+}
+
+/// The tokens of a cluster and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenBackup {
+    pub server: String,
+    pub agent: String,
+}
+
+/// The tokens a server's config.yaml holds (bootstrap writes both there).
+pub fn from_server_config(config_yaml: &str) -> Option<TokenBackup> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(config_yaml).ok()?;
+    let get = |k: &str| {
+        doc.get(k)
+            .and_then(|v| v.as_str())
+            .and_then(password)
+            .map(str::to_string)
+    };
+    let server = get("token")?;
+    let agent = get("agent-token").unwrap_or_else(|| server.clone());
+    Some(TokenBackup { server, agent })
+}
+
+/// Read the 0600 backup in `.bootstrap/`, if there is one.
+pub fn load_backup(path: &std::path::Path) -> std::io::Result<Option<TokenBackup>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write the backup atomically with mode 0600 (the directory 0700).
+pub fn save_backup(path: &std::path::Path, tokens: &TokenBackup) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(serde_json::to_string_pretty(tokens)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod backup_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn recovers_from_config_and_round_trips_backup() {
+        let cfg = "node-name: \"m\"\ntoken: \"K10abc::server:pw1\"\nagent-token: \"pw2\"\n";
+        let t = from_server_config(cfg).unwrap();
+        assert_eq!(t, TokenBackup { server: "pw1".into(), agent: "pw2".into() });
+        assert!(from_server_config("node-name: m\n").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".bootstrap/tokens.json");
+        assert_eq!(load_backup(&path).unwrap(), None);
+        save_backup(&path, &t).unwrap();
+        assert_eq!(load_backup(&path).unwrap(), Some(t));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

@@ -1,0 +1,726 @@
+//! The inventory: which hosts make the cluster, how to reach them, what k3s and which add-ons
+//! they run. Loaded from TOML and validated whole before any host is touched.
+//!
+//! [`Inventory::load`] parses the file into a span-carrying raw form (`raw`), then `validate`
+//! checks every value and builds the typed model below. All problems are collected and returned
+//! together as an [`InventoryError`] whose `Display` prints one
+//! `file:line:col: error: what is wrong; what would be right` line each. Legal but risky choices
+//! (an even number of etcd servers, ...) become [`Warning`]s on the loaded inventory.
+//!
+//! Labels and taints: `labels` go into k3s's `node-label` (applied at registration) *and* are
+//! reconciled through the API; labels the kubelet refuses at registration
+//! (`node-role.kubernetes.io/worker` and other `kubernetes.io`/`k8s.io` keys) are rejected there
+//! and accepted only in `api_labels`, which must never be rendered into config.yaml: they are
+//! applied through the API after the node has registered.
+
+mod error;
+mod flags;
+mod raw;
+mod syntax;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{Diagnostic, ErrorKind, InventoryError, Warning};
+
+/// k3s release used when `cluster.k3s_version` is not set (the stable channel when written).
+pub const DEFAULT_K3S_VERSION: &str = "v1.36.3+k3s1";
+/// Where k3s release artifacts are downloaded from unless `install.mirror` says otherwise.
+pub const DEFAULT_MIRROR: &str = "https://github.com/k3s-io/k3s/releases/download";
+/// Longhorn chart (charts.longhorn.io), verified in reference/addons.md §3.1. No `v` prefix.
+pub const LONGHORN_CHART_VERSION: &str = "1.12.1";
+/// Upstream Traefik chart (traefik.github.io/charts); newest seen in reference/addons.md §0
+/// (v39+ value layout, `traefik.io/v1alpha1` CRDs).
+pub const TRAEFIK_CHART_VERSION: &str = "41.3.0";
+/// cert-manager chart (charts.jetstack.io); its versions carry a `v` (reference/addons.md §5.1).
+pub const CERT_MANAGER_CHART_VERSION: &str = "v1.21.2";
+/// Sealed Secrets chart (bitnami.github.io/sealed-secrets), app 0.38.4 (reference/addons.md §1).
+/// A chart with app >= 0.40.0 carries a security fix; bump once its version is confirmed.
+pub const SEALED_SECRETS_CHART_VERSION: &str = "2.19.1";
+/// Namespace the Traefik add-on is installed into (the seed's `ingress-system`).
+pub const DEFAULT_TRAEFIK_NAMESPACE: &str = "ingress-system";
+/// Longhorn's default data path on every node.
+pub const DEFAULT_LONGHORN_DATA_PATH: &str = "/var/lib/longhorn/";
+/// k3s defaults (flag usage text, reference/k3s-facts.md §9).
+pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
+pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// Supervisor and apiserver port of every server.
+pub const API_PORT: u16 = 6443;
+pub const DEFAULT_SSH_USER: &str = "root";
+pub const DEFAULT_SSH_PORT: u16 = 22;
+pub const DEFAULT_KNOWN_HOSTS: &str = "~/.ssh/known_hosts";
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+/// Directory beside the inventory that holds caches and backups.
+pub const STATE_DIR_NAME: &str = ".bootstrap";
+/// Names of the ClusterIssuers the cert-manager add-on creates.
+pub const LETSENCRYPT_STAGING_ISSUER: &str = "letsencrypt-staging";
+pub const LETSENCRYPT_PRODUCTION_ISSUER: &str = "letsencrypt-prod";
+pub const LETSENCRYPT_STAGING_URL: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub const LETSENCRYPT_PRODUCTION_URL: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// A validated inventory.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub cluster: Cluster,
+    pub install: Install,
+    pub ssh: Ssh,
+    /// In file order; the first server is the one that initialises the cluster.
+    pub nodes: Vec<Node>,
+    /// Free strings for rendering extra manifests (`{{ variables.NAME }}`).
+    pub variables: BTreeMap<String, String>,
+    pub addons: Addons,
+    pub manifests: Vec<Manifest>,
+    path: PathBuf,
+    base_dir: PathBuf,
+    warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// DNS label; names the kubeconfig context.
+    pub name: String,
+    pub k3s_version: K3sVersion,
+    /// Fixed address (DNS name or IP, no port) for joining servers/agents and the kubeconfig.
+    pub api_endpoint: Option<String>,
+    /// Extra SANs for the apiserver certificate (see [`Inventory::tls_sans`]).
+    pub tls_san: Vec<String>,
+    pub flannel_backend: FlannelBackend,
+    /// k3s packaged components to disable, as written (see [`Inventory::disabled_components`]).
+    pub disable: Vec<String>,
+    /// Pod CIDR(s), comma-separated for dual stack.
+    pub cluster_cidr: String,
+    pub service_cidr: String,
+    /// Cluster DNS address(es); k3s picks `.10` of the service CIDR when unset.
+    pub cluster_dns: Option<String>,
+    pub cluster_domain: String,
+    pub datastore: Datastore,
+    /// Extra config.yaml keys for every server (checked against the server flag list).
+    pub server_config: BTreeMap<String, toml::Value>,
+    /// Extra config.yaml keys for every agent (checked against the agent flag list).
+    pub agent_config: BTreeMap<String, toml::Value>,
+}
+
+/// `vMAJOR.MINOR.PATCH+k3sN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct K3sVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+    pub k3s: u32,
+}
+
+impl K3sVersion {
+    /// The version as it appears in release URLs (`+` encoded as `%2B`).
+    pub fn url_encoded(&self) -> String {
+        self.to_string().replace('+', "%2B")
+    }
+}
+
+impl fmt::Display for K3sVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "v{}.{}.{}+k3s{}",
+            self.major, self.minor, self.patch, self.k3s
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlannelBackend {
+    Vxlan,
+    HostGw,
+    WireguardNative,
+    None,
+}
+
+impl FlannelBackend {
+    /// The `flannel-backend` value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FlannelBackend::Vxlan => "vxlan",
+            FlannelBackend::HostGw => "host-gw",
+            FlannelBackend::WireguardNative => "wireguard-native",
+            FlannelBackend::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datastore {
+    /// Embedded etcd: `cluster-init` on the first server, HA-capable.
+    Etcd,
+    /// k3s's default SQLite: one server only.
+    Sqlite,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Install {
+    pub source: InstallSource,
+    /// Base URL without a trailing '/'; artifacts are at `<mirror>/<version%2B>/<file>`.
+    pub mirror: String,
+    /// Operator-side artifact cache for `upload` (absolute).
+    pub cache_dir: PathBuf,
+    pub airgap_images: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallSource {
+    /// Each host downloads from the mirror.
+    Download,
+    /// The operator downloads once into the cache and uploads over SSH.
+    Upload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ssh {
+    pub user: String,
+    pub port: u16,
+    /// Absolute; `None` means ssh-agent.
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub host_key_policy: HostKeyPolicy,
+    pub bastion: Option<Bastion>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    /// Which of the above were written in `[ssh]` (the rest are defaults).
+    pub(crate) explicit: SshExplicit,
+}
+
+/// Which `[ssh]` settings the inventory wrote, so `~/.ssh/config` can fill the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SshExplicit {
+    pub user: bool,
+    pub port: bool,
+    pub known_hosts: bool,
+    pub host_key_policy: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// The host key must already be in known_hosts.
+    Strict,
+    /// Unknown hosts are trusted on first use and recorded; a changed key is still refused.
+    AcceptNew,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bastion {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Kubernetes node name (k3s `node-name`).
+    pub name: String,
+    /// IP address or DNS name used for SSH.
+    pub host: String,
+    pub role: Role,
+    /// Per-node SSH overrides; see [`Inventory::ssh_target`].
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<PathBuf>,
+    pub bastion: Option<Bastion>,
+    /// Labels for `node-label` and API reconciliation.
+    pub labels: BTreeMap<String, String>,
+    /// Labels applied only through the API after registration. Never render into config.yaml.
+    pub api_labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    /// Extra config.yaml keys for this node only (checked against its role's flags).
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+impl Node {
+    pub fn is_server(&self) -> bool {
+        self.role == Role::Server
+    }
+
+    /// `node-label` values (`key=value`), safe for the kubelet.
+    pub fn node_label_args(&self) -> Vec<String> {
+        self.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+
+    /// Every label the tool manages on this node (registration and API-only).
+    pub fn all_labels(&self) -> BTreeMap<String, String> {
+        let mut all = self.labels.clone();
+        all.extend(self.api_labels.clone());
+        all
+    }
+
+    /// Whether pods without tolerations may be scheduled here.
+    pub fn schedulable(&self) -> bool {
+        !self
+            .taints
+            .iter()
+            .any(|t| matches!(t.effect, TaintEffect::NoSchedule | TaintEffect::NoExecute))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+impl fmt::Display for Taint {
+    /// `key=value:Effect` or `key:Effect`, the form `node-taint` and kubectl take.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={}:{}", self.key, v, self.effect.as_str()),
+            None => write!(f, "{}:{}", self.key, self.effect.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+impl TaintEffect {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaintEffect::NoSchedule => "NoSchedule",
+            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+            TaintEffect::NoExecute => "NoExecute",
+        }
+    }
+}
+
+/// Everything needed to open an SSH session to one node, overrides applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SshTarget {
+    pub node: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub host_key_policy: HostKeyPolicy,
+    pub bastion: Option<Bastion>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+/// Only what the inventory wrote for one node (node overrides over `[ssh]`); `None` means
+/// "not set here", so `~/.ssh/config` and then the built-in defaults decide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SshOverrides {
+    pub node: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub host_key_policy: Option<HostKeyPolicy>,
+    pub bastion: Option<Bastion>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+/// Add-ons: present in the inventory = enabled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Addons {
+    pub longhorn: Option<Longhorn>,
+    pub traefik: Option<Traefik>,
+    pub cert_manager: Option<CertManager>,
+    pub sealed_secrets: Option<SealedSecrets>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Longhorn {
+    pub version: String,
+    /// Default replica count (chart default class and UI-created volumes).
+    pub replicas: u32,
+    pub data_path: String,
+    pub storage_classes: Vec<StorageClass>,
+    /// `s3://`, `nfs://`, `cifs://` or `azblob://` URL.
+    pub backup_target: Option<String>,
+    /// Secret in longhorn-system holding the backup credentials.
+    pub backup_target_credential_secret: Option<String>,
+}
+
+impl Longhorn {
+    /// Whether the chart's own `longhorn` class should be the cluster default (no inventory
+    /// class claims it).
+    pub fn chart_class_is_default(&self) -> bool {
+        !self.storage_classes.iter().any(|c| c.default)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageClass {
+    pub name: String,
+    pub reclaim_policy: ReclaimPolicy,
+    pub replicas: u32,
+    pub default: bool,
+    pub allow_volume_expansion: bool,
+    pub volume_binding_mode: VolumeBindingMode,
+    pub fs_type: Option<String>,
+    pub data_locality: Option<String>,
+    /// Further Longhorn StorageClass parameters, passed through.
+    pub parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReclaimPolicy {
+    Delete,
+    Retain,
+}
+
+impl ReclaimPolicy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReclaimPolicy::Delete => "Delete",
+            ReclaimPolicy::Retain => "Retain",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeBindingMode {
+    Immediate,
+    WaitForFirstConsumer,
+}
+
+impl VolumeBindingMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VolumeBindingMode::Immediate => "Immediate",
+            VolumeBindingMode::WaitForFirstConsumer => "WaitForFirstConsumer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traefik {
+    pub version: String,
+    pub namespace: String,
+    pub redirect_https: bool,
+    pub routes: Vec<WeightedRoute>,
+}
+
+impl Traefik {
+    /// Routes reference Services in other namespaces, so the CRD provider must allow it.
+    pub fn needs_cross_namespace(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.services.iter().any(|s| s.namespace != r.namespace))
+    }
+}
+
+/// An IngressRoute for `host` backed by a weighted TraefikService.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedRoute {
+    pub name: String,
+    pub namespace: String,
+    pub host: String,
+    /// Certificate from this ClusterIssuer; `None` = no TLS section.
+    pub tls_issuer: Option<AcmeIssuer>,
+    pub services: Vec<WeightedService>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedService {
+    pub name: String,
+    /// Resolved: the route's namespace unless given.
+    pub namespace: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertManager {
+    pub version: String,
+    /// Required when an issuer is enabled.
+    pub acme_email: Option<String>,
+    /// IngressClass the HTTP-01 solver uses.
+    pub ingress_class: String,
+    pub staging: bool,
+    pub production: bool,
+}
+
+impl CertManager {
+    pub fn issuers(&self) -> Vec<AcmeIssuer> {
+        let mut v = Vec::new();
+        if self.staging {
+            v.push(AcmeIssuer::Staging);
+        }
+        if self.production {
+            v.push(AcmeIssuer::Production);
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeIssuer {
+    Staging,
+    Production,
+}
+
+impl AcmeIssuer {
+    /// ClusterIssuer name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AcmeIssuer::Staging => LETSENCRYPT_STAGING_ISSUER,
+            AcmeIssuer::Production => LETSENCRYPT_PRODUCTION_ISSUER,
+        }
+    }
+
+    pub fn server_url(&self) -> &'static str {
+        match self {
+            AcmeIssuer::Staging => LETSENCRYPT_STAGING_URL,
+            AcmeIssuer::Production => LETSENCRYPT_PRODUCTION_URL,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedSecrets {
+    pub version: String,
+}
+
+/// An extra manifest applied through k3s's manifests directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Absolute path of the source file.
+    pub path: PathBuf,
+    /// AddOn name (file name in the manifests dir without `.yaml`): RFC 1123, unique.
+    pub name: String,
+}
+
+impl Inventory {
+    /// Reads, parses and validates the inventory at `path`. Nothing else happens before this
+    /// succeeds.
+    pub fn load(path: impl AsRef<Path>) -> Result<Inventory, InventoryError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| InventoryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Self::from_str_at(&text, path),
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let bytes = e.into_bytes();
+                let prefix = String::from_utf8_lossy(bytes.get(..valid).unwrap_or_default());
+                let (line, column) = error::LineIndex::new(&prefix).position(prefix.len());
+                Err(InventoryError::Invalid {
+                    diagnostics: vec![Diagnostic {
+                        file: path.to_path_buf(),
+                        line,
+                        column,
+                        kind: ErrorKind::NotUtf8,
+                        message: "the file is not UTF-8 text; save it as UTF-8".into(),
+                    }],
+                })
+            }
+        }
+    }
+
+    /// Parses and validates `text` as if it were the file at `path` (relative paths inside it
+    /// resolve against `path`'s directory; `path` need not exist).
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
+        validate::parse(text, path)
+    }
+
+    /// The inventory file as given to [`Inventory::load`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Absolute directory of the inventory file.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// `<base_dir>/.bootstrap`: caches and backups.
+    pub fn state_dir(&self) -> PathBuf {
+        self.base_dir.join(STATE_DIR_NAME)
+    }
+
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    pub fn servers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Server)
+    }
+
+    pub fn agents(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Agent)
+    }
+
+    /// The first server in file order (validation guarantees one exists).
+    pub fn first_server(&self) -> &Node {
+        match self.servers().next() {
+            Some(n) => n,
+            None => unreachable!("validation guarantees at least one server"),
+        }
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// `api_endpoint` if set, else the first server's host.
+    pub fn api_endpoint_or_first_server(&self) -> &str {
+        self.cluster
+            .api_endpoint
+            .as_deref()
+            .unwrap_or(&self.first_server().host)
+    }
+
+    /// `https://<api endpoint>:6443`, the `server:` URL for joining nodes and the kubeconfig.
+    pub fn server_url(&self) -> String {
+        let host = self.api_endpoint_or_first_server();
+        if host.contains(':') {
+            format!("https://[{host}]:{API_PORT}")
+        } else {
+            format!("https://{host}:{API_PORT}")
+        }
+    }
+
+    /// `tls-san` for servers: `api_endpoint` first, then `tls_san`, without duplicates.
+    pub fn tls_sans(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in self
+            .cluster
+            .api_endpoint
+            .iter()
+            .chain(&self.cluster.tls_san)
+        {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+
+    /// `disable` for servers: the inventory's list plus what enabled add-ons replace
+    /// (`traefik` for the Traefik add-on, `local-storage` for Longhorn), sorted.
+    pub fn disabled_components(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.cluster.disable.clone();
+        if self.addons.traefik.is_some() {
+            out.push("traefik".into());
+        }
+        if self.addons.longhorn.is_some() {
+            out.push("local-storage".into());
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// What the inventory itself says about reaching `node`, without built-in defaults, for
+    /// merging with `~/.ssh/config` (which [`Inventory::ssh_target`] would shadow).
+    pub fn ssh_overrides(&self, node: &Node) -> SshOverrides {
+        let e = self.ssh.explicit;
+        SshOverrides {
+            node: node.name.clone(),
+            host: node.host.clone(),
+            port: node.port.or(e.port.then_some(self.ssh.port)),
+            user: node
+                .user
+                .clone()
+                .or_else(|| e.user.then(|| self.ssh.user.clone())),
+            identity_file: node
+                .identity_file
+                .clone()
+                .or_else(|| self.ssh.identity_file.clone()),
+            known_hosts: e.known_hosts.then(|| self.ssh.known_hosts.clone()),
+            host_key_policy: e.host_key_policy.then_some(self.ssh.host_key_policy),
+            bastion: node.bastion.clone().or_else(|| self.ssh.bastion.clone()),
+            connect_timeout: self.ssh.connect_timeout,
+            command_timeout: self.ssh.command_timeout,
+        }
+    }
+
+    /// SSH settings for `node` with every default filled in: node overrides over `[ssh]` over
+    /// the built-in defaults (root, port 22, ~/.ssh/known_hosts, strict).
+    pub fn ssh_target(&self, node: &Node) -> SshTarget {
+        SshTarget {
+            node: node.name.clone(),
+            host: node.host.clone(),
+            port: node.port.unwrap_or(self.ssh.port),
+            user: node.user.clone().unwrap_or_else(|| self.ssh.user.clone()),
+            identity_file: node
+                .identity_file
+                .clone()
+                .or_else(|| self.ssh.identity_file.clone()),
+            known_hosts: self.ssh.known_hosts.clone(),
+            host_key_policy: self.ssh.host_key_policy,
+            bastion: node.bastion.clone().or_else(|| self.ssh.bastion.clone()),
+            connect_timeout: self.ssh.connect_timeout,
+            command_timeout: self.ssh.command_timeout,
+        }
+    }
+}
+
+/// Expands a leading `~` or `~/` to `$HOME` and resolves a relative path against `base`.
+/// `~user/` is not supported.
+pub fn resolve_path(raw: &str, base: &Path) -> Result<PathBuf, String> {
+    let home = || {
+        std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("\"{raw}\" starts with '~' but HOME is not set"))
+    };
+    if raw.is_empty() {
+        return Err("the path is empty".into());
+    }
+    let path = if raw == "~" {
+        home()?
+    } else if let Some(rest) = raw.strip_prefix("~/") {
+        home()?.join(rest)
+    } else if raw.starts_with('~') {
+        return Err(format!(
+            "\"{raw}\": only \"~/\" is expanded; write the full path"
+        ));
+    } else {
+        PathBuf::from(raw)
+    };
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! The inventory exactly as written: every field that validation may complain about carries its
+//! byte span, and every table denies unknown keys so a typo is an error, not a silent default.
+//!
+//! Tables themselves are never wrapped in `Spanned`: toml cannot give a span to a table built
+//! from dotted keys (`cluster.name = "x"`) and fails with a confusing type error, so errors about
+//! a whole table point at one of its keys instead.
+//!
+//! Enumerated values (role, source, policies, ...) are read as strings and checked in
+//! `validate`, so that several bad values are all reported in one run instead of serde stopping
+//! at the first.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(crate) type S<T> = Spanned<T>;
+pub(crate) type SpannedMap<V> = BTreeMap<S<String>, S<V>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInventory {
+    pub cluster: RawCluster,
+    #[serde(default)]
+    pub install: Option<RawInstall>,
+    #[serde(default)]
+    pub ssh: Option<RawSsh>,
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<RawNode>,
+    #[serde(default)]
+    pub variables: SpannedMap<String>,
+    #[serde(default)]
+    pub addons: Option<RawAddons>,
+    #[serde(default)]
+    pub manifests: Vec<RawManifest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub name: S<String>,
+    pub k3s_version: Option<S<String>>,
+    pub api_endpoint: Option<S<String>>,
+    #[serde(default)]
+    pub tls_san: Vec<S<String>>,
+    pub flannel_backend: Option<S<String>>,
+    #[serde(default)]
+    pub disable: Vec<S<String>>,
+    pub cluster_cidr: Option<S<String>>,
+    pub service_cidr: Option<S<String>>,
+    pub cluster_dns: Option<S<String>>,
+    pub cluster_domain: Option<S<String>>,
+    pub datastore: Option<S<String>>,
+    #[serde(default)]
+    pub server_config: SpannedMap<toml::Value>,
+    #[serde(default)]
+    pub agent_config: SpannedMap<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInstall {
+    pub source: Option<S<String>>,
+    pub mirror: Option<S<String>>,
+    pub cache_dir: Option<S<String>>,
+    pub airgap_images: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSsh {
+    pub user: Option<S<String>>,
+    pub port: Option<S<i64>>,
+    pub identity_file: Option<S<String>>,
+    pub known_hosts: Option<S<String>>,
+    pub host_key_policy: Option<S<String>>,
+    pub bastion: Option<S<String>>,
+    pub connect_timeout: Option<S<toml::Value>>,
+    pub command_timeout: Option<S<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNode {
+    pub name: S<String>,
+    pub host: S<String>,
+    pub role: S<String>,
+    pub port: Option<S<i64>>,
+    pub user: Option<S<String>>,
+    pub identity_file: Option<S<String>>,
+    pub bastion: Option<S<String>>,
+    #[serde(default)]
+    pub labels: SpannedMap<String>,
+    #[serde(default)]
+    pub api_labels: SpannedMap<String>,
+    #[serde(default)]
+    pub taints: Vec<S<String>>,
+    #[serde(default)]
+    pub config: SpannedMap<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAddons {
+    pub longhorn: Option<RawLonghorn>,
+    pub traefik: Option<RawTraefik>,
+    pub cert_manager: Option<RawCertManager>,
+    pub sealed_secrets: Option<RawSealedSecrets>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLonghorn {
+    pub version: Option<S<String>>,
+    pub replicas: Option<S<i64>>,
+    pub data_path: Option<S<String>>,
+    #[serde(default)]
+    pub storage_classes: Vec<RawStorageClass>,
+    pub backup_target: Option<S<String>>,
+    pub backup_target_credential_secret: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStorageClass {
+    pub name: S<String>,
+    pub reclaim_policy: Option<S<String>>,
+    pub replicas: Option<S<i64>>,
+    pub default: Option<S<bool>>,
+    pub allow_volume_expansion: Option<bool>,
+    pub volume_binding_mode: Option<S<String>>,
+    pub fs_type: Option<S<String>>,
+    pub data_locality: Option<S<String>>,
+    #[serde(default)]
+    pub parameters: SpannedMap<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTraefik {
+    pub version: Option<S<String>>,
+    pub namespace: Option<S<String>>,
+    pub redirect_https: Option<bool>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub name: S<String>,
+    pub namespace: S<String>,
+    pub host: S<String>,
+    pub tls_issuer: Option<S<String>>,
+    pub services: Vec<RawWeightedService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWeightedService {
+    pub name: S<String>,
+    pub namespace: Option<S<String>>,
+    pub port: S<i64>,
+    pub weight: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertManager {
+    pub version: Option<S<String>>,
+    pub acme_email: Option<S<String>>,
+    pub ingress_class: Option<S<String>>,
+    pub issuers: Option<RawIssuers>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIssuers {
+    pub staging: Option<bool>,
+    pub production: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSealedSecrets {
+    pub version: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawManifest {
+    pub path: S<String>,
+    pub name: Option<S<String>>,
+}

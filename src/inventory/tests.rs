@@ -1,0 +1,575 @@
+use super::*;
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory")
+}
+
+fn example(name: &str) -> Inventory {
+    let path = examples_dir().join(name);
+    match Inventory::load(&path) {
+        Ok(inv) => inv,
+        Err(e) => panic!("{} does not load:\n{e}", path.display()),
+    }
+}
+
+const NODES: &str = r#"
+[[node]]
+name = "master-1"
+host = "10.0.0.1"
+role = "server"
+"#;
+
+fn parse(text: &str) -> Result<Inventory, InventoryError> {
+    Inventory::from_str_at(text, Path::new("/tmp/inv/inventory.toml"))
+}
+
+fn minimal(extra: &str) -> String {
+    format!("[cluster]\nname = \"c\"\n{extra}\n{NODES}")
+}
+
+fn errors(text: &str) -> Vec<Diagnostic> {
+    match parse(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.diagnostics().to_vec(),
+    }
+}
+
+#[test]
+fn every_example_loads_and_validates() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(examples_dir()).expect("inventory/ exists") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let inv = Inventory::load(&path)
+                .unwrap_or_else(|e| panic!("{} does not load:\n{e}", path.display()));
+            assert!(
+                inv.warnings().is_empty(),
+                "{}: unexpected warnings: {:?}",
+                path.display(),
+                inv.warnings()
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "expected seed, ha and lab examples");
+}
+
+#[test]
+fn seed_example_matches_the_seed() {
+    let inv = example("seed.toml");
+    assert_eq!(inv.cluster.name, "dirtbikechina");
+    assert_eq!(inv.cluster.flannel_backend, FlannelBackend::WireguardNative);
+    assert_eq!(inv.cluster.datastore, Datastore::Etcd);
+    let names: Vec<_> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["master-1", "worker-1", "worker-2"]);
+    assert_eq!(inv.first_server().name, "master-1");
+    assert_eq!(inv.agents().count(), 2);
+    let master = inv.node("master-1").expect("master-1");
+    assert_eq!(
+        master.taints[0].to_string(),
+        "node-role.kubernetes.io/control-plane=true:NoSchedule"
+    );
+    assert!(!master.schedulable());
+    for w in ["worker-1", "worker-2"] {
+        let n = inv.node(w).expect("worker");
+        assert_eq!(
+            n.labels.get("node.role").map(String::as_str),
+            Some("database")
+        );
+        assert_eq!(n.node_label_args(), ["node.role=database"]);
+    }
+    let lh = inv.addons.longhorn.as_ref().expect("longhorn");
+    let classes: Vec<_> = lh
+        .storage_classes
+        .iter()
+        .map(|c| (c.name.as_str(), c.reclaim_policy, c.replicas))
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            ("longhorn-retain", ReclaimPolicy::Retain, 2),
+            ("longhorn-fast", ReclaimPolicy::Delete, 2),
+            ("longhorn-backup", ReclaimPolicy::Retain, 1),
+        ]
+    );
+    assert!(!lh.chart_class_is_default());
+    let tr = inv.addons.traefik.as_ref().expect("traefik");
+    assert_eq!(tr.namespace, "ingress-system");
+    let weights: Vec<_> = tr.routes[0].services.iter().map(|s| s.weight).collect();
+    assert_eq!(weights, [70, 30]);
+    assert_eq!(tr.routes[0].services[1].namespace, "stage");
+    assert!(tr.needs_cross_namespace());
+    assert_eq!(tr.routes[0].tls_issuer, Some(AcmeIssuer::Production));
+    let cm = inv.addons.cert_manager.as_ref().expect("cert-manager");
+    assert_eq!(cm.issuers(), [AcmeIssuer::Staging, AcmeIssuer::Production]);
+    assert!(inv.addons.sealed_secrets.is_some());
+    assert_eq!(inv.manifests.len(), 1);
+    assert_eq!(inv.manifests[0].name, "namespaces");
+    assert!(inv.manifests[0].path.is_file());
+    assert_eq!(
+        inv.disabled_components(),
+        ["local-storage".to_string(), "traefik".to_string()]
+    );
+    assert_eq!(
+        inv.cluster.server_config.get("flannel-external-ip"),
+        Some(&toml::Value::Boolean(true))
+    );
+    assert_eq!(
+        inv.variables.get("prod_memory").map(String::as_str),
+        Some("32Gi")
+    );
+}
+
+#[test]
+fn ha_example_has_three_servers_and_an_endpoint() {
+    let inv = example("ha.toml");
+    assert_eq!(inv.servers().count(), 3);
+    assert_eq!(inv.agents().count(), 2);
+    assert_eq!(inv.api_endpoint_or_first_server(), "k8s.example.com");
+    assert_eq!(inv.server_url(), "https://k8s.example.com:6443");
+    assert_eq!(inv.tls_sans(), ["k8s.example.com", "10.0.0.10"]);
+    assert_eq!(inv.install.source, InstallSource::Upload);
+    assert_eq!(inv.install.cache_dir, inv.state_dir().join("cache"));
+    let bastion = inv.ssh.bastion.clone().expect("bastion");
+    assert_eq!(bastion.user.as_deref(), Some("jump"));
+    assert_eq!(inv.ssh.command_timeout, Duration::from_secs(600));
+    let agent = inv.node("agent-1").expect("agent-1");
+    assert_eq!(
+        agent
+            .api_labels
+            .get("node-role.kubernetes.io/worker")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert!(!agent.labels.contains_key("node-role.kubernetes.io/worker"));
+    assert_eq!(agent.all_labels().len(), 2);
+}
+
+#[test]
+fn lab_example_matches_the_lab() {
+    let inv = example("lab.toml");
+    assert_eq!(inv.ssh.user, "root");
+    assert_eq!(inv.install.mirror, "http://10.213.1.1:8080");
+    assert_eq!(
+        inv.ssh.identity_file,
+        Some(examples_dir().join("id_ed25519"))
+    );
+    assert_eq!(inv.ssh.known_hosts, examples_dir().join("known_hosts"));
+    assert_eq!(inv.ssh.connect_timeout, Duration::from_secs(5));
+    let hosts: Vec<_> = inv.nodes.iter().map(|n| n.host.as_str()).collect();
+    assert_eq!(hosts, ["10.213.1.11", "10.213.1.12", "10.213.1.13"]);
+    let t = inv.ssh_target(inv.node("worker-2").expect("worker-2"));
+    assert_eq!((t.user.as_str(), t.port), ("root", 22));
+    assert_eq!(t.host_key_policy, HostKeyPolicy::Strict);
+    assert_eq!(inv.api_endpoint_or_first_server(), "10.213.1.11");
+    assert_eq!(inv.base_dir(), examples_dir());
+    assert_eq!(inv.state_dir(), examples_dir().join(".bootstrap"));
+}
+
+#[test]
+fn defaults() {
+    let inv = parse(&minimal("")).expect("minimal inventory");
+    assert_eq!(inv.cluster.k3s_version.to_string(), DEFAULT_K3S_VERSION);
+    assert_eq!(inv.cluster.k3s_version.url_encoded(), "v1.36.3%2Bk3s1");
+    assert_eq!(inv.cluster.flannel_backend, FlannelBackend::Vxlan);
+    assert_eq!(inv.cluster.cluster_cidr, DEFAULT_CLUSTER_CIDR);
+    assert_eq!(inv.cluster.service_cidr, DEFAULT_SERVICE_CIDR);
+    assert_eq!(inv.cluster.cluster_domain, "cluster.local");
+    assert_eq!(inv.cluster.datastore, Datastore::Etcd);
+    assert_eq!(inv.install.source, InstallSource::Download);
+    assert_eq!(inv.install.mirror, DEFAULT_MIRROR);
+    assert_eq!(
+        inv.install.cache_dir,
+        Path::new("/tmp/inv/.bootstrap/cache")
+    );
+    assert_eq!(inv.ssh.user, "root");
+    assert_eq!(inv.ssh.port, 22);
+    assert_eq!(inv.ssh.host_key_policy, HostKeyPolicy::Strict);
+    assert_eq!(inv.ssh.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert!(inv.disabled_components().is_empty());
+    assert!(inv.tls_sans().is_empty());
+
+    let inv = parse(&minimal(
+        "[addons.longhorn]\n[addons.traefik]\n[addons.sealed_secrets]\n[addons.cert_manager]\nacme_email = \"a@b.io\"",
+    ))
+    .expect("add-ons with defaults");
+    let lh = inv.addons.longhorn.expect("longhorn");
+    assert_eq!(lh.version, LONGHORN_CHART_VERSION);
+    assert_eq!(lh.replicas, 1, "one schedulable node → one replica");
+    assert_eq!(lh.data_path, DEFAULT_LONGHORN_DATA_PATH);
+    let tr = inv.addons.traefik.expect("traefik");
+    assert_eq!(
+        (
+            tr.version.as_str(),
+            tr.namespace.as_str(),
+            tr.redirect_https
+        ),
+        (TRAEFIK_CHART_VERSION, "ingress-system", true)
+    );
+    let cm = inv.addons.cert_manager.expect("cert-manager");
+    assert_eq!(cm.version, CERT_MANAGER_CHART_VERSION);
+    assert_eq!(cm.ingress_class, "traefik");
+    assert!(cm.staging && cm.production);
+    assert_eq!(
+        inv.addons.sealed_secrets.expect("sealed").version,
+        SEALED_SECRETS_CHART_VERSION
+    );
+}
+
+#[test]
+fn longhorn_default_replicas_follow_schedulable_nodes() {
+    let mut text = "[cluster]\nname = \"c\"\n[addons.longhorn]\n".to_string();
+    for i in 1..=5 {
+        text.push_str(&format!(
+            "[[node]]\nname = \"n{i}\"\nhost = \"10.0.0.{i}\"\nrole = \"{}\"\n",
+            if i == 1 { "server" } else { "agent" }
+        ));
+    }
+    let inv = parse(&text).expect("5 nodes");
+    assert_eq!(inv.addons.longhorn.expect("longhorn").replicas, 3);
+}
+
+#[test]
+fn per_node_ssh_overrides() {
+    let text = r#"
+[cluster]
+name = "c"
+[ssh]
+user = "deploy"
+port = 2222
+identity_file = "/keys/default"
+[[node]]
+name = "a"
+host = "10.0.0.1"
+role = "server"
+user = "admin"
+port = 22
+identity_file = "keys/a"
+bastion = "10.0.0.254"
+"#;
+    let inv = parse(text).expect("overrides");
+    let t = inv.ssh_target(&inv.nodes[0]);
+    assert_eq!(t.user, "admin");
+    assert_eq!(t.port, 22);
+    assert_eq!(t.identity_file, Some(PathBuf::from("/tmp/inv/keys/a")));
+    assert_eq!(
+        t.bastion,
+        Some(Bastion {
+            user: None,
+            host: "10.0.0.254".into(),
+            port: 22
+        })
+    );
+}
+
+#[test]
+fn ssh_overrides_leave_unset_values_to_ssh_config() {
+    let inv = parse(&minimal("")).expect("minimal");
+    let o = inv.ssh_overrides(&inv.nodes[0]);
+    assert_eq!(
+        (o.user, o.port, o.known_hosts, o.host_key_policy),
+        (None, None, None, None)
+    );
+    let t = inv.ssh_target(&inv.nodes[0]);
+    assert_eq!((t.user.as_str(), t.port), ("root", 22));
+
+    let inv = example("lab.toml");
+    let o = inv.ssh_overrides(&inv.nodes[0]);
+    assert_eq!(o.user.as_deref(), Some("root"));
+    assert_eq!(o.port, None);
+    assert_eq!(o.known_hosts, Some(examples_dir().join("known_hosts")));
+    assert_eq!(o.host_key_policy, Some(HostKeyPolicy::Strict));
+}
+
+#[test]
+fn even_server_count_is_a_warning_not_an_error() {
+    let mut text = "[cluster]\nname = \"c\"\napi_endpoint = \"k8s.example.com\"\n".to_string();
+    for i in 1..=2 {
+        text.push_str(&format!(
+            "[[node]]\nname = \"s{i}\"\nhost = \"10.0.0.{i}\"\nrole = \"server\"\n"
+        ));
+    }
+    let inv = parse(&text).expect("two servers load");
+    assert_eq!(inv.warnings().len(), 1);
+    let w = inv.warnings()[0].to_string();
+    assert!(w.contains("inventory.toml:11:8: warning:"), "{w}");
+    assert!(w.contains("even count"), "{w}");
+}
+
+#[test]
+fn several_servers_without_endpoint_warns() {
+    let mut text = "[cluster]\nname = \"c\"\n".to_string();
+    for i in 1..=3 {
+        text.push_str(&format!(
+            "[[node]]\nname = \"s{i}\"\nhost = \"10.0.0.{i}\"\nrole = \"server\"\n"
+        ));
+    }
+    let inv = parse(&text).expect("three servers load");
+    assert_eq!(inv.warnings().len(), 1);
+    assert!(inv.warnings()[0].message.contains("api_endpoint"));
+}
+
+#[test]
+fn sqlite_allows_one_server_only() {
+    let mut text =
+        "[cluster]\nname = \"c\"\ndatastore = \"sqlite\"\napi_endpoint = \"k.example.com\"\n"
+            .to_string();
+    for i in 1..=3 {
+        text.push_str(&format!(
+            "[[node]]\nname = \"s{i}\"\nhost = \"10.0.0.{i}\"\nrole = \"server\"\n"
+        ));
+    }
+    let d = errors(&text);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].kind, ErrorKind::Conflict);
+}
+
+#[test]
+fn restricted_labels_go_to_api_labels_only() {
+    let text = format!(
+        "{}labels = {{ \"node-role.kubernetes.io/worker\" = \"true\" }}\n",
+        minimal("")
+    );
+    let d = errors(&text);
+    assert_eq!(d[0].kind, ErrorKind::RestrictedLabel);
+    assert!(d[0].message.contains("api_labels"));
+
+    let text = format!(
+        "{}api_labels = {{ \"node-role.kubernetes.io/worker\" = \"true\" }}\n",
+        minimal("")
+    );
+    let inv = parse(&text).expect("api_labels accept it");
+    assert!(inv.nodes[0].labels.is_empty());
+    assert!(inv.nodes[0].node_label_args().is_empty());
+
+    // k3s owns the control-plane role label, in either table.
+    let text = format!(
+        "{}api_labels = {{ \"node-role.kubernetes.io/control-plane\" = \"true\" }}\n",
+        minimal("")
+    );
+    assert_eq!(errors(&text)[0].kind, ErrorKind::RestrictedLabel);
+
+    // Kubelet-allowed kubernetes.io labels are fine in labels.
+    let text = format!(
+        "{}labels = {{ \"topology.kubernetes.io/zone\" = \"a\", \"node.kubernetes.io/pool\" = \"x\" }}\n",
+        minimal("")
+    );
+    parse(&text).expect("kubelet-allowed labels");
+}
+
+#[test]
+fn all_errors_are_reported_in_file_order() {
+    let text = r#"[cluster]
+name = "Bad_Name"
+k3s_version = "1.36.3"
+
+[[node]]
+name = "a"
+host = "10.0.0.1"
+role = "server"
+taints = ["foo"]
+
+[[node]]
+name = "a"
+host = "10.0.0.1"
+role = "agent"
+"#;
+    let e = parse(text).expect_err("several errors");
+    let lines: Vec<String> = e.to_string().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 5, "{e}");
+    assert!(lines[0].starts_with("/tmp/inv/inventory.toml:2:8: error: cluster name"));
+    assert!(lines[1].starts_with("/tmp/inv/inventory.toml:3:15: error: k3s_version"));
+    assert!(lines[2].starts_with("/tmp/inv/inventory.toml:9:11: error: node \"a\": taint \"foo\""));
+    assert!(lines[3]
+        .starts_with("/tmp/inv/inventory.toml:12:8: error: node name \"a\" is already used"));
+    assert!(lines[4].starts_with("/tmp/inv/inventory.toml:13:8: error: node \"a\": host"));
+}
+
+#[test]
+fn config_keys_are_checked_per_role() {
+    let ok = minimal(
+        "[cluster.server_config]\nkube-apiserver-arg = [\"audit-log-maxage=30\"]\nsecrets-encryption = true\n[cluster.agent_config]\nkubelet-arg = [\"max-pods=150\"]",
+    );
+    let inv = parse(&ok).expect("valid flags");
+    assert_eq!(inv.cluster.agent_config.len(), 1);
+
+    let kinds = |extra: &str| -> Vec<ErrorKind> {
+        errors(&minimal(extra)).iter().map(|d| d.kind).collect()
+    };
+    assert_eq!(
+        kinds("[cluster.agent_config]\ndisable = [\"x\"]"),
+        [ErrorKind::WrongRoleFlag]
+    );
+    assert_eq!(
+        kinds("[cluster.server_config]\ntoken = \"x\""),
+        [ErrorKind::ManagedFlag]
+    );
+    assert_eq!(
+        kinds("[cluster.server_config]\nnode-label = [\"a=b\"]"),
+        [ErrorKind::ManagedFlag]
+    );
+    assert_eq!(
+        kinds("[cluster.server_config]\nt = \"x\""),
+        [ErrorKind::UnknownFlag]
+    );
+    assert_eq!(
+        kinds("[cluster.server_config]\nkubelet_arg = [\"a\"]"),
+        [ErrorKind::UnknownFlag]
+    );
+    assert_eq!(
+        kinds("[cluster.server_config]\nfoo = 1.5"),
+        [ErrorKind::UnknownFlag]
+    );
+    assert_eq!(
+        kinds("[cluster.server_config]\nkubelet-arg = 1.5"),
+        [ErrorKind::InvalidFlagValue]
+    );
+
+    // Critical server values cannot differ per server.
+    let text = format!(
+        "{}config = {{ egress-selector-mode = \"pod\" }}\n",
+        minimal("")
+    );
+    assert_eq!(errors(&text)[0].kind, ErrorKind::ManagedFlag);
+    let text = format!("{}config = {{ node-ip = \"10.0.0.1\" }}\n", minimal(""));
+    parse(&text).expect("per-node node-ip");
+}
+
+#[test]
+fn resolve_path_expands_home_and_base() {
+    let base = Path::new("/srv/inv");
+    assert_eq!(
+        resolve_path("keys/a", base).unwrap(),
+        PathBuf::from("/srv/inv/keys/a")
+    );
+    assert_eq!(resolve_path("/abs", base).unwrap(), PathBuf::from("/abs"));
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        assert_eq!(
+            resolve_path("~/.ssh/id", base).unwrap(),
+            PathBuf::from(home).join(".ssh/id")
+        );
+    }
+    assert!(resolve_path("~bob/x", base).is_err());
+    assert!(resolve_path("", base).is_err());
+}
+
+#[test]
+fn missing_file_and_non_utf8_are_errors() {
+    let e = Inventory::load("/nonexistent/inventory.toml").expect_err("missing");
+    assert!(matches!(e, InventoryError::Read { .. }));
+    assert!(e
+        .to_string()
+        .starts_with("/nonexistent/inventory.toml: error: cannot read"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, b"[cluster]\nname = \"\xff\"\n").expect("write");
+    let e = Inventory::load(&path).expect_err("not utf-8");
+    assert_eq!(e.diagnostics()[0].kind, ErrorKind::NotUtf8);
+    assert_eq!((e.diagnostics()[0].line, e.diagnostics()[0].column), (2, 9));
+}
+
+/// Cheap deterministic generator; no dependency needed for mutation testing.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as usize
+    }
+}
+
+#[test]
+fn no_panic_on_truncated_or_mutated_examples() {
+    const NOISE: &[&[u8]] = &[
+        b"\"",
+        b"'",
+        b"[",
+        b"]",
+        b"[[",
+        b"{",
+        b"}",
+        b"=",
+        b",",
+        b"\n",
+        b"#",
+        b".",
+        b"-",
+        b":",
+        b"0",
+        b"-1",
+        b"99999999999999999999",
+        b"a",
+        b"\xc3\xa9",
+        b"\\u",
+        b"\"\"\"",
+        b" ",
+        b"~",
+        b"/",
+        b"@",
+        b"NoSchedule",
+        b"server",
+        b"true",
+        b"1979-05-27",
+    ];
+    let mut rng = Lcg(0x5eed);
+    let mut runs = 0;
+    for name in ["seed.toml", "ha.toml", "lab.toml"] {
+        let path = examples_dir().join(name);
+        let original = std::fs::read(&path).expect("example");
+        let mut check = |bytes: &[u8]| {
+            let text = String::from_utf8_lossy(bytes);
+            if let Err(e) = Inventory::from_str_at(&text, &path) {
+                for d in e.diagnostics() {
+                    assert!(d.line >= 1 && d.column >= 1, "{d}");
+                    assert!(!d.message.is_empty());
+                }
+                let _ = e.to_string();
+            }
+            runs += 1;
+        };
+        // Every truncation point (stepped to keep the test quick on long files).
+        for cut in (0..original.len()).step_by(3) {
+            check(&original[..cut]);
+        }
+        for _ in 0..600 {
+            let mut bytes = original.clone();
+            for _ in 0..(1 + rng.next() % 4) {
+                let at = rng.next() % (bytes.len() + 1);
+                match rng.next() % 4 {
+                    0 => {
+                        let n = NOISE[rng.next() % NOISE.len()];
+                        bytes.splice(at..at, n.iter().copied());
+                    }
+                    1 => {
+                        let end = (at + 1 + rng.next() % 12).min(bytes.len());
+                        bytes.drain(at.min(end)..end);
+                    }
+                    2 => {
+                        let n = NOISE[rng.next() % NOISE.len()];
+                        let end = (at + n.len()).min(bytes.len());
+                        bytes.splice(at.min(end)..end, n.iter().copied());
+                    }
+                    _ => {
+                        // Duplicate a line: repeated keys and tables.
+                        let start = bytes[..at]
+                            .iter()
+                            .rposition(|b| *b == b'\n')
+                            .map_or(0, |i| i + 1);
+                        let end = bytes[at..]
+                            .iter()
+                            .position(|b| *b == b'\n')
+                            .map_or(bytes.len(), |i| at + i + 1);
+                        let line = bytes[start..end].to_vec();
+                        bytes.splice(end..end, line);
+                    }
+                }
+            }
+            check(&bytes);
+        }
+    }
+    assert!(runs > 2000);
+}

@@ -1,0 +1,228 @@
+//! The k3s binary (and air-gap images): release URLs, the sha256 check against
+//! the release's `sha256sum-<arch>.txt`, the host-side download script and the
+//! operator-side cache for uploads. Nothing replaces `/usr/local/bin/k3s`
+//! before its hash matched.
+
+use std::path::{Path, PathBuf};
+
+use crate::ssh::quote::sh_quote;
+
+pub const DEFAULT_MIRROR: &str = "https://github.com/k3s-io/k3s/releases/download";
+
+/// `v1.36.3+k3s1` → `v1.36.3%2Bk3s1`, as release URLs need it.
+pub fn version_urlsafe(version: &str) -> String {
+    version.replace('+', "%2B")
+}
+
+pub fn release_url(mirror: &str, version: &str, file: &str) -> String {
+    format!(
+        "{}/{}/{}",
+        mirror.trim_end_matches('/'),
+        version_urlsafe(version),
+        file
+    )
+}
+
+/// The hash the sums file gives for `file`, if any.
+pub fn expected_sha256(sums: &str, file: &str) -> Option<String> {
+    sums.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        let hash = parts.next()?;
+        let name = parts.next()?.trim_start_matches('*');
+        (name == file && hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| hash.to_ascii_lowercase())
+    })
+}
+
+/// Exit code of [`download_script`] when the hash does not match.
+pub const EXIT_MISMATCH: u32 = 42;
+
+/// Shell script that downloads `binary` of `version` from `mirror` on the host,
+/// checks it against the release sums and only then moves it into place.
+/// A mismatch exits [`EXIT_MISMATCH`] and leaves the installed binary alone.
+pub fn download_script(mirror: &str, version: &str, arch: &str, binary: &str) -> String {
+    let sums_url = release_url(mirror, version, &format!("sha256sum-{arch}.txt"));
+    let bin_url = release_url(mirror, version, binary);
+    format!(
+        r#"set -eu
+tmp=$(mktemp -d /usr/local/bin/.k3s-download.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+curl -fsSL --retry 3 --connect-timeout 10 -o "$tmp/sums" {sums}
+curl -fsSL --retry 3 --connect-timeout 10 -o "$tmp/k3s" {bin}
+want=$(awk -v f={binary} '$2 == f || $2 == "*" f {{print $1}}' "$tmp/sums" | head -n1)
+[ -n "$want" ] || {{ echo "{binary} is not listed in sha256sum-{arch}.txt of {version}" >&2; exit {code}; }}
+got=$(sha256sum "$tmp/k3s" | cut -d' ' -f1)
+if [ "$want" != "$got" ]; then
+  echo "sha256 of the downloaded {binary} is $got but the release lists $want; refusing to install it" >&2
+  exit {code}
+fi
+chmod 755 "$tmp/k3s"
+chown root:root "$tmp/k3s"
+mv -f "$tmp/k3s" /usr/local/bin/k3s
+"#,
+        sums = sh_quote(&sums_url),
+        bin = sh_quote(&bin_url),
+        binary = sh_quote(binary),
+        arch = arch,
+        version = version,
+        code = EXIT_MISMATCH,
+    )
+}
+
+/// Script that creates the kubectl/crictl/ctr links install.sh creates.
+pub fn links_script(links: &[&str]) -> String {
+    let mut s = String::from("set -eu\n");
+    for l in links {
+        s.push_str(&format!(
+            "ln -sfn k3s /usr/local/bin/{}\n",
+            sh_quote(l)
+        ));
+    }
+    s
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("could not download {url} into the cache: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("{file} is not listed in {sums}")]
+    NotListed { file: String, sums: PathBuf },
+    #[error("sha256 of {path} is {got} but the release lists {want}; delete it and run again to fetch it anew")]
+    Mismatch {
+        path: PathBuf,
+        got: String,
+        want: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The operator-side cache for `source = "upload"`: `<dir>/<version>/<file>`.
+pub struct Cache {
+    pub dir: PathBuf,
+}
+
+impl Cache {
+    pub fn path(&self, version: &str, file: &str) -> PathBuf {
+        self.dir.join(version).join(file)
+    }
+
+    /// Make sure `file` of `version` is in the cache (fetching it with curl
+    /// from `mirror` when missing) and matches the release sums. Returns its
+    /// bytes. An operator in an air-gapped site can put both files there by hand.
+    pub fn verified(&self, mirror: &str, version: &str, arch: &str, file: &str) -> Result<Vec<u8>, CacheError> {
+        let sums_name = format!("sha256sum-{arch}.txt");
+        let sums_path = self.path(version, &sums_name);
+        fetch_if_missing(&sums_path, &release_url(mirror, version, &sums_name))?;
+        let path = self.path(version, file);
+        fetch_if_missing(&path, &release_url(mirror, version, file))?;
+        let sums = read(&sums_path)?;
+        let sums = String::from_utf8_lossy(&sums);
+        let want = expected_sha256(&sums, file).ok_or_else(|| CacheError::NotListed {
+            file: file.to_string(),
+            sums: sums_path.clone(),
+        })?;
+        let bytes = read(&path)?;
+        let got = crate::plan::sha256_hex(&bytes);
+        if got != want {
+            return Err(CacheError::Mismatch { path, got, want });
+        }
+        Ok(bytes)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CacheError> {
+    std::fs::read(path).map_err(|source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn fetch_if_missing(path: &Path, url: &str) -> Result<(), CacheError> {
+    if path.is_file() {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| CacheError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.part",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("download")
+    ));
+    let out = std::process::Command::new("curl")
+        .args(["-fsSL", "--retry", "3", "--connect-timeout", "10", "-o"])
+        .arg(&tmp)
+        .arg(url)
+        .output()
+        .map_err(|e| CacheError::Fetch {
+            url: url.to_string(),
+            reason: format!("cannot run curl: {e}"),
+        })?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CacheError::Fetch {
+            url: url.to_string(),
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    std::fs::rename(&tmp, path).map_err(|source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_escape_the_plus() {
+        assert_eq!(
+            release_url("https://m.example/dl/", "v1.36.3+k3s1", "k3s"),
+            "https://m.example/dl/v1.36.3%2Bk3s1/k3s"
+        );
+    }
+
+    #[test]
+    fn sums_lookup() {
+        let a = "a".repeat(64);
+        let b = "B".repeat(64);
+        let sums = format!("{a}  k3s\n{b}  k3s-airgap-images-amd64.tar.gz\nbroken\n");
+        assert_eq!(expected_sha256(&sums, "k3s"), Some(a));
+        assert_eq!(
+            expected_sha256(&sums, "k3s-airgap-images-amd64.tar.gz"),
+            Some("b".repeat(64))
+        );
+        assert_eq!(expected_sha256(&sums, "k3s-arm64"), None);
+    }
+
+    #[test]
+    fn download_script_checks_before_moving() {
+        let s = download_script("http://10.0.0.1:8080", "v1.36.3+k3s1", "amd64", "k3s");
+        let check = s.find("if [ \"$want\" != \"$got\" ]").unwrap();
+        let mv = s.find("mv -f").unwrap();
+        assert!(check < mv);
+        assert!(s.contains("http://10.0.0.1:8080/v1.36.3%2Bk3s1/sha256sum-amd64.txt"));
+    }
+
+    #[test]
+    fn cache_refuses_a_tampered_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache { dir: dir.path().to_path_buf() };
+        let v = "v1.36.3+k3s1";
+        std::fs::create_dir_all(dir.path().join(v)).unwrap();
+        std::fs::write(cache.path(v, "k3s"), b"good").unwrap();
+        let good = crate::plan::sha256_hex(b"good");
+        std::fs::write(cache.path(v, "sha256sum-amd64.txt"), format!("{good}  k3s\n")).unwrap();
+        assert_eq!(cache.verified("http://unused", v, "amd64", "k3s").unwrap(), b"good");
+        std::fs::write(cache.path(v, "k3s"), b"evil").unwrap();
+        let err = cache.verified("http://unused", v, "amd64", "k3s").unwrap_err();
+        assert!(err.to_string().contains("refusing") || err.to_string().contains("release lists"), "{err}");
+    }
+}

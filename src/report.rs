@@ -1,0 +1,250 @@
+//! What the operator sees: one progress line per host with its current step
+//! (indicatif on a terminal, plain lines otherwise), JSON events for CI, and a
+//! summary table. Every string goes through the secret redactor first.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::ssh::redact::redact;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// One host's line in the summary.
+#[derive(Debug, Clone, Default)]
+pub struct HostSummary {
+    pub role: String,
+    pub changes: Vec<String>,
+    pub status: Option<Result<(), String>>,
+    pub started: Option<Instant>,
+    pub elapsed: Duration,
+}
+
+pub struct Reporter {
+    format: OutputFormat,
+    quiet: bool,
+    verbose: bool,
+    multi: Option<MultiProgress>,
+    bars: Mutex<BTreeMap<String, ProgressBar>>,
+    hosts: Mutex<BTreeMap<String, HostSummary>>,
+    started: Instant,
+}
+
+impl Reporter {
+    pub fn new(format: OutputFormat, quiet: bool, verbose: bool) -> Reporter {
+        let fancy = format == OutputFormat::Text && !quiet && std::io::stderr().is_terminal();
+        Reporter {
+            format,
+            quiet,
+            verbose,
+            multi: fancy.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            bars: Mutex::new(BTreeMap::new()),
+            hosts: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    fn event(&self, value: serde_json::Value) {
+        let line = redact(&value.to_string());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+
+    fn plain(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        let text = redact(text);
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// Register a host so it gets a line and a row in the summary.
+    pub fn host(&self, name: &str, role: &str) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.entry(name.to_string()).or_insert_with(|| HostSummary {
+            role: role.to_string(),
+            ..Default::default()
+        });
+        if let Some(m) = &self.multi {
+            let pb = m.add(ProgressBar::new_spinner());
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:<16} {wide_msg} {elapsed:>4}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.set_prefix(name.to_string());
+            pb.enable_steady_tick(Duration::from_millis(120));
+            self.bars
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), pb);
+        }
+    }
+
+    /// `host` is now doing `step`.
+    pub fn step(&self, host: &str, step: &str) {
+        {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            let h = hosts.entry(host.to_string()).or_default();
+            h.started.get_or_insert_with(Instant::now);
+        }
+        match self.format {
+            OutputFormat::Json => self.event(json!({"event": "step", "host": host, "step": step})),
+            OutputFormat::Text => {
+                let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+                match bars.get(host) {
+                    Some(pb) => pb.set_message(redact(step)),
+                    None if self.verbose || self.multi.is_none() => {
+                        drop(bars);
+                        self.plain(&format!("{host}: {step}"))
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// `host` changed something (counted in the summary).
+    pub fn change(&self, host: &str, what: &str) {
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(host.to_string())
+            .or_default()
+            .changes
+            .push(redact(what));
+        match self.format {
+            OutputFormat::Json => self.event(json!({"event": "change", "host": host, "change": what})),
+            OutputFormat::Text => self.plain(&format!("{host}: {what}")),
+        }
+    }
+
+    /// `host` is finished, well or not.
+    pub fn done(&self, host: &str, result: Result<(), String>) {
+        let elapsed;
+        {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            let h = hosts.entry(host.to_string()).or_default();
+            elapsed = h.started.map(|s| s.elapsed()).unwrap_or_default();
+            h.elapsed = elapsed;
+            h.status = Some(result.clone().map_err(|e| redact(&e)));
+        }
+        let text = match &result {
+            Ok(()) => "done".to_string(),
+            Err(e) => format!("failed: {}", redact(e)),
+        };
+        match self.format {
+            OutputFormat::Json => self.event(json!({
+                "event": "host-done", "host": host, "ok": result.is_ok(),
+                "error": result.as_ref().err().map(|e| redact(e)),
+                "seconds": elapsed.as_secs_f64(),
+            })),
+            OutputFormat::Text => {
+                let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+                match bars.get(host) {
+                    Some(pb) => pb.finish_with_message(text),
+                    None => {
+                        drop(bars);
+                        self.plain(&format!("{host}: {text}"))
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn info(&self, msg: &str) {
+        match self.format {
+            OutputFormat::Json => self.event(json!({"event": "info", "message": msg})),
+            OutputFormat::Text => self.plain(msg),
+        }
+    }
+
+    pub fn warn(&self, msg: &str) {
+        match self.format {
+            OutputFormat::Json => self.event(json!({"event": "warning", "message": msg})),
+            OutputFormat::Text => {
+                let text = redact(&format!("warning: {msg}"));
+                match &self.multi {
+                    Some(m) => {
+                        let _ = m.println(text);
+                    }
+                    None => eprintln!("{text}"),
+                }
+            }
+        }
+    }
+
+    /// Print the summary: a table (text) or one `summary` event (JSON) with
+    /// `extra` fields merged in (counters, kubeconfig path...).
+    pub fn finish(&self, ok: bool, headline: &str, extra: serde_json::Value) {
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let changes: usize = hosts.values().map(|h| h.changes.len()).sum();
+        match self.format {
+            OutputFormat::Json => {
+                let mut summary = json!({
+                    "event": "summary",
+                    "ok": ok,
+                    "message": headline,
+                    "changes": changes,
+                    "seconds": self.started.elapsed().as_secs_f64(),
+                    "hosts": hosts.iter().map(|(name, h)| json!({
+                        "host": name, "role": h.role, "changes": h.changes,
+                        "ok": h.status.as_ref().map(|s| s.is_ok()),
+                        "error": h.status.as_ref().and_then(|s| s.as_ref().err()),
+                        "seconds": h.elapsed.as_secs_f64(),
+                    })).collect::<Vec<_>>(),
+                });
+                if let (Some(s), Some(e)) = (summary.as_object_mut(), extra.as_object()) {
+                    for (k, v) in e {
+                        s.insert(k.clone(), v.clone());
+                    }
+                }
+                self.event(summary);
+            }
+            OutputFormat::Text => {
+                if self.quiet && ok {
+                    return;
+                }
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{:<16} {:<7} {:>7} {:>8}  RESULT", "HOST", "ROLE", "CHANGES", "TIME");
+                for (name, h) in &hosts {
+                    let result = match &h.status {
+                        Some(Ok(())) if h.changes.is_empty() => "unchanged".to_string(),
+                        Some(Ok(())) => "changed".to_string(),
+                        Some(Err(e)) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+                        None => "not reached".to_string(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{:<16} {:<7} {:>7} {:>7.1}s  {}",
+                        name,
+                        h.role,
+                        h.changes.len(),
+                        h.elapsed.as_secs_f64(),
+                        result
+                    );
+                }
+                let _ = writeln!(out, "{}", redact(headline));
+            }
+        }
+    }
+}
