@@ -117,7 +117,12 @@ pub fn drift_script(node: &str, drift: &NodeDrift) -> String {
         .iter()
         .map(|(k, v)| sh_quote(&format!("{k}={v}")))
         .collect();
-    set.extend(drift.remove_labels.iter().map(|k| sh_quote(&format!("{k}-"))));
+    set.extend(
+        drift
+            .remove_labels
+            .iter()
+            .map(|k| sh_quote(&format!("{k}-"))),
+    );
     if !set.is_empty() {
         s.push_str(&format!(
             "k3s kubectl label node {n} --overwrite {}\n",
@@ -163,7 +168,10 @@ mod tests {
         let nodes = parse_nodes(NODES).unwrap();
         assert_eq!(nodes.len(), 2);
         assert!(nodes[0].ready);
-        assert_eq!(nodes[0].taints[0].spec(), "node-role.kubernetes.io/control-plane=true:NoSchedule");
+        assert_eq!(
+            nodes[0].taints[0].spec(),
+            "node-role.kubernetes.io/control-plane=true:NoSchedule"
+        );
         assert!(!nodes[1].ready);
         assert!(nodes[1].unschedulable);
         assert_eq!(nodes[1].version, "v1.36.3+k3s1");
@@ -179,10 +187,22 @@ mod tests {
             annotation: Some(r#"{"labels":["a"],"taints":["k:NoSchedule"]}"#.into()),
         };
         let s = drift_script("worker-1", &drift);
-        assert!(s.contains("k3s kubectl label node worker-1 --overwrite 'a=b c' old-\n"), "{s}");
-        assert!(s.contains("k3s kubectl taint node worker-1 x:NoExecute-\n"), "{s}");
-        assert!(s.contains("k3s kubectl taint node worker-1 --overwrite k=v:NoSchedule\n"), "{s}");
-        assert!(s.contains("annotate node worker-1 --overwrite 'bootstrap.k3s.io/managed="), "{s}");
+        assert!(
+            s.contains("k3s kubectl label node worker-1 --overwrite 'a=b c' old-\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("k3s kubectl taint node worker-1 x:NoExecute-\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("k3s kubectl taint node worker-1 --overwrite k=v:NoSchedule\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("annotate node worker-1 --overwrite 'bootstrap.k3s.io/managed="),
+            "{s}"
+        );
     }
 
     #[test]

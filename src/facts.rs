@@ -291,7 +291,10 @@ killall.sha256\t-\nconfig.sha256\t-\nconfig.mode\t-\nserver.db\tno\nserver.token
 
     #[test]
     fn decodes_file_contents() {
-        let out = FRESH.replace("end\tok", "config.b64\tdG9rZW46ICJ4Igo=\nkubeconfig.b64\t-\nend\tok");
+        let out = FRESH.replace(
+            "end\tok",
+            "config.b64\tdG9rZW46ICJ4Igo=\nkubeconfig.b64\t-\nend\tok",
+        );
         let f = HostFacts::parse(&out).unwrap();
         assert_eq!(f.config.as_deref(), Some("token: \"x\"\n"));
         assert_eq!(f.kubeconfig, None);

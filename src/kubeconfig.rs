@@ -20,7 +20,10 @@ fn seq<'a>(doc: &'a mut Value, key: &'static str) -> Result<&'a mut Vec<Value>, 
         .ok_or(KubeconfigError::Missing(key))
 }
 
-fn first_mapping<'a>(doc: &'a mut Value, key: &'static str) -> Result<&'a mut Mapping, KubeconfigError> {
+fn first_mapping<'a>(
+    doc: &'a mut Value,
+    key: &'static str,
+) -> Result<&'a mut Mapping, KubeconfigError> {
     seq(doc, key)?
         .first_mut()
         .and_then(Value::as_mapping_mut)
@@ -129,8 +132,14 @@ users:
     fn rewrite_sets_address_and_names() {
         let out = rewrite(K3S_YAML, "dirtbikechina", "https://k8s.example.com:6443").unwrap();
         let v: Value = serde_yaml::from_str(&out).unwrap();
-        assert_eq!(v["clusters"][0]["cluster"]["server"], "https://k8s.example.com:6443");
-        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], "Q0E=");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "https://k8s.example.com:6443"
+        );
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority-data"],
+            "Q0E="
+        );
         assert_eq!(v["clusters"][0]["name"], "dirtbikechina");
         assert_eq!(v["users"][0]["name"], "dirtbikechina");
         assert_eq!(v["users"][0]["user"]["client-key-data"], "S0VZ");

@@ -1,4 +1,3 @@
-fn main() {
-    eprintln!("bootstrap: no commands are available yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    bootstrap::cli::main()
 }

@@ -317,6 +317,12 @@ pub enum Action {
         to: String,
     },
     Links(Vec<&'static str>),
+    /// Put the release's air-gap images tarball `file` (sha256 `sha256`) in
+    /// the images directory; k3s imports it at start and watches the directory.
+    InstallImages {
+        file: String,
+        sha256: String,
+    },
     WriteFile {
         file: FileSpec,
         reason: &'static str,
@@ -338,6 +344,7 @@ impl std::fmt::Display for Action {
                 to,
             } => write!(f, "replace k3s {old} with {to}"),
             Action::Links(l) => write!(f, "link {} to k3s", l.join(", ")),
+            Action::InstallImages { file, .. } => write!(f, "install air-gap images {file}"),
             Action::WriteFile { file, reason } => write!(f, "write {} ({reason})", file.path),
             Action::Start => f.write_str("enable and start k3s"),
             Action::Restart { reason } => write!(f, "restart k3s ({reason})"),
@@ -398,6 +405,8 @@ pub struct HostInput<'a> {
     /// How a fresh server joins; ignored for agents and installed servers.
     pub join: Option<&'a Join>,
     pub version: &'a str,
+    /// The air-gap images tarball wanted on the host: (file name, sha256).
+    pub images: Option<(&'a str, &'a str)>,
 }
 
 /// The plan for one host.
@@ -409,6 +418,7 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, crate::k3s::config::
         config,
         join,
         version,
+        images,
     } = input;
     let role = node.role;
     let svc = facts.service(role);
@@ -423,6 +433,14 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, crate::k3s::config::
         });
         if !fresh {
             restart_reasons.push(format!("k3s {version}"));
+        }
+    }
+    if let Some((file, sha)) = images {
+        if facts.images.get(*file).map(String::as_str) != Some(*sha) {
+            actions.push(Action::InstallImages {
+                file: file.to_string(),
+                sha256: sha.to_string(),
+            });
         }
     }
     let links = facts.missing_links();
@@ -709,6 +727,7 @@ mod tests {
             config: &c,
             join: Some(&Join::Init),
             version: "v1.36.3+k3s1",
+            images: None,
         })
         .unwrap();
         assert!(p.fresh);
@@ -736,6 +755,7 @@ mod tests {
             config: &c,
             join: Some(&Join::Init),
             version: "v1.36.3+k3s1",
+            images: None,
         })
         .unwrap();
         assert!(p.is_noop(), "{:?}", p.actions);
@@ -756,6 +776,7 @@ mod tests {
             config: &new,
             join: None,
             version: "v1.36.3+k3s1",
+            images: None,
         })
         .unwrap();
         assert_eq!(p.actions.len(), 1, "{:?}", p.actions);
@@ -775,6 +796,7 @@ mod tests {
             config: &c,
             join: None,
             version: "v1.36.4+k3s1",
+            images: None,
         })
         .unwrap();
         assert!(p.restarts());

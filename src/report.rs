@@ -78,10 +78,12 @@ impl Reporter {
     /// Register a host so it gets a line and a row in the summary.
     pub fn host(&self, name: &str, role: &str) {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        hosts.entry(name.to_string()).or_insert_with(|| HostSummary {
-            role: role.to_string(),
-            ..Default::default()
-        });
+        hosts
+            .entry(name.to_string())
+            .or_insert_with(|| HostSummary {
+                role: role.to_string(),
+                ..Default::default()
+            });
         if let Some(m) = &self.multi {
             let pb = m.add(ProgressBar::new_spinner());
             pb.set_style(
@@ -130,7 +132,9 @@ impl Reporter {
             .changes
             .push(redact(what));
         match self.format {
-            OutputFormat::Json => self.event(json!({"event": "change", "host": host, "change": what})),
+            OutputFormat::Json => {
+                self.event(json!({"event": "change", "host": host, "change": what}))
+            }
             OutputFormat::Text => self.plain(&format!("{host}: {what}")),
         }
     }
@@ -225,7 +229,11 @@ impl Reporter {
                     return;
                 }
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{:<16} {:<7} {:>7} {:>8}  RESULT", "HOST", "ROLE", "CHANGES", "TIME");
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<7} {:>7} {:>8}  RESULT",
+                    "HOST", "ROLE", "CHANGES", "TIME"
+                );
                 for (name, h) in &hosts {
                     let result = match &h.status {
                         Some(Ok(())) if h.changes.is_empty() => "unchanged".to_string(),

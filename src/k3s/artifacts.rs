@@ -37,46 +37,62 @@ pub fn expected_sha256(sums: &str, file: &str) -> Option<String> {
 /// Exit code of [`download_script`] when the hash does not match.
 pub const EXIT_MISMATCH: u32 = 42;
 
-/// Shell script that downloads `binary` of `version` from `mirror` on the host,
-/// checks it against the release sums and only then moves it into place.
-/// A mismatch exits [`EXIT_MISMATCH`] and leaves the installed binary alone.
-pub fn download_script(mirror: &str, version: &str, arch: &str, binary: &str) -> String {
+/// Shell script that downloads release file `file` of `version` from `mirror`
+/// on the host, checks it against the release sums and only then moves it to
+/// `dest` (mode `mode`, root-owned). A mismatch exits [`EXIT_MISMATCH`] and
+/// leaves whatever was at `dest` alone.
+pub fn download_script(
+    mirror: &str,
+    version: &str,
+    arch: &str,
+    file: &str,
+    dest: &str,
+    mode: u32,
+) -> String {
     let sums_url = release_url(mirror, version, &format!("sha256sum-{arch}.txt"));
-    let bin_url = release_url(mirror, version, binary);
+    let file_url = release_url(mirror, version, file);
+    let dir = dest
+        .rsplit_once('/')
+        .map(|(d, _)| d)
+        .filter(|d| !d.is_empty())
+        .unwrap_or("/");
     format!(
         r#"set -eu
-tmp=$(mktemp -d /usr/local/bin/.k3s-download.XXXXXX)
+mkdir -p {dir}
+tmp=$(mktemp -d {dir}/.bootstrap-download.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 curl -fsSL --retry 3 --connect-timeout 10 -o "$tmp/sums" {sums}
-curl -fsSL --retry 3 --connect-timeout 10 -o "$tmp/k3s" {bin}
-want=$(awk -v f={binary} '$2 == f || $2 == "*" f {{print $1}}' "$tmp/sums" | head -n1)
-[ -n "$want" ] || {{ echo "{binary} is not listed in sha256sum-{arch}.txt of {version}" >&2; exit {code}; }}
-got=$(sha256sum "$tmp/k3s" | cut -d' ' -f1)
+curl -fsSL --retry 3 --connect-timeout 10 -o "$tmp/file" {url}
+want=$(awk -v f={file} '$2 == f || $2 == "*" f {{print $1}}' "$tmp/sums" | head -n1)
+[ -n "$want" ] || {{ echo "{file} is not listed in sha256sum-{arch}.txt of {version}" >&2; exit {code}; }}
+got=$(sha256sum "$tmp/file" | cut -d' ' -f1)
 if [ "$want" != "$got" ]; then
-  echo "sha256 of the downloaded {binary} is $got but the release lists $want; refusing to install it" >&2
+  echo "sha256 of the downloaded {file} is $got but the release lists $want; refusing to install it" >&2
   exit {code}
 fi
-chmod 755 "$tmp/k3s"
-chown root:root "$tmp/k3s"
-mv -f "$tmp/k3s" /usr/local/bin/k3s
+chmod {mode:o} "$tmp/file"
+chown root:root "$tmp/file"
+mv -f "$tmp/file" {dest}
 "#,
+        dir = sh_quote(dir),
         sums = sh_quote(&sums_url),
-        bin = sh_quote(&bin_url),
-        binary = sh_quote(binary),
-        arch = arch,
-        version = version,
+        url = sh_quote(&file_url),
+        file = sh_quote(file),
+        dest = sh_quote(dest),
         code = EXIT_MISMATCH,
     )
+}
+
+/// The air-gap images tarball of a release for `arch`.
+pub fn airgap_images_file(arch: &str) -> String {
+    format!("k3s-airgap-images-{arch}.tar.gz")
 }
 
 /// Script that creates the kubectl/crictl/ctr links install.sh creates.
 pub fn links_script(links: &[&str]) -> String {
     let mut s = String::from("set -eu\n");
     for l in links {
-        s.push_str(&format!(
-            "ln -sfn k3s /usr/local/bin/{}\n",
-            sh_quote(l)
-        ));
+        s.push_str(&format!("ln -sfn k3s /usr/local/bin/{}\n", sh_quote(l)));
     }
     s
 }
@@ -111,21 +127,40 @@ impl Cache {
         self.dir.join(version).join(file)
     }
 
-    /// Make sure `file` of `version` is in the cache (fetching it with curl
-    /// from `mirror` when missing) and matches the release sums. Returns its
-    /// bytes. An operator in an air-gapped site can put both files there by hand.
-    pub fn verified(&self, mirror: &str, version: &str, arch: &str, file: &str) -> Result<Vec<u8>, CacheError> {
+    /// The release's sha256 of `file`, from the cached sums file (fetched
+    /// from `mirror` the first time).
+    pub fn expected(
+        &self,
+        mirror: &str,
+        version: &str,
+        arch: &str,
+        file: &str,
+    ) -> Result<String, CacheError> {
         let sums_name = format!("sha256sum-{arch}.txt");
         let sums_path = self.path(version, &sums_name);
         fetch_if_missing(&sums_path, &release_url(mirror, version, &sums_name))?;
+        let sums = read(&sums_path)?;
+        expected_sha256(&String::from_utf8_lossy(&sums), file).ok_or_else(|| {
+            CacheError::NotListed {
+                file: file.to_string(),
+                sums: sums_path,
+            }
+        })
+    }
+
+    /// Make sure `file` of `version` is in the cache (fetching it with curl
+    /// from `mirror` when missing) and matches the release sums. Returns its
+    /// bytes. An operator in an air-gapped site can put both files there by hand.
+    pub fn verified(
+        &self,
+        mirror: &str,
+        version: &str,
+        arch: &str,
+        file: &str,
+    ) -> Result<Vec<u8>, CacheError> {
+        let want = self.expected(mirror, version, arch, file)?;
         let path = self.path(version, file);
         fetch_if_missing(&path, &release_url(mirror, version, file))?;
-        let sums = read(&sums_path)?;
-        let sums = String::from_utf8_lossy(&sums);
-        let want = expected_sha256(&sums, file).ok_or_else(|| CacheError::NotListed {
-            file: file.to_string(),
-            sums: sums_path.clone(),
-        })?;
         let bytes = read(&path)?;
         let got = crate::plan::sha256_hex(&bytes);
         if got != want {
@@ -153,7 +188,9 @@ fn fetch_if_missing(path: &Path, url: &str) -> Result<(), CacheError> {
     })?;
     let tmp = dir.join(format!(
         ".{}.part",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("download")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("download")
     ));
     let out = std::process::Command::new("curl")
         .args(["-fsSL", "--retry", "3", "--connect-timeout", "10", "-o"])
@@ -204,7 +241,16 @@ mod tests {
 
     #[test]
     fn download_script_checks_before_moving() {
-        let s = download_script("http://10.0.0.1:8080", "v1.36.3+k3s1", "amd64", "k3s");
+        let s = download_script(
+            "http://10.0.0.1:8080",
+            "v1.36.3+k3s1",
+            "amd64",
+            "k3s",
+            "/usr/local/bin/k3s",
+            0o755,
+        );
+        assert!(s.contains("chmod 755"));
+        assert!(s.contains("mktemp -d /usr/local/bin/.bootstrap-download"));
         let check = s.find("if [ \"$want\" != \"$got\" ]").unwrap();
         let mv = s.find("mv -f").unwrap();
         assert!(check < mv);
@@ -214,15 +260,29 @@ mod tests {
     #[test]
     fn cache_refuses_a_tampered_file() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache { dir: dir.path().to_path_buf() };
+        let cache = Cache {
+            dir: dir.path().to_path_buf(),
+        };
         let v = "v1.36.3+k3s1";
         std::fs::create_dir_all(dir.path().join(v)).unwrap();
         std::fs::write(cache.path(v, "k3s"), b"good").unwrap();
         let good = crate::plan::sha256_hex(b"good");
-        std::fs::write(cache.path(v, "sha256sum-amd64.txt"), format!("{good}  k3s\n")).unwrap();
-        assert_eq!(cache.verified("http://unused", v, "amd64", "k3s").unwrap(), b"good");
+        std::fs::write(
+            cache.path(v, "sha256sum-amd64.txt"),
+            format!("{good}  k3s\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            cache.verified("http://unused", v, "amd64", "k3s").unwrap(),
+            b"good"
+        );
         std::fs::write(cache.path(v, "k3s"), b"evil").unwrap();
-        let err = cache.verified("http://unused", v, "amd64", "k3s").unwrap_err();
-        assert!(err.to_string().contains("refusing") || err.to_string().contains("release lists"), "{err}");
+        let err = cache
+            .verified("http://unused", v, "amd64", "k3s")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("refusing") || err.to_string().contains("release lists"),
+            "{err}"
+        );
     }
 }

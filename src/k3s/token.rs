@@ -119,7 +119,13 @@ mod backup_tests {
     fn recovers_from_config_and_round_trips_backup() {
         let cfg = "node-name: \"m\"\ntoken: \"K10abc::server:pw1\"\nagent-token: \"pw2\"\n";
         let t = from_server_config(cfg).unwrap();
-        assert_eq!(t, TokenBackup { server: "pw1".into(), agent: "pw2".into() });
+        assert_eq!(
+            t,
+            TokenBackup {
+                server: "pw1".into(),
+                agent: "pw2".into()
+            }
+        );
         assert!(from_server_config("node-name: m\n").is_none());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".bootstrap/tokens.json");

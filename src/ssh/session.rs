@@ -1,0 +1,1096 @@
+//! The russh wrapper: connect (host key, auth, retries, bastion), exec, and the file transfer
+//! front end. One [`Session`] per host, shared by every step.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use russh::client::{self, Handle};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::agent::AgentIdentity;
+use russh::keys::ssh_key::{Algorithm, PublicKey};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Sig};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tracing::{debug, info, warn};
+
+use super::known_hosts::{self, HostKeyStatus};
+use super::quote::{sh_quote, sudo_wrap};
+use super::sftp::Sftp;
+use super::{tail, Cmd, CmdOutput, HostKeyPolicy, PutOutcome, Result, Source, SshError, SshTarget};
+
+/// Round trips made by a session, for the run summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SessionStats {
+    /// Remote commands run (including the hash check of `put_file`).
+    pub commands: u64,
+    /// File transfers (uploads and downloads).
+    pub transfers: u64,
+}
+
+impl SessionStats {
+    pub fn round_trips(&self) -> u64 {
+        self.commands + self.transfers
+    }
+}
+
+/// A connection to one host. Cheap to clone; clones share the connection and the counters.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    target: SshTarget,
+    /// `name (addr)` used in every message.
+    who: String,
+    handle: Handle<Client>,
+    /// Keeps the bastion connection (and so the tunnel) alive as long as this session.
+    _bastion: Option<Session>,
+    is_root: AtomicBool,
+    /// The host has `timeout(1)`: commands run under it, so a timed-out command dies on the
+    /// host too (sshd does not kill a command when its channel closes).
+    has_timeout: AtomicBool,
+    notes: Vec<String>,
+    commands: AtomicU64,
+    transfers: AtomicU64,
+    sftp: tokio::sync::Mutex<Option<Arc<Sftp>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("target", &self.inner.who)
+            .field("user", &self.inner.target.user)
+            .field("is_root", &self.is_root())
+            .finish()
+    }
+}
+
+/// The russh handler: it only checks the server's host key.
+pub(crate) struct Client {
+    who: String,
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    policy: HostKeyPolicy,
+    notes: Arc<StdMutex<Vec<String>>>,
+}
+
+#[derive(Debug)]
+pub(crate) enum ClientError {
+    Russh(russh::Error),
+    Refused(SshError),
+}
+
+impl From<russh::Error> for ClientError {
+    fn from(e: russh::Error) -> Self {
+        ClientError::Russh(e)
+    }
+}
+
+impl client::Handler for Client {
+    type Error = ClientError;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, ClientError> {
+        let key = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(_) => {
+                return Err(ClientError::Refused(SshError::HostCertificate {
+                    host: self.who.clone(),
+                }))
+            }
+        };
+        self.verify(key)
+            .map(|()| true)
+            .map_err(ClientError::Refused)
+    }
+}
+
+impl Client {
+    fn verify(&self, key: &PublicKey) -> Result<()> {
+        let host_id = known_hosts::host_id(&self.host, self.port);
+        let io_err = |e: std::io::Error| SshError::KnownHostsIo {
+            host: self.who.clone(),
+            file: self.known_hosts.clone(),
+            message: e.to_string(),
+        };
+        let offered = known_hosts::fingerprint(key);
+        match known_hosts::check(&self.known_hosts, &self.host, self.port, key).map_err(io_err)? {
+            HostKeyStatus::Known => Ok(()),
+            HostKeyStatus::Changed {
+                line,
+                entry,
+                recorded_fingerprint,
+            } => Err(SshError::HostKeyChanged(Box::new(super::ChangedHostKey {
+                host: self.who.clone(),
+                host_id,
+                file: self.known_hosts.clone(),
+                line,
+                entry,
+                recorded: recorded_fingerprint,
+                offered,
+            }))),
+            HostKeyStatus::Revoked { line } => Err(SshError::HostKeyRevoked {
+                host: self.who.clone(),
+                host_id,
+                file: self.known_hosts.clone(),
+                line,
+                fingerprint: offered,
+            }),
+            HostKeyStatus::Unknown => match self.policy {
+                HostKeyPolicy::Strict => {
+                    Err(SshError::HostKeyUnknown(Box::new(super::UnknownHostKey {
+                        host: self.who.clone(),
+                        host_id,
+                        addr: self.host.clone(),
+                        port: self.port,
+                        file: self.known_hosts.clone(),
+                        fingerprint: offered,
+                    })))
+                }
+                HostKeyPolicy::AcceptNew => {
+                    known_hosts::learn(&self.known_hosts, &self.host, self.port, key)
+                        .map_err(io_err)?;
+                    let note = format!(
+                        "{}: recorded new host key {} {offered} for {host_id} in {}",
+                        self.who,
+                        key.algorithm(),
+                        self.known_hosts.display()
+                    );
+                    info!("{note}");
+                    if let Ok(mut n) = self.notes.lock() {
+                        n.push(note);
+                    }
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+enum AttemptError {
+    Retry(String),
+    Fatal(SshError),
+}
+
+fn russh_reason(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => io.to_string(),
+        russh::Error::Disconnect | russh::Error::HUP => {
+            "the server closed the connection during the handshake".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn classify(e: ClientError) -> AttemptError {
+    match e {
+        ClientError::Refused(err) => AttemptError::Fatal(err),
+        ClientError::Russh(
+            e @ (russh::Error::NoCommonAlgo { .. }
+            | russh::Error::WrongServerSig
+            | russh::Error::UnknownKey),
+        ) => AttemptError::Fatal(SshError::Channel {
+            host: String::new(),
+            what: "SSH handshake".into(),
+            message: e.to_string(),
+        }),
+        ClientError::Russh(e) => AttemptError::Retry(russh_reason(&e)),
+    }
+}
+
+/// Host key types recorded for the host go first, so the server proves the key we know.
+fn preferred_keys(target: &SshTarget) -> Vec<Algorithm> {
+    let known = known_hosts::known_algorithms(&target.known_hosts, &target.host, target.port);
+    let mut out: Vec<Algorithm> = Vec::new();
+    for alg in russh::Preferred::DEFAULT.key.iter() {
+        if known.iter().any(|k| same_key_type(k, alg)) {
+            out.push(alg.clone());
+        }
+    }
+    for alg in russh::Preferred::DEFAULT.key.iter() {
+        if !out.contains(alg) {
+            out.push(alg.clone());
+        }
+    }
+    out
+}
+
+fn is_rsa(a: &Algorithm) -> bool {
+    matches!(a, Algorithm::Rsa { .. })
+}
+
+fn same_key_type(a: &Algorithm, b: &Algorithm) -> bool {
+    // A recorded `ssh-rsa` key is verified by any of the RSA signature algorithms.
+    (is_rsa(a) && is_rsa(b)) || a == b
+}
+
+fn russh_config(target: &SshTarget) -> Arc<client::Config> {
+    let mut cfg = client::Config {
+        nodelay: true,
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 4,
+        // A larger receive window keeps downloads streaming on links with latency.
+        window_size: 8 * 1024 * 1024,
+        ..Default::default()
+    };
+    cfg.preferred.key = preferred_keys(target).into();
+    Arc::new(cfg)
+}
+
+impl Session {
+    /// Connects, verifies the host key, authenticates and, for a non-root user, checks once that
+    /// `sudo -n` works.
+    pub async fn connect(target: &SshTarget) -> Result<Session> {
+        Self::connect_inner(target, true).await
+    }
+
+    async fn connect_inner(target: &SshTarget, probe_privilege: bool) -> Result<Session> {
+        let who = target.describe();
+        let bastion = match &target.bastion {
+            Some(b) => Some(Box::pin(Self::connect_inner(b, false)).await?),
+            None => None,
+        };
+        let notes = Arc::new(StdMutex::new(Vec::new()));
+        let attempts = target.retry.attempts.max(1);
+        let mut backoff = target.retry.initial_backoff;
+        let mut attempt = 0;
+        let mut handle = loop {
+            attempt += 1;
+            match Self::attempt(target, &who, bastion.as_ref(), notes.clone()).await {
+                Ok(h) => break h,
+                Err(AttemptError::Fatal(SshError::Channel { what, message, .. })) => {
+                    return Err(SshError::Channel {
+                        host: who,
+                        what,
+                        message,
+                    })
+                }
+                Err(AttemptError::Fatal(e)) => return Err(e),
+                Err(AttemptError::Retry(reason)) => {
+                    if attempt >= attempts {
+                        return Err(SshError::Connect {
+                            host: who,
+                            port: target.port,
+                            attempts: attempt,
+                            reason,
+                        });
+                    }
+                    debug!(host = %who, attempt, %reason, "connect failed, retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+            }
+        };
+        authenticate(&mut handle, target, &who).await?;
+        let notes = notes.lock().map(|n| n.clone()).unwrap_or_default();
+        let session = Session {
+            inner: Arc::new(Inner {
+                target: target.clone(),
+                who,
+                handle,
+                _bastion: bastion,
+                is_root: AtomicBool::new(target.user == "root"),
+                has_timeout: AtomicBool::new(false),
+                notes,
+                commands: AtomicU64::new(0),
+                transfers: AtomicU64::new(0),
+                sftp: tokio::sync::Mutex::new(None),
+            }),
+        };
+        if probe_privilege {
+            let is_root = session.probe_privilege().await?;
+            session.inner.is_root.store(is_root, Ordering::Relaxed);
+        }
+        Ok(session)
+    }
+
+    async fn attempt(
+        target: &SshTarget,
+        who: &str,
+        bastion: Option<&Session>,
+        notes: Arc<StdMutex<Vec<String>>>,
+    ) -> Result<Handle<Client>, AttemptError> {
+        let handler = Client {
+            who: who.to_string(),
+            host: target.host.clone(),
+            port: target.port,
+            known_hosts: target.known_hosts.clone(),
+            policy: target.policy,
+            notes,
+        };
+        let config = russh_config(target);
+        let fut = async {
+            match bastion {
+                Some(b) => {
+                    let channel = b
+                        .inner
+                        .handle
+                        .channel_open_direct_tcpip(
+                            target.host.clone(),
+                            u32::from(target.port),
+                            "127.0.0.1",
+                            0,
+                        )
+                        .await
+                        .map_err(|e| {
+                            AttemptError::Retry(format!(
+                                "bastion {} cannot open a tunnel to it: {e}",
+                                b.inner.who
+                            ))
+                        })?;
+                    client::connect_stream(config, channel.into_stream(), handler)
+                        .await
+                        .map_err(classify)
+                }
+                None => {
+                    let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+                        .await
+                        .map_err(|e| AttemptError::Retry(e.to_string()))?;
+                    let _ = tcp.set_nodelay(true);
+                    client::connect_stream(config, tcp, handler)
+                        .await
+                        .map_err(classify)
+                }
+            }
+        };
+        match tokio::time::timeout(target.connect_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(AttemptError::Retry(format!(
+                "timed out after {:?}",
+                target.connect_timeout
+            ))),
+        }
+    }
+
+    /// One round trip: who am I, and may I sudo without a password?
+    async fn probe_privilege(&self) -> Result<bool> {
+        let probe = "command -v timeout >/dev/null 2>&1 && echo timeout=yes; \
+                     u=$(id -u); echo \"uid=$u\"; if [ \"$u\" != 0 ]; then \
+                     if out=$(sudo -n true 2>&1 </dev/null); then echo sudo=ok; \
+                     else echo sudo=no; printf '%s\\n' \"$out\"; fi; fi";
+        let out = self
+            .exec(&Cmd::new(probe).unprivileged().label("check privileges"))
+            .await?;
+        let text = out.stdout_str();
+        self.inner
+            .has_timeout
+            .store(text.lines().any(|l| l == "timeout=yes"), Ordering::Relaxed);
+        let uid = text
+            .lines()
+            .find_map(|l| l.strip_prefix("uid="))
+            .map(str::trim);
+        match uid {
+            Some("0") => Ok(true),
+            Some(_) if text.lines().any(|l| l == "sudo=ok") => Ok(false),
+            Some(_) => {
+                let said: Vec<&str> = text
+                    .lines()
+                    .skip_while(|l| *l != "sudo=no")
+                    .skip(1)
+                    .filter(|l| !l.trim().is_empty())
+                    .collect();
+                let detail = if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (sudo said: {})", said.join(" "))
+                };
+                Err(SshError::SudoPassword {
+                    host: self.inner.target.name.clone(),
+                    user: self.inner.target.user.clone(),
+                    detail,
+                })
+            }
+            None => Err(SshError::CommandFailed {
+                host: self.inner.who.clone(),
+                label: "check privileges".into(),
+                status: format!("unexpected output {:?}", tail(&text, 3)),
+                stderr_tail: out.stderr_tail(5),
+            }),
+        }
+    }
+
+    pub fn target(&self) -> &SshTarget {
+        &self.inner.target
+    }
+
+    /// `name (address)`, as used in messages.
+    pub fn who(&self) -> &str {
+        &self.inner.who
+    }
+
+    /// Whether the login user is root (else commands go through `sudo -n`).
+    pub fn is_root(&self) -> bool {
+        self.inner.is_root.load(Ordering::Relaxed)
+    }
+
+    /// Things worth telling the user about the connection, such as a host key recorded under
+    /// `accept-new`.
+    pub fn notes(&self) -> &[String] {
+        &self.inner.notes
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            commands: self.inner.commands.load(Ordering::Relaxed),
+            transfers: self.inner.transfers.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.handle.is_closed()
+    }
+
+    /// Closes the connection politely. Other clones become unusable.
+    pub async fn close(&self) -> Result<()> {
+        if let Some(sftp) = self.inner.sftp.lock().await.take() {
+            sftp.close();
+        }
+        self.inner
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await
+            .map_err(|e| self.lost(e))
+    }
+
+    fn lost(&self, e: impl std::fmt::Display) -> SshError {
+        SshError::Disconnected {
+            host: self.inner.who.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn channel_err(&self, what: &str, e: impl std::fmt::Display) -> SshError {
+        if self.inner.handle.is_closed() {
+            self.lost(e)
+        } else {
+            SshError::Channel {
+                host: self.inner.who.clone(),
+                what: what.to_string(),
+                message: e.to_string(),
+            }
+        }
+    }
+
+    /// The command line actually sent: see [`wrap_command`].
+    pub fn command_line(&self, cmd: &Cmd) -> String {
+        let limit = cmd
+            .timeout_override()
+            .unwrap_or(self.inner.target.command_timeout);
+        wrap_command(
+            cmd.text(),
+            cmd.is_privileged() && !self.is_root(),
+            self.inner
+                .has_timeout
+                .load(Ordering::Relaxed)
+                .then_some(limit),
+        )
+    }
+
+    /// Runs a command and returns its output, whatever its exit code. Fails only when the
+    /// command could not run or timed out.
+    pub async fn exec(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        self.inner.commands.fetch_add(1, Ordering::Relaxed);
+        let line = self.command_line(cmd);
+        let label = cmd.display_label();
+        let limit = cmd
+            .timeout_override()
+            .unwrap_or(self.inner.target.command_timeout);
+        debug!(host = %self.inner.who, %label, "exec");
+        let started = Instant::now();
+        let channel = self
+            .inner
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.channel_err(&format!("cannot open a channel for `{label}`"), e))?;
+        let (mut rd, wr) = channel.split();
+        let stdin = cmd.stdin_data().map(<[u8]>::to_vec);
+        let run = async {
+            wr.exec(true, line.as_bytes().to_vec())
+                .await
+                .map_err(|e| self.channel_err(&format!("cannot start `{label}`"), e))?;
+            let feed = async {
+                if let Some(data) = stdin {
+                    if !data.is_empty() {
+                        wr.data(&data[..]).await?;
+                    }
+                }
+                wr.eof().await
+            };
+            let mut out = CmdOutput::default();
+            let read = async {
+                let mut refused = false;
+                while let Some(msg) = rd.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                        ChannelMsg::ExtendedData { data, ext: 1 } => {
+                            out.stderr.extend_from_slice(&data)
+                        }
+                        ChannelMsg::ExitStatus { exit_status } => out.exit_code = Some(exit_status),
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            out.signal = Some(format!("{signal_name:?}"))
+                        }
+                        ChannelMsg::Failure => refused = true,
+                        ChannelMsg::Close => break,
+                        _ => {}
+                    }
+                }
+                refused
+            };
+            // Stdin is written while output is read, so a command that talks before it has read
+            // all its input cannot deadlock against us.
+            let (fed, refused) = tokio::join!(feed, read);
+            if refused {
+                return Err(self.channel_err(
+                    &format!("cannot start `{label}`"),
+                    "the server refused the exec request",
+                ));
+            }
+            if let Err(e) = fed {
+                // A command that exits without reading stdin closes the channel under us; its
+                // exit status is what matters then.
+                if out.exit_code.is_none() && out.signal.is_none() {
+                    return Err(self.channel_err(&format!("cannot send stdin to `{label}`"), e));
+                }
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(limit, run).await {
+            Ok(Ok(out)) => {
+                debug!(host = %self.inner.who, %label, code = ?out.exit_code, elapsed = ?started.elapsed(), "exec done");
+                Ok(out)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                // Best effort: sshd forwards the signal to the command (OpenSSH >= 7.9), and
+                // closing the channel hangs up its pipes.
+                let _ = wr.signal(Sig::TERM).await;
+                let _ = wr.close().await;
+                Err(SshError::Timeout {
+                    host: self.inner.who.clone(),
+                    label,
+                    after: limit,
+                })
+            }
+        }
+    }
+
+    /// Runs a command and turns a non-zero exit into an error naming host, label and the
+    /// stderr tail.
+    pub async fn run_ok(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        let out = self.exec(cmd).await?;
+        if out.success() {
+            return Ok(out);
+        }
+        let status = match (&out.exit_code, &out.signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            (None, None) => "no exit status".to_string(),
+        };
+        Err(SshError::CommandFailed {
+            host: self.inner.who.clone(),
+            label: cmd.display_label(),
+            status,
+            stderr_tail: out.stderr_tail(20),
+        })
+    }
+
+    async fn sftp(&self) -> Result<Arc<Sftp>> {
+        let mut slot = self.inner.sftp.lock().await;
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let timeout = self.inner.target.command_timeout.as_secs().clamp(30, 3600);
+        let s = Arc::new(
+            Sftp::open(&self.inner.handle, timeout)
+                .await
+                .map_err(|e| self.channel_err("cannot start the SFTP subsystem", e))?,
+        );
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+
+    fn sftp_err(&self, path: &str, op: &str, message: impl std::fmt::Display) -> SshError {
+        if self.inner.handle.is_closed() {
+            return self.lost(message);
+        }
+        SshError::Sftp {
+            host: self.inner.who.clone(),
+            path: path.to_string(),
+            op: op.to_string(),
+            message: super::redact(&message.to_string()),
+        }
+    }
+
+    /// Writes `remote` atomically with `mode` and `owner` (uid, gid; `None` means root when the
+    /// file is created), unless its sha256, mode and owner already match.
+    ///
+    /// The data goes to a temp file in the same directory that has its final mode before any
+    /// byte is written, is fsynced, and is renamed over the target, so a reader (or a crash)
+    /// sees the old file or the new one, never a part. When the login user is not root, SFTP
+    /// runs as that user: the data is staged in a private (0700) directory in its home and
+    /// moved into place with `sudo -n install` and `mv`, which gives the same result.
+    pub async fn put_file<'a>(
+        &self,
+        remote: &str,
+        source: impl Into<Source<'a>>,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<PutOutcome> {
+        let source = source.into();
+        let mode = mode & 0o7777;
+        let (dir, name) = split_remote(remote).ok_or_else(|| {
+            self.sftp_err(
+                remote,
+                "check",
+                "the remote path must be absolute and name a file",
+            )
+        })?;
+        // One command: create the directory if needed, then report the current state. The
+        // local hash is computed meanwhile.
+        let check = format!(
+            "d={dir}; f={file}; [ -d \"$d\" ] || mkdir -p -m 0755 -- \"$d\" || exit 3; \
+             if [ -f \"$f\" ]; then stat -c 'meta %a %u %g' -- \"$f\" && sha256sum -- \"$f\"; else echo absent; fi",
+            dir = sh_quote(dir),
+            file = sh_quote(remote),
+        );
+        let check = Cmd::new(check).label(format!("check {remote}"));
+        let (local, out) = tokio::join!(local_sha256(&source), self.run_ok(&check));
+        let (digest, size) = local?;
+        let out = out?;
+        let state = parse_remote_state(&out.stdout_str());
+        let want_owner = owner.unwrap_or((0, 0));
+        if let Some(st) = &state {
+            if st.sha256 == digest {
+                let mode_ok = st.mode == mode;
+                let owner_ok = owner.is_none_or(|o| o == (st.uid, st.gid));
+                if mode_ok && owner_ok {
+                    debug!(host = %self.inner.who, path = remote, "unchanged");
+                    return Ok(PutOutcome::Unchanged);
+                }
+                let fix = format!(
+                    "chmod {mode:o} -- {f} && chown {}:{} -- {f}",
+                    owner.map_or(st.uid, |o| o.0),
+                    owner.map_or(st.gid, |o| o.1),
+                    f = sh_quote(remote)
+                );
+                self.run_ok(&Cmd::new(fix).label(format!("fix mode/owner of {remote}")))
+                    .await?;
+                return Ok(PutOutcome::Written);
+            }
+        }
+
+        self.inner.transfers.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let tmp_name = format!(".{name}.bootstrap-tmp-{}", rand_hex());
+        let sftp = self.sftp().await?;
+        if self.is_root() {
+            let tmp = format!("{}/{tmp_name}", dir.trim_end_matches('/'));
+            let res = async {
+                sftp.write_new(&tmp, mode, Some(want_owner), source)
+                    .await
+                    .map_err(|e| self.sftp_err(remote, "write", e))?;
+                if !sftp.can_fsync() {
+                    self.run_ok(
+                        &Cmd::new(format!("sync -- {}", sh_quote(&tmp)))
+                            .label(format!("sync {remote}")),
+                    )
+                    .await?;
+                }
+                sftp.rename_over(&tmp, remote)
+                    .await
+                    .map_err(|e| self.sftp_err(remote, "rename", e))
+            }
+            .await;
+            if res.is_err() {
+                let _ = sftp.remove(&tmp).await;
+            }
+            res?;
+        } else {
+            // A private (0700) staging directory: in the login user's home, or in /tmp when
+            // the home is not writable. mkdir fails on an existing name, so nobody else can
+            // have prepared it.
+            let home = sftp.home().await.unwrap_or_else(|_| "/tmp".to_string());
+            let mut stage = String::new();
+            let mut last_err = String::new();
+            for base in [home.trim_end_matches('/'), "/tmp"] {
+                let candidate = format!("{base}/.bootstrap-upload-{}", rand_hex());
+                match sftp.mkdir_private(&candidate).await {
+                    Ok(()) => {
+                        stage = candidate;
+                        break;
+                    }
+                    Err(e) => last_err = format!("{candidate}: {e}"),
+                }
+            }
+            if stage.is_empty() {
+                return Err(self.sftp_err(remote, "stage", last_err));
+            }
+            let staged = format!("{stage}/data");
+            let res = async {
+                sftp.write_new(&staged, 0o600, None, source)
+                    .await
+                    .map_err(|e| self.sftp_err(remote, "write", e))?;
+                let tmp = format!("{}/{tmp_name}", dir.trim_end_matches('/'));
+                // umask 077 keeps the copy private until install sets the final mode; sync makes
+                // the data durable before the rename publishes it.
+                let script = format!(
+                    "set -e; umask 077; trap 'rm -rf -- {stage}; rm -f -- {tmp}' EXIT; \
+                     install -m {mode:o} -o {uid} -g {gid} -- {staged} {tmp}; sync -- {tmp}; mv -f -- {tmp} {target}; trap 'rm -rf -- {stage}' EXIT",
+                    stage = sh_quote(&stage),
+                    staged = sh_quote(&staged),
+                    tmp = sh_quote(&tmp),
+                    target = sh_quote(remote),
+                    uid = want_owner.0,
+                    gid = want_owner.1,
+                );
+                self.run_ok(&Cmd::new(script).label(format!("install {remote}"))).await.map(|_| ())
+            }
+            .await;
+            if res.is_err() {
+                let _ = sftp.remove(&staged).await;
+                let _ = sftp.rmdir(&stage).await;
+            }
+            res?;
+        }
+        debug!(host = %self.inner.who, path = remote, bytes = size, elapsed = ?started.elapsed(), "written");
+        Ok(PutOutcome::Written)
+    }
+
+    /// Reads a remote file whole. Root-only files are readable too: without root login the
+    /// content comes through `sudo -n cat`.
+    pub async fn get_file(&self, remote: &str) -> Result<Vec<u8>> {
+        if !self.is_root() {
+            let out = self
+                .run_ok(
+                    &Cmd::new(format!("cat -- {}", sh_quote(remote)))
+                        .label(format!("read {remote}")),
+                )
+                .await?;
+            return Ok(out.stdout);
+        }
+        self.inner.transfers.fetch_add(1, Ordering::Relaxed);
+        let sftp = self.sftp().await?;
+        sftp.read_all(remote)
+            .await
+            .map_err(|e| self.sftp_err(remote, "read", e))
+    }
+}
+
+/// The command line for `text`: `sh -c` under `timeout(1)` when a limit is given, so the
+/// command's whole process group is killed on the host when it overruns, and behind `sudo -n`
+/// when it needs root and the login user is not root. The host-side limit is one second longer
+/// than ours (rounded up), so our timer fires first and reports a timeout rather than exit 124.
+pub fn wrap_command(text: &str, sudo: bool, limit: Option<Duration>) -> String {
+    let inner = match limit {
+        Some(limit) => {
+            let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0) + 1;
+            format!("timeout -k 5 {secs} sh -c {}", sh_quote(text))
+        }
+        None if sudo => return sudo_wrap(text),
+        None => return text.to_string(),
+    };
+    if sudo {
+        format!("sudo -n {inner}")
+    } else {
+        inner
+    }
+}
+
+/// Authenticates with the key file, then ssh-agent, then the default key files.
+async fn authenticate(handle: &mut Handle<Client>, target: &SshTarget, who: &str) -> Result<()> {
+    let user = target.user.as_str();
+    let mut tried: Vec<String> = Vec::new();
+    let mut encrypted: Option<PathBuf> = None;
+    let lost = |e: russh::Error| SshError::Disconnected {
+        host: who.to_string(),
+        message: e.to_string(),
+    };
+
+    if let Some(path) = &target.identity_file {
+        match load_key(path, who)? {
+            Some(key) => {
+                if try_key(handle, user, key).await.map_err(lost)? {
+                    return Ok(());
+                }
+                tried.push(format!("key file {}", path.display()));
+            }
+            None => encrypted = Some(path.clone()),
+        }
+    }
+
+    let agent_sock = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty());
+    if agent_sock.is_some() {
+        match AgentClient::connect_env().await {
+            Ok(mut agent) => match agent.request_identities().await {
+                Ok(ids) => {
+                    for id in ids {
+                        let AgentIdentity::PublicKey { key, comment } = id else {
+                            continue;
+                        };
+                        let hash = rsa_hash(handle, &key.algorithm()).await;
+                        match handle
+                            .authenticate_publickey_with(user, key.clone(), hash, &mut agent)
+                            .await
+                        {
+                            Ok(r) if r.success() => return Ok(()),
+                            Ok(_) => {}
+                            Err(e) => {
+                                warn!(host = %who, "ssh-agent could not sign with {comment}: {e}")
+                            }
+                        }
+                        tried.push(
+                            format!("agent key {} {}", known_hosts::fingerprint(&key), comment)
+                                .trim()
+                                .to_string(),
+                        );
+                    }
+                }
+                Err(e) => warn!(host = %who, "cannot list ssh-agent keys: {e}"),
+            },
+            Err(e) => warn!(host = %who, "cannot reach ssh-agent: {e}"),
+        }
+    }
+
+    if let Some(path) = encrypted {
+        return Err(SshError::KeyEncrypted {
+            host: who.to_string(),
+            path,
+        });
+    }
+
+    if target.identity_file.is_none() {
+        if let Some(home) = super::config::home_dir() {
+            for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let path = home.join(".ssh").join(name);
+                if !path.exists() {
+                    continue;
+                }
+                // Encrypted default keys are skipped: only an agent can use them.
+                let Ok(Some(key)) = load_key(&path, who) else {
+                    continue;
+                };
+                if try_key(handle, user, key).await.map_err(lost)? {
+                    return Ok(());
+                }
+                tried.push(format!("key file {}", path.display()));
+            }
+        }
+    }
+
+    if tried.is_empty() {
+        return Err(SshError::NoCredentials {
+            host: who.to_string(),
+            user: user.to_string(),
+        });
+    }
+    Err(SshError::AuthFailed {
+        host: who.to_string(),
+        user: user.to_string(),
+        tried: tried.join(", "),
+    })
+}
+
+/// Loads a private key; `Ok(None)` when it is encrypted.
+fn load_key(path: &Path, who: &str) -> Result<Option<PrivateKey>> {
+    match russh::keys::load_secret_key(path, None) {
+        Ok(k) => Ok(Some(k)),
+        Err(russh::keys::Error::KeyIsEncrypted) => Ok(None),
+        Err(e) => Err(SshError::KeyLoad {
+            host: who.to_string(),
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+async fn rsa_hash(handle: &Handle<Client>, alg: &Algorithm) -> Option<russh::keys::HashAlg> {
+    if !is_rsa(alg) {
+        return None;
+    }
+    handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten()
+}
+
+async fn try_key(
+    handle: &mut Handle<Client>,
+    user: &str,
+    key: PrivateKey,
+) -> std::result::Result<bool, russh::Error> {
+    let hash = rsa_hash(handle, &key.algorithm()).await;
+    let r = handle
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+        .await?;
+    Ok(r.success())
+}
+
+/// `(dir, name)` of an absolute remote path.
+fn split_remote(remote: &str) -> Option<(&str, &str)> {
+    if !remote.starts_with('/') || remote.ends_with('/') {
+        return None;
+    }
+    let (dir, name) = remote.rsplit_once('/')?;
+    if name.is_empty() || name == "." || name == ".." {
+        return None;
+    }
+    Some((if dir.is_empty() { "/" } else { dir }, name))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct RemoteState {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    sha256: String,
+}
+
+fn parse_remote_state(out: &str) -> Option<RemoteState> {
+    let mut lines = out.lines();
+    let meta = lines.next()?.strip_prefix("meta ")?;
+    let mut it = meta.split_whitespace();
+    let mode = u32::from_str_radix(it.next()?, 8).ok()?;
+    let uid = it.next()?.parse().ok()?;
+    let gid = it.next()?.parse().ok()?;
+    let sha256 = lines
+        .next()?
+        .split_whitespace()
+        .next()?
+        .to_ascii_lowercase();
+    if sha256.len() != 64 {
+        return None;
+    }
+    Some(RemoteState {
+        mode,
+        uid,
+        gid,
+        sha256,
+    })
+}
+
+async fn local_sha256(source: &Source<'_>) -> Result<(String, u64)> {
+    match source {
+        Source::Bytes(b) => Ok((hex::encode(Sha256::digest(b)), b.len() as u64)),
+        Source::Path(p) => {
+            let io = |e: std::io::Error| SshError::LocalIo {
+                path: p.to_path_buf(),
+                message: e.to_string(),
+            };
+            let mut f = tokio::fs::File::open(p).await.map_err(io)?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = f.read(&mut buf).await.map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+                h.update(&buf[..n]);
+            }
+            Ok((hex::encode(h.finalize()), total))
+        }
+    }
+}
+
+pub(crate) fn rand_hex() -> String {
+    let v: u64 = rand::random();
+    format!("{v:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_wrapping() {
+        assert_eq!(wrap_command("id -u", false, None), "id -u");
+        assert_eq!(
+            wrap_command("echo 'a' | cat", true, None),
+            "sudo -n sh -c 'echo '\\''a'\\'' | cat'"
+        );
+        assert_eq!(
+            wrap_command("sleep 1", false, Some(Duration::from_millis(1500))),
+            "timeout -k 5 3 sh -c 'sleep 1'"
+        );
+        assert_eq!(
+            wrap_command("sleep 1", true, Some(Duration::from_secs(10))),
+            "sudo -n timeout -k 5 11 sh -c 'sleep 1'"
+        );
+        // The wrapped text survives a real shell unchanged.
+        let text = "printf '%s|' \"it's\" '$HOME'";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(wrap_command(text, false, Some(Duration::from_secs(5))))
+            .output()
+            .expect("sh runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's|$HOME|");
+    }
+
+    #[test]
+    fn remote_paths() {
+        assert_eq!(
+            split_remote("/etc/rancher/k3s/config.yaml"),
+            Some(("/etc/rancher/k3s", "config.yaml"))
+        );
+        assert_eq!(split_remote("/x"), Some(("/", "x")));
+        assert_eq!(split_remote("relative/x"), None);
+        assert_eq!(split_remote("/etc/"), None);
+        assert_eq!(split_remote("/etc/.."), None);
+    }
+
+    #[test]
+    fn remote_state() {
+        let out = "meta 600 0 0\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  /etc/x\n";
+        assert_eq!(
+            parse_remote_state(out),
+            Some(RemoteState {
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+                sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()
+            })
+        );
+        assert_eq!(parse_remote_state("absent\n"), None);
+        assert_eq!(parse_remote_state("meta 644 0 0\n"), None);
+    }
+
+    #[tokio::test]
+    async fn hashes_bytes_and_files_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data = vec![7u8; 3 << 20];
+        std::fs::write(&p, &data).unwrap();
+        let a = local_sha256(&Source::Bytes(&data)).await.unwrap();
+        let b = local_sha256(&Source::Path(&p)).await.unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.1, 3 << 20);
+    }
+
+    #[test]
+    fn key_preference_puts_known_types_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = dir.path().join("known_hosts");
+        std::fs::write(&kh, "10.0.0.5 ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBL9Q57ZgYa++ccbgjGUbIKiLf+FMKwjDnlMj47OpBiIqmgt524UmD3m1yQDm8U7SXUBVQgSmriM+4/cFKFMxoXs=\n").unwrap();
+        let mut t = SshTarget::new("10.0.0.5");
+        t.known_hosts = kh;
+        let prefs = preferred_keys(&t);
+        assert_eq!(
+            prefs[0],
+            Algorithm::Ecdsa {
+                curve: russh::keys::EcdsaCurve::NistP256
+            }
+        );
+        assert_eq!(prefs.len(), russh::Preferred::DEFAULT.key.len());
+    }
+}

@@ -1,0 +1,110 @@
+//! The command line on bad input: every broken inventory is refused with exit
+//! code 2 and a `file:line:column` message before any host is contacted, for
+//! every command that reads an inventory; nothing panics.
+
+use std::path::Path;
+use std::process::Command;
+
+fn bootstrap(args: &[&str], home: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .args(args)
+        .env("HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("run bootstrap")
+}
+
+#[test]
+fn broken_inventories_exit_2_with_a_location_and_touch_nothing() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inventory");
+    let home = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        // Copied to a scratch dir so a `.bootstrap/` written by mistake would show.
+        let work = tempfile::tempdir().unwrap();
+        let inv = work.path().join(path.file_name().unwrap());
+        std::fs::copy(&path, &inv).unwrap();
+        if dir.join("manifests").is_dir() {
+            copy_dir(&dir.join("manifests"), &work.path().join("manifests"));
+        }
+        for cmd in ["up", "plan", "status"] {
+            let out = bootstrap(&[cmd, inv.to_str().unwrap()], home.path());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{cmd} {}: {stderr}",
+                path.display()
+            );
+            let name = path.file_name().unwrap().to_str().unwrap();
+            // `<file>:<line>:<column>: error: ...` (the file is the inventory,
+            // or the manifest it names when the problem is inside that).
+            let located = stderr.lines().any(|l| {
+                l.split_once(": error")
+                    .map(|(loc, _)| {
+                        let mut it = loc.rsplitn(3, ':');
+                        let col = it.next().and_then(|c| c.parse::<usize>().ok());
+                        let line = it.next().and_then(|c| c.parse::<usize>().ok());
+                        let file = it.next().unwrap_or("");
+                        matches!((line, col), (Some(l), Some(c)) if l > 0 && c > 0)
+                            && (file.ends_with(".toml") || file.ends_with(".yaml"))
+                    })
+                    .unwrap_or(false)
+            });
+            assert!(located, "{cmd} {name}: no file:line:column in:\n{stderr}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+        assert!(
+            !work.path().join(".bootstrap").exists(),
+            "{}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} broken inventories");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn missing_inventory_file_is_exit_2() {
+    let home = tempfile::tempdir().unwrap();
+    let out = bootstrap(&["up", "/nonexistent/inventory.toml"], home.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/inventory.toml"));
+}
+
+#[test]
+fn bad_invocation_is_exit_2() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["up"][..],
+        &["frobnicate", "x.toml"],
+        &["up", "x.toml", "--parallel", "0"],
+    ] {
+        let out = bootstrap(args, home.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn help_lists_only_working_commands() {
+    let home = tempfile::tempdir().unwrap();
+    let out = bootstrap(&["--help"], home.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["up", "plan", "status", "kubeconfig"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+}

@@ -1,0 +1,279 @@
+//! Shared support for the end-to-end tests: a testbed of real hosts (a lab,
+//! or the Vagrant VMs when `BOOTSTRAP_E2E=vagrant`), and the `bootstrap`
+//! binary run as a user would run it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use xtask::lab::{LabGuard, LabSpec};
+
+/// The `bootstrap` binary built for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bootstrap"))
+}
+
+/// Where end-to-end tests run: the local lab unless `BOOTSTRAP_E2E=vagrant`.
+pub fn vagrant_mode() -> bool {
+    std::env::var("BOOTSTRAP_E2E").as_deref() == Ok("vagrant")
+}
+
+/// The Vagrant inventory, or why the Vagrant run cannot happen.
+pub fn vagrant_inventory() -> Result<PathBuf, String> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/inventory.toml");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} does not exist: run `vagrant up` in vagrant/ (or vagrant/lima/up.sh) first",
+            p.display()
+        ))
+    }
+}
+
+/// A lab for one test, torn down when dropped (even on panic).
+pub fn lab(name: &str, nodes: usize, servers: usize, spares: usize) -> LabGuard {
+    let mut spec = LabSpec::new(name, nodes);
+    spec.servers = servers;
+    spec.spares = spares;
+    // A lab left by an interrupted run of the same test is removed first.
+    let _ = xtask::lab::Lab::down_by_name(name);
+    LabGuard::up(&spec).unwrap_or_else(|e| panic!("lab {name} did not come up: {e:#}"))
+}
+
+/// A scratch directory holding an inventory and what `bootstrap` writes
+/// beside it (`.bootstrap/`, the kubeconfig).
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+    /// HOME for the tool: empty, so the machine's ~/.ssh/config plays no part.
+    pub home: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        Workdir {
+            dir: tempfile::tempdir().expect("tempdir"),
+            home: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.path("inventory.toml")
+    }
+
+    pub fn write_inventory(&self, text: &str) {
+        std::fs::write(self.inventory(), text).expect("write inventory");
+    }
+
+    /// Run `bootstrap ARGS...` and return its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("HOME", self.home.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("run bootstrap")
+    }
+
+    /// `bootstrap up INVENTORY --output json`, asserting success; returns the summary event.
+    pub fn up_json(&self) -> (serde_json::Value, Output) {
+        let inv = self.inventory();
+        let out = self.run(&["up", inv.to_str().unwrap(), "--output", "json"]);
+        assert!(
+            out.status.success(),
+            "bootstrap up failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (summary(&out), out)
+    }
+}
+
+/// The last `summary` event of a JSON run.
+pub fn summary(out: &Output) -> serde_json::Value {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|v| v["event"] == "summary")
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary event in:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+}
+
+/// Run a shell command on a lab node (through nsenter, not SSH) and return stdout.
+pub fn sh(lab: &xtask::lab::Lab, node: &str, script: &str) -> String {
+    let out = lab.exec(node, &["sh", "-c", script]).expect("lab exec");
+    assert!(
+        out.status.success(),
+        "`{script}` on {node} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every Node as the cluster reports it, through `k3s kubectl` on `server`.
+pub fn nodes(lab: &xtask::lab::Lab, server: &str) -> Vec<serde_json::Value> {
+    let json = sh(lab, server, "k3s kubectl get nodes -o json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("nodes json");
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+pub fn node<'a>(nodes: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    nodes
+        .iter()
+        .find(|n| n["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("node {name} not in the cluster"))
+}
+
+pub fn is_ready(n: &serde_json::Value) -> bool {
+    n["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+pub fn labels(n: &serde_json::Value) -> BTreeMap<String, String> {
+    n["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Taints as `key=value:Effect` strings, sorted.
+pub fn taints(n: &serde_json::Value) -> Vec<String> {
+    let mut t: Vec<String> = n["spec"]["taints"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    let v = t["value"].as_str().unwrap_or("");
+                    if v.is_empty() {
+                        format!(
+                            "{}:{}",
+                            t["key"].as_str().unwrap_or(""),
+                            t["effect"].as_str().unwrap_or("")
+                        )
+                    } else {
+                        format!(
+                            "{}={}:{}",
+                            t["key"].as_str().unwrap_or(""),
+                            v,
+                            t["effect"].as_str().unwrap_or("")
+                        )
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    t.sort();
+    t
+}
+
+/// The files `up` must leave alone on a re-run, with their mtimes, plus the
+/// time each k3s service last started.
+pub fn fingerprint(lab: &xtask::lab::Lab, node: &str) -> String {
+    sh(
+        lab,
+        node,
+        "{ find /etc/rancher -type f; ls -d /usr/local/bin/k3s /etc/systemd/system/k3s* 2>/dev/null; } \
+         | sort | while read -r f; do stat -c '%n %y %a' \"$f\"; done; \
+         for s in k3s k3s-agent; do echo \"$s $(systemctl show -p ActiveEnterTimestampMonotonic,NRestarts --value $s | tr '\\n' ' ')\"; done",
+    )
+}
+
+/// An inventory for a lab's nodes, with the settings tests vary.
+pub struct InventoryBuilder<'a> {
+    pub lab: &'a xtask::lab::Lab,
+    pub name: &'a str,
+    pub version: String,
+    pub user: &'a str,
+    pub source: &'a str,
+    pub known_hosts: PathBuf,
+    pub policy: &'a str,
+    pub cache_dir: Option<PathBuf>,
+    /// Extra lines per node name (labels, taints...).
+    pub extra: BTreeMap<String, String>,
+    /// Nodes to leave out (e.g. spares).
+    pub skip_spares: bool,
+}
+
+impl<'a> InventoryBuilder<'a> {
+    pub fn new(lab: &'a xtask::lab::Lab, name: &'a str) -> Self {
+        InventoryBuilder {
+            lab,
+            name,
+            version: xtask::lab::DEFAULT_K3S_VERSION.to_string(),
+            user: "root",
+            source: "download",
+            known_hosts: lab.known_hosts_path(),
+            policy: "strict",
+            cache_dir: None,
+            extra: BTreeMap::new(),
+            skip_spares: true,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        use xtask::lab::NodeKind;
+        let mut s = format!(
+            "[cluster]\nname = \"{}\"\nk3s_version = \"{}\"\n\n[install]\nsource = \"{}\"\nmirror = \"{}\"\n",
+            self.name,
+            self.version,
+            self.source,
+            self.lab.mirror_url()
+        );
+        if let Some(c) = &self.cache_dir {
+            s.push_str(&format!("cache_dir = \"{}\"\n", c.display()));
+        }
+        s.push_str(&format!(
+            "\n[ssh]\nuser = \"{}\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nhost_key_policy = \"{}\"\nconnect_timeout = 5\n",
+            self.user,
+            self.lab.operator_key_path().display(),
+            self.known_hosts.display(),
+            self.policy
+        ));
+        for n in self.lab.nodes() {
+            let role = match n.kind {
+                NodeKind::Server => "server",
+                NodeKind::Agent => "agent",
+                NodeKind::Spare if self.skip_spares => continue,
+                NodeKind::Spare => "agent",
+            };
+            s.push_str(&format!(
+                "\n[[node]]\nname = \"{}\"\nhost = \"{}\"\nrole = \"{role}\"\n{}",
+                n.name,
+                n.addr,
+                self.extra.get(&n.name).map(String::as_str).unwrap_or("")
+            ));
+        }
+        s
+    }
+}
+
+/// Everything on `node` that could hold a secret in a process's command line.
+pub fn cmdlines(lab: &xtask::lab::Lab, node: &str) -> String {
+    lab.exec(
+        node,
+        &[
+            "sh",
+            "-c",
+            "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; done",
+        ],
+    )
+    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    .unwrap_or_default()
+}

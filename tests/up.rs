@@ -1,0 +1,272 @@
+//! `bootstrap up` end to end on lab hosts (issue: inventory to a converged
+//! cluster, idempotent on every re-run). Each test boots its own lab.
+
+mod common;
+
+use common::*;
+use xtask::lab::{Lab, NodeKind};
+
+/// The lab's inventory with the seed's shape: a tainted control plane and
+/// labelled workers.
+fn seed_inventory(lab: &Lab, extra_worker_1: &str) -> String {
+    let mut s = format!(
+        "[cluster]\nname = \"seed\"\nk3s_version = \"v1.36.3+k3s1\"\n\n\
+         [install]\nsource = \"download\"\nmirror = \"{}\"\n\n\
+         [ssh]\nuser = \"root\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\n",
+        lab.mirror_url(),
+        lab.operator_key_path().display(),
+        lab.known_hosts_path().display()
+    );
+    for n in lab.nodes() {
+        let (role, extra) = match (n.kind, n.name.as_str()) {
+            (NodeKind::Server, _) => (
+                "server",
+                "taints = [\"node-role.kubernetes.io/control-plane=true:NoSchedule\"]\n"
+                    .to_string(),
+            ),
+            (NodeKind::Agent, "worker-1") => ("agent", extra_worker_1.to_string()),
+            (NodeKind::Agent, _) => (
+                "agent",
+                "labels = { \"node.role\" = \"app\" }\n".to_string(),
+            ),
+            (NodeKind::Spare, _) => continue,
+        };
+        s.push_str(&format!(
+            "\n[[node]]\nname = \"{}\"\nhost = \"{}\"\nrole = \"{role}\"\n{extra}",
+            n.name, n.addr
+        ));
+    }
+    s
+}
+
+#[test]
+fn seed_topology_converges_and_reruns_change_nothing() {
+    if vagrant_mode() {
+        eprintln!("skipped: lab-only test (faults and file checks), BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("up-seed", 3, 1, 0);
+    let work = Workdir::new();
+    work.write_inventory(&seed_inventory(
+        &lab,
+        "labels = { \"node.role\" = \"database\", \"tier\" = \"gold\" }\n",
+    ));
+
+    // From scratch.
+    let (sum, out) = work.up_json();
+    assert!(sum["changes"].as_u64().unwrap() > 0, "{sum}");
+    let all = nodes(&lab, "master-1");
+    assert_eq!(all.len(), 3);
+    for n in &all {
+        assert!(is_ready(n), "not Ready: {n}");
+    }
+    let m = node(&all, "master-1");
+    assert_eq!(
+        taints(m),
+        vec!["node-role.kubernetes.io/control-plane=true:NoSchedule"]
+    );
+    let w1 = labels(node(&all, "worker-1"));
+    assert_eq!(w1.get("node.role").map(String::as_str), Some("database"));
+    assert_eq!(w1.get("tier").map(String::as_str), Some("gold"));
+    assert_eq!(
+        labels(node(&all, "worker-2"))
+            .get("node.role")
+            .map(String::as_str),
+        Some("app")
+    );
+    assert!(taints(node(&all, "worker-1")).is_empty());
+
+    // The kubeconfig: 0600, our names, the server's lab address.
+    let kc = work.path("seed.kubeconfig");
+    let meta = std::fs::metadata(&kc).expect("kubeconfig written");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&kc).unwrap();
+    let master = lab.node("master-1").unwrap().addr;
+    assert!(
+        text.contains(&format!("server: https://{master}:6443")),
+        "{text}"
+    );
+    assert!(text.contains("current-context: seed"), "{text}");
+
+    // Tokens never in the output, and kept as a 0600 backup.
+    let tokens: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.path(".bootstrap/tokens.json")).unwrap(),
+    )
+    .unwrap();
+    let server_token = tokens["server"].as_str().unwrap().to_string();
+    let agent_token = tokens["agent"].as_str().unwrap().to_string();
+    assert_ne!(server_token, agent_token);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(&server_token) && !all.contains(&agent_token));
+
+    // Second run: nothing changes, no file touched, no restart.
+    let before: Vec<String> = ["master-1", "worker-1", "worker-2"]
+        .iter()
+        .map(|n| fingerprint(&lab, n))
+        .collect();
+    let (sum, _) = work.up_json();
+    assert_eq!(sum["changes"], 0, "{sum}");
+    let after: Vec<String> = ["master-1", "worker-1", "worker-2"]
+        .iter()
+        .map(|n| fingerprint(&lab, n))
+        .collect();
+    assert_eq!(before, after);
+
+    // `plan` on the converged cluster: nothing to do, nothing changed.
+    let inv = work.inventory();
+    let out = work.run(&["plan", inv.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seed: nothing to do"));
+
+    // Someone else's label survives everything that follows.
+    sh(
+        &lab,
+        "master-1",
+        "k3s kubectl label node worker-1 team=payments",
+    );
+
+    // Change one label, remove one, add a taint: exactly those change.
+    work.write_inventory(&seed_inventory(
+        &lab,
+        "labels = { \"node.role\" = \"db\" }\ntaints = [\"dedicated=db:NoSchedule\"]\n",
+    ));
+    let before_restart = fingerprint(&lab, "worker-1");
+    let (sum, _) = work.up_json();
+    assert!(sum["changes"].as_u64().unwrap() > 0);
+    let all = nodes(&lab, "master-1");
+    let w1 = node(&all, "worker-1");
+    let l = labels(w1);
+    assert_eq!(l.get("node.role").map(String::as_str), Some("db"));
+    assert!(!l.contains_key("tier"), "removed label still there: {l:?}");
+    assert_eq!(l.get("team").map(String::as_str), Some("payments"));
+    assert_eq!(taints(w1), vec!["dedicated=db:NoSchedule"]);
+    assert_eq!(
+        labels(node(&all, "worker-2"))
+            .get("node.role")
+            .map(String::as_str),
+        Some("app")
+    );
+    // A label/taint change rewrites config.yaml but never restarts k3s.
+    let restarts = |fp: &str| {
+        fp.lines()
+            .filter(|l| l.starts_with("k3s"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        restarts(&before_restart),
+        restarts(&fingerprint(&lab, "worker-1"))
+    );
+
+    // `.bootstrap/` gone: the tokens come back from the cluster, no changes.
+    std::fs::remove_dir_all(work.path(".bootstrap")).unwrap();
+    let (sum, _) = work.up_json();
+    assert_eq!(sum["changes"], 0, "{sum}");
+    let tokens2: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.path(".bootstrap/tokens.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tokens, tokens2);
+}
+
+/// Events the double recorded, as (kind, node) in order.
+fn events(lab: &Lab, server: &str) -> Vec<(String, String, serde_json::Value)> {
+    sh(
+        lab,
+        server,
+        "cat /var/lib/rancher/k3s/server/double/events.jsonl",
+    )
+    .lines()
+    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    .map(|v| {
+        (
+            v["kind"].as_str().unwrap_or("").to_string(),
+            v["node"].as_str().unwrap_or("").to_string(),
+            v,
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn ha_servers_join_one_after_another() {
+    if vagrant_mode() {
+        eprintln!(
+            "skipped: lab-only test (reads the k3s double's event log), BOOTSTRAP_E2E=vagrant"
+        );
+        return;
+    }
+    let lab = lab("up-ha", 5, 3, 0);
+    let work = Workdir::new();
+    work.write_inventory(&InventoryBuilder::new(&lab, "ha").render());
+
+    // `plan` on fresh hosts lists the installs and changes nothing.
+    let inv = work.inventory();
+    let out = work.run(&["plan", inv.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("install k3s v1.36.3+k3s1"), "{text}");
+    assert!(text.contains("change(s) planned"), "{text}");
+    for n in lab.nodes() {
+        assert_eq!(
+            sh(
+                &lab,
+                &n.name,
+                "ls /usr/local/bin/k3s /etc/rancher 2>/dev/null | wc -l"
+            )
+            .trim(),
+            "0"
+        );
+    }
+    assert!(!work.path(".bootstrap").exists());
+
+    work.up_json();
+    let all = nodes(&lab, "master-1");
+    assert_eq!(all.iter().filter(|n| is_ready(n)).count(), 5);
+    for s in ["master-1", "master-2", "master-3"] {
+        assert_eq!(
+            labels(node(&all, s))
+                .get("node-role.kubernetes.io/etcd")
+                .map(String::as_str),
+            Some("true")
+        );
+    }
+
+    let ev = events(&lab, "master-1");
+    let pos = |kind: &str, node: &str| {
+        ev.iter()
+            .position(|(k, n, _)| k == kind && n == node)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {kind} event for {node} in {:#?}",
+                    ev.iter().map(|e| &e.2).collect::<Vec<_>>()
+                )
+            })
+    };
+    assert_eq!(ev.iter().filter(|(k, _, _)| k == "cluster-init").count(), 1);
+    assert_eq!(
+        pos("cluster-init", "master-1"),
+        ev.iter().position(|(k, _, _)| k == "cluster-init").unwrap()
+    );
+    // master-3 starts joining only after master-2 is a Ready member.
+    assert!(pos("node-ready", "master-2") < pos("server-join", "master-3"));
+    assert!(pos("node-ready", "master-1") < pos("server-join", "master-2"));
+
+    // The same cluster from every server, and a re-run changes nothing.
+    assert_eq!(nodes(&lab, "master-3").len(), 5);
+    let (sum, _) = work.up_json();
+    assert_eq!(sum["changes"], 0, "{sum}");
+}
