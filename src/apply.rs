@@ -498,9 +498,9 @@ async fn execute(
                 )
                 .await?;
             }
-            Action::Start | Action::Restart { .. } => {
+            Action::Start { .. } | Action::Restart { .. } => {
                 let svc = role.service();
-                let verb = if matches!(action, Action::Start) {
+                let verb = if matches!(action, Action::Start { .. }) {
                     "start"
                 } else {
                     "restart"

@@ -9,7 +9,7 @@ use crate::k3s::{self, Role};
 /// The script run (as root) on every host. Prints `key<TAB>value` lines; a
 /// missing file hashes to `-`. It reads, never writes.
 pub const HOST_FACTS_SCRIPT: &str = r#"set -u
-h() { if [ -f "$1" ]; then set -- "$(sha256sum "$1" 2>/dev/null)"; echo "${1:--}"; else echo -; fi; }
+h() { if [ -f "$1" ]; then sha256sum "$1" 2>/dev/null | cut -d' ' -f1; else echo -; fi; }
 m() { stat -c %a "$1" 2>/dev/null || echo -; }
 p() { printf '%s\t%s\n' "$1" "$2"; }
 . /etc/os-release 2>/dev/null

@@ -328,9 +328,12 @@ pub enum Action {
         reason: &'static str,
     },
     /// Enable and start the service (it is not running).
-    Start,
+    Start {
+        service: &'static str,
+    },
     /// Restart: the binary, unit or a setting k3s reads only at start changed.
     Restart {
+        service: &'static str,
         reason: String,
     },
 }
@@ -346,8 +349,8 @@ impl std::fmt::Display for Action {
             Action::Links(l) => write!(f, "link {} to k3s", l.join(", ")),
             Action::InstallImages { file, .. } => write!(f, "install air-gap images {file}"),
             Action::WriteFile { file, reason } => write!(f, "write {} ({reason})", file.path),
-            Action::Start => f.write_str("enable and start k3s"),
-            Action::Restart { reason } => write!(f, "restart k3s ({reason})"),
+            Action::Start { service } => write!(f, "enable and start {service}"),
+            Action::Restart { service, reason } => write!(f, "restart {service} ({reason})"),
         }
     }
 }
@@ -369,7 +372,7 @@ impl HostPlan {
     pub fn restarts(&self) -> bool {
         self.actions
             .iter()
-            .any(|a| matches!(a, Action::Start | Action::Restart { .. }))
+            .any(|a| matches!(a, Action::Start { .. } | Action::Restart { .. }))
     }
 }
 
@@ -521,9 +524,12 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, crate::k3s::config::
         }
     }
     if !svc.is_active() || svc.enabled != "enabled" {
-        actions.push(Action::Start);
+        actions.push(Action::Start {
+            service: role.service(),
+        });
     } else if !restart_reasons.is_empty() {
         actions.push(Action::Restart {
+            service: role.service(),
             reason: restart_reasons.join(", "),
         });
     }
@@ -734,7 +740,7 @@ mod tests {
         let text: Vec<String> = p.actions.iter().map(|a| a.to_string()).collect();
         assert_eq!(text[0], "install k3s v1.36.3+k3s1");
         assert!(text.iter().any(|t| t.contains("50-bootstrap-join.yaml")));
-        assert_eq!(p.actions.last(), Some(&Action::Start));
+        assert_eq!(p.actions.last(), Some(&Action::Start { service: "k3s" }));
         assert!(!p
             .actions
             .iter()

@@ -112,7 +112,9 @@ impl Reporter {
                 let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
                 match bars.get(host) {
                     Some(pb) => pb.set_message(redact(step)),
-                    None if self.verbose || self.multi.is_none() => {
+                    // Plain output: changes are printed as they happen; steps
+                    // only with -v, so a log reads as what was done.
+                    None if self.verbose => {
                         drop(bars);
                         self.plain(&format!("{host}: {step}"))
                     }
@@ -149,9 +151,10 @@ impl Reporter {
             h.elapsed = elapsed;
             h.status = Some(result.clone().map_err(|e| redact(&e)));
         }
+        // The error itself is printed once, at the end, with what to do.
         let text = match &result {
             Ok(()) => "done".to_string(),
-            Err(e) => format!("failed: {}", redact(e)),
+            Err(_) => "failed".to_string(),
         };
         match self.format {
             OutputFormat::Json => self.event(json!({
@@ -238,7 +241,7 @@ impl Reporter {
                     let result = match &h.status {
                         Some(Ok(())) if h.changes.is_empty() => "unchanged".to_string(),
                         Some(Ok(())) => "changed".to_string(),
-                        Some(Err(e)) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+                        Some(Err(_)) => "FAILED".to_string(),
                         None => "not reached".to_string(),
                     };
                     let _ = writeln!(

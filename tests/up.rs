@@ -127,6 +127,30 @@ fn seed_topology_converges_and_reruns_change_nothing() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("seed: nothing to do"));
 
+    // `status`: every node Ready, no drift.
+    let out = work.run(&["status", inv.to_str().unwrap(), "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["healthy"], true, "{st}");
+    assert_eq!(st["nodes"].as_array().unwrap().len(), 3);
+
+    // `kubeconfig --merge` adds the context to ~/.kube/config, once.
+    for _ in 0..2 {
+        let out = work.run(&["kubeconfig", inv.to_str().unwrap(), "--merge"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let merged = std::fs::read_to_string(work.home.path().join(".kube/config")).unwrap();
+    assert!(merged.contains("current-context: seed"), "{merged}");
+    assert_eq!(merged.matches("name: seed").count(), 3, "{merged}");
+
     // Someone else's label survives everything that follows.
     sh(
         &lab,
@@ -142,6 +166,9 @@ fn seed_topology_converges_and_reruns_change_nothing() {
     let before_restart = fingerprint(&lab, "worker-1");
     let (sum, _) = work.up_json();
     assert!(sum["changes"].as_u64().unwrap() > 0);
+    // status saw the drift before... and sees none now.
+    let out = work.run(&["status", inv.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("drift"));
     let all = nodes(&lab, "master-1");
     let w1 = node(&all, "worker-1");
     let l = labels(w1);
