@@ -1,0 +1,89 @@
+//! `cargo xtask test` (what CI runs) and `cargo xtask demo` (the main job on
+//! the local lab). Both work from a fresh clone on a fresh Debian machine:
+//! they install what they need first.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::lab::{self, Lab, LabSpec};
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Install host packages, build the lab rootfs once, then fmt, clippy and
+/// every test of the workspace; fail if a test left a lab behind.
+pub fn test(extra: &[String]) -> Result<()> {
+    let root = lab::workspace_root();
+    lab::prepare().context("preparing the lab (host packages, rootfs)")?;
+    let labs_before: BTreeSet<String> = lab::list_labs().into_iter().collect();
+    cargo(&root, &["fmt", "--all", "--", "--check"])?;
+    cargo(
+        &root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    let mut args = vec!["test", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    let result = cargo(&root, &args);
+    let left: Vec<String> = lab::list_labs()
+        .into_iter()
+        .filter(|l| !labs_before.contains(l))
+        .collect();
+    for l in &left {
+        eprintln!("xtask: a test left lab {l} behind; removing it");
+        let _ = Lab::down_by_name(l);
+    }
+    result?;
+    if !left.is_empty() {
+        bail!("tests left labs behind: {}", left.join(", "));
+    }
+    Ok(())
+}
+
+/// Boot a 3-node lab named `demo`, converge it with `bootstrap up`, show
+/// `bootstrap status`. The lab stays up for exploring.
+pub fn demo() -> Result<()> {
+    let root = lab::workspace_root();
+    lab::prepare()?;
+    cargo(&root, &["build", "--release", "-p", "bootstrap"])?;
+    let _ = Lab::down_by_name("demo");
+    let lab = Lab::up(&LabSpec::new("demo", 3))?;
+    let inv = lab.inventory_path();
+    let bin = root.join("target/release/bootstrap");
+    for cmd in ["up", "status"] {
+        eprintln!("\n$ bootstrap {cmd} {}", inv.display());
+        let status = Command::new(&bin)
+            .arg(cmd)
+            .arg(&inv)
+            .status()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        if !status.success() {
+            bail!("bootstrap {cmd} failed ({status}); the lab is still up: cargo xtask lab down --name demo");
+        }
+    }
+    eprintln!(
+        "\nThe lab stays up. Try:\n  {bin} plan {inv}\n  cargo xtask lab exec --name demo master-1 -- k3s kubectl get nodes\n  cargo xtask lab down --name demo",
+        bin = bin.display(),
+        inv = inv.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Network plumbing: one bridge namespace per lab, one namespace per node, a veth from the host.
+//!
+//! ```text
+//! host ns: bsl<i> 10.213.i.1/24 ──veth── [bsl-<lab>: host ─ br0 ─ master-1, worker-1, ...]
+//!                                               each peer ──veth── [bsl-<lab>-<node>: eth0]
+//! ```
+
+use super::util::sh;
+use anyhow::Result;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+pub fn netns_exists(ns: &str) -> bool {
+    Path::new("/run/netns").join(ns).exists()
+}
+
+pub fn link_exists(ifname: &str) -> bool {
+    Path::new("/sys/class/net").join(ifname).exists()
+}
+
+fn add_netns(ns: &str) -> Result<()> {
+    if !netns_exists(ns) {
+        sh("ip", &["netns", "add", ns])?;
+    }
+    sh("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// Creates the lab's bridge namespace and the host's veth into it.
+pub fn setup_bridge(bridge_ns: &str, host_if: &str, host_addr: Ipv4Addr) -> Result<()> {
+    add_netns(bridge_ns)?;
+    sh(
+        "ip",
+        &["-n", bridge_ns, "link", "add", "br0", "type", "bridge"],
+    )?;
+    sh("ip", &["-n", bridge_ns, "link", "set", "br0", "up"])?;
+    // Created directly with its peer inside the bridge namespace: no name clash between labs.
+    sh(
+        "ip",
+        &[
+            "link", "add", host_if, "type", "veth", "peer", "name", "host", "netns", bridge_ns,
+        ],
+    )?;
+    sh(
+        "ip",
+        &[
+            "-n", bridge_ns, "link", "set", "host", "master", "br0", "up",
+        ],
+    )?;
+    sh(
+        "ip",
+        &["addr", "add", &format!("{host_addr}/24"), "dev", host_if],
+    )?;
+    sh("ip", &["link", "set", host_if, "up"])?;
+    Ok(())
+}
+
+/// Creates a node's namespace with `eth0` configured, its peer attached to the bridge.
+pub fn setup_node(
+    bridge_ns: &str,
+    node_ns: &str,
+    peer_if: &str,
+    addr: Ipv4Addr,
+    gateway: Ipv4Addr,
+) -> Result<()> {
+    add_netns(node_ns)?;
+    sh(
+        "ip",
+        &[
+            "-n", bridge_ns, "link", "add", peer_if, "type", "veth", "peer", "name", "eth0",
+            "netns", node_ns,
+        ],
+    )?;
+    sh(
+        "ip",
+        &[
+            "-n", bridge_ns, "link", "set", peer_if, "master", "br0", "up",
+        ],
+    )?;
+    sh(
+        "ip",
+        &[
+            "-n",
+            node_ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ],
+    )?;
+    sh("ip", &["-n", node_ns, "link", "set", "eth0", "up"])?;
+    sh(
+        "ip",
+        &[
+            "-n",
+            node_ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &gateway.to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Cut (`up == false`) or heal a node's link, from the bridge side so the node cannot undo it.
+pub fn set_peer_link(bridge_ns: &str, peer_if: &str, up: bool) -> Result<()> {
+    let state = if up { "up" } else { "down" };
+    sh("ip", &["-n", bridge_ns, "link", "set", peer_if, state])?;
+    Ok(())
+}
+
+pub fn peer_link_up(bridge_ns: &str, peer_if: &str) -> bool {
+    sh("ip", &["-n", bridge_ns, "-o", "link", "show", peer_if])
+        .map(|s| s.contains(",UP"))
+        .unwrap_or(false)
+}
+
+pub fn delete_netns(ns: &str) -> Result<()> {
+    if netns_exists(ns) {
+        sh("ip", &["netns", "delete", ns])?;
+    }
+    Ok(())
+}
+
+pub fn delete_link(ifname: &str) -> Result<()> {
+    if link_exists(ifname) {
+        sh("ip", &["link", "delete", ifname])?;
+    }
+    Ok(())
+}
+
+/// Namespaces that belong to lab `name` (its bridge and its nodes), for teardown without state.
+pub fn lab_netns(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/run/netns") else {
+        return out;
+    };
+    let prefix = format!("bsl-{name}");
+    for e in rd.flatten() {
+        let ns = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = ns.strip_prefix(&prefix) else {
+            continue;
+        };
+        // `bsl-a-master-1` belongs to lab `a`, `bsl-a-b-master-1` to lab `a-b`.
+        let is_node = rest.strip_prefix('-').is_some_and(|node| {
+            ["master-", "worker-", "spare-"].iter().any(|p| {
+                node.strip_prefix(p)
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+        });
+        if rest.is_empty() || is_node {
+            out.push(ns);
+        }
+    }
+    out
+}
