@@ -26,6 +26,21 @@ enum Top {
     },
     /// Boot a 3-node lab, run `bootstrap up` and `bootstrap status` on it; the lab stays up.
     Demo,
+    /// Measure the performance figures (DESIGN.md "Performance targets") on labs it boots.
+    Bench {
+        /// Runs of each scenario.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Nodes of the large cluster (3 servers, the rest agents).
+        #[arg(long, default_value_t = 30)]
+        large: usize,
+        /// Size of the upload comparison file, in MiB.
+        #[arg(long, default_value_t = 100)]
+        upload_mib: usize,
+        /// Where the JSON goes.
+        #[arg(long, default_value = "target/bench/bench.json")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,6 +194,19 @@ fn run(cli: Cli) -> Result<()> {
         Top::Lab { cmd } => cmd,
         Top::Test { args } => return xtask::ci::test(&args),
         Top::Demo => return xtask::ci::demo(),
+        Top::Bench {
+            runs,
+            large,
+            upload_mib,
+            out,
+        } => {
+            return xtask::bench::bench(&xtask::bench::BenchOptions {
+                runs,
+                large,
+                upload_mib,
+                out,
+            })
+        }
     };
     match cmd {
         LabCmd::Up {

@@ -62,6 +62,10 @@ pub fn build_double(version: &str) -> Result<PathBuf> {
         std::fs::metadata(crate_dir.join("build.rs"))
             .and_then(|m| m.modified())
             .ok(),
+        // Embedded with include_str!: the chart objects the double creates.
+        std::fs::metadata(crate_dir.join("charts.json"))
+            .and_then(|m| m.modified())
+            .ok(),
     ]
     .into_iter()
     .flatten()
