@@ -28,12 +28,22 @@ fn upload_then_download_and_tampered_binaries_are_refused() {
         hex::encode(sha2::Sha256::digest(&good))
     };
 
-    // Fresh install through the upload path.
+    // Fresh install through the upload path, with the air-gap images.
     let mut b = InventoryBuilder::new(&lab, "src");
     b.source = "upload";
     b.cache_dir = Some(work.path("cache"));
+    b.airgap_images = true;
     work.write_inventory(&b.render());
     work.up_json();
+    let images = "k3s-airgap-images-amd64.tar.gz";
+    let images_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(mirror.join(v1).join(images)).unwrap()))
+    };
+    for n in ["master-1", "worker-1"] {
+        let path = format!("/var/lib/rancher/k3s/agent/images/{images}");
+        assert_eq!(sha256_of(&lab, n, &path), images_sha);
+    }
     for n in ["master-1", "worker-1"] {
         assert_eq!(sha256_of(&lab, n, "/usr/local/bin/k3s"), good_sha);
         assert_eq!(sh(&lab, n, "readlink /usr/local/bin/kubectl").trim(), "k3s");
@@ -61,6 +71,7 @@ fn upload_then_download_and_tampered_binaries_are_refused() {
 
     let before = fingerprint(&lab, "worker-1");
     b.version = v2.to_string();
+    b.airgap_images = false;
     for source in ["download", "upload"] {
         b.source = source;
         work.write_inventory(&b.render());

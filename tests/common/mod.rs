@@ -205,6 +205,7 @@ pub struct InventoryBuilder<'a> {
     pub known_hosts: PathBuf,
     pub policy: &'a str,
     pub cache_dir: Option<PathBuf>,
+    pub airgap_images: bool,
     /// Extra lines per node name (labels, taints...).
     pub extra: BTreeMap<String, String>,
     /// Nodes to leave out (e.g. spares).
@@ -222,6 +223,7 @@ impl<'a> InventoryBuilder<'a> {
             known_hosts: lab.known_hosts_path(),
             policy: "strict",
             cache_dir: None,
+            airgap_images: false,
             extra: BTreeMap::new(),
             skip_spares: true,
         }
@@ -238,6 +240,9 @@ impl<'a> InventoryBuilder<'a> {
         );
         if let Some(c) = &self.cache_dir {
             s.push_str(&format!("cache_dir = \"{}\"\n", c.display()));
+        }
+        if self.airgap_images {
+            s.push_str("airgap_images = true\n");
         }
         s.push_str(&format!(
             "\n[ssh]\nuser = \"{}\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nhost_key_policy = \"{}\"\nconnect_timeout = 5\n",
