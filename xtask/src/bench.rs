@@ -32,7 +32,10 @@ struct Figure {
 
 impl Figure {
     fn new(unit: &'static str) -> Self {
-        Figure { unit, ..Default::default() }
+        Figure {
+            unit,
+            ..Default::default()
+        }
     }
     fn stats(&self) -> (f64, f64, f64) {
         let mut v = self.samples.clone();
@@ -41,7 +44,11 @@ impl Figure {
             return (f64::NAN, f64::NAN, f64::NAN);
         }
         let mid = v.len() / 2;
-        let median = if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
+        let median = if v.len().is_multiple_of(2) {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        };
         (median, v[0], v[v.len() - 1])
     }
 }
@@ -49,6 +56,8 @@ impl Figure {
 /// A finished child: wall time, peak RSS (KiB, from wait4), stdout.
 struct Run {
     wall: Duration,
+    /// User + system CPU seconds of the child.
+    cpu: f64,
     max_rss_kib: i64,
     stdout: String,
     stderr: String,
@@ -86,8 +95,10 @@ fn measure(cmd: &mut Command) -> Result<Run> {
     if rc != pid {
         bail!("wait4 failed: {}", std::io::Error::last_os_error());
     }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Run {
         wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss,
         stdout: t_out.join().unwrap_or_default(),
         stderr: t_err.join().unwrap_or_default(),
@@ -115,9 +126,19 @@ fn cargo_build(root: &Path, args: &[&str]) -> Result<()> {
 }
 
 fn up(bin: &Path, inv: &Path) -> Result<Run> {
-    let run = measure(Command::new(bin).arg("up").arg(inv).args(["--output", "json"]))?;
+    let run = measure(
+        Command::new(bin)
+            .arg("up")
+            .arg(inv)
+            .args(["--output", "json"]),
+    )?;
     if !run.ok {
-        bail!("bootstrap up {} failed:\n{}\n{}", inv.display(), run.stdout, run.stderr);
+        bail!(
+            "bootstrap up {} failed:\n{}\n{}",
+            inv.display(),
+            run.stdout,
+            run.stderr
+        );
     }
     Ok(run)
 }
@@ -132,7 +153,13 @@ fn round_trips(sum: &Value) -> (f64, f64) {
     (max, total / per_host.len().max(1) as f64)
 }
 
-fn cluster(bin: &Path, nodes: usize, servers: usize, runs: usize, figs: &mut BTreeMap<String, Figure>) -> Result<()> {
+fn cluster(
+    bin: &Path,
+    nodes: usize,
+    servers: usize,
+    runs: usize,
+    figs: &mut BTreeMap<String, Figure>,
+) -> Result<()> {
     let tag = format!("{nodes} nodes");
     for i in 0..runs {
         eprintln!("bench: {tag}, run {}/{runs}", i + 1);
@@ -147,7 +174,10 @@ fn cluster(bin: &Path, nodes: usize, servers: usize, runs: usize, figs: &mut BTr
         let s = summary(&fresh.stdout);
         let wall = fresh.wall.as_secs_f64();
         let waiting = s["waiting_seconds"].as_f64().unwrap_or(0.0);
-        figs.entry(format!("fresh up, {tag} (s)")).or_insert_with(|| Figure::new("s")).samples.push(wall);
+        figs.entry(format!("fresh up, {tag} (s)"))
+            .or_insert_with(|| Figure::new("s"))
+            .samples
+            .push(wall);
         figs.entry(format!("  of which waiting on k3s, {tag} (s)"))
             .or_insert_with(|| Figure::new("s"))
             .samples
@@ -156,6 +186,10 @@ fn cluster(bin: &Path, nodes: usize, servers: usize, runs: usize, figs: &mut BTr
             .or_insert_with(|| Figure::new("s"))
             .samples
             .push(wall - waiting);
+        figs.entry(format!("  tool CPU time, fresh up, {tag} (s)"))
+            .or_insert_with(|| Figure::new("s"))
+            .samples
+            .push(fresh.cpu);
         if let Some(phases) = s["phases"].as_object() {
             for (phase, secs) in phases {
                 figs.entry(format!("  phase {phase}, fresh up, {tag} (s)"))
@@ -178,6 +212,10 @@ fn cluster(bin: &Path, nodes: usize, servers: usize, runs: usize, figs: &mut BTr
             .or_insert_with(|| Figure::new("s"))
             .samples
             .push(noop.wall.as_secs_f64());
+        figs.entry(format!("  tool CPU time, no-op, {tag} (s)"))
+            .or_insert_with(|| Figure::new("s"))
+            .samples
+            .push(noop.cpu);
         if let Some(phases) = s["phases"].as_object() {
             for (phase, secs) in phases {
                 figs.entry(format!("  phase {phase}, no-op, {tag} (s)"))
@@ -233,7 +271,13 @@ fn upload(put: &Path, mib: usize, runs: usize, figs: &mut BTreeMap<String, Figur
         }
         let scp = measure(
             Command::new("scp")
-                .args(["-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+                .args([
+                    "-q",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                ])
                 .arg("-o")
                 .arg(format!("UserKnownHostsFile={}", kh.display()))
                 .arg("-i")
@@ -244,11 +288,20 @@ fn upload(put: &Path, mib: usize, runs: usize, figs: &mut BTreeMap<String, Figur
         if !scp.ok {
             bail!("scp failed: {}", scp.stderr);
         }
-        lab.exec(lab.nodes()[0].name.as_str(), &["sh", "-c", "rm -f /root/*.bin"])?;
+        lab.exec(
+            lab.nodes()[0].name.as_str(),
+            &["sh", "-c", "rm -f /root/*.bin"],
+        )?;
         let t = tool.wall.as_secs_f64();
         let s = scp.wall.as_secs_f64();
-        figs.entry(format!("upload {mib} MiB, bootstrap SFTP (s)")).or_insert_with(|| Figure::new("s")).samples.push(t);
-        figs.entry(format!("upload {mib} MiB, OpenSSH scp (s)")).or_insert_with(|| Figure::new("s")).samples.push(s);
+        figs.entry(format!("upload {mib} MiB, bootstrap SFTP (s)"))
+            .or_insert_with(|| Figure::new("s"))
+            .samples
+            .push(t);
+        figs.entry(format!("upload {mib} MiB, OpenSSH scp (s)"))
+            .or_insert_with(|| Figure::new("s"))
+            .samples
+            .push(s);
         figs.entry("upload throughput, bootstrap / scp (ratio)".into())
             .or_insert_with(|| Figure::new("x"))
             .samples
@@ -267,11 +320,19 @@ fn tempfile_dir() -> Result<PathBuf> {
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|t| t.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
         .and_then(|k| k.parse::<u64>().ok())
         .map(|k| k / 1024 / 1024)
         .unwrap_or(0);
@@ -306,7 +367,19 @@ fn commit(root: &Path) -> String {
 pub fn bench(opts: &BenchOptions) -> Result<()> {
     let root = lab::workspace_root();
     lab::prepare()?;
-    cargo_build(&root, &["build", "--release", "-p", "bootstrap", "--bin", "bootstrap", "--example", "put_file"])?;
+    cargo_build(
+        &root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "bootstrap",
+            "--bin",
+            "bootstrap",
+            "--example",
+            "put_file",
+        ],
+    )?;
     let bin = root.join("target/release/bootstrap");
     let put = root.join("target/release/examples/put_file");
     let started = machine();
@@ -316,8 +389,11 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
     upload(&put, opts.upload_mib, opts.runs, &mut figs)?;
 
     let large = format!("{} nodes", opts.large);
-    let median_of = |figs: &BTreeMap<String, Figure>, k: &str| figs.get(k).map(|f| f.stats().0).unwrap_or(f64::NAN);
-    let ratio = median_of(&figs, &format!("fresh up, {large} (s)")) / median_of(&figs, "fresh up, 3 nodes (s)");
+    let median_of = |figs: &BTreeMap<String, Figure>, k: &str| {
+        figs.get(k).map(|f| f.stats().0).unwrap_or(f64::NAN)
+    };
+    let ratio = median_of(&figs, &format!("fresh up, {large} (s)"))
+        / median_of(&figs, "fresh up, 3 nodes (s)");
     let mut fr = Figure::new("x");
     fr.samples.push(ratio);
     fr.note = Some("ratio of the medians".into());
@@ -325,19 +401,36 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
     let med = |k: &str| median_of(&figs, k);
 
     let targets: BTreeMap<String, (String, bool)> = [
-        ("no-op re-run, 3 nodes (s)".to_string(), "< 1 s", med("no-op re-run, 3 nodes (s)") < 1.0),
-        (format!("no-op re-run, {large} (s)"), "< 2 s", med(&format!("no-op re-run, {large} (s)")) < 2.0),
-        (format!("fresh up, {large} / 3 nodes (ratio)"), "< 2x", ratio < 2.0),
+        (
+            "no-op re-run, 3 nodes (s)".to_string(),
+            "< 1 s",
+            med("no-op re-run, 3 nodes (s)") < 1.0,
+        ),
+        (
+            format!("no-op re-run, {large} (s)"),
+            "< 2 s",
+            med(&format!("no-op re-run, {large} (s)")) < 2.0,
+        ),
+        (
+            format!("fresh up, {large} / 3 nodes (ratio)"),
+            "< 2x",
+            ratio < 2.0,
+        ),
         (
             "upload throughput, bootstrap / scp (ratio)".to_string(),
             ">= 0.8x",
             med("upload throughput, bootstrap / scp (ratio)") >= 0.8,
         ),
-        (format!("peak RSS, fresh up, {large} (MiB)"), "< 50 MiB", med(&format!("peak RSS, fresh up, {large} (MiB)")) < 50.0),
+        (
+            format!("peak RSS, fresh up, {large} (MiB)"),
+            "< 50 MiB",
+            med(&format!("peak RSS, fresh up, {large} (MiB)")) < 50.0,
+        ),
         (
             format!("round trips per host, no-op, {large} (max)"),
             "= 3 nodes",
-            med(&format!("round trips per host, no-op, {large} (max)")) <= med("round trips per host, no-op, 3 nodes (max)"),
+            med(&format!("round trips per host, no-op, {large} (max)"))
+                <= med("round trips per host, no-op, 3 nodes (max)"),
         ),
     ]
     .into_iter()
@@ -347,11 +440,17 @@ pub fn bench(opts: &BenchOptions) -> Result<()> {
     println!("machine: {started}");
     println!("commit:  {}", commit(&root));
     println!("runs:    {} per scenario\n", opts.runs);
-    println!("{:<52} {:>9} {:>9} {:>9}  TARGET", "FIGURE", "MEDIAN", "MIN", "MAX");
+    println!(
+        "{:<52} {:>9} {:>9} {:>9}  TARGET",
+        "FIGURE", "MEDIAN", "MIN", "MAX"
+    );
     let mut rows = Vec::new();
     for (name, f) in &figs {
         let (m, lo, hi) = f.stats();
-        let target = targets.get(name).map(|(t, ok)| format!("{t} {}", if *ok { "met" } else { "NOT MET" })).unwrap_or_default();
+        let target = targets
+            .get(name)
+            .map(|(t, ok)| format!("{t} {}", if *ok { "met" } else { "NOT MET" }))
+            .unwrap_or_default();
         println!("{name:<52} {m:>9.3} {lo:>9.3} {hi:>9.3}  {target}");
         rows.push(json!({
             "figure": name, "unit": f.unit, "median": m, "min": lo, "max": hi,

@@ -1092,7 +1092,9 @@ pub fn run(cfg: Config) -> ! {
             Ok(_) => break,
             Err(e) => util::error(format!("Failed to register node {}: {e}", srv.ctx.node)),
         }
-        if common::sleep_or_stop(Duration::from_secs(5)) {
+        // A joining server sees its peers as up only after the first probe:
+        // retry soon rather than at the 5 s heartbeat pace.
+        if common::sleep_or_stop(Duration::from_secs(1)) {
             std::process::exit(0);
         }
     }
