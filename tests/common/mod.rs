@@ -21,7 +21,10 @@ pub fn vagrant_mode() -> bool {
 
 /// The Vagrant inventory, or why the Vagrant run cannot happen.
 pub fn vagrant_inventory() -> Result<PathBuf, String> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/inventory.toml");
+    // vagrant/lima/up.sh writes its own; BOOTSTRAP_E2E_INVENTORY points at it.
+    let p = std::env::var_os("BOOTSTRAP_E2E_INVENTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/inventory.toml"));
     if p.is_file() {
         Ok(p)
     } else {
