@@ -45,6 +45,8 @@ for n in $nodes; do
   [ -n "$addr" ] || { echo "bs-$n has no address on the shared network (lima0)" >&2; exit 1; }
   ssh-keyscan -T 10 -t ed25519 "$addr" 2>/dev/null | grep -v '^#' >> "$here/known_hosts"
   role=agent; [ "$n" = master-1 ] && role=server
-  printf '\n[[node]]\nname = "%s"\nhost = "%s"\nrole = "%s"\n' "$n" "$addr" "$role" >> "$here/inventory.toml"
+  # k3s must use the shared network (lima0), not the user-mode NIC, for node addresses and flannel.
+  printf '\n[[node]]\nname = "%s"\nhost = "%s"\nrole = "%s"\nconfig = { "node-ip" = "%s", "flannel-iface" = "lima0" }\n' \
+    "$n" "$addr" "$role" "$addr" >> "$here/inventory.toml"
 done
 echo "wrote $here/inventory.toml"
