@@ -12,7 +12,11 @@ use common::*;
 
 /// Where the suite runs, and what keeps that testbed alive.
 enum Testbed {
-    Lab(xtask::lab::LabGuard, Workdir),
+    /// The guard tears the lab down when the test ends.
+    Lab {
+        _lab: xtask::lab::LabGuard,
+        work: Workdir,
+    },
     Vagrant(PathBuf, Workdir),
 }
 
@@ -37,20 +41,20 @@ impl Testbed {
             );
             b.extra.insert("worker-1".into(), "labels = { \"node.role\" = \"database\" }\n".into());
             work.write_inventory(&b.render());
-            Some(Testbed::Lab(lab, work))
+            Some(Testbed::Lab { _lab: lab, work })
         }
     }
 
     fn inventory(&self) -> PathBuf {
         match self {
-            Testbed::Lab(_, w) => w.inventory(),
+            Testbed::Lab { work, .. } => work.inventory(),
             Testbed::Vagrant(inv, _) => inv.clone(),
         }
     }
 
     fn work(&self) -> &Workdir {
         match self {
-            Testbed::Lab(_, w) | Testbed::Vagrant(_, w) => w,
+            Testbed::Lab { work, .. } | Testbed::Vagrant(_, work) => work,
         }
     }
 }
