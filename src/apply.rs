@@ -59,6 +59,8 @@ pub struct UpSpec {
     /// `.bootstrap/` beside the inventory.
     pub state_dir: PathBuf,
     pub kubeconfig_path: PathBuf,
+    /// Add-ons and extra manifests, rendered from the inventory (src/addons).
+    pub addons: crate::addons::AddonsSpec,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ pub struct Options {
     pub parallel: usize,
     /// Deadline for each wait (a service to become ready, nodes to be Ready).
     pub timeout: Duration,
+    /// Agents upgraded at once (cordoned, drained, upgraded, uncordoned).
+    pub max_unavailable: usize,
 }
 
 /// One connected host and what it looks like.
@@ -82,6 +86,11 @@ pub struct UpReport {
     pub round_trips: BTreeMap<String, u64>,
     pub kubeconfig: Option<PathBuf>,
     pub plans: Vec<PlannedHost>,
+    /// Wall seconds per phase, for the benchmark.
+    pub phases: BTreeMap<String, f64>,
+    /// Wall seconds spent blocked on k3s itself (services starting, nodes
+    /// turning Ready); the rest of the run is the tool's own share.
+    pub waiting_seconds: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -216,6 +225,7 @@ impl UpSpec {
             },
             state_dir: inv.state_dir(),
             kubeconfig_path: inv.base_dir().join(format!("{}.kubeconfig", c.name)),
+            addons: crate::addons::AddonsSpec::from_inventory(inv).map_err(|e| anyhow!("{e}"))?,
             desired,
             hosts,
         })
@@ -384,6 +394,12 @@ fn agent_server_url(spec: &UpSpec) -> Result<String> {
     Ok(plan::server_url(&first.host))
 }
 
+/// The `server:` a host's current config.yaml names.
+fn current_server(config: Option<&str>) -> Option<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(config?).ok()?;
+    doc.get("server")?.as_str().map(String::from)
+}
+
 /// Plan every host. `joins` gives fresh servers their way in.
 fn plan_all(live: &[Live], spec: &UpSpec, tokens: &Tokens) -> Result<Vec<HostPlan>> {
     let agent_url = agent_server_url(spec)?;
@@ -407,15 +423,53 @@ fn plan_all(live: &[Live], spec: &UpSpec, tokens: &Tokens) -> Result<Vec<HostPla
         }
     }
     // A cluster exists when any server has etcd data; then nobody runs
-    // cluster-init again (replacing the first server included).
+    // cluster-init again (replacing the first server included), and a fresh
+    // server joins through a LIVE one (k3s running on data), never a dead host.
     let existing = live
         .iter()
-        .find(|l| l.spec.node.role == Role::Server && l.facts.server_db);
+        .find(|l| {
+            l.spec.node.role == Role::Server && l.facts.server_db && l.facts.server.is_active()
+        })
+        .or_else(|| {
+            live.iter()
+                .find(|l| l.spec.node.role == Role::Server && l.facts.server_db)
+        });
     let init_server = spec.desired.servers().next().map(|n| n.name.clone());
+    let server_urls: Vec<String> = spec
+        .desired
+        .servers()
+        .map(|s| plan::server_url(&s.host))
+        .collect();
+    // Agents: without a fixed endpoint, the first server (by the inventory)
+    // unless the cluster exists and that one is not live yet (it is being
+    // replaced): then the live server a fresh server would join.
+    let agent_url = match (&spec.desired.api_endpoint, existing) {
+        (None, Some(e)) => {
+            let first_live = spec.desired.servers().next().is_some_and(|f| {
+                live.iter().any(|l| {
+                    l.spec.node.name == f.name && l.facts.server_db && l.facts.server.is_active()
+                })
+            });
+            if first_live {
+                agent_url
+            } else {
+                plan::server_url(&e.spec.node.host)
+            }
+        }
+        _ => agent_url,
+    };
     let mut plans = Vec::new();
     for l in live {
         let n = &l.spec.node;
-        let config = spec.desired.node_config(n, tokens, &agent_url);
+        // An installed agent keeps the server it was given while that is
+        // still one of the inventory's servers: no restart for nothing.
+        let current = (n.role == Role::Agent && spec.desired.api_endpoint.is_none())
+            .then(|| current_server(l.facts.config.as_deref()))
+            .flatten()
+            .filter(|u| server_urls.contains(u));
+        let config = spec
+            .desired
+            .node_config(n, tokens, current.as_deref().unwrap_or(&agent_url));
         let join = match (n.role, existing) {
             (Role::Agent, _) => None,
             (Role::Server, Some(e)) => Some(Join::Via(plan::server_url(&e.spec.node.host))),
@@ -465,9 +519,10 @@ async fn execute(
     spec: &UpSpec,
     opts: &Options,
     rep: &Reporter,
-) -> Result<()> {
+) -> Result<Duration> {
     let name = &l.spec.node.name;
     let s = &l.session;
+    let mut waited = Duration::ZERO;
     let role = p.role;
     let mut unit_changed = false;
     for action in &p.actions {
@@ -519,7 +574,9 @@ async fn execute(
                     .label(format!("{verb} {svc}")),
                 )
                 .await?;
+                let t = Instant::now();
                 wait_active(l, role, opts, rep).await?;
+                waited += t.elapsed();
             }
         }
         rep.change(name, &action.to_string());
@@ -528,7 +585,7 @@ async fn execute(
         s.run_ok(&Cmd::new("systemctl daemon-reload").label("daemon-reload"))
             .await?;
     }
-    Ok(())
+    Ok(waited)
 }
 
 async fn install_binary(l: &Live, spec: &UpSpec) -> Result<()> {
@@ -674,7 +731,7 @@ async fn wait_active(l: &Live, role: Role, opts: &Options, rep: &Reporter) -> Re
                 ssh::redact(&journal)
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -717,14 +774,32 @@ async fn wait_nodes_ready(
                 missing.join(", ")
             );
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
 /// Converge the cluster. With `dry_run`, plan only.
 pub async fn up(spec: &UpSpec, opts: &Options, rep: &Reporter, dry_run: bool) -> Result<UpReport> {
+    let gather_start = Instant::now();
     let live = gather(spec, opts, rep).await?;
+    let gathered = gather_start.elapsed().as_secs_f64();
     validate_hosts(&live, spec)?;
+    let down = plan::downgrades(
+        &spec.desired.version,
+        live.iter().filter_map(|l| {
+            l.facts
+                .bin_version
+                .as_deref()
+                .map(|v| (l.spec.node.name.as_str(), v))
+        }),
+    );
+    if !down.is_empty() {
+        bail!(
+            "k3s_version {} is older than what runs on the hosts ({}); k3s does not support downgrades, so nothing was changed: set k3s_version to the version they run or newer",
+            spec.desired.version,
+            down.join(", ")
+        );
+    }
     let tokens = if dry_run {
         // A plan must not write the backup; use what exists or placeholders.
         let from_cluster = live.iter().find_map(|l| {
@@ -759,6 +834,7 @@ pub async fn up(spec: &UpSpec, opts: &Options, rep: &Reporter, dry_run: bool) ->
             .collect(),
         ..Default::default()
     };
+    report.phases.insert("connect-facts".into(), gathered);
 
     let by_name: BTreeMap<&str, (&Live, &HostPlan)> = live
         .iter()
@@ -781,12 +857,20 @@ pub async fn up(spec: &UpSpec, opts: &Options, rep: &Reporter, dry_run: bool) ->
                 }
             }
         }
+        plan_addons(&live, spec, rep, &mut report)?;
         for l in &live {
             rep.done(&l.spec.node.name, Ok(()));
         }
         report.round_trips = round_trips(&live);
         return Ok(report);
     }
+
+    // Node prerequisites of the add-ons (Longhorn), before k3s changes anywhere.
+    let phase_start = Instant::now();
+    prerequisites(&live, spec, opts, rep, &mut report).await?;
+    report
+        .phases
+        .insert("prerequisites".into(), phase_start.elapsed().as_secs_f64());
 
     // Servers, one at a time: a server that already has data first, so a
     // fresh one always joins a live cluster; the init server when none has.
@@ -797,28 +881,42 @@ pub async fn up(spec: &UpSpec, opts: &Options, rep: &Reporter, dry_run: bool) ->
             .is_some_and(|(l, _)| l.facts.server_db);
         !has_data
     });
+    let mut waiting = Duration::ZERO;
+    let phase_start = Instant::now();
     for n in servers {
         let (l, p) = by_name[n.name.as_str()];
         if !p.is_noop() {
-            execute(l, p, spec, opts, rep).await?;
+            waiting += execute(l, p, spec, opts, rep).await?;
             if p.restarts() {
                 // Health gate: this server's Node is Ready before the next one.
-                wait_node_ready(l, &n.name, opts, rep).await?;
+                let t = Instant::now();
+                let version = p.is_upgrade().then_some(spec.desired.version.as_str());
+                wait_node_ready(l, &n.name, version, opts, rep).await?;
+                waiting += t.elapsed();
             }
         }
     }
-    // Agents in parallel, bounded.
+    report
+        .phases
+        .insert("servers".into(), phase_start.elapsed().as_secs_f64());
+    let phase_start = Instant::now();
+    // Agents in parallel, bounded; those moving to another version after,
+    // in batches (rolling upgrade).
+    let (upgrades, parallel): (Vec<&DesiredNode>, Vec<&DesiredNode>) = spec
+        .desired
+        .agents()
+        .partition(|n| by_name[n.name.as_str()].1.is_upgrade());
     let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
     let results = futures::future::join_all(
-        spec.desired
-            .agents()
+        parallel
+            .iter()
             .map(|n| {
                 let (l, p) = by_name[n.name.as_str()];
                 let sem = sem.clone();
                 async move {
                     let _permit = sem.acquire().await;
                     if p.is_noop() {
-                        return Ok(());
+                        return Ok(Duration::ZERO);
                     }
                     execute(l, p, spec, opts, rep).await
                 }
@@ -827,25 +925,58 @@ pub async fn up(spec: &UpSpec, opts: &Options, rep: &Reporter, dry_run: bool) ->
     )
     .await;
     let mut errors = Vec::new();
-    for (n, r) in spec.desired.agents().zip(results) {
-        if let Err(e) = r {
-            rep.done(&n.name, Err(format!("{e:#}")));
-            errors.push(format!("{e:#}"));
+    let mut agents_waiting = Duration::ZERO;
+    if errors_ok(&parallel, results, rep, &mut errors, &mut agents_waiting) && !upgrades.is_empty()
+    {
+        let server = healthy_server(&live).ok_or_else(|| anyhow!("no server is running k3s"))?;
+        for batch in upgrades.chunks(opts.max_unavailable.max(1)) {
+            let results = futures::future::join_all(batch.iter().map(|n| {
+                let (l, p) = by_name[n.name.as_str()];
+                upgrade_agent(server, l, p, spec, opts, rep)
+            }))
+            .await;
+            let mut batch_waiting = Duration::ZERO;
+            if !errors_ok(batch, results, rep, &mut errors, &mut batch_waiting) {
+                // Stop: a failed batch must not take more nodes down.
+                break;
+            }
+            agents_waiting += batch_waiting;
         }
     }
+    waiting += agents_waiting;
+    report
+        .phases
+        .insert("agents".into(), phase_start.elapsed().as_secs_f64());
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
 
     let server = healthy_server(&live).ok_or_else(|| anyhow!("no server is running k3s"))?;
     let any_started = plans.iter().any(HostPlan::restarts);
+    let phase_start = Instant::now();
     let nodes = if any_started {
-        wait_nodes_ready(server, spec, opts, rep).await?
+        let nodes = wait_nodes_ready(server, spec, opts, rep).await?;
+        waiting += phase_start.elapsed();
+        nodes
     } else {
         get_nodes(server).await?
     };
+    report
+        .phases
+        .insert("nodes-ready".into(), phase_start.elapsed().as_secs_f64());
+    let phase_start = Instant::now();
     reconcile_labels(server, spec, &nodes, rep).await?;
+    let addons_start = Instant::now();
+    addons_phase(&live, server, spec, opts, rep, &mut report).await?;
+    report
+        .phases
+        .insert("addons".into(), addons_start.elapsed().as_secs_f64());
     report.kubeconfig = write_kubeconfig(server, any_started, spec, rep).await?;
+    report.phases.insert(
+        "labels-kubeconfig".into(),
+        phase_start.elapsed().as_secs_f64(),
+    );
+    report.waiting_seconds = waiting.as_secs_f64();
     for l in &live {
         rep.done(&l.spec.node.name, Ok(()));
     }
@@ -859,6 +990,62 @@ fn round_trips(live: &[Live]) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Collect a phase's results: errors reported and kept, the longest wait
+/// added (side by side, the longest wait is what the run waited). True when
+/// every host succeeded.
+fn errors_ok(
+    nodes: &[&DesiredNode],
+    results: Vec<Result<Duration>>,
+    rep: &Reporter,
+    errors: &mut Vec<String>,
+    waiting: &mut Duration,
+) -> bool {
+    let mut ok = true;
+    for (n, r) in nodes.iter().zip(results) {
+        match r {
+            Ok(w) => *waiting = (*waiting).max(w),
+            Err(e) => {
+                ok = false;
+                rep.done(&n.name, Err(format!("{e:#}")));
+                errors.push(format!("{e:#}"));
+            }
+        }
+    }
+    ok
+}
+
+/// One agent of a rolling upgrade: cordon and drain it (through `server`),
+/// install the new version and restart, wait until its Node is Ready on the
+/// new version, uncordon. A drain that does not finish is reported and the
+/// upgrade goes on (as `kubectl drain --timeout` then leaves the node cordoned).
+async fn upgrade_agent(
+    server: &Live,
+    l: &Live,
+    p: &HostPlan,
+    spec: &UpSpec,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<Duration> {
+    let name = &l.spec.node.name;
+    let api = &server.session;
+    crate::lifecycle::drain(api, name, opts.timeout.min(Duration::from_secs(300)), rep).await?;
+    let mut waited = execute(l, p, spec, opts, rep).await?;
+    let t = Instant::now();
+    wait_node_ready(server, name, Some(&spec.desired.version), opts, rep).await?;
+    waited += t.elapsed();
+    rep.step(name, "uncordon");
+    api.run_ok(
+        &Cmd::new(format!(
+            "k3s kubectl uncordon {}",
+            ssh::quote::sh_quote(name)
+        ))
+        .label("kubectl uncordon"),
+    )
+    .await?;
+    rep.change(name, "uncordoned");
+    Ok(waited)
+}
+
 /// A server whose k3s is running (after this run's changes).
 fn healthy_server(live: &[Live]) -> Option<&Live> {
     live.iter()
@@ -866,18 +1053,32 @@ fn healthy_server(live: &[Live]) -> Option<&Live> {
         .or_else(|| live.iter().find(|l| l.spec.node.role == Role::Server))
 }
 
-async fn wait_node_ready(l: &Live, name: &str, opts: &Options, rep: &Reporter) -> Result<()> {
+/// Wait until `name` is Ready (on `version`, when given), asking `l`.
+async fn wait_node_ready(
+    l: &Live,
+    name: &str,
+    version: Option<&str>,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<()> {
     rep.step(name, "waiting for the node to be Ready");
     let deadline = Instant::now() + opts.timeout;
     loop {
         let nodes = get_nodes(l).await?;
-        if nodes.iter().any(|n| n.name == name && n.ready) {
+        if nodes
+            .iter()
+            .any(|n| n.name == name && n.ready && version.is_none_or(|v| n.version == v))
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{name}: the node is not Ready after {:?}", opts.timeout);
+            bail!(
+                "{name}: the node is not Ready{} after {:?}",
+                version.map(|v| format!(" on {v}")).unwrap_or_default(),
+                opts.timeout
+            );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -985,5 +1186,149 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ add-ons (src/addons)
+
+/// The add-on changes as one pseudo-host entry of the plan ("add-ons", role "cluster").
+fn push_addon_actions(report: &mut UpReport, actions: Vec<String>) {
+    if !actions.is_empty() {
+        report.plans.push(PlannedHost {
+            node: "add-ons".into(),
+            role: "cluster".into(),
+            actions,
+        });
+    }
+}
+
+/// For `plan`: Longhorn prerequisites per host and the add-on manifest changes.
+fn plan_addons(live: &[Live], spec: &UpSpec, rep: &Reporter, report: &mut UpReport) -> Result<()> {
+    if spec.addons.longhorn.is_some() {
+        for l in live {
+            let name = &l.spec.node.name;
+            let p =
+                crate::addons::longhorn::plan_prereqs(name, &l.facts.os_id, &l.facts.addons.prereq);
+            for w in p.warnings.iter().chain(&p.errors) {
+                rep.warn(w);
+            }
+            if let Some(h) = report.plans.iter_mut().find(|h| &h.node == name) {
+                h.actions.extend(p.fixes.iter().map(ToString::to_string));
+            }
+        }
+    }
+    let servers = addon_servers(live);
+    push_addon_actions(
+        report,
+        crate::addons::converge::plan(&servers, &spec.addons)?,
+    );
+    Ok(())
+}
+
+fn addon_servers(live: &[Live]) -> Vec<crate::addons::converge::Server<'_>> {
+    live.iter()
+        .filter(|l| l.spec.node.role == Role::Server)
+        .map(|l| crate::addons::converge::Server {
+            name: &l.spec.node.name,
+            session: &l.session,
+            facts: &l.facts,
+        })
+        .collect()
+}
+
+/// Longhorn's node prerequisites on every node (reference/addons.md §3.2): problems that
+/// cannot be fixed stop the run before anything changes; the fixes run in parallel, and a
+/// node's failed fix names the node and what apt (or systemctl, modprobe) said.
+async fn prerequisites(
+    live: &[Live],
+    spec: &UpSpec,
+    opts: &Options,
+    rep: &Reporter,
+    report: &mut UpReport,
+) -> Result<()> {
+    use crate::addons::longhorn;
+    if spec.addons.longhorn.is_none() {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    let mut work = Vec::new();
+    for l in live {
+        let p = longhorn::plan_prereqs(&l.spec.node.name, &l.facts.os_id, &l.facts.addons.prereq);
+        for w in &p.warnings {
+            rep.warn(w);
+        }
+        errors.extend(p.errors.clone());
+        if !p.fixes.is_empty() {
+            work.push((l, p.fixes));
+        }
+    }
+    if !errors.is_empty() {
+        bail!(
+            "Longhorn's node prerequisites cannot be met, so nothing was changed:\n  {}",
+            errors.join("\n  ")
+        );
+    }
+    let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let results = futures::future::join_all(work.iter().map(|(l, fixes)| {
+        let sem = sem.clone();
+        async move {
+            let _permit = sem.acquire().await;
+            let name = &l.spec.node.name;
+            let mut done = Vec::new();
+            for fix in fixes {
+                rep.step(name, &fix.to_string());
+                let out = l
+                    .session
+                    .exec(&Cmd::new(longhorn::fix_script(fix)).label(fix.to_string()))
+                    .await?;
+                if !out.success() {
+                    bail!("{}", longhorn::fix_error(name, fix, &out.stderr_tail(15)));
+                }
+                rep.change(name, &fix.to_string());
+                done.push(fix.to_string());
+            }
+            Ok::<_, anyhow::Error>(done)
+        }
+    }))
+    .await;
+    let mut errors = Vec::new();
+    for ((l, _), r) in work.iter().zip(results) {
+        match r {
+            Ok(done) => {
+                if let Some(h) = report.plans.iter_mut().find(|h| h.node == l.spec.node.name) {
+                    h.actions.extend(done);
+                }
+            }
+            Err(e) => {
+                rep.done(&l.spec.node.name, Err(format!("{e:#}")));
+                errors.push(format!("{e:#}"));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+/// The add-on phase (src/addons/converge.rs) through `server`'s kubectl.
+async fn addons_phase(
+    live: &[Live],
+    server: &Live,
+    spec: &UpSpec,
+    opts: &Options,
+    rep: &Reporter,
+    report: &mut UpReport,
+) -> Result<()> {
+    let servers = addon_servers(live);
+    let kubectl = crate::addons::converge::Server {
+        name: &server.spec.node.name,
+        session: &server.session,
+        facts: &server.facts,
+    };
+    let done =
+        crate::addons::converge::converge(&servers, &kubectl, &spec.addons, opts.timeout, rep)
+            .await?;
+    push_addon_actions(report, done);
     Ok(())
 }

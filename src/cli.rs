@@ -12,7 +12,7 @@ use crate::apply::{self, Options, UpSpec};
 use crate::inventory::Inventory;
 use crate::report::{OutputFormat, Reporter};
 use crate::ssh::{self, Cmd, Session};
-use crate::{cluster, k3s, kubeconfig, plan};
+use crate::{cluster, k3s, kubeconfig, lifecycle, lock, plan};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,11 +41,21 @@ struct Global {
     #[arg(long, value_enum, default_value = "text", global = true)]
     output: OutputFormat,
     /// Hosts worked on at once (servers always go one at a time).
-    #[arg(long, default_value_t = 10, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 30, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     parallel: u16,
     /// Deadline in seconds for each wait (a service ready, nodes Ready).
     #[arg(long, default_value_t = 300, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
+    /// Agents upgraded at once during a rolling upgrade (cordon, drain, upgrade, uncordon).
+    #[arg(long, default_value_t = 1, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    max_unavailable: u16,
+}
+
+#[derive(Subcommand, Debug)]
+enum SealedSecretsCommand {
+    /// Print the public certificate of the sealing key, from the backup in `.bootstrap/` or
+    /// else from the cluster.
+    Cert { inventory: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +75,60 @@ enum Command {
         /// Also merge it into ~/.kube/config (or the first file in $KUBECONFIG).
         #[arg(long)]
         merge: bool,
+    },
+    /// Add, replace or remove one node (edits the inventory, keeping its comments).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Sealed Secrets: `cert` prints the sealing certificate PEM (for `kubeseal --cert`).
+    SealedSecrets {
+        #[command(subcommand)]
+        command: SealedSecretsCommand,
+    },
+    /// Stop and uninstall k3s from every host (or one), as k3s-uninstall.sh does.
+    Reset {
+        inventory: PathBuf,
+        /// Only this node (its Node is deleted from the cluster too).
+        #[arg(long)]
+        node: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Add a node to the inventory and converge it into the cluster.
+    Add {
+        inventory: PathBuf,
+        name: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long, value_parser = ["server", "agent"])]
+        role: String,
+        /// `key=value`, repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// `key=value:Effect` or `key:Effect`, repeatable.
+        #[arg(long = "taint")]
+        taints: Vec<String>,
+    },
+    /// Move a node (dead or alive) to a new host: same name, role, labels and taints.
+    Replace {
+        inventory: PathBuf,
+        name: String,
+        #[arg(long)]
+        host: String,
+    },
+    /// Drain and delete a node, uninstall k3s from it, and drop it from the inventory.
+    Remove {
+        inventory: PathBuf,
+        name: String,
+        /// Remove a server even when etcd would lose quorum.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -91,7 +155,17 @@ pub fn main() -> ExitCode {
         Command::Up { inventory }
         | Command::Plan { inventory }
         | Command::Status { inventory }
-        | Command::Kubeconfig { inventory, .. } => inventory.clone(),
+        | Command::Kubeconfig { inventory, .. }
+        | Command::Reset { inventory, .. }
+        | Command::SealedSecrets {
+            command: SealedSecretsCommand::Cert { inventory },
+        }
+        | Command::Node {
+            command:
+                NodeCommand::Add { inventory, .. }
+                | NodeCommand::Replace { inventory, .. }
+                | NodeCommand::Remove { inventory, .. },
+        } => inventory.clone(),
     };
     let inv = match Inventory::load(&path) {
         Ok(inv) => inv,
@@ -117,11 +191,34 @@ pub fn main() -> ExitCode {
     let opts = Options {
         parallel: cli.global.parallel as usize,
         timeout: Duration::from_secs(cli.global.timeout),
+        max_unavailable: cli.global.max_unavailable as usize,
     };
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Up { .. } => up(&inv, &opts, &rep).await,
+            Command::Node { command } => node_cmd(&inv, command, &opts, &rep).await,
+            Command::Reset { node, yes, .. } => {
+                let r = lifecycle::reset(&inv, node.as_deref(), *yes, &opts, &rep).await;
+                let name = &inv.cluster.name;
+                match &r {
+                    Ok(()) => rep.finish(
+                        true,
+                        &format!("{name}: k3s uninstalled"),
+                        serde_json::json!({}),
+                    ),
+                    Err(e) if e.downcast_ref::<lifecycle::UsageError>().is_none() => rep.finish(
+                        false,
+                        &format!("{name}: reset failed"),
+                        serde_json::json!({}),
+                    ),
+                    Err(_) => {}
+                }
+                r
+            }
             Command::Plan { .. } => plan_cmd(&inv, &opts, &rep).await,
+            Command::SealedSecrets {
+                command: SealedSecretsCommand::Cert { .. },
+            } => sealed_secrets_cert(&inv).await,
             Command::Status { .. } => status(&inv, &rep).await,
             Command::Kubeconfig { merge, .. } => kubeconfig_cmd(&inv, *merge, &rep).await,
         }
@@ -136,46 +233,102 @@ pub fn main() -> ExitCode {
                 }
                 OutputFormat::Text => eprintln!("error: {msg}"),
             }
-            ExitCode::from(1)
+            if e.downcast_ref::<lifecycle::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else if e.downcast_ref::<lock::Interrupted>().is_some() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::from(1)
+            }
         }
-    }
-}
-
-/// Say plainly what in the inventory this version does not act on.
-fn warn_unimplemented(inv: &Inventory, rep: &Reporter) {
-    let a = &inv.addons;
-    let mut parts = Vec::new();
-    for (on, name) in [
-        (a.longhorn.is_some(), "longhorn"),
-        (a.traefik.is_some(), "traefik"),
-        (a.cert_manager.is_some(), "cert_manager"),
-        (a.sealed_secrets.is_some(), "sealed_secrets"),
-    ] {
-        if on {
-            parts.push(format!("[addons.{name}]"));
-        }
-    }
-    if !inv.manifests.is_empty() {
-        parts.push("[[manifests]]".into());
-    }
-    if !parts.is_empty() {
-        rep.warn(&format!(
-            "{} are validated but not installed by this version of bootstrap; k3s's own components they replace (traefik, local-storage) are still disabled as the inventory asks",
-            parts.join(", ")
-        ));
     }
 }
 
 async fn up(inv: &Inventory, opts: &Options, rep: &Reporter) -> Result<()> {
-    warn_unimplemented(inv, rep);
     let spec = UpSpec::from_inventory(inv)?;
-    match apply::up(&spec, opts, rep, false).await {
+    let result = lock::locked(&spec, "up", rep, apply::up(&spec, opts, rep, false)).await;
+    finish_up(&spec.desired.cluster_name, result, rep)
+}
+
+/// `node add|replace|remove`.
+async fn node_cmd(
+    inv: &Inventory,
+    command: &NodeCommand,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<()> {
+    let path = inv.path();
+    let cluster = &inv.cluster.name;
+    let result = match command {
+        NodeCommand::Add {
+            name,
+            host,
+            role,
+            labels,
+            taints,
+            ..
+        } => {
+            let mut map = std::collections::BTreeMap::new();
+            for l in labels {
+                let (k, v) = l.split_once('=').ok_or_else(|| {
+                    anyhow!(lifecycle::UsageError(format!(
+                        "--label {l:?}: expected key=value"
+                    )))
+                })?;
+                map.insert(k.to_string(), v.to_string());
+            }
+            lifecycle::add(
+                path,
+                crate::inventory::edit::NewNode {
+                    name: name.clone(),
+                    host: host.clone(),
+                    role: role.clone(),
+                    labels: map,
+                    taints: taints.clone(),
+                },
+                opts,
+                rep,
+            )
+            .await
+        }
+        NodeCommand::Replace { name, host, .. } => {
+            lifecycle::replace(path, name, host, opts, rep).await
+        }
+        NodeCommand::Remove { name, force, .. } => {
+            let r = lifecycle::remove(path, name, *force, opts, rep).await;
+            match &r {
+                Ok(()) => rep.finish(
+                    true,
+                    &format!("{cluster}: {name} removed"),
+                    serde_json::json!({}),
+                ),
+                Err(e) if e.downcast_ref::<lifecycle::UsageError>().is_none() => rep.finish(
+                    false,
+                    &format!("{cluster}: removing {name} failed"),
+                    serde_json::json!({}),
+                ),
+                Err(_) => {}
+            }
+            return r;
+        }
+    };
+    if let Err(e) = &result {
+        if e.downcast_ref::<lifecycle::UsageError>().is_some() {
+            return result.map(|_| ());
+        }
+    }
+    finish_up(cluster, result, rep)
+}
+
+fn finish_up(cluster: &str, result: Result<apply::UpReport>, rep: &Reporter) -> Result<()> {
+    let spec_name = cluster;
+    match result {
         Ok(report) => {
             let changes: usize = report.plans.iter().map(|p| p.actions.len()).sum();
             let headline = if changes == 0 {
-                format!("{}: converged, no changes", spec.desired.cluster_name)
+                format!("{}: converged, no changes", spec_name)
             } else {
-                format!("{}: converged", spec.desired.cluster_name)
+                format!("{}: converged", spec_name)
             };
             rep.finish(
                 true,
@@ -183,6 +336,8 @@ async fn up(inv: &Inventory, opts: &Options, rep: &Reporter) -> Result<()> {
                 serde_json::json!({
                     "round_trips": report.round_trips,
                     "kubeconfig": report.kubeconfig,
+                    "phases": report.phases,
+                    "waiting_seconds": report.waiting_seconds,
                 }),
             );
             Ok(())
@@ -190,7 +345,7 @@ async fn up(inv: &Inventory, opts: &Options, rep: &Reporter) -> Result<()> {
         Err(e) => {
             rep.finish(
                 false,
-                &format!("{}: failed", spec.desired.cluster_name),
+                &format!("{}: failed", spec_name),
                 serde_json::json!({}),
             );
             Err(e)
@@ -199,7 +354,6 @@ async fn up(inv: &Inventory, opts: &Options, rep: &Reporter) -> Result<()> {
 }
 
 async fn plan_cmd(inv: &Inventory, opts: &Options, rep: &Reporter) -> Result<()> {
-    warn_unimplemented(inv, rep);
     let spec = UpSpec::from_inventory(inv)?;
     let report = apply::up(&spec, opts, rep, true).await?;
     let total: usize = report.plans.iter().map(|p| p.actions.len()).sum();
@@ -305,10 +459,21 @@ async fn status(inv: &Inventory, rep: &Reporter) -> Result<()> {
             "notes": ["not in the inventory"],
         }));
     }
+    let addons = crate::addons::converge::status(&session, &spec.addons).await?;
+    healthy &= addons.iter().all(|a| a.healthy());
+    let addon_rows: Vec<serde_json::Value> = addons
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "addon": a.addon.chart_name(), "healthy": a.healthy(), "job": a.job,
+                "problems": a.problems, "summary": a.summary(),
+            })
+        })
+        .collect();
     match rep.format() {
         OutputFormat::Json => println!(
             "{}",
-            serde_json::json!({"event": "status", "cluster": spec.desired.cluster_name, "nodes": rows, "healthy": healthy})
+            serde_json::json!({"event": "status", "cluster": spec.desired.cluster_name, "nodes": rows, "addons": addon_rows, "healthy": healthy})
         ),
         OutputFormat::Text => {
             println!(
@@ -337,9 +502,44 @@ async fn status(inv: &Inventory, rep: &Reporter) -> Result<()> {
                     notes.join("; ")
                 );
             }
+            if !addons.is_empty() {
+                println!("\n{:<16} HEALTH", "ADD-ON");
+                for a in &addons {
+                    println!("{:<16} {}", a.addon.chart_name(), a.summary());
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// `bootstrap sealed-secrets cert`: the sealing certificate from the backup, else the cluster.
+async fn sealed_secrets_cert(inv: &Inventory) -> Result<()> {
+    use crate::addons::sealed_secrets::{SealingKey, GET_KEY};
+    if inv.addons.sealed_secrets.is_none() {
+        return Err(anyhow!(
+            "the inventory has no [addons.sealed_secrets]; add it and run `bootstrap up`"
+        ));
+    }
+    if let Some(k) = SealingKey::load_backup(&inv.state_dir())? {
+        print!("{}", k.cert_pem);
+        return Ok(());
+    }
+    let spec = UpSpec::from_inventory(inv)?;
+    let (session, _) = any_server(&spec).await?;
+    let out = session
+        .run_ok(&Cmd::new(GET_KEY).label("read the sealing key Secret"))
+        .await?;
+    match SealingKey::from_secret_json(&out.stdout_str())? {
+        Some(k) => {
+            print!("{}", k.cert_pem);
+            Ok(())
+        }
+        None => Err(anyhow!(
+            "no sealing key in the backup ({}) or the cluster; run `bootstrap up` first",
+            inv.state_dir().display()
+        )),
+    }
 }
 
 fn drift_text(d: &plan::NodeDrift) -> String {

@@ -43,6 +43,15 @@ for f in /var/lib/rancher/k3s/server/manifests/*; do [ -f "$f" ] && p "manifest.
 # Contents the plan compares or recovers from (tokens, kubeconfig): base64, never printed.
 p config.b64 "$(base64 -w0 /etc/rancher/k3s/config.yaml 2>/dev/null || echo -)"
 p kubeconfig.b64 "$(base64 -w0 /etc/rancher/k3s/k3s.yaml 2>/dev/null || echo -)"
+# Add-ons: Longhorn prerequisites and the extra manifests bootstrap wrote (src/addons).
+PATH="$PATH:/usr/sbin:/sbin"
+for b in iscsiadm mount.nfs cryptsetup dmsetup; do p "addons.lh.bin.$b" "$(command -v $b >/dev/null 2>&1 && echo yes || echo no)"; done
+p addons.lh.iscsid "$(systemctl is-active iscsid.service 2>/dev/null || true)/$(systemctl is-active iscsid.socket 2>/dev/null || true)"
+p addons.lh.multipathd "$(systemctl is-active multipathd.service 2>/dev/null || true)/$(systemctl is-active multipathd.socket 2>/dev/null || true)"
+p addons.lh.multipath.maps "$(dmsetup ls --target multipath 2>/dev/null | grep -vc 'No devices' || true)"
+for m in iscsi_tcp dm_crypt; do p "addons.lh.mod.$m" "$(if [ -d /sys/module/$m ]; then echo loaded; elif modinfo $m >/dev/null 2>&1; then echo available; else echo missing; fi)"; done
+p addons.lh.container "$(cat /run/systemd/container 2>/dev/null || systemd-detect-virt -c 2>/dev/null || true)"
+p addons.extra "$(cat /var/lib/rancher/k3s/server/manifests/.bootstrap-extra 2>/dev/null | tr '\n' ' ')"
 p end ok
 "#;
 
@@ -94,6 +103,8 @@ pub struct HostFacts {
     pub node_password: bool,
     pub images: BTreeMap<String, String>,
     pub manifests: BTreeMap<String, String>,
+    /// Longhorn prerequisites and the extra-manifest record (src/addons).
+    pub addons: crate::addons::AddonFacts,
     /// The current config.yaml (holds tokens: never print it).
     pub config: Option<String>,
     /// k3s's admin kubeconfig, on servers (holds a client key: never print it).
@@ -168,6 +179,8 @@ impl HostFacts {
                         f.images.insert(name.into(), value.into());
                     } else if let Some(name) = key.strip_prefix("manifest.") {
                         f.manifests.insert(name.into(), value.into());
+                    } else if let Some(k) = key.strip_prefix("addons.") {
+                        f.addons.parse_line(k, value);
                     } else if let Some((kind, rest)) = key.split_once('.') {
                         let Some((service, field)) = rest.rsplit_once('.') else {
                             continue;

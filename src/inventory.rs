@@ -13,6 +13,7 @@
 //! and accepted only in `api_labels`, which must never be rendered into config.yaml: they are
 //! applied through the API after the node has registered.
 
+pub mod edit;
 mod error;
 mod flags;
 mod raw;
@@ -372,6 +373,8 @@ pub struct Longhorn {
     pub backup_target: Option<String>,
     /// Secret in longhorn-system holding the backup credentials.
     pub backup_target_credential_secret: Option<String>,
+    /// Local chart archive embedded as `chartContent` (air gap); absolute.
+    pub chart_archive: Option<PathBuf>,
 }
 
 impl Longhorn {
@@ -432,6 +435,8 @@ pub struct Traefik {
     pub namespace: String,
     pub redirect_https: bool,
     pub routes: Vec<WeightedRoute>,
+    /// Local chart archive embedded as `chartContent` (air gap); absolute.
+    pub chart_archive: Option<PathBuf>,
 }
 
 impl Traefik {
@@ -472,6 +477,8 @@ pub struct CertManager {
     pub ingress_class: String,
     pub staging: bool,
     pub production: bool,
+    /// Local chart archive embedded as `chartContent` (air gap); absolute.
+    pub chart_archive: Option<PathBuf>,
 }
 
 impl CertManager {
@@ -513,6 +520,8 @@ impl AcmeIssuer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SealedSecrets {
     pub version: String,
+    /// Local chart archive embedded as `chartContent` (air gap); absolute.
+    pub chart_archive: Option<PathBuf>,
 }
 
 /// An extra manifest applied through k3s's manifests directory.

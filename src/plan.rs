@@ -193,6 +193,32 @@ impl Desired {
     }
 }
 
+/// `vMAJOR.MINOR.PATCH+k3sN` as a comparable tuple.
+pub fn parse_version(v: &str) -> Option<(u32, u32, u32, u32)> {
+    let (core, k3s) = v.strip_prefix('v')?.split_once("+k3s")?;
+    let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
+    let (a, b, c) = (it.next()??, it.next()??, it.next()??);
+    if it.next().is_some() {
+        return None;
+    }
+    Some((a, b, c, k3s.parse().ok()?))
+}
+
+/// Hosts whose installed k3s is newer than `want`: k3s does not support
+/// downgrades (etcd and the datastore schema only move forward).
+pub fn downgrades<'a>(
+    want: &str,
+    installed: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<String> {
+    let Some(w) = parse_version(want) else {
+        return vec![];
+    };
+    installed
+        .filter(|(_, v)| parse_version(v).is_some_and(|v| v > w))
+        .map(|(n, v)| format!("{n} runs {v}"))
+        .collect()
+}
+
 /// The join drop-in's bytes.
 pub fn join_dropin(join: &Join) -> String {
     let mut c = K3sConfig::new(Role::Server);
@@ -368,6 +394,14 @@ pub struct HostPlan {
 impl HostPlan {
     pub fn is_noop(&self) -> bool {
         self.actions.is_empty()
+    }
+    /// An installed k3s moves to another version (a rolling-upgrade step).
+    pub fn is_upgrade(&self) -> bool {
+        !self.fresh
+            && self
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::InstallBinary { from: Some(_), .. }))
     }
     pub fn restarts(&self) -> bool {
         self.actions
@@ -810,6 +844,23 @@ mod tests {
             p.actions[0].to_string(),
             "replace k3s v1.36.3+k3s1 with v1.36.4+k3s1"
         );
+    }
+
+    #[test]
+    fn versions_compare_and_downgrades_are_found() {
+        assert_eq!(parse_version("v1.36.3+k3s1"), Some((1, 36, 3, 1)));
+        assert_eq!(parse_version("1.36.3"), None);
+        assert!(parse_version("v1.36.10+k3s1") > parse_version("v1.36.9+k3s2"));
+        let d = downgrades(
+            "v1.36.3+k3s1",
+            [
+                ("a", "v1.36.4+k3s1"),
+                ("b", "v1.36.3+k3s1"),
+                ("c", "v1.36.2+k3s1"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(d, vec!["a runs v1.36.4+k3s1".to_string()]);
     }
 
     #[test]

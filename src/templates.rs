@@ -17,6 +17,42 @@ const TEMPLATES: &[(&str, &str)] = &[
         "k3s/config.yaml",
         include_str!("../templates/k3s/config.yaml"),
     ),
+    (
+        "addons/helmchart.yaml",
+        include_str!("../templates/addons/helmchart.yaml"),
+    ),
+    (
+        "addons/longhorn-values.yaml",
+        include_str!("../templates/addons/longhorn-values.yaml"),
+    ),
+    (
+        "addons/longhorn-storage.yaml",
+        include_str!("../templates/addons/longhorn-storage.yaml"),
+    ),
+    (
+        "addons/traefik-values.yaml",
+        include_str!("../templates/addons/traefik-values.yaml"),
+    ),
+    (
+        "addons/traefik-routes.yaml",
+        include_str!("../templates/addons/traefik-routes.yaml"),
+    ),
+    (
+        "addons/cert-manager-values.yaml",
+        include_str!("../templates/addons/cert-manager-values.yaml"),
+    ),
+    (
+        "addons/cert-manager-issuers.yaml",
+        include_str!("../templates/addons/cert-manager-issuers.yaml"),
+    ),
+    (
+        "addons/sealed-secrets-values.yaml",
+        include_str!("../templates/addons/sealed-secrets-values.yaml"),
+    ),
+    (
+        "addons/sealed-secrets-key.yaml",
+        include_str!("../templates/addons/sealed-secrets-key.yaml"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use common::*;
 enum Testbed {
     /// The guard tears the lab down when the test ends.
     Lab {
-        _lab: xtask::lab::LabGuard,
+        _lab: Box<xtask::lab::LabGuard>,
         work: Workdir,
     },
     Vagrant(PathBuf, Workdir),
@@ -39,9 +39,15 @@ impl Testbed {
                 "master-1".into(),
                 "taints = [\"node-role.kubernetes.io/control-plane=true:NoSchedule\"]\n".into(),
             );
-            b.extra.insert("worker-1".into(), "labels = { \"node.role\" = \"database\" }\n".into());
+            b.extra.insert(
+                "worker-1".into(),
+                "labels = { \"node.role\" = \"database\" }\n".into(),
+            );
             work.write_inventory(&b.render());
-            Some(Testbed::Lab { _lab: lab, work })
+            Some(Testbed::Lab {
+                _lab: Box::new(lab),
+                work,
+            })
         }
     }
 
@@ -62,7 +68,14 @@ impl Testbed {
 fn run_json(bed: &Testbed, cmd: &str) -> serde_json::Value {
     let inv = bed.inventory();
     // Real k3s takes minutes to start on a small VM; the double seconds.
-    let out = bed.work().run(&[cmd, inv.to_str().unwrap(), "--output", "json", "--timeout", "900"]);
+    let out = bed.work().run(&[
+        cmd,
+        inv.to_str().unwrap(),
+        "--output",
+        "json",
+        "--timeout",
+        "900",
+    ]);
     assert!(
         out.status.success(),
         "bootstrap {cmd} failed:\n{}\n{}",
@@ -78,7 +91,9 @@ fn run_json(bed: &Testbed, cmd: &str) -> serde_json::Value {
 
 #[test]
 fn seed_shape_converges_and_stays_converged() {
-    let Some(bed) = Testbed::acquire() else { return };
+    let Some(bed) = Testbed::acquire() else {
+        return;
+    };
     let first = run_json(&bed, "up");
     assert_eq!(first["ok"], true, "{first}");
 

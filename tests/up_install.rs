@@ -38,7 +38,9 @@ fn upload_then_download_and_tampered_binaries_are_refused() {
     let images = "k3s-airgap-images-amd64.tar.gz";
     let images_sha = {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(std::fs::read(mirror.join(v1).join(images)).unwrap()))
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(mirror.join(v1).join(images)).unwrap(),
+        ))
     };
     for n in ["master-1", "worker-1"] {
         let path = format!("/var/lib/rancher/k3s/agent/images/{images}");

@@ -118,6 +118,7 @@ pub(crate) struct RawLonghorn {
     pub storage_classes: Vec<RawStorageClass>,
     pub backup_target: Option<S<String>>,
     pub backup_target_credential_secret: Option<S<String>>,
+    pub chart_archive: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +142,7 @@ pub(crate) struct RawTraefik {
     pub version: Option<S<String>>,
     pub namespace: Option<S<String>>,
     pub redirect_https: Option<bool>,
+    pub chart_archive: Option<S<String>>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
@@ -171,6 +173,7 @@ pub(crate) struct RawCertManager {
     pub acme_email: Option<S<String>>,
     pub ingress_class: Option<S<String>>,
     pub issuers: Option<RawIssuers>,
+    pub chart_archive: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +187,7 @@ pub(crate) struct RawIssuers {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSealedSecrets {
     pub version: Option<S<String>>,
+    pub chart_archive: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -284,7 +284,7 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
     }
 
     let addons = match raw.addons {
-        Some(a) => addons(a, r, &nodes),
+        Some(a) => addons(a, r, &nodes, base),
         None => Addons::default(),
     };
     let shown_base = path.parent().unwrap_or(Path::new(""));
@@ -1133,12 +1133,33 @@ fn cross_node_checks(
     }
 }
 
-fn addons(a: raw::RawAddons, r: &mut Report, nodes: &[Node]) -> Addons {
+fn addons(a: raw::RawAddons, r: &mut Report, nodes: &[Node], base: &Path) -> Addons {
     let schedulable = nodes.iter().filter(|n| n.schedulable()).count().max(1);
-    let cert_manager = a.cert_manager.map(|c| cert_manager(c, r));
-    let traefik = a.traefik.map(|t| traefik(t, r, cert_manager.as_ref()));
+    let archives = [
+        a.longhorn.as_ref().and_then(|x| x.chart_archive.as_ref()),
+        a.traefik.as_ref().and_then(|x| x.chart_archive.as_ref()),
+        a.cert_manager
+            .as_ref()
+            .and_then(|x| x.chart_archive.as_ref()),
+        a.sealed_secrets
+            .as_ref()
+            .and_then(|x| x.chart_archive.as_ref()),
+    ]
+    .map(|v| v.and_then(|v| chart_archive_value(r, v, base)));
+    let [lh_archive, tr_archive, cm_archive, ss_archive] = archives;
+    let cert_manager = a.cert_manager.map(|c| CertManager {
+        chart_archive: cm_archive,
+        ..cert_manager(c, r)
+    });
+    let traefik = a.traefik.map(|t| Traefik {
+        chart_archive: tr_archive,
+        ..traefik(t, r, cert_manager.as_ref())
+    });
     Addons {
-        longhorn: a.longhorn.map(|l| longhorn(l, r, schedulable)),
+        longhorn: a.longhorn.map(|l| Longhorn {
+            chart_archive: lh_archive,
+            ..longhorn(l, r, schedulable)
+        }),
         traefik,
         cert_manager,
         sealed_secrets: a.sealed_secrets.map(|s| SealedSecrets {
@@ -1149,7 +1170,33 @@ fn addons(a: raw::RawAddons, r: &mut Report, nodes: &[Node]) -> Addons {
                 false,
                 SEALED_SECRETS_CHART_VERSION,
             ),
+            chart_archive: ss_archive,
         }),
+    }
+}
+
+/// `chart_archive`: a local chart `.tgz` embedded as the HelmChart's `chartContent` (air gap).
+/// It must exist, and fit a ConfigMap once base64-encoded (1 MiB).
+fn chart_archive_value(r: &mut Report, v: &S<String>, base: &Path) -> Option<PathBuf> {
+    let p = path_value(r, v, "chart_archive", base)?;
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() && m.len() <= 700 * 1024 => Some(p),
+        Ok(m) if m.is_file() => {
+            r.error(
+                v.span(),
+                ErrorKind::InvalidPath,
+                format!("chart_archive {}: {} bytes is too large; helm-controller keeps the chart in a ConfigMap (1 MiB after base64), so use an archive under 700 KiB", p.display(), m.len()),
+            );
+            None
+        }
+        _ => {
+            r.error(
+                v.span(),
+                ErrorKind::InvalidPath,
+                format!("chart_archive {}: no such file; give the path of the chart's .tgz (e.g. from `helm pull`)", p.display()),
+            );
+            None
+        }
     }
 }
 
@@ -1346,6 +1393,7 @@ fn longhorn(l: raw::RawLonghorn, r: &mut Report, schedulable: usize) -> Longhorn
         storage_classes: classes,
         backup_target: l.backup_target.map(|v| v.into_inner()),
         backup_target_credential_secret: l.backup_target_credential_secret.map(|v| v.into_inner()),
+        chart_archive: None,
     }
 }
 
@@ -1405,6 +1453,7 @@ fn cert_manager(c: raw::RawCertManager, r: &mut Report) -> CertManager {
         ingress_class,
         staging,
         production,
+        chart_archive: None,
     }
 }
 
@@ -1536,6 +1585,7 @@ fn traefik(t: raw::RawTraefik, r: &mut Report, cm: Option<&CertManager>) -> Trae
         namespace,
         redirect_https: t.redirect_https.unwrap_or(true),
         routes,
+        chart_archive: None,
     }
 }
 

@@ -811,11 +811,30 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
     labels.insert("k3s-double/chart".into(), json!(chart_id));
     let annotations =
         json!({"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": target});
-    let objs = entry
+    let mut objs = entry
         .get("objects")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    // An upstream chart (not k3s's repackaged one from /static/charts) carries the CRDs k3s
+    // splits into a separate chart: traefik's upstream chart ships them in crds/
+    // (reference/addons.md §4.4).
+    let packaged = chart
+        .pointer("/spec/chart")
+        .and_then(Value::as_str)
+        .is_some_and(|c| c.contains("%{KUBERNETES_API}%"));
+    if let (false, Some(extra)) = (
+        packaged,
+        entry.get("upstreamIncludes").and_then(Value::as_str),
+    ) {
+        let all: Value = serde_json::from_str(CHARTS).unwrap_or(Value::Null);
+        if let Some(more) = all
+            .pointer(&format!("/{extra}/objects"))
+            .and_then(Value::as_array)
+        {
+            objs.splice(0..0, more.iter().cloned());
+        }
+    }
     let nodes: Vec<Value> = st.list("", "Node", None).into_iter().cloned().collect();
     for spec in objs {
         let kind = spec.get("kind").and_then(Value::as_str).unwrap_or("");

@@ -1,0 +1,348 @@
+//! Add-ons: Longhorn, Traefik, cert-manager and Sealed Secrets installed through k3s's
+//! HelmChart CRD, plus the inventory's extra manifests.
+//!
+//! Everything goes through the manifests directory of every server
+//! (reference/k3s-facts.md §3.3): the deploy controller applies each file as an `Addon`, and
+//! helm-controller turns each HelmChart into a `helm-install-<name>` Job. Files are rendered from
+//! `templates/addons/` (byte-identical on every run, so a re-run writes nothing) and named
+//! `bootstrap-<...>.yaml`, which is how a later run recognises what it installed. Extra manifests
+//! keep the name the inventory gives them and are recorded in a dotfile the deploy controller
+//! ignores ([`EXTRA_RECORD`]).
+//!
+//! Objects that need a chart's CRDs (ClusterIssuers, TraefikServices, IngressRoutes,
+//! Certificates) live in separate files that are written only once the charts they depend on are
+//! healthy, so the deploy controller never applies them against missing CRDs (it would retry every
+//! 15 s, but the Addon would carry errors meanwhile, and a run could not tell "not yet" from
+//! "wrong").
+//!
+//! Submodules: one per add-on ([`longhorn`], [`traefik`], [`cert_manager`], [`sealed_secrets`]),
+//! [`manifests`] for the extra manifests, [`health`] for what "healthy" means, [`converge`] for
+//! the phase `up` runs.
+
+pub mod cert_manager;
+pub mod converge;
+pub mod health;
+pub mod longhorn;
+pub mod manifests;
+pub mod sealed_secrets;
+pub mod traefik;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::inventory::Inventory;
+use crate::templates;
+
+/// k3s's manifests directory on servers.
+pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
+/// File-name prefix of every add-on manifest bootstrap writes.
+pub const PREFIX: &str = "bootstrap-";
+/// Dotfile in the manifests dir listing the extra manifests bootstrap wrote (one name a line).
+/// The deploy controller ignores dotfiles.
+pub const EXTRA_RECORD: &str = ".bootstrap-extra";
+
+/// The four add-ons, in install-wait order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum AddonKind {
+    Longhorn,
+    Traefik,
+    CertManager,
+    SealedSecrets,
+}
+
+impl AddonKind {
+    pub const ALL: [AddonKind; 4] = [
+        AddonKind::Longhorn,
+        AddonKind::Traefik,
+        AddonKind::CertManager,
+        AddonKind::SealedSecrets,
+    ];
+
+    /// The HelmChart (and release) name; the Job is `helm-install-<name>` in kube-system.
+    pub fn chart_name(&self) -> &'static str {
+        match self {
+            AddonKind::Longhorn => "longhorn",
+            AddonKind::Traefik => "traefik",
+            AddonKind::CertManager => "cert-manager",
+            AddonKind::SealedSecrets => "sealed-secrets",
+        }
+    }
+
+    /// How the inventory names it (`[addons.<name>]`).
+    pub fn inventory_name(&self) -> &'static str {
+        match self {
+            AddonKind::Longhorn => "longhorn",
+            AddonKind::Traefik => "traefik",
+            AddonKind::CertManager => "cert_manager",
+            AddonKind::SealedSecrets => "sealed_secrets",
+        }
+    }
+
+    /// The HelmChart manifest's file name.
+    pub fn chart_file(&self) -> String {
+        format!("{PREFIX}{}.yaml", self.chart_name())
+    }
+
+    /// The Job helm-controller runs for the install.
+    pub fn job_name(&self) -> String {
+        format!("helm-install-{}", self.chart_name())
+    }
+}
+
+impl std::fmt::Display for AddonKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.chart_name())
+    }
+}
+
+/// When a file may be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// At once.
+    Base,
+    /// Once these add-ons are healthy (their CRDs exist).
+    After(Vec<AddonKind>),
+}
+
+/// Who a manifest file belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Addon(AddonKind),
+    /// An inventory `[[manifests]]` entry, by name.
+    Extra(String),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Addon(k) => write!(f, "add-on {k}"),
+            Owner::Extra(n) => write!(f, "manifest {n}"),
+        }
+    }
+}
+
+/// One file for the manifests directory of every server.
+#[derive(Debug, Clone)]
+pub struct ManifestFile {
+    /// File name in [`MANIFESTS_DIR`]; the AddOn name is the part before the first dot.
+    pub file: String,
+    pub content: String,
+    pub mode: u32,
+    pub owner: Owner,
+    pub stage: Stage,
+}
+
+impl ManifestFile {
+    pub fn path(&self) -> String {
+        format!("{MANIFESTS_DIR}/{}", self.file)
+    }
+
+    pub fn sha256(&self) -> String {
+        crate::plan::sha256_hex(self.content.as_bytes())
+    }
+
+    /// k3s's `Addon` object name for this file.
+    pub fn addon_name(&self) -> &str {
+        addon_name(&self.file)
+    }
+}
+
+/// The AddOn name k3s derives from a file name: everything before the first dot.
+pub fn addon_name(file: &str) -> &str {
+    file.split('.').next().unwrap_or(file)
+}
+
+/// What the add-on phase needs from the inventory, resolved once before any host is touched.
+#[derive(Debug, Clone, Default)]
+pub struct AddonsSpec {
+    pub longhorn: Option<crate::inventory::Longhorn>,
+    pub traefik: Option<crate::inventory::Traefik>,
+    pub cert_manager: Option<crate::inventory::CertManager>,
+    pub sealed_secrets: Option<crate::inventory::SealedSecrets>,
+    /// Extra manifests, rendered with the inventory's variables: (name, content).
+    pub extras: Vec<(String, String)>,
+    /// Air-gap chart archives, base64, by add-on.
+    pub chart_content: BTreeMap<AddonKind, String>,
+    /// `.bootstrap/` beside the inventory (the sealing key backup lives there).
+    pub state_dir: PathBuf,
+}
+
+/// Errors rendering add-on manifests.
+#[derive(Debug, thiserror::Error)]
+pub enum AddonError {
+    #[error(transparent)]
+    Template(#[from] templates::TemplateError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AddonsSpec {
+    /// Resolve the add-ons of a validated inventory: reads and renders the extra manifests and
+    /// the chart archives, so a bad file fails the run before any host is contacted.
+    pub fn from_inventory(inv: &Inventory) -> Result<AddonsSpec, AddonError> {
+        let a = &inv.addons;
+        let extras = manifests::render_all(inv)?;
+        let mut chart_content = BTreeMap::new();
+        for (kind, path) in [
+            (
+                AddonKind::Longhorn,
+                a.longhorn.as_ref().and_then(|x| x.chart_archive.as_ref()),
+            ),
+            (
+                AddonKind::Traefik,
+                a.traefik.as_ref().and_then(|x| x.chart_archive.as_ref()),
+            ),
+            (
+                AddonKind::CertManager,
+                a.cert_manager
+                    .as_ref()
+                    .and_then(|x| x.chart_archive.as_ref()),
+            ),
+            (
+                AddonKind::SealedSecrets,
+                a.sealed_secrets
+                    .as_ref()
+                    .and_then(|x| x.chart_archive.as_ref()),
+            ),
+        ] {
+            if let Some(p) = path {
+                use base64::Engine;
+                let bytes = std::fs::read(p).map_err(|e| {
+                    AddonError::Other(format!("reading the chart archive {}: {e}", p.display()))
+                })?;
+                chart_content.insert(
+                    kind,
+                    base64::engine::general_purpose::STANDARD.encode(bytes),
+                );
+            }
+        }
+        Ok(AddonsSpec {
+            longhorn: a.longhorn.clone(),
+            traefik: a.traefik.clone(),
+            cert_manager: a.cert_manager.clone(),
+            sealed_secrets: a.sealed_secrets.clone(),
+            extras,
+            chart_content,
+            state_dir: inv.state_dir(),
+        })
+    }
+
+    /// The enabled add-ons, in order.
+    pub fn enabled(&self) -> Vec<AddonKind> {
+        AddonKind::ALL
+            .into_iter()
+            .filter(|k| match k {
+                AddonKind::Longhorn => self.longhorn.is_some(),
+                AddonKind::Traefik => self.traefik.is_some(),
+                AddonKind::CertManager => self.cert_manager.is_some(),
+                AddonKind::SealedSecrets => self.sealed_secrets.is_some(),
+            })
+            .collect()
+    }
+
+    /// Nothing to install and nothing bootstrap may have installed before: the phase only
+    /// needs to look for leftovers.
+    pub fn is_empty(&self) -> bool {
+        self.enabled().is_empty() && self.extras.is_empty()
+    }
+
+    /// Every file the manifests directories should hold. `key` is the Sealed Secrets sealing key
+    /// (required when that add-on is enabled).
+    pub fn files(
+        &self,
+        key: Option<&sealed_secrets::SealingKey>,
+    ) -> Result<Vec<ManifestFile>, AddonError> {
+        let mut out = Vec::new();
+        for (name, content) in &self.extras {
+            out.push(ManifestFile {
+                file: format!("{name}.yaml"),
+                content: content.clone(),
+                mode: 0o600,
+                owner: Owner::Extra(name.clone()),
+                stage: Stage::Base,
+            });
+        }
+        let content = |k: AddonKind| self.chart_content.get(&k).map(String::as_str);
+        if let Some(l) = &self.longhorn {
+            out.extend(longhorn::files(l, content(AddonKind::Longhorn))?);
+        }
+        if let Some(t) = &self.traefik {
+            out.extend(traefik::files(
+                t,
+                self.cert_manager.is_some(),
+                content(AddonKind::Traefik),
+            )?);
+        }
+        if let Some(c) = &self.cert_manager {
+            out.extend(cert_manager::files(c, content(AddonKind::CertManager))?);
+        }
+        if let Some(s) = &self.sealed_secrets {
+            let key = key.ok_or_else(|| {
+                AddonError::Other("the Sealed Secrets sealing key is not resolved".into())
+            })?;
+            out.extend(sealed_secrets::files(
+                s,
+                key,
+                content(AddonKind::SealedSecrets),
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+/// Render a HelmChart manifest for `kind` (templates/addons/helmchart.yaml).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn helmchart(
+    kind: AddonKind,
+    repo: &str,
+    version: &str,
+    target_namespace: &str,
+    create_namespace: bool,
+    values: &str,
+    chart_content: Option<&str>,
+) -> Result<String, AddonError> {
+    let mut ctx = tera::Context::new();
+    ctx.insert("addon", kind.inventory_name());
+    ctx.insert("name", kind.chart_name());
+    ctx.insert("repo", repo);
+    ctx.insert("chart", kind.chart_name());
+    ctx.insert("version", version);
+    ctx.insert("target_namespace", target_namespace);
+    ctx.insert("create_namespace", &create_namespace);
+    ctx.insert("values", values.trim());
+    ctx.insert("chart_content", &chart_content);
+    Ok(templates::render("addons/helmchart.yaml", &ctx)?)
+}
+
+/// The chart major version (`41.3.0` → 41, `v1.21.2` → 1) and minor.
+pub(crate) fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let v = version.trim_start_matches('v');
+    let mut it = v.split(['.', '-', '+']);
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
+}
+
+/// Per-host facts for the add-ons, read by the host facts script (`addons.*` lines).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddonFacts {
+    pub prereq: longhorn::PrereqFacts,
+    /// Extra manifests bootstrap wrote on this server ([`EXTRA_RECORD`]).
+    pub extra_record: Vec<String>,
+}
+
+impl AddonFacts {
+    /// One `addons.<key>` line of the facts script (the prefix already stripped).
+    pub fn parse_line(&mut self, key: &str, value: &str) {
+        if key == "extra" {
+            self.extra_record = value.split_whitespace().map(String::from).collect();
+        } else if let Some(k) = key.strip_prefix("lh.") {
+            self.prereq.parse_line(k, value);
+        }
+    }
+}

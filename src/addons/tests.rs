@@ -1,0 +1,433 @@
+//! Rendering, golden files and key handling. `BLESS=1 cargo test --lib addons` rewrites the
+//! golden files in tests/golden/; a missing golden file fails the test.
+
+use std::path::{Path, PathBuf};
+
+use super::longhorn::{plan_prereqs, PrereqFacts, PrereqFix};
+use super::sealed_secrets::SealingKey;
+use super::*;
+use crate::inventory::Inventory;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn seed() -> Inventory {
+    Inventory::load(root().join("inventory/seed.toml")).expect("seed inventory")
+}
+
+/// A fixed, fake key so golden files are stable (never a real key).
+fn fake_key() -> SealingKey {
+    SealingKey {
+        cert_pem: "-----BEGIN CERTIFICATE-----\nFAKECERT\n-----END CERTIFICATE-----\n".into(),
+        key_pem: "-----BEGIN PRIVATE KEY-----\nFAKEKEY\n-----END PRIVATE KEY-----\n".into(),
+    }
+}
+
+fn check_golden(prefix: &str, files: &[ManifestFile]) {
+    let dir = root().join("tests/golden");
+    let bless = std::env::var_os("BLESS").is_some();
+    let mut failures = Vec::new();
+    for f in files {
+        let path = dir.join(format!("{prefix}{}", f.file));
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &f.content).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(want) if want == f.content => {}
+            Ok(want) => failures.push(format!(
+                "{} differs from the rendered {}:\n--- golden\n{want}\n--- rendered\n{}",
+                path.display(),
+                f.file,
+                f.content
+            )),
+            Err(_) => failures.push(format!(
+                "{} is missing; run `BLESS=1 cargo test --lib addons` and review it",
+                path.display()
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn yaml_docs(text: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .map(serde_yaml::Value::deserialize)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("valid YAML")
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn seed_manifests_match_the_golden_files() {
+    let inv = seed();
+    let spec = AddonsSpec::from_inventory(&inv).unwrap();
+    let files = spec.files(Some(&fake_key())).unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f.file.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "namespaces.yaml",
+            "bootstrap-longhorn.yaml",
+            "bootstrap-longhorn-storage.yaml",
+            "bootstrap-traefik.yaml",
+            "bootstrap-traefik-routes.yaml",
+            "bootstrap-cert-manager.yaml",
+            "bootstrap-cert-manager-issuers.yaml",
+            "bootstrap-sealed-secrets-key.yaml",
+            "bootstrap-sealed-secrets.yaml",
+        ]
+    );
+    check_golden("seed-", &files);
+}
+
+#[test]
+fn variant_manifests_match_the_golden_files() {
+    // Older chart majors pick the values keys they read; a backup target and no routes.
+    let text = std::fs::read_to_string(root().join("inventory/seed.toml"))
+        .unwrap()
+        .replace("version = \"41.3.0\"", "version = \"36.3.0\"")
+        .replace("version = \"v1.21.2\"", "version = \"v1.14.5\"")
+        .replace(
+            "# backup_target = \"s3://dirtbikechina-longhorn@us-east-1/\"",
+            "backup_target = \"s3://dirtbikechina-longhorn@us-east-1/\"",
+        )
+        .replace(
+            "# backup_target_credential_secret",
+            "backup_target_credential_secret",
+        );
+    let inv = Inventory::from_str_at(&text, &root().join("inventory/variant.toml"))
+        .expect("variant inventory");
+    let spec = AddonsSpec::from_inventory(&inv).unwrap();
+    let files: Vec<ManifestFile> = spec
+        .files(Some(&fake_key()))
+        .unwrap()
+        .into_iter()
+        .filter(|f| {
+            [
+                "bootstrap-longhorn.yaml",
+                "bootstrap-traefik.yaml",
+                "bootstrap-cert-manager.yaml",
+            ]
+            .contains(&f.file.as_str())
+        })
+        .collect();
+    assert_eq!(files.len(), 3);
+    check_golden("variant-", &files);
+}
+
+#[test]
+fn every_manifest_is_valid_yaml_with_the_contract() {
+    let inv = seed();
+    let spec = AddonsSpec::from_inventory(&inv).unwrap();
+    for f in spec.files(Some(&fake_key())).unwrap() {
+        let docs = yaml_docs(&f.content);
+        assert!(!docs.is_empty(), "{} is empty", f.file);
+        for d in &docs {
+            if d["kind"] == "HelmChart" {
+                assert_eq!(d["spec"]["failurePolicy"], "abort", "{}", f.file);
+                assert_eq!(d["metadata"]["namespace"], "kube-system");
+                let values: serde_yaml::Value =
+                    serde_yaml::from_str(d["spec"]["valuesContent"].as_str().unwrap()).unwrap();
+                assert!(values.is_mapping(), "{}", f.file);
+            }
+            if d["apiVersion"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("traefik")
+            {
+                assert_eq!(d["apiVersion"], "traefik.io/v1alpha1");
+            }
+        }
+        // AddOn names must be RFC 1123 and the chart versions pinned.
+        assert!(f
+            .addon_name()
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(!f.content.contains("timestamp"));
+    }
+    let lh = &spec.files(Some(&fake_key())).unwrap()[1];
+    let docs = yaml_docs(&lh.content);
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(docs[0]["spec"]["valuesContent"].as_str().unwrap()).unwrap();
+    // The seed makes longhorn-retain the default, so the chart's class is not.
+    assert_eq!(values["persistence"]["defaultClass"], false);
+    assert_eq!(values["defaultSettings"]["defaultReplicaCount"], 2);
+    assert!(values
+        .get("defaultSettings")
+        .unwrap()
+        .get("backupTarget")
+        .is_none());
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let inv = seed();
+    let spec = AddonsSpec::from_inventory(&inv).unwrap();
+    let a = spec.files(Some(&fake_key())).unwrap();
+    let b = spec.files(Some(&fake_key())).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.content, y.content);
+    }
+}
+
+#[test]
+fn values_keys_follow_the_chart_major() {
+    assert_eq!(traefik::redirect_layout("41.3.0"), "http");
+    assert_eq!(traefik::redirect_layout("39.0.0"), "http");
+    assert_eq!(traefik::redirect_layout("38.0.2"), "redirections");
+    assert_eq!(traefik::redirect_layout("34.2.0"), "redirections");
+    assert_eq!(traefik::redirect_layout("33.2.1"), "redirectTo");
+    assert_eq!(cert_manager::crds_key("v1.21.2"), "crds");
+    assert_eq!(cert_manager::crds_key("v1.15.0"), "crds");
+    assert_eq!(cert_manager::crds_key("v1.14.5"), "installCRDs");
+}
+
+#[test]
+fn extra_manifests_render_variables_and_fail_on_unknown_ones() {
+    let vars: std::collections::BTreeMap<String, String> =
+        [("cluster".to_string(), "demo".to_string())].into();
+    let out = manifests::render("ns", "a: {{ variables.cluster }}\n", &vars).unwrap();
+    assert_eq!(out, "a: demo\n");
+    let err = manifests::render("ns", "a: {{ variables.nope }}\n", &vars).unwrap_err();
+    assert!(err.to_string().contains("ns"), "{err}");
+}
+
+fn facts(lines: &str) -> PrereqFacts {
+    let mut f = PrereqFacts::default();
+    for l in lines.lines() {
+        if let Some((k, v)) = l.split_once('\t') {
+            f.parse_line(k, v);
+        }
+    }
+    f
+}
+
+const ALL_OK: &str =
+    "bin.iscsiadm\tyes\nbin.mount.nfs\tyes\nbin.cryptsetup\tyes\nbin.dmsetup\tyes\n\
+iscsid\tinactive/active\nmultipathd\tinactive/inactive\nmultipath.maps\t0\n\
+mod.iscsi_tcp\tloaded\nmod.dm_crypt\tloaded\ncontainer\t\n";
+
+#[test]
+fn prerequisites_satisfied_need_nothing() {
+    let p = plan_prereqs("w1", "debian", &facts(ALL_OK));
+    assert_eq!(p, Default::default());
+}
+
+#[test]
+fn missing_prerequisites_are_fixed_on_debian() {
+    let f = facts(
+        &ALL_OK
+            .replace("bin.iscsiadm\tyes", "bin.iscsiadm\tno")
+            .replace("iscsid\tinactive/active", "iscsid\tinactive/inactive")
+            .replace("mod.dm_crypt\tloaded", "mod.dm_crypt\tavailable")
+            .replace(
+                "multipathd\tinactive/inactive",
+                "multipathd\tactive/inactive",
+            ),
+    );
+    let p = plan_prereqs("w1", "debian", &f);
+    assert_eq!(
+        p.fixes,
+        vec![
+            PrereqFix::Install(vec!["open-iscsi".into()]),
+            PrereqFix::StartIscsid,
+            PrereqFix::DisableMultipathd,
+            PrereqFix::LoadModules(vec!["dm_crypt".into()]),
+        ]
+    );
+    assert!(p.errors.is_empty());
+}
+
+#[test]
+fn unfixable_prerequisites_name_the_node() {
+    let f = facts(
+        &ALL_OK
+            .replace("bin.cryptsetup\tyes", "bin.cryptsetup\tno")
+            .replace("mod.iscsi_tcp\tloaded", "mod.iscsi_tcp\tmissing")
+            .replace("multipath.maps\t0", "multipath.maps\t2")
+            .replace("multipathd\tinactive/inactive", "multipathd\tactive/active"),
+    );
+    let p = plan_prereqs("worker-2", "rocky", &f);
+    assert!(p.fixes.is_empty(), "{p:?}");
+    assert_eq!(p.errors.len(), 3, "{p:?}");
+    assert!(p.errors.iter().all(|e| e.starts_with("worker-2: ")));
+    assert!(p.errors.iter().any(|e| e.contains("cryptsetup")));
+    assert!(p.errors.iter().any(|e| e.contains("iscsi_tcp")));
+    assert!(p.errors.iter().any(|e| e.contains("multipathd")));
+}
+
+#[test]
+fn modules_in_a_container_are_a_warning() {
+    let f = facts(
+        &ALL_OK
+            .replace("mod.iscsi_tcp\tloaded", "mod.iscsi_tcp\tmissing")
+            .replace("container\t", "container\tsystemd-nspawn"),
+    );
+    let p = plan_prereqs("w1", "debian", &f);
+    assert!(p.errors.is_empty() && p.fixes.is_empty(), "{p:?}");
+    assert_eq!(p.warnings.len(), 1);
+    assert!(p.warnings[0].contains("iscsi_tcp") && p.warnings[0].contains("systemd-nspawn"));
+}
+
+#[test]
+fn sealing_key_is_rsa_4096_and_round_trips_through_backup_and_secret() {
+    use base64::Engine;
+    let k = SealingKey::generate().unwrap();
+    assert!(k.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(k.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    // 4096-bit RSA: a PKCS#8 DER of about 2.3 KB.
+    let der: String = k
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(der)
+        .unwrap();
+    assert!(der.len() > 2300, "{}", der.len());
+    // Masked from output.
+    assert!(!crate::ssh::redact(&k.key_pem).contains("PRIVATE KEY-----\nMII"));
+
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(SealingKey::load_backup(dir.path()).unwrap(), None);
+    k.save_backup(dir.path()).unwrap();
+    let (crt, key) = SealingKey::backup_paths(dir.path());
+    use std::os::unix::fs::PermissionsExt;
+    for p in [&crt, &key] {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+    assert_eq!(
+        SealingKey::load_backup(dir.path()).unwrap(),
+        Some(k.clone())
+    );
+
+    // The Secret manifest, read back the way kubectl prints it.
+    let spec = AddonsSpec {
+        sealed_secrets: Some(crate::inventory::SealedSecrets {
+            version: "2.19.1".into(),
+            chart_archive: None,
+        }),
+        ..Default::default()
+    };
+    let files = spec.files(Some(&k)).unwrap();
+    let secret = &files[0];
+    assert_eq!(secret.file, "bootstrap-sealed-secrets-key.yaml");
+    assert_eq!(secret.mode, 0o600);
+    let doc: serde_yaml::Value = yaml_docs(&secret.content).remove(0);
+    assert_eq!(
+        doc["metadata"]["labels"]["sealedsecrets.bitnami.com/sealed-secrets-key"],
+        "active"
+    );
+    assert_eq!(doc["type"], "kubernetes.io/tls");
+    let json = serde_json::to_string(&doc).unwrap();
+    assert_eq!(SealingKey::from_secret_json(&json).unwrap(), Some(k));
+    assert_eq!(SealingKey::from_secret_json("").unwrap(), None);
+
+    // One half of the backup is an error, not a silent new key.
+    std::fs::remove_file(&crt).unwrap();
+    assert!(SealingKey::load_backup(dir.path()).is_err());
+}
+
+#[test]
+fn health_is_judged_from_one_snapshot() {
+    use health::{evaluate, JobState, Snapshot};
+    let snap = |extra: &str| {
+        Snapshot::parse(&format!(
+            r#"{{"items": [
+            {{"kind": "HelmChart", "metadata": {{"name": "sealed-secrets", "namespace": "kube-system"}}}},
+            {{"kind": "Job", "metadata": {{"name": "helm-install-sealed-secrets", "namespace": "kube-system"}}, "status": {{"succeeded": 1}}}},
+            {{"kind": "CustomResourceDefinition", "metadata": {{"name": "sealedsecrets.bitnami.com"}}}},
+            {{"kind": "Service", "metadata": {{"name": "sealed-secrets-controller", "namespace": "kube-system"}}}}
+            {extra}]}}"#
+        ))
+        .unwrap()
+    };
+    let h = evaluate(&snap(""), AddonKind::SealedSecrets, "");
+    assert_eq!(h.job, JobState::Complete);
+    assert!(!h.healthy());
+    assert!(
+        h.summary()
+            .contains("Deployment kube-system/sealed-secrets-controller missing"),
+        "{}",
+        h.summary()
+    );
+    let not_ready = r#",{"kind": "Deployment", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system"}, "spec": {"replicas": 1}, "status": {}}"#;
+    let h = evaluate(&snap(not_ready), AddonKind::SealedSecrets, "");
+    assert!(
+        h.summary().contains("0/1 replicas ready"),
+        "{}",
+        h.summary()
+    );
+    let ready = not_ready.replace(r#""status": {}"#, r#""status": {"readyReplicas": 1}"#);
+    assert!(evaluate(&snap(&ready), AddonKind::SealedSecrets, "").healthy());
+    let failed = Snapshot::parse(
+        r#"{"items": [{"kind": "HelmChart", "metadata": {"name": "traefik", "namespace": "kube-system"}},
+        {"kind": "Job", "metadata": {"name": "helm-install-traefik", "namespace": "kube-system"},
+         "status": {"conditions": [{"type": "Failed", "status": "True"}]}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        evaluate(&failed, AddonKind::Traefik, "ingress-system").job,
+        JobState::Failed
+    );
+}
+
+#[test]
+fn golden_dir_is_where_the_tests_look() {
+    assert!(Path::new(&root().join("tests")).is_dir());
+}
+
+#[test]
+fn a_chart_archive_is_embedded_as_chart_content() {
+    let inv = seed();
+    let mut spec = AddonsSpec::from_inventory(&inv).unwrap();
+    spec.chart_content
+        .insert(AddonKind::SealedSecrets, "H4sIAAAA".into());
+    let files = spec.files(Some(&fake_key())).unwrap();
+    let chart = files
+        .iter()
+        .find(|f| f.file == "bootstrap-sealed-secrets.yaml")
+        .unwrap();
+    let doc = yaml_docs(&chart.content).remove(0);
+    assert_eq!(doc["spec"]["chartContent"], "H4sIAAAA");
+    assert!(doc["spec"].get("repo").is_none(), "{}", chart.content);
+    // The others still come from their repositories.
+    assert!(files[1]
+        .content
+        .contains("repo: https://charts.longhorn.io"));
+}
+
+#[test]
+fn chart_archive_is_validated_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+    std::fs::copy(
+        root().join("inventory/manifests/namespaces.yaml"),
+        dir.path().join("manifests/namespaces.yaml"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(root().join("inventory/seed.toml")).unwrap();
+    let with = |archive: &str| {
+        text.replace(
+            "[addons.sealed_secrets]\nversion = \"2.19.1\"",
+            &format!(
+                "[addons.sealed_secrets]\nversion = \"2.19.1\"\nchart_archive = \"{archive}\""
+            ),
+        )
+    };
+    let path = dir.path().join("inventory.toml");
+    let err = Inventory::from_str_at(&with("charts/missing.tgz"), &path).unwrap_err();
+    assert!(err.to_string().contains("chart_archive"), "{err}");
+    std::fs::create_dir_all(dir.path().join("charts")).unwrap();
+    std::fs::write(dir.path().join("charts/ss.tgz"), b"\x1f\x8bfake").unwrap();
+    let inv = Inventory::from_str_at(&with("charts/ss.tgz"), &path).unwrap();
+    let spec = AddonsSpec::from_inventory(&inv).unwrap();
+    assert_eq!(spec.chart_content[&AddonKind::SealedSecrets], "H4tmYWtl");
+}

@@ -1,0 +1,112 @@
+//! Traefik from the upstream chart (reference/addons.md §4) in its own namespace, replacing
+//! k3s's bundled one (the inventory adds `traefik` to `disable`), with the HTTP→HTTPS redirect
+//! under the values key the pinned chart major reads (§4.3) and weighted routes as
+//! `traefik.io/v1alpha1` TraefikService + IngressRoute objects (§4.4, §4.5).
+
+use serde::Serialize;
+
+use super::{helmchart, major_minor, AddonError, AddonKind, ManifestFile, Owner, Stage, PREFIX};
+use crate::inventory::Traefik;
+use crate::templates;
+
+pub const REPO: &str = "https://traefik.github.io/charts";
+
+/// Where the chart major reads the web entrypoint's redirect (§4.3): `ports.web.redirectTo`
+/// up to v33, `ports.web.redirections` for v34–v38, `ports.web.http.redirections` from v39.
+pub fn redirect_layout(version: &str) -> &'static str {
+    match major_minor(version) {
+        Some((m, _)) if m <= 33 => "redirectTo",
+        Some((m, _)) if m <= 38 => "redirections",
+        _ => "http",
+    }
+}
+
+#[derive(Serialize)]
+struct ServiceCtx<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    port: u16,
+    weight: u32,
+}
+
+#[derive(Serialize)]
+struct RouteCtx<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    host: &'a str,
+    issuer: Option<&'static str>,
+    services: Vec<ServiceCtx<'a>>,
+}
+
+/// The HelmChart, and the routes file when the inventory has routes.
+pub fn files(
+    t: &Traefik,
+    with_cert_manager: bool,
+    chart_content: Option<&str>,
+) -> Result<Vec<ManifestFile>, AddonError> {
+    let mut ctx = tera::Context::new();
+    ctx.insert("cross_namespace", &t.needs_cross_namespace());
+    ctx.insert(
+        "redirect",
+        if t.redirect_https {
+            redirect_layout(&t.version)
+        } else {
+            ""
+        },
+    );
+    let values = templates::render("addons/traefik-values.yaml", &ctx)?;
+    let chart = helmchart(
+        AddonKind::Traefik,
+        REPO,
+        &t.version,
+        &t.namespace,
+        true,
+        &values,
+        chart_content,
+    )?;
+    let mut out = vec![ManifestFile {
+        file: AddonKind::Traefik.chart_file(),
+        content: chart,
+        mode: 0o600,
+        owner: Owner::Addon(AddonKind::Traefik),
+        stage: Stage::Base,
+    }];
+    if !t.routes.is_empty() {
+        let routes: Vec<RouteCtx> = t
+            .routes
+            .iter()
+            .map(|r| RouteCtx {
+                name: &r.name,
+                namespace: &r.namespace,
+                host: &r.host,
+                issuer: r.tls_issuer.filter(|_| with_cert_manager).map(|i| i.name()),
+                services: r
+                    .services
+                    .iter()
+                    .map(|s| ServiceCtx {
+                        name: &s.name,
+                        namespace: &s.namespace,
+                        port: s.port,
+                        weight: s.weight,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let needs_certs = routes.iter().any(|r| r.issuer.is_some());
+        let mut ctx = tera::Context::new();
+        ctx.insert("routes", &routes);
+        ctx.insert("redirect", &t.redirect_https);
+        let mut after = vec![AddonKind::Traefik];
+        if needs_certs {
+            after.push(AddonKind::CertManager);
+        }
+        out.push(ManifestFile {
+            file: format!("{PREFIX}traefik-routes.yaml"),
+            content: templates::render("addons/traefik-routes.yaml", &ctx)?,
+            mode: 0o600,
+            owner: Owner::Addon(AddonKind::Traefik),
+            stage: Stage::After(after),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,230 @@
+//! Edits to the inventory file that keep its comments and layout
+//! (`toml_edit`), for `node add|replace|remove`. Every edit is validated as a
+//! whole inventory before it is written; a bad edit leaves the file as it was.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toml_edit::{value, Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table};
+
+use super::{Inventory, InventoryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("{path}: not valid TOML: {message}")]
+    Toml { path: String, message: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("the edited inventory would not be valid, so the file was left as it was:\n{0}")]
+    Invalid(InventoryError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A node to append.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub name: String,
+    pub host: String,
+    pub role: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<String>,
+}
+
+fn parse(text: &str, path: &Path) -> Result<DocumentMut, EditError> {
+    text.parse::<DocumentMut>().map_err(|e| EditError::Toml {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn nodes_mut(doc: &mut DocumentMut) -> Option<&mut ArrayOfTables> {
+    doc.get_mut("node").and_then(Item::as_array_of_tables_mut)
+}
+
+fn index_of(doc: &mut DocumentMut, name: &str) -> Option<usize> {
+    nodes_mut(doc)?
+        .iter()
+        .position(|t| t.get("name").and_then(Item::as_str) == Some(name))
+}
+
+/// The text with `node` appended after the last `[[node]]`.
+pub fn add_node(text: &str, path: &Path, node: &NewNode) -> Result<String, EditError> {
+    let mut doc = parse(text, path)?;
+    if index_of(&mut doc, &node.name).is_some() {
+        return Err(EditError::Refused(format!(
+            "a node named {:?} is already in {}; use `bootstrap node replace` to move it to another host",
+            node.name,
+            path.display()
+        )));
+    }
+    let mut t = Table::new();
+    t.insert("name", value(node.name.as_str()));
+    t.insert("host", value(node.host.as_str()));
+    t.insert("role", value(node.role.as_str()));
+    if !node.labels.is_empty() {
+        let mut labels = InlineTable::new();
+        for (k, v) in &node.labels {
+            labels.insert(k, v.as_str().into());
+        }
+        t.insert("labels", value(labels));
+    }
+    if !node.taints.is_empty() {
+        let mut a = Array::new();
+        for taint in &node.taints {
+            a.push(taint.as_str());
+        }
+        t.insert("taints", value(a));
+    }
+    // Right after the last node, so the file keeps its order.
+    let last = nodes_mut(&mut doc).and_then(|a| a.iter().filter_map(Table::position).max());
+    if let Some(pos) = last {
+        t.set_position(pos);
+    }
+    match doc.get_mut("node") {
+        Some(item) => match item.as_array_of_tables_mut() {
+            Some(a) => a.push(t),
+            None => {
+                return Err(EditError::Refused(format!(
+                    "`node` in {} is not an array of tables ([[node]])",
+                    path.display()
+                )))
+            }
+        },
+        None => {
+            let mut a = ArrayOfTables::new();
+            a.push(t);
+            doc.insert("node", Item::ArrayOfTables(a));
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// The text with node `name`'s host set to `host`.
+pub fn set_host(text: &str, path: &Path, name: &str, host: &str) -> Result<String, EditError> {
+    let mut doc = parse(text, path)?;
+    let i = index_of(&mut doc, name).ok_or_else(|| not_found(name, path))?;
+    let t = nodes_mut(&mut doc)
+        .and_then(|a| a.get_mut(i))
+        .ok_or_else(|| not_found(name, path))?;
+    // Keep the comment after the old value.
+    let decor = t
+        .get("host")
+        .and_then(Item::as_value)
+        .map(|v| v.decor().clone());
+    t.insert("host", value(host));
+    if let (Some(d), Some(v)) = (decor, t.get_mut("host").and_then(Item::as_value_mut)) {
+        *v.decor_mut() = d;
+    }
+    Ok(doc.to_string())
+}
+
+/// The text without node `name`.
+pub fn remove_node(text: &str, path: &Path, name: &str) -> Result<String, EditError> {
+    let mut doc = parse(text, path)?;
+    let i = index_of(&mut doc, name).ok_or_else(|| not_found(name, path))?;
+    if let Some(a) = nodes_mut(&mut doc) {
+        a.remove(i);
+    }
+    Ok(doc.to_string())
+}
+
+fn not_found(name: &str, path: &Path) -> EditError {
+    EditError::Refused(format!("no node named {name:?} in {}", path.display()))
+}
+
+/// Validate `text` as the whole inventory at `path`.
+pub fn validate(text: &str, path: &Path) -> Result<Inventory, EditError> {
+    Inventory::from_str_at(text, path).map_err(EditError::Invalid)
+}
+
+/// Write `text` to `path` atomically (temp file, fsync, rename), keeping the mode.
+pub fn write(path: &Path, text: &str) -> Result<(), EditError> {
+    use std::io::Write;
+    let err = |source| EditError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map(|m| m.permissions()).ok();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "inventory.toml".into());
+    let tmp = path.with_file_name(format!(".{file_name}.bootstrap-tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    if let Some(m) = mode {
+        std::fs::set_permissions(&tmp, m).map_err(err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INV: &str = r#"# The lab cluster.
+[cluster]
+name = "lab" # short
+
+[[node]]
+name = "master-1"
+host = "10.0.0.1"   # first server
+role = "server"
+
+# Workers below.
+[[node]]
+name = "worker-1"
+host = "10.0.0.2"
+role = "agent"
+labels = { "node.role" = "db" }
+
+[addons.traefik]
+"#;
+
+    fn p() -> &'static Path {
+        Path::new("/tmp/inv.toml")
+    }
+
+    #[test]
+    fn add_keeps_comments_and_goes_after_the_last_node() {
+        let n = NewNode {
+            name: "worker-2".into(),
+            host: "10.0.0.3".into(),
+            role: "agent".into(),
+            labels: [("a".to_string(), "b".to_string())].into(),
+            taints: vec!["k=v:NoSchedule".into()],
+        };
+        let out = add_node(INV, p(), &n).unwrap();
+        assert!(out.starts_with("# The lab cluster.\n[cluster]\nname = \"lab\" # short\n"));
+        assert!(out.contains("host = \"10.0.0.1\"   # first server"));
+        assert!(out.contains("# Workers below."));
+        let w2 = out.find("name = \"worker-2\"").unwrap();
+        assert!(w2 > out.find("name = \"worker-1\"").unwrap());
+        assert!(w2 < out.find("[addons.traefik]").unwrap(), "{out}");
+        assert!(out.contains("labels = { a = \"b\" }"), "{out}");
+        assert!(out.contains("taints = [\"k=v:NoSchedule\"]"), "{out}");
+        let doc: toml::Value = toml::from_str(&out).unwrap();
+        assert_eq!(doc["node"].as_array().unwrap().len(), 3);
+        assert!(add_node(&out, p(), &n).is_err());
+    }
+
+    #[test]
+    fn set_host_and_remove() {
+        let out = set_host(INV, p(), "master-1", "10.0.0.9").unwrap();
+        assert!(
+            out.contains("host = \"10.0.0.9\"   # first server"),
+            "{out}"
+        );
+        assert_eq!(out.len(), INV.len());
+        let out = remove_node(INV, p(), "worker-1").unwrap();
+        assert!(!out.contains("worker-1"));
+        assert!(out.contains("master-1") && out.contains("[addons.traefik]"));
+        assert!(remove_node(INV, p(), "nope").is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! One run at a time: a lock file on every reachable server of the cluster.
+//!
+//! `/var/lib/bootstrap/lock` is created by hard-linking a fully written temp
+//! file (atomic, and it fails when the lock exists), holding who took it
+//! (user@operator-host, pid), since when, for which command and until when.
+//! A background task renews the expiry while the run lives; a lock past its
+//! expiry (a crashed run) is taken over with a warning. Times are the host's
+//! own clock, so operator clock skew plays no part.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::apply::UpSpec;
+use crate::k3s::Role;
+use crate::report::Reporter;
+use crate::ssh::{Cmd, Session};
+
+pub const LOCK_DIR: &str = "/var/lib/bootstrap";
+pub const LOCK_PATH: &str = "/var/lib/bootstrap/lock";
+
+/// How long a lock lives without renewal (`BOOTSTRAP_LOCK_TTL` seconds overrides).
+fn ttl() -> u64 {
+    std::env::var("BOOTSTRAP_LOCK_TTL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(120)
+}
+
+/// What a lock file says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holder {
+    pub id: String,
+    pub who: String,
+    pub pid: String,
+    pub command: String,
+    pub since: u64,
+    pub expires: u64,
+}
+
+impl Holder {
+    pub fn parse(text: &str) -> Holder {
+        let mut h = Holder::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "id" => h.id = v.into(),
+                "who" => h.who = v.into(),
+                "pid" => h.pid = v.into(),
+                "command" => h.command = v.into(),
+                "since" => h.since = v.parse().unwrap_or(0),
+                "expires" => h.expires = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        h
+    }
+
+    pub fn describe(&self, now: u64) -> String {
+        let ago = now.saturating_sub(self.since);
+        format!(
+            "`bootstrap {}` by {} (pid {}), since {}s ago, expires in {}s",
+            self.command,
+            self.who,
+            self.pid,
+            ago,
+            self.expires.saturating_sub(now)
+        )
+    }
+}
+
+/// Shell words are never put in the lock text unquoted: only [A-Za-z0-9@._ -].
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@._- ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    format!("{user}@{host}")
+}
+
+fn acquire_script(id: &str, body: &str, ttl: u64) -> String {
+    format!(
+        r#"set -u
+d={LOCK_DIR}; f={LOCK_PATH}
+mkdir -p "$d" && chmod 700 "$d" || exit 3
+now=$(date +%s)
+tmp="$d/.lock.$$"
+{{ printf '%s' '{body}'; echo "since=$now"; echo "expires=$((now + {ttl}))"; }} > "$tmp" || exit 3
+if ln "$tmp" "$f" 2>/dev/null; then rm -f "$tmp"; echo acquired; exit 0; fi
+if grep -qx 'id={id}' "$f" 2>/dev/null; then mv -f "$tmp" "$f"; echo acquired; exit 0; fi
+exp=$(sed -n 's/^expires=//p' "$f" 2>/dev/null | head -n1)
+case "$exp" in ''|*[!0-9]*) exp=0;; esac
+if [ "$exp" -lt "$now" ]; then
+  echo "expired $now"; cat "$f" 2>/dev/null; mv -f "$tmp" "$f"; exit 0
+fi
+rm -f "$tmp"; echo "held $now"; cat "$f"
+"#
+    )
+}
+
+fn release_script(id: &str) -> String {
+    format!("grep -qx 'id={id}' {LOCK_PATH} 2>/dev/null && rm -f {LOCK_PATH}; true")
+}
+
+fn renew_script(id: &str, ttl: u64) -> String {
+    format!(
+        "f={LOCK_PATH}; grep -qx 'id={id}' $f 2>/dev/null || exit 0; now=$(date +%s); \
+         sed \"s/^expires=.*/expires=$((now + {ttl}))/\" $f > $f.renew.$$ && mv -f $f.renew.$$ $f"
+    )
+}
+
+/// A lock held on the cluster's servers; release it with [`Lock::release`].
+pub struct Lock {
+    id: String,
+    sessions: Vec<(String, Session)>,
+    renew: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Lock {
+    /// Take the lock on every server that answers (at least one must).
+    /// `skip` names a server not to wait for (a host being replaced).
+    pub async fn acquire(spec: &UpSpec, command: &str, rep: &Reporter) -> Result<Lock> {
+        let ttl = ttl();
+        let mut id_bytes = [0u8; 8];
+        getrandom::fill(&mut id_bytes).map_err(|e| anyhow!("random lock id: {e}"))?;
+        let id = hex::encode(id_bytes);
+        let body = format!(
+            "id={id}\nwho={}\npid={}\ncommand={}\n",
+            clean(&operator()),
+            std::process::id(),
+            clean(command)
+        );
+        let servers: Vec<_> = spec
+            .hosts
+            .iter()
+            .filter(|h| h.node.role == Role::Server)
+            .cloned()
+            .collect();
+        let connects = futures::future::join_all(servers.iter().map(|h| async move {
+            (
+                h.node.name.clone(),
+                crate::lifecycle::connect_quick(&h.target).await,
+            )
+        }))
+        .await;
+        let mut lock = Lock {
+            id: id.clone(),
+            sessions: Vec::new(),
+            renew: None,
+        };
+        let mut unreachable = Vec::new();
+        let script = acquire_script(&id, &body, ttl);
+        for (name, s) in connects {
+            let s = match s {
+                Ok(s) => s,
+                Err(e) => {
+                    unreachable.push(format!("{name}: {e:#}"));
+                    continue;
+                }
+            };
+            let out = match s
+                .run_ok(&Cmd::new(script.clone()).label("take the run lock"))
+                .await
+            {
+                Ok(o) => o.stdout_str(),
+                Err(e) => {
+                    lock.release().await;
+                    return Err(
+                        anyhow::Error::from(e).context(format!("{name}: taking the run lock"))
+                    );
+                }
+            };
+            let (status, rest) = out.split_once('\n').unwrap_or((out.as_str(), ""));
+            let mut words = status.split_whitespace();
+            let word = words.next().unwrap_or("");
+            let now: u64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            match word {
+                "acquired" => lock.sessions.push((name, s)),
+                "expired" => {
+                    let old = Holder::parse(rest);
+                    rep.warn(&format!(
+                        "{name}: took over a lock left by {} which expired {}s ago (a run that crashed or was killed); its hosts are safe to converge again",
+                        if old.who.is_empty() { "an unknown run".to_string() } else { format!("`bootstrap {}` by {} (pid {})", old.command, old.who, old.pid) },
+                        now.saturating_sub(old.expires)
+                    ));
+                    lock.sessions.push((name, s));
+                }
+                _ => {
+                    let holder = Holder::parse(rest);
+                    lock.release().await;
+                    bail!(
+                        "the cluster is locked by another run: {} (lock {LOCK_PATH} on {name}); wait for it to finish, or if that run is gone the lock is taken over once it expires",
+                        holder.describe(now)
+                    );
+                }
+            }
+        }
+        if lock.sessions.is_empty() {
+            bail!(
+                "no server could be reached to take the run lock, so nothing was changed:\n  {}",
+                unreachable.join("\n  ")
+            );
+        }
+        for u in &unreachable {
+            rep.warn(&format!("run lock not taken on an unreachable server: {u}"));
+        }
+        // Renew while the run lives.
+        let sessions = lock.sessions.clone();
+        let renew = renew_script(&id, ttl);
+        lock.renew = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs((ttl / 3).max(1))).await;
+                for (_, s) in &sessions {
+                    let _ = s
+                        .exec(&Cmd::new(renew.clone()).label("renew the run lock"))
+                        .await;
+                }
+            }
+        }));
+        Ok(lock)
+    }
+
+    /// Remove the lock files this run holds (others' are left alone).
+    pub async fn release(mut self) {
+        if let Some(r) = self.renew.take() {
+            r.abort();
+        }
+        let script = release_script(&self.id);
+        for (_, s) in &self.sessions {
+            let _ = s
+                .exec(
+                    &Cmd::new(script.clone())
+                        .label("release the run lock")
+                        .timeout(Duration::from_secs(20)),
+                )
+                .await;
+        }
+        self.sessions.clear();
+    }
+}
+
+/// Run `f` holding the lock; Ctrl-C (SIGINT) or SIGTERM stops it, releases
+/// the lock and fails. Every step `f` takes is atomic and idempotent, so the
+/// hosts are left safe to converge again.
+pub async fn locked<T>(
+    spec: &UpSpec,
+    command: &str,
+    rep: &Reporter,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let lock = Lock::acquire(spec, command, rep).await?;
+    let r = tokio::select! {
+        r = f => r,
+        s = interrupted() => Err(anyhow!(Interrupted(s))),
+    };
+    lock.release().await;
+    r
+}
+
+/// The run was stopped by a signal (exit code 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {0}; the run lock was released and every host is safe to converge again: re-run the command to finish")]
+pub struct Interrupted(pub &'static str);
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_parses_and_describes() {
+        let h = Holder::parse("id=ab\nwho=me@laptop\npid=42\ncommand=up\nsince=100\nexpires=220\n");
+        assert_eq!(h.who, "me@laptop");
+        let d = h.describe(110);
+        assert!(d.contains("`bootstrap up` by me@laptop (pid 42)"), "{d}");
+        assert!(
+            d.contains("10s ago") && d.contains("expires in 110s"),
+            "{d}"
+        );
+        assert_eq!(clean("a'b;c"), "a_b_c");
+    }
+
+    #[test]
+    fn acquire_script_runs_in_sh() {
+        let s = acquire_script("ab", "id=ab\n", 5);
+        assert!(s.contains("ln \"$tmp\" \"$f\""));
+    }
+}
