@@ -590,98 +590,62 @@ async fn execute(
 
 async fn install_binary(l: &Live, spec: &UpSpec) -> Result<()> {
     let (arch, binary) = l.facts.k3s_arch()?;
-    let version = &spec.desired.version;
-    match spec.install.source {
-        InstallSource::Download => {
-            let out = l
-                .session
-                .exec(
-                    &Cmd::new(artifacts::download_script(
-                        &spec.install.mirror,
-                        version,
-                        arch,
-                        binary,
-                        k3s::BIN_PATH,
-                        0o755,
-                    ))
-                    .label(format!("download k3s {version}")),
-                )
-                .await?;
-            if !out.success() {
-                bail!(
-                    "{}: downloading k3s {version} from {} failed; the installed binary was left as it was:\n{}",
-                    l.spec.node.name,
-                    spec.install.mirror,
-                    out.stderr_tail(10)
-                );
-            }
-        }
-        InstallSource::Upload => {
-            let cache = Cache {
-                dir: spec.install.cache_dir.clone(),
-            };
-            let mirror = spec.install.mirror.clone();
-            let (v, a, b) = (version.clone(), arch.to_string(), binary.to_string());
-            let bytes = tokio::task::spawn_blocking(move || cache.verified(&mirror, &v, &a, &b))
-                .await?
-                .with_context(|| {
-                    format!("{}: preparing k3s {version} for upload", l.spec.node.name)
-                })?;
-            l.session
-                .put_file(
-                    k3s::BIN_PATH,
-                    ssh::Source::Bytes(&bytes),
-                    0o755,
-                    Some((0, 0)),
-                )
-                .await?;
-        }
-    }
-    Ok(())
+    install_artifact(l, spec, arch, binary, k3s::BIN_PATH, 0o755).await
 }
 
 async fn install_images(l: &Live, spec: &UpSpec, file: &str) -> Result<()> {
     let (arch, _) = l.facts.k3s_arch()?;
-    let version = &spec.desired.version;
     let dest = format!("{}/{file}", k3s::IMAGES_DIR);
-    match spec.install.source {
+    install_artifact(l, spec, arch, file, &dest, 0o644).await
+}
+
+/// Put release file `file` at `dest` on the host: downloaded there, or
+/// uploaded from the operator's cache. Either way its sha256 is checked
+/// against the release sums on the host, and only a match replaces `dest`.
+async fn install_artifact(
+    l: &Live,
+    spec: &UpSpec,
+    arch: &str,
+    file: &str,
+    dest: &str,
+    mode: u32,
+) -> Result<()> {
+    let version = &spec.desired.version;
+    let name = &l.spec.node.name;
+    let script = match spec.install.source {
         InstallSource::Download => {
-            let out = l
-                .session
-                .exec(
-                    &Cmd::new(artifacts::download_script(
-                        &spec.install.mirror,
-                        version,
-                        arch,
-                        file,
-                        &dest,
-                        0o644,
-                    ))
-                    .label(format!("download {file}")),
-                )
-                .await?;
-            if !out.success() {
-                bail!(
-                    "{}: downloading {file} of k3s {version} failed:\n{}",
-                    l.spec.node.name,
-                    out.stderr_tail(10)
-                );
-            }
+            artifacts::download_script(&spec.install.mirror, version, arch, file, dest, mode)
         }
         InstallSource::Upload => {
             let cache = Cache {
                 dir: spec.install.cache_dir.clone(),
             };
-            let path = cache.path(version, file);
             let mirror = spec.install.mirror.clone();
             let (v, a, f) = (version.clone(), arch.to_string(), file.to_string());
-            // Verified (and fetched when missing) once; streamed from disk.
-            tokio::task::spawn_blocking(move || cache.verified(&mirror, &v, &a, &f).map(|_| ()))
-                .await??;
+            let (path, want) =
+                tokio::task::spawn_blocking(move || cache.verified(&mirror, &v, &a, &f))
+                    .await?
+                    .with_context(|| {
+                        format!("{name}: preparing {file} of k3s {version} for upload")
+                    })?;
+            let (dir, base) = dest.rsplit_once('/').unwrap_or(("", dest));
+            let tmp = format!("{dir}/.{base}.bootstrap-upload");
             l.session
-                .put_file(&dest, ssh::Source::Path(&path), 0o644, Some((0, 0)))
+                .put_file(&tmp, ssh::Source::Path(&path), mode, Some((0, 0)))
                 .await?;
+            artifacts::verify_and_move_script(&tmp, dest, &want)
         }
+    };
+    let out = l
+        .session
+        .exec(&Cmd::new(script).label(format!("install {file} of k3s {version}")))
+        .await?;
+    if !out.success() {
+        bail!(
+            "{name}: installing {file} of k3s {version} from {} failed; {dest} was left as it was:\n{}",
+            spec.install.mirror,
+            out.stderr_tail(10)
+        );
     }
     Ok(())
 }

@@ -12,24 +12,6 @@ use xtask::lab::{Fault, Lab, LabGuard, LabSpec};
 const V1: &str = "v1.36.3+k3s1";
 const V2: &str = "v1.36.4+k3s1";
 
-fn events(lab: &Lab, server: &str) -> Vec<(String, String, serde_json::Value)> {
-    sh(
-        lab,
-        server,
-        "cat /var/lib/rancher/k3s/server/double/events.jsonl",
-    )
-    .lines()
-    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    .map(|v| {
-        (
-            v["kind"].as_str().unwrap_or("").to_string(),
-            v["node"].as_str().unwrap_or("").to_string(),
-            v,
-        )
-    })
-    .collect()
-}
-
 fn addr(lab: &Lab, node: &str) -> String {
     lab.node(node).unwrap().addr.to_string()
 }

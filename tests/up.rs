@@ -205,25 +205,6 @@ fn seed_topology_converges_and_reruns_change_nothing() {
     assert_eq!(tokens, tokens2);
 }
 
-/// Events the double recorded, as (kind, node) in order.
-fn events(lab: &Lab, server: &str) -> Vec<(String, String, serde_json::Value)> {
-    sh(
-        lab,
-        server,
-        "cat /var/lib/rancher/k3s/server/double/events.jsonl",
-    )
-    .lines()
-    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    .map(|v| {
-        (
-            v["kind"].as_str().unwrap_or("").to_string(),
-            v["node"].as_str().unwrap_or("").to_string(),
-            v,
-        )
-    })
-    .collect()
-}
-
 #[test]
 fn ha_servers_join_one_after_another() {
     if vagrant_mode() {

@@ -157,17 +157,58 @@ impl Cache {
         version: &str,
         arch: &str,
         file: &str,
-    ) -> Result<Vec<u8>, CacheError> {
+    ) -> Result<(PathBuf, String), CacheError> {
         let want = self.expected(mirror, version, arch, file)?;
         let path = self.path(version, file);
         fetch_if_missing(&path, &release_url(mirror, version, file))?;
-        let bytes = read(&path)?;
-        let got = crate::plan::sha256_hex(&bytes);
+        let got = sha256_file(&path)?;
         if got != want {
             return Err(CacheError::Mismatch { path, got, want });
         }
-        Ok(bytes)
+        Ok((path, want))
     }
+}
+
+/// The sha256 of a file, read in chunks (release files are large).
+fn sha256_file(path: &Path) -> Result<String, CacheError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let io = |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Script that checks the uploaded `tmp` against the release hash `want` on
+/// the host and only then moves it to `dest`; a mismatch removes `tmp`,
+/// exits [`EXIT_MISMATCH`] and leaves `dest` alone.
+pub fn verify_and_move_script(tmp: &str, dest: &str, want: &str) -> String {
+    format!(
+        r#"set -eu
+got=$(sha256sum {tmp} | cut -d' ' -f1)
+if [ "$got" != {want} ]; then
+  rm -f {tmp}
+  echo "sha256 of the uploaded file is $got but the release lists {want}; refusing to install it" >&2
+  exit {code}
+fi
+mv -f {tmp} {dest}
+"#,
+        tmp = sh_quote(tmp),
+        dest = sh_quote(dest),
+        want = sh_quote(want),
+        code = EXIT_MISMATCH,
+    )
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CacheError> {
@@ -272,10 +313,9 @@ mod tests {
             format!("{good}  k3s\n"),
         )
         .unwrap();
-        assert_eq!(
-            cache.verified("http://unused", v, "amd64", "k3s").unwrap(),
-            b"good"
-        );
+        let (path, want) = cache.verified("http://unused", v, "amd64", "k3s").unwrap();
+        assert_eq!(path, cache.path(v, "k3s"));
+        assert_eq!(want, good);
         std::fs::write(cache.path(v, "k3s"), b"evil").unwrap();
         let err = cache
             .verified("http://unused", v, "amd64", "k3s")

@@ -285,3 +285,23 @@ pub fn cmdlines(lab: &xtask::lab::Lab, node: &str) -> String {
     .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     .unwrap_or_default()
 }
+
+/// The k3s double's replicated event log on `server`, as (kind, node, event)
+/// in order.
+pub fn events(lab: &xtask::lab::Lab, server: &str) -> Vec<(String, String, serde_json::Value)> {
+    sh(
+        lab,
+        server,
+        "cat /var/lib/rancher/k3s/server/double/events.jsonl",
+    )
+    .lines()
+    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    .map(|v| {
+        (
+            v["kind"].as_str().unwrap_or("").to_string(),
+            v["node"].as_str().unwrap_or("").to_string(),
+            v,
+        )
+    })
+    .collect()
+}
