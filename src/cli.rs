@@ -60,7 +60,7 @@ enum SealedSecretsCommand {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Converge the cluster: install, join, labels, taints, kubeconfig.
+    /// Converge the cluster: install, join, labels, taints, add-ons, kubeconfig.
     Up {
         /// The inventory file (TOML).
         inventory: PathBuf,
