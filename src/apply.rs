@@ -513,34 +513,38 @@ fn plan_all(live: &[Live], spec: &UpSpec, tokens: &Tokens) -> Result<Vec<HostPla
 }
 
 /// Execute one host's plan, then wait until its service is up.
-async fn execute(
-    l: &Live,
-    p: &HostPlan,
-    spec: &UpSpec,
-    opts: &Options,
-    rep: &Reporter,
-) -> Result<Duration> {
+async fn execute(l: &Live, p: &HostPlan, opts: &Options, rep: &Reporter) -> Result<Duration> {
     let name = &l.spec.node.name;
     let s = &l.session;
     let mut waited = Duration::ZERO;
     let role = p.role;
     let mut unit_changed = false;
     for action in &p.actions {
-        rep.step(name, &action.to_string());
         match action {
-            Action::InstallBinary { .. } => {
-                install_binary(l, spec).await?;
+            // Put in place (fresh host) or staged (upgrade) by the artifacts
+            // phase; an upgrade moves the staged binary in now, at its turn.
+            Action::InstallBinary { .. } if !p.fresh => {
+                rep.step(name, &action.to_string());
+                s.run_ok(
+                    &Cmd::new(format!(
+                        "mv -f {} {}",
+                        ssh::sh_quote(STAGED_BIN),
+                        ssh::sh_quote(k3s::BIN_PATH)
+                    ))
+                    .label("put the staged k3s in place"),
+                )
+                .await?;
             }
-            Action::InstallImages { file, .. } => {
-                install_images(l, spec, file).await?;
-            }
+            Action::InstallBinary { .. } | Action::InstallImages { .. } => continue,
             Action::Links(links) => {
+                rep.step(name, &action.to_string());
                 s.run_ok(
                     &Cmd::new(artifacts::links_script(links)).label("link kubectl, crictl, ctr"),
                 )
                 .await?;
             }
             Action::WriteFile { file, .. } => {
+                rep.step(name, &action.to_string());
                 if file.path.ends_with(".service") {
                     unit_changed = true;
                 }
@@ -554,6 +558,7 @@ async fn execute(
                 .await?;
             }
             Action::Start { .. } | Action::Restart { .. } => {
+                rep.step(name, &action.to_string());
                 let svc = role.service();
                 let verb = if matches!(action, Action::Start { .. }) {
                     "start"
@@ -588,9 +593,68 @@ async fn execute(
     Ok(waited)
 }
 
-async fn install_binary(l: &Live, spec: &UpSpec) -> Result<()> {
+/// Where a new k3s binary waits, verified, until its host's turn to restart.
+const STAGED_BIN: &str = "/usr/local/bin/.k3s.bootstrap-staged";
+
+/// The binary goes straight into place on a fresh host (nothing runs it
+/// yet) and is staged on a host that runs k3s (a rolling upgrade).
+async fn install_binary(l: &Live, spec: &UpSpec, fresh: bool) -> Result<()> {
     let (arch, binary) = l.facts.k3s_arch()?;
-    install_artifact(l, spec, arch, binary, k3s::BIN_PATH, 0o755).await
+    let dest = if fresh { k3s::BIN_PATH } else { STAGED_BIN };
+    install_artifact(l, spec, arch, binary, dest, 0o755).await
+}
+
+/// Downloads and uploads for every host that needs them, side by side
+/// (bounded), before any server is touched: the serial server phase then
+/// only restarts, and a refused download stops the run with nothing restarted.
+async fn artifacts_phase(
+    live: &[Live],
+    plans: &[HostPlan],
+    spec: &UpSpec,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<()> {
+    let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let results = futures::future::join_all(live.iter().zip(plans).map(|(l, p)| {
+        let sem = sem.clone();
+        async move {
+            let _permit = sem.acquire().await;
+            let name = &l.spec.node.name;
+            for action in &p.actions {
+                match action {
+                    Action::InstallBinary { .. } => {
+                        rep.step(name, &action.to_string());
+                        install_binary(l, spec, p.fresh).await?;
+                        let what = if p.fresh {
+                            action.to_string()
+                        } else {
+                            format!("stage k3s {} (in place at its turn)", spec.desired.version)
+                        };
+                        rep.change(name, &what);
+                    }
+                    Action::InstallImages { file, .. } => {
+                        rep.step(name, &action.to_string());
+                        install_images(l, spec, file).await?;
+                        rep.change(name, &action.to_string());
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    }))
+    .await;
+    let errors: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+    if !errors.is_empty() {
+        bail!(
+            "{}\nno k3s service was restarted; fix the cause and run again",
+            errors.join("\n")
+        );
+    }
+    Ok(())
 }
 
 async fn install_images(l: &Live, spec: &UpSpec, file: &str) -> Result<()> {
@@ -836,6 +900,12 @@ pub async fn up(spec: &UpSpec, opts: &Options, rep: &Reporter, dry_run: bool) ->
         .phases
         .insert("prerequisites".into(), phase_start.elapsed().as_secs_f64());
 
+    let phase_start = Instant::now();
+    artifacts_phase(&live, &plans, spec, opts, rep).await?;
+    report
+        .phases
+        .insert("artifacts".into(), phase_start.elapsed().as_secs_f64());
+
     // Servers, one at a time: a server that already has data first, so a
     // fresh one always joins a live cluster; the init server when none has.
     let mut servers: Vec<&DesiredNode> = spec.desired.servers().collect();
@@ -850,7 +920,7 @@ pub async fn up(spec: &UpSpec, opts: &Options, rep: &Reporter, dry_run: bool) ->
     for n in servers {
         let (l, p) = by_name[n.name.as_str()];
         if !p.is_noop() {
-            waiting += execute(l, p, spec, opts, rep).await?;
+            waiting += execute(l, p, opts, rep).await?;
             if p.restarts() {
                 // Health gate: this server's Node is Ready before the next one.
                 let t = Instant::now();
@@ -882,7 +952,7 @@ pub async fn up(spec: &UpSpec, opts: &Options, rep: &Reporter, dry_run: bool) ->
                     if p.is_noop() {
                         return Ok(Duration::ZERO);
                     }
-                    execute(l, p, spec, opts, rep).await
+                    execute(l, p, opts, rep).await
                 }
             })
             .collect::<Vec<_>>(),
@@ -993,7 +1063,7 @@ async fn upgrade_agent(
     let name = &l.spec.node.name;
     let api = &server.session;
     crate::lifecycle::drain(api, name, opts.timeout.min(Duration::from_secs(300)), rep).await?;
-    let mut waited = execute(l, p, spec, opts, rep).await?;
+    let mut waited = execute(l, p, opts, rep).await?;
     let t = Instant::now();
     wait_node_ready(server, name, Some(&spec.desired.version), opts, rep).await?;
     waited += t.elapsed();

@@ -12,6 +12,11 @@ pub const HOST_FACTS_SCRIPT: &str = r#"set -u
 h() { if [ -f "$1" ]; then sha256sum "$1" 2>/dev/null | cut -d' ' -f1; else echo -; fi; }
 m() { stat -c %a "$1" 2>/dev/null || echo -; }
 p() { printf '%s\t%s\n' "$1" "$2"; }
+# Every unit's state in one systemctl call (each call costs a few ms).
+SVC=$(systemctl show -p Id,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic \
+  k3s.service k3s-agent.service iscsid.service iscsid.socket multipathd.service multipathd.socket 2>/dev/null)
+# u UNIT PROPERTY: that property of that unit, from $SVC.
+u() { printf '%s\n' "$SVC" | awk -v u="$1" -v k="$2" 'BEGIN{RS="";FS="\n"} {id="";v="";for(i=1;i<=NF;i++){n=index($i,"=");if(substr($i,1,n-1)=="Id")id=substr($i,n+1);if(substr($i,1,n-1)==k)v=substr($i,n+1)}; if(id==u){print v;exit}}'; }
 . /etc/os-release 2>/dev/null
 p os.id "${ID:-unknown}"
 p os.version "${VERSION_ID:-unknown}"
@@ -26,9 +31,9 @@ for s in k3s k3s-agent; do
   p "unit.$s.sha256" "$(h /etc/systemd/system/$s.service)"
   p "env.$s.sha256" "$(h /etc/systemd/system/$s.service.env)"
   p "env.$s.mode" "$(m /etc/systemd/system/$s.service.env)"
-  p "svc.$s.active" "$(systemctl is-active $s 2>/dev/null || true)"
-  p "svc.$s.enabled" "$(systemctl is-enabled $s 2>/dev/null || true)"
-  p "svc.$s.since" "$(systemctl show -p ActiveEnterTimestampMonotonic --value $s 2>/dev/null || echo 0)"
+  p "svc.$s.active" "$(u $s.service ActiveState)"
+  p "svc.$s.enabled" "$(u $s.service UnitFileState)"
+  p "svc.$s.since" "$(u $s.service ActiveEnterTimestampMonotonic)"
   p "uninstall.$s.sha256" "$(h /usr/local/bin/$s-uninstall.sh)"
 done
 p killall.sha256 "$(h /usr/local/bin/k3s-killall.sh)"
@@ -46,8 +51,8 @@ p kubeconfig.b64 "$(base64 -w0 /etc/rancher/k3s/k3s.yaml 2>/dev/null || echo -)"
 # Add-ons: Longhorn prerequisites and the extra manifests bootstrap wrote (src/addons).
 PATH="$PATH:/usr/sbin:/sbin"
 for b in iscsiadm mount.nfs cryptsetup dmsetup; do p "addons.lh.bin.$b" "$(command -v $b >/dev/null 2>&1 && echo yes || echo no)"; done
-p addons.lh.iscsid "$(systemctl is-active iscsid.service 2>/dev/null || true)/$(systemctl is-active iscsid.socket 2>/dev/null || true)"
-p addons.lh.multipathd "$(systemctl is-active multipathd.service 2>/dev/null || true)/$(systemctl is-active multipathd.socket 2>/dev/null || true)"
+p addons.lh.iscsid "$(u iscsid.service ActiveState)/$(u iscsid.socket ActiveState)"
+p addons.lh.multipathd "$(u multipathd.service ActiveState)/$(u multipathd.socket ActiveState)"
 p addons.lh.multipath.maps "$(dmsetup ls --target multipath 2>/dev/null | grep -vc 'No devices' || true)"
 for m in iscsi_tcp dm_crypt; do p "addons.lh.mod.$m" "$(if [ -d /sys/module/$m ]; then echo loaded; elif modinfo $m >/dev/null 2>&1; then echo available; else echo missing; fi)"; done
 p addons.lh.container "$(cat /run/systemd/container 2>/dev/null || systemd-detect-virt -c 2>/dev/null || true)"

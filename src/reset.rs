@@ -64,6 +64,8 @@ for m in $(awk -v p="$K3S_DATA_DIR" 'index($2, p) == 1 {print $2}' /proc/self/mo
 rm -rf /etc/rancher/k3s /run/k3s /run/flannel "$K3S_DATA_DIR" /var/lib/kubelet
 rmdir /var/lib/rancher 2>/dev/null
 rm -f "$BIN_DIR/k3s" "$BIN_DIR/k3s-killall.sh" "$BIN_DIR/k3s-uninstall.sh" "$BIN_DIR/k3s-agent-uninstall.sh"
+# bootstrap's own: a binary staged for an upgrade that did not happen.
+rm -f "$BIN_DIR/.k3s.bootstrap-staged" "$BIN_DIR"/.*.bootstrap-upload
 left=""
 for f in /etc/systemd/system/k3s.service /etc/systemd/system/k3s-agent.service "$BIN_DIR/k3s" /etc/rancher/k3s "$K3S_DATA_DIR" /var/lib/kubelet; do
   [ -e "$f" ] && left="$left $f"
