@@ -42,13 +42,7 @@ pub fn files(
         &values,
         chart_content,
     )?;
-    let mut out = vec![ManifestFile {
-        file: AddonKind::CertManager.chart_file(),
-        content: chart,
-        mode: 0o600,
-        owner: Owner::Addon(AddonKind::CertManager),
-        stage: Stage::Base,
-    }];
+    let mut out = vec![chart];
     let issuers: Vec<IssuerCtx> = c
         .issuers()
         .into_iter()

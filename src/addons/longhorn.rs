@@ -50,13 +50,7 @@ pub fn files(l: &Longhorn, chart_content: Option<&str>) -> Result<Vec<ManifestFi
         &values,
         chart_content,
     )?;
-    let mut out = vec![ManifestFile {
-        file: AddonKind::Longhorn.chart_file(),
-        content: chart,
-        mode: 0o600,
-        owner: Owner::Addon(AddonKind::Longhorn),
-        stage: Stage::Base,
-    }];
+    let mut out = vec![chart];
     if !l.storage_classes.is_empty() {
         let classes: Vec<ClassCtx> = l
             .storage_classes

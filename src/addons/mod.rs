@@ -297,6 +297,7 @@ impl AddonsSpec {
 
 /// Render a HelmChart manifest for `kind` (templates/addons/helmchart.yaml).
 #[allow(clippy::too_many_arguments)]
+/// The add-on's HelmChart manifest file.
 pub(crate) fn helmchart(
     kind: AddonKind,
     repo: &str,
@@ -305,7 +306,7 @@ pub(crate) fn helmchart(
     create_namespace: bool,
     values: &str,
     chart_content: Option<&str>,
-) -> Result<String, AddonError> {
+) -> Result<ManifestFile, AddonError> {
     let mut ctx = tera::Context::new();
     ctx.insert("addon", kind.inventory_name());
     ctx.insert("name", kind.chart_name());
@@ -316,7 +317,14 @@ pub(crate) fn helmchart(
     ctx.insert("create_namespace", &create_namespace);
     ctx.insert("values", values.trim());
     ctx.insert("chart_content", &chart_content);
-    Ok(templates::render("addons/helmchart.yaml", &ctx)?)
+    Ok(ManifestFile {
+        file: kind.chart_file(),
+        content: templates::render("addons/helmchart.yaml", &ctx)?,
+        // Values may hold credentials (a backup secret's name, an embedded chart).
+        mode: 0o600,
+        owner: Owner::Addon(kind),
+        stage: Stage::Base,
+    })
 }
 
 /// The chart major version (`41.3.0` → 41, `v1.21.2` → 1) and minor.

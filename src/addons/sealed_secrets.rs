@@ -215,13 +215,7 @@ pub fn files(
             owner: Owner::Addon(AddonKind::SealedSecrets),
             stage: Stage::Base,
         },
-        ManifestFile {
-            file: AddonKind::SealedSecrets.chart_file(),
-            content: chart,
-            mode: 0o600,
-            owner: Owner::Addon(AddonKind::SealedSecrets),
-            stage: Stage::Base,
-        },
+        chart,
     ])
 }
 

@@ -64,13 +64,7 @@ pub fn files(
         &values,
         chart_content,
     )?;
-    let mut out = vec![ManifestFile {
-        file: AddonKind::Traefik.chart_file(),
-        content: chart,
-        mode: 0o600,
-        owner: Owner::Addon(AddonKind::Traefik),
-        stage: Stage::Base,
-    }];
+    let mut out = vec![chart];
     if !t.routes.is_empty() {
         let routes: Vec<RouteCtx> = t
             .routes
