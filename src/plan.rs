@@ -516,6 +516,35 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, crate::k3s::config::
             reason: "environment",
         });
     }
+    // The scripts install.sh leaves beside the binary; no restart needed.
+    let scripts = [
+        (
+            "/usr/local/bin/k3s-killall.sh".to_string(),
+            k3s::unit::render_killall(),
+            facts.killall_sha256.as_deref(),
+        ),
+        (
+            role.uninstall_script(),
+            k3s::unit::render_uninstall(role),
+            svc.uninstall_sha256.as_deref(),
+        ),
+    ];
+    for (path, text, current) in scripts {
+        let file = FileSpec {
+            path,
+            mode: 0o755,
+            content: text
+                .map_err(crate::k3s::config::ConfigError::from)?
+                .into_bytes(),
+            secret: false,
+        };
+        if current != Some(file.sha256().as_str()) {
+            actions.push(Action::WriteFile {
+                file,
+                reason: "script",
+            });
+        }
+    }
     let text = config.render()?;
     let cfg = FileSpec {
         path: k3s::CONFIG_PATH.into(),
@@ -736,6 +765,7 @@ mod tests {
             bin_sha256: Some("x".into()),
             config_sha256: Some(sha256_hex(config.render().unwrap().as_bytes())),
             config_mode: Some(0o600),
+            killall_sha256: Some(sha256_hex(k3s::unit::render_killall().unwrap().as_bytes())),
             ..Default::default()
         };
         for l in k3s::LINKS {
@@ -749,6 +779,9 @@ mod tests {
             k3s::unit::render_unit(n.role).unwrap().as_bytes(),
         ));
         svc.env_sha256 = Some(sha256_hex(b""));
+        svc.uninstall_sha256 = Some(sha256_hex(
+            k3s::unit::render_uninstall(n.role).unwrap().as_bytes(),
+        ));
         svc.env_mode = Some(0o600);
         svc.active = "active".into();
         svc.enabled = "enabled".into();

@@ -18,6 +18,23 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/k3s/config.yaml"),
     ),
     (
+        "k3s/killall-body.sh",
+        include_str!("../templates/k3s/killall-body.sh"),
+    ),
+    (
+        "k3s/remove-body.sh",
+        include_str!("../templates/k3s/remove-body.sh"),
+    ),
+    (
+        "k3s/k3s-killall.sh",
+        include_str!("../templates/k3s/k3s-killall.sh"),
+    ),
+    (
+        "k3s/k3s-uninstall.sh",
+        include_str!("../templates/k3s/k3s-uninstall.sh"),
+    ),
+    ("k3s/reset.sh", include_str!("../templates/k3s/reset.sh")),
+    (
         "addons/helmchart.yaml",
         include_str!("../templates/addons/helmchart.yaml"),
     ),

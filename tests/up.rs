@@ -203,6 +203,36 @@ fn seed_topology_converges_and_reruns_change_nothing() {
     )
     .unwrap();
     assert_eq!(tokens, tokens2);
+
+    // The scripts install.sh leaves on a host are there, and they work: the
+    // agent's uninstall script removes k3s from worker-2, and `up` puts it back.
+    assert_eq!(
+        sh(
+            &lab,
+            "master-1",
+            "stat -c %a /usr/local/bin/k3s-killall.sh /usr/local/bin/k3s-uninstall.sh"
+        ),
+        "755\n755\n"
+    );
+    sh(
+        &lab,
+        "worker-2",
+        "/usr/local/bin/k3s-agent-uninstall.sh >/dev/null",
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "worker-2",
+            "ls /usr/local/bin/k3s* /etc/systemd/system/k3s* /etc/rancher/k3s 2>/dev/null | wc -l"
+        )
+        .trim(),
+        "0"
+    );
+    let (sum, _) = work.up_json();
+    assert!(sum["changes"].as_u64().unwrap() > 0);
+    assert!(is_ready(node(&nodes(&lab, "master-1"), "worker-2")));
+    let (sum, _) = work.up_json();
+    assert_eq!(sum["changes"], 0, "{sum}");
 }
 
 #[test]

@@ -15,6 +15,24 @@ pub fn render_unit(role: Role) -> Result<String, TemplateError> {
     templates::render("k3s/k3s.service", &ctx)
 }
 
+/// `/usr/local/bin/k3s-killall.sh`, as install.sh writes it (reference §2.6).
+pub fn render_killall() -> Result<String, TemplateError> {
+    templates::render("k3s/k3s-killall.sh", &Context::new())
+}
+
+/// `/usr/local/bin/<service>-uninstall.sh`, as install.sh writes it (§2.7).
+pub fn render_uninstall(role: Role) -> Result<String, TemplateError> {
+    let mut ctx = Context::new();
+    ctx.insert("service", role.service());
+    templates::render("k3s/k3s-uninstall.sh", &ctx)
+}
+
+/// What `bootstrap reset` runs on a host: the killall steps, then both
+/// services and everything k3s left removed.
+pub fn render_reset() -> Result<String, TemplateError> {
+    templates::render("k3s/reset.sh", &Context::new())
+}
+
 /// The env file (0600). install.sh fills it with K3S_* variables; bootstrap keeps
 /// every setting, the tokens included, in config.yaml, so it stays empty.
 pub fn render_env(_role: Role) -> String {
@@ -32,6 +50,21 @@ mod tests {
         assert!(unit.ends_with("ExecStart=/usr/local/bin/k3s \\\n    server \\\n\n"));
         assert!(unit.contains("Type=notify\n"));
         assert!(unit.contains("TimeoutStartSec=0\n"));
+    }
+
+    #[test]
+    fn scripts_render_with_their_parts() {
+        let killall = render_killall().unwrap();
+        assert!(killall.starts_with("#!/bin/sh\n"));
+        assert!(killall.contains("systemctl stop"));
+        let agent = render_uninstall(Role::Agent).unwrap();
+        assert!(agent.contains("systemctl disable k3s-agent "));
+        assert!(agent.contains("/usr/local/bin/k3s-killall.sh\n"));
+        assert!(agent.contains("Additional k3s services installed"));
+        assert!(agent.contains("rm -rf /etc/rancher/k3s"));
+        let reset = render_reset().unwrap();
+        assert!(reset.contains("systemctl stop") && reset.contains("echo uninstalled"));
+        assert!(!reset.contains("{%"));
     }
 
     #[test]
