@@ -28,6 +28,12 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 pub fn test(extra: &[String]) -> Result<()> {
     let root = lab::workspace_root();
     lab::prepare().context("preparing the lab (host packages, rootfs)")?;
+    let kubectl = lab::kubectl::find()?;
+    eprintln!(
+        "xtask: upstream kubectl {} ({}) runs in the lab's nodes and in the tests",
+        lab::kubectl::version(&kubectl),
+        kubectl.display()
+    );
     let labs_before: BTreeSet<String> = lab::list_labs().into_iter().collect();
     cargo(&root, &["fmt", "--all", "--", "--check"])?;
     cargo(

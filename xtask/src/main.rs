@@ -58,6 +58,13 @@ enum LabCmd {
         /// k3s versions to publish on the mirror (the first goes in the inventory).
         #[arg(long = "k3s-version")]
         k3s_versions: Vec<String>,
+        /// Give nodes DNS names (<node>.<lab>.lab.test, resolvable here and in the nodes) and
+        /// use them in the inventory.
+        #[arg(long)]
+        dns: bool,
+        /// Put this node behind a NAT'd address, like a cloud floating IP (repeatable).
+        #[arg(long = "nat", value_name = "NODE")]
+        nat: Vec<String>,
     },
     /// Tear a lab down (also a half-built one).
     Down {
@@ -162,6 +169,9 @@ fn print_lab(lab: &Lab, with_state: bool) -> Result<()> {
         } else {
             println!("{:<12} {:<15} {}", n.name, n.addr, kind(n.kind));
         }
+        if n.host() != n.addr.to_string() {
+            println!("{:<12} reached as {}", "", n.host());
+        }
     }
     Ok(())
 }
@@ -215,10 +225,14 @@ fn run(cli: Cli) -> Result<()> {
             spares,
             name,
             k3s_versions,
+            dns,
+            nat,
         } => {
             let mut spec = LabSpec::new(&name, nodes);
             spec.servers = servers;
             spec.spares = spares;
+            spec.dns = dns;
+            spec.nat = nat;
             if !k3s_versions.is_empty() {
                 spec.k3s_versions = k3s_versions;
             }

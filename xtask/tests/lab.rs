@@ -24,6 +24,10 @@ fn lab(spec: LabSpec) -> LabGuard {
 }
 
 fn ssh(lab: &Lab, user: &str, addr: Ipv4Addr, command: &str) -> Output {
+    ssh_to(lab, user, &addr.to_string(), command)
+}
+
+fn ssh_to(lab: &Lab, user: &str, host: &str, command: &str) -> Output {
     Command::new("ssh")
         .arg("-i")
         .arg(lab.operator_key_path())
@@ -33,7 +37,7 @@ fn ssh(lab: &Lab, user: &str, addr: Ipv4Addr, command: &str) -> Output {
             lab.known_hosts_path().display()
         ))
         .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
-        .arg(format!("{user}@{addr}"))
+        .arg(format!("{user}@{host}"))
         .arg(command)
         .output()
         .expect("running ssh")
@@ -382,4 +386,67 @@ fn thirty_nodes() {
         elapsed < Duration::from_secs(150),
         "30 nodes took {elapsed:?}"
     );
+}
+
+/// Hosts named by DNS and a node behind a NAT'd address, as users' hosts are; `down` removes
+/// what the lab changed on this machine for them.
+#[test]
+fn names_and_nat_like_real_hosts() {
+    let name = "xt-names";
+    let lab = lab(LabSpec {
+        dns: true,
+        nat: vec!["worker-1".into()],
+        ..LabSpec::new(name, 2)
+    });
+    let w1 = lab.node("worker-1").expect("worker-1").clone();
+    let public = w1.public.expect("worker-1 is behind NAT");
+    let dns = w1.dns.clone().expect("worker-1 has a name");
+    // The name resolves here, to the address the operator uses, and in the nodes.
+    use std::net::ToSocketAddrs;
+    let here = (dns.as_str(), 22)
+        .to_socket_addrs()
+        .expect("resolves")
+        .next();
+    assert_eq!(here.map(|a| a.ip()), Some(std::net::IpAddr::V4(public)));
+    let there = exec(&lab, "master-1", &["getent", "hosts", &dns]);
+    assert_eq!(
+        there.split_whitespace().next(),
+        Some(public.to_string().as_str())
+    );
+    // The NAT'd address reaches the node, which does not have it on its interface.
+    let ifaddrs = ok(&ssh_to(&lab, "root", &dns, "ip -4 -o addr show eth0"));
+    assert!(ifaddrs.contains(&format!("{}/24", w1.addr)), "{ifaddrs}");
+    assert!(!ifaddrs.contains(&public.to_string()), "{ifaddrs}");
+    assert_eq!(
+        ok(&ssh(&lab, "root", public, "hostname")).trim(),
+        "worker-1"
+    );
+    let from_master = lab
+        .exec(
+            "master-1",
+            &[
+                "timeout",
+                "5",
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{public}/22; head -c 4 <&3"),
+            ],
+        )
+        .expect("exec");
+    assert_eq!(ok(&from_master), "SSH-");
+    let inv = std::fs::read_to_string(lab.inventory_path()).unwrap();
+    assert!(inv.contains(&format!("host = \"{dns}\"")), "{inv}");
+    let route = format!("10.214.{}.0/24", public.octets()[2]);
+    let routes =
+        String::from_utf8_lossy(&Command::new("ip").args(["route"]).output().unwrap().stdout)
+            .into_owned();
+    assert!(routes.contains(&route), "{routes}");
+
+    Lab::down_by_name(name).expect("down");
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    assert!(!hosts.contains(name), "{hosts}");
+    let routes =
+        String::from_utf8_lossy(&Command::new("ip").args(["route"]).output().unwrap().stdout)
+            .into_owned();
+    assert!(!routes.contains(&route), "{routes}");
 }

@@ -2,6 +2,8 @@
 //! the host, with an HTTP mirror serving k3s-double releases. See DESIGN.md, "The lab".
 
 mod build;
+mod hosts;
+pub mod kubectl;
 mod mirror;
 mod net;
 mod node;
@@ -13,14 +15,16 @@ mod util;
 pub use build::{build_double, workspace_root};
 pub use mirror::{percent_decode, serve as serve_mirror};
 pub use spec::{
-    plan_nodes, render_inventory, validate_name, InventoryInput, LabNode, LabSpec, NodeKind,
-    DEFAULT_K3S_VERSION, MIRROR_PORT,
+    dns_name, plan_nodes, render_inventory, validate_name, InventoryInput, LabNode, LabSpec,
+    NodeKind, DEFAULT_K3S_VERSION, MIRROR_PORT,
 };
 pub use state::{list_labs, LAB_ROOT};
 
 /// Install the host packages the lab needs and build the node rootfs, once;
 /// what `Lab::up` would do first, done up front (CI, demo).
 pub fn prepare() -> anyhow::Result<()> {
+    // An upstream kubectl first: without one there is no lab, and the message says what to do.
+    kubectl::find()?;
     rootfs::ensure_host_tools()?;
     rootfs::ensure_rootfs()?;
     Ok(())
@@ -116,6 +120,8 @@ fn nodes_of(state: &State) -> Vec<LabNode> {
             name: n.name.clone(),
             addr: n.addr,
             kind: n.kind,
+            public: n.public,
+            dns: n.dns.clone(),
         })
         .collect()
 }
@@ -158,8 +164,11 @@ fn reserve(spec: &LabSpec, rootfs: &Path) -> Result<State> {
                 peer_if: n.name.clone(),
                 machine: format!("bsl{index}-{}", n.name),
                 nspawn: None,
+                public: n.public,
+                dns: n.dns.clone(),
             })
             .collect(),
+        hosts_file: false,
     };
     std::fs::create_dir_all(dir.join("nodes"))?;
     st.save()?;
@@ -235,6 +244,35 @@ impl Lab {
         }
         self.start_mirror(xtask)?;
 
+        let public_net = format!("{}/24", spec::public_host(self.index, 0));
+        let nat: Vec<(Ipv4Addr, Ipv4Addr)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.public.map(|p| (p, n.addr)))
+            .collect();
+        if !nat.is_empty() {
+            net::setup_nat(
+                &st.bridge_netns,
+                &st.host_if,
+                spec::router_addr(self.index),
+                &public_net,
+                &nat,
+            )?;
+        }
+        let names: Vec<(String, String)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.dns.clone().map(|d| (n.reachable().to_string(), d)))
+            .collect();
+        if !names.is_empty() {
+            let _lock = state::global_lock()?;
+            {
+                let mut g = self.state();
+                g.hosts_file = true;
+                g.save()?;
+            }
+            hosts::add(&self.name, &names)?;
+        }
         let mut known_hosts = String::new();
         for n in &st.nodes {
             let p = NodePaths::new(&self.dir, &n.name);
@@ -245,11 +283,17 @@ impl Lab {
                 n.addr,
                 self.host_addr(),
             )?;
+            if !nat.is_empty() {
+                net::route_public(&n.netns, spec::router_addr(self.index), &public_net)?;
+            }
             node::mount_overlay(rootfs, &p)?;
             let lab_node = self.node(&n.name).context("node vanished")?;
             let host_key =
                 node::personalize(&p, lab_node, &self.nodes, self.host_addr(), &operator_pub)?;
-            known_hosts.push_str(&format!("{} {host_key}\n", n.addr));
+            let mut names = vec![n.addr.to_string()];
+            names.extend(n.public.map(|a| a.to_string()));
+            names.extend(n.dns.clone());
+            known_hosts.push_str(&format!("{} {host_key}\n", names.join(",")));
         }
         util::write_mode(&self.known_hosts_path(), known_hosts.as_bytes(), 0o644)?;
         self.write_inventory()?;
@@ -339,6 +383,11 @@ impl Lab {
         require_root()?;
         let dir = state::lab_dir(name);
         let st = State::load(name).ok();
+        {
+            // Names in the machine's /etc/hosts go first: nothing else depends on them.
+            let _lock = state::global_lock()?;
+            hosts::remove(name)?;
+        }
         if let Some(st) = &st {
             let procs: Vec<ProcRef> = st.nodes.iter().filter_map(|n| n.nspawn).collect();
             util::terminate_all(&procs, STOP_GRACE);
@@ -405,6 +454,11 @@ impl Lab {
 
     pub fn node(&self, name: &str) -> Option<&LabNode> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// What the inventory names a node by (its DNS name, NAT'd or own address).
+    pub fn host_of(&self, name: &str) -> Option<String> {
+        self.node(name).map(LabNode::host)
     }
 
     fn node_state(&self, name: &str) -> Result<NodeState> {

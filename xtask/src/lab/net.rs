@@ -157,3 +157,113 @@ pub fn lab_netns(name: &str) -> Vec<String> {
     }
     out
 }
+
+/// Makes the bridge namespace a router for the lab's NAT'd range: each public address is
+/// DNATed to its node's interface address, and the source is rewritten to the router so
+/// replies come back through it (as a cloud's 1:1 NAT for a floating IP would).
+pub fn setup_nat(
+    bridge_ns: &str,
+    host_if: &str,
+    router: Ipv4Addr,
+    public_net: &str,
+    pairs: &[(Ipv4Addr, Ipv4Addr)],
+) -> Result<()> {
+    sh(
+        "ip",
+        &[
+            "-n",
+            bridge_ns,
+            "addr",
+            "add",
+            &format!("{router}/24"),
+            "dev",
+            "br0",
+        ],
+    )?;
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            bridge_ns,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        ],
+    )?;
+    for (public, private) in pairs {
+        let (p, q) = (public.to_string(), private.to_string());
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                bridge_ns,
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &p,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &q,
+            ],
+        )?;
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                bridge_ns,
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-d",
+                &q,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "DNAT",
+                "-j",
+                "SNAT",
+                "--to-source",
+                &router.to_string(),
+            ],
+        )?;
+    }
+    sh(
+        "ip",
+        &[
+            "route",
+            "replace",
+            public_net,
+            "via",
+            &router.to_string(),
+            "dev",
+            host_if,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Routes a node's traffic for the NAT'd range through the lab's router.
+pub fn route_public(node_ns: &str, router: Ipv4Addr, public_net: &str) -> Result<()> {
+    sh(
+        "ip",
+        &[
+            "-n",
+            node_ns,
+            "route",
+            "replace",
+            public_net,
+            "via",
+            &router.to_string(),
+        ],
+    )?;
+    Ok(())
+}

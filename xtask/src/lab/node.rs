@@ -115,6 +115,13 @@ pub fn personalize(
     for n in all {
         hosts.push_str(&format!("{}\t{}\n", n.addr, n.name));
     }
+    // DNS names resolve to the address others reach a node at (NAT'd or not), as a public
+    // DNS record would.
+    for n in all {
+        if let Some(d) = &n.dns {
+            hosts.push_str(&format!("{}\t{d}\n", n.reachable()));
+        }
+    }
     std::fs::write(root.join("etc/hosts"), hosts)?;
 
     let key = root.join("etc/ssh/ssh_host_ed25519_key");

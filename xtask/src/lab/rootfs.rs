@@ -27,7 +27,11 @@ pub const PACKAGES: &[&str] = &[
 ];
 
 /// Bump when the customisation below changes, so old caches are not reused.
-const RECIPE_VERSION: &str = "3";
+const RECIPE_VERSION: &str = "4";
+
+/// Where the node image keeps upstream kubectl; the k3s double's `kubectl` execs it
+/// (tests/k3s-double/src/kubectl.rs). Off PATH, so install.sh's link logic is unaffected.
+pub const NODE_KUBECTL: &str = "usr/lib/k3s-double/kubectl";
 
 /// Host commands the lab runs, and the Debian package that provides each.
 const HOST_TOOLS: &[(&str, &str)] = &[
@@ -40,6 +44,9 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("tar", "tar"),
     ("gzip", "gzip"),
     ("mount", "mount"),
+    // NAT'd lab nodes (a router namespace), and the TLS checks tests make from the host.
+    ("iptables", "iptables"),
+    ("openssl", "openssl"),
 ];
 
 /// Installs whatever host tool is missing (CI starts from a fresh Debian machine).
@@ -62,11 +69,11 @@ pub fn ensure_host_tools() -> Result<()> {
     Ok(())
 }
 
-fn cache_key() -> String {
+fn cache_key(kubectl_sha: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(format!(
-        "{RECIPE_VERSION}|{SUITE}|{DEBIAN_MIRROR}|{}",
+        "{RECIPE_VERSION}|{SUITE}|{DEBIAN_MIRROR}|{}|kubectl={kubectl_sha}",
         PACKAGES.join(",")
     ));
     hex(&h.finalize())[..12].to_string()
@@ -76,7 +83,16 @@ fn cache_key() -> String {
 /// renamed into place, so an interrupted build never leaves a half cache behind.
 pub fn ensure_rootfs() -> Result<PathBuf> {
     let root = Path::new(CACHE_ROOT);
-    let key = cache_key();
+    let kubectl = super::kubectl::find()?;
+    // The binary's identity without hashing 60 MB on every lab start: path, size and mtime.
+    let m = std::fs::metadata(&kubectl)?;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let key = cache_key(&format!("{}:{}:{mtime}", kubectl.display(), m.len()));
     let dir = root.join(format!("rootfs-{key}"));
     if dir.join(".complete").is_file() {
         return Ok(dir);
@@ -99,6 +115,10 @@ pub fn ensure_rootfs() -> Result<PathBuf> {
     ))
     .context("debootstrap failed")?;
     customize(&tmp)?;
+    let dest = tmp.join(NODE_KUBECTL);
+    std::fs::create_dir_all(dest.parent().context("no parent")?)?;
+    std::fs::copy(&kubectl, &dest)
+        .with_context(|| format!("cannot copy {} into the node image", kubectl.display()))?;
     std::fs::write(tmp.join(".complete"), key.as_bytes())?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;

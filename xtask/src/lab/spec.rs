@@ -21,6 +21,12 @@ pub struct LabSpec {
     pub servers: usize,
     pub spares: usize,
     pub k3s_versions: Vec<String>,
+    /// Give every node a DNS name (`<node>.<lab>.lab.test`), resolvable on this machine and in
+    /// the nodes; the inventory then names hosts by it.
+    pub dns: bool,
+    /// Nodes behind a NAT'd address (like a cloud floating IP): the operator and the other
+    /// nodes reach them at `10.214.<lab>.<host>`, which is not on the node's interface.
+    pub nat: Vec<String>,
 }
 
 impl LabSpec {
@@ -31,6 +37,8 @@ impl LabSpec {
             servers: 1,
             spares: 0,
             k3s_versions: vec![DEFAULT_K3S_VERSION.to_string()],
+            dns: false,
+            nat: Vec::new(),
         }
     }
 
@@ -57,6 +65,15 @@ impl LabSpec {
                 bail!("invalid k3s version {v:?}");
             }
         }
+        let names: Vec<String> = plan_nodes(self, 1).into_iter().map(|n| n.name).collect();
+        for n in &self.nat {
+            if !names.contains(n) {
+                bail!(
+                    "--nat {n:?}: the lab has no such node (it has {})",
+                    names.join(", ")
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -71,8 +88,29 @@ pub enum NodeKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabNode {
     pub name: String,
+    /// The address on the node's interface.
     pub addr: Ipv4Addr,
     pub kind: NodeKind,
+    /// The NAT'd address others reach it at, when behind NAT.
+    pub public: Option<Ipv4Addr>,
+    /// Its DNS name, when the lab gives names.
+    pub dns: Option<String>,
+}
+
+impl LabNode {
+    /// The address the operator and the other nodes use: the name, else the NAT'd address,
+    /// else the interface address.
+    pub fn host(&self) -> String {
+        self.dns
+            .clone()
+            .or_else(|| self.public.map(|p| p.to_string()))
+            .unwrap_or_else(|| self.addr.to_string())
+    }
+
+    /// The IP address others reach it at.
+    pub fn reachable(&self) -> Ipv4Addr {
+        self.public.unwrap_or(self.addr)
+    }
 }
 
 /// Lab names end up in netns names, interface-free paths and machine names: keep them short
@@ -94,6 +132,20 @@ pub fn subnet_host(index: u8, host: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 213, index, host)
 }
 
+/// The NAT'd ("public") range of a lab: host `h` of lab `i` is 10.214.i.h.
+pub fn public_host(index: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 214, index, host)
+}
+
+/// The router inside the lab's bridge namespace that NATs the public range.
+pub fn router_addr(index: u8) -> Ipv4Addr {
+    subnet_host(index, 2)
+}
+
+pub fn dns_name(lab: &str, node: &str) -> String {
+    format!("{node}.{lab}.lab.test")
+}
+
 /// Servers first (`master-N`), then agents (`worker-N`), then spares (`spare-N`), with
 /// addresses .11, .12, ... in that order.
 pub fn plan_nodes(spec: &LabSpec, index: u8) -> Vec<LabNode> {
@@ -107,8 +159,11 @@ pub fn plan_nodes(spec: &LabSpec, index: u8) -> Vec<LabNode> {
     for (prefix, count, kind) in groups {
         for n in 1..=count {
             let host = (FIRST_NODE_HOST + out.len()) as u8;
+            let name = format!("{prefix}-{n}");
             out.push(LabNode {
-                name: format!("{prefix}-{n}"),
+                public: spec.nat.contains(&name).then(|| public_host(index, host)),
+                dns: spec.dns.then(|| dns_name(&spec.name, &name)),
+                name,
                 addr: subnet_host(index, host),
                 kind,
             });
@@ -165,7 +220,7 @@ pub fn render_inventory(i: &InventoryInput) -> String {
         s.push_str(&format!(
             "\n[[node]]\nname = {}\nhost = {}\nrole = \"{role}\"\n",
             toml_str(&n.name),
-            toml_str(&n.addr.to_string())
+            toml_str(&n.host())
         ));
     }
     let spares: Vec<_> = i
@@ -176,7 +231,7 @@ pub fn render_inventory(i: &InventoryInput) -> String {
     if !spares.is_empty() {
         s.push_str("\n# Spare nodes: booted and in known_hosts, not part of the cluster.\n");
         for n in spares {
-            s.push_str(&format!("# spare {} = {}\n", n.name, n.addr));
+            s.push_str(&format!("# spare {} = {}\n", n.name, n.host()));
         }
     }
     s
@@ -292,6 +347,30 @@ role = "agent"
 # spare spare-1 = 10.213.5.13
 "#;
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn names_and_nat_change_the_hosts_the_inventory_uses() {
+        let spec = LabSpec {
+            dns: true,
+            nat: vec!["worker-1".into()],
+            ..LabSpec::new("net", 2)
+        };
+        spec.validate().unwrap();
+        let nodes = plan_nodes(&spec, 4);
+        assert_eq!(nodes[0].host(), "master-1.net.lab.test");
+        assert_eq!(nodes[1].public, Some(public_host(4, 12)));
+        assert_eq!(nodes[1].reachable().to_string(), "10.214.4.12");
+        let nat_only = LabSpec {
+            nat: vec!["master-1".into()],
+            ..LabSpec::new("n", 1)
+        };
+        assert_eq!(plan_nodes(&nat_only, 4)[0].host(), "10.214.4.11");
+        let bad = LabSpec {
+            nat: vec!["worker-9".into()],
+            ..LabSpec::new("n", 1)
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct NodeState {
     pub machine: String,
     /// The running `systemd-nspawn`, if any.
     pub nspawn: Option<ProcRef>,
+    #[serde(default)]
+    pub public: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +39,9 @@ pub struct State {
     pub rootfs: Option<PathBuf>,
     pub k3s_versions: Vec<String>,
     pub nodes: Vec<NodeState>,
+    /// Whether this lab wrote its names into the machine's /etc/hosts (`down` removes them).
+    #[serde(default)]
+    pub hosts_file: bool,
 }
 
 pub fn lab_dir(name: &str) -> PathBuf {
