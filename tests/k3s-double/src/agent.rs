@@ -1,13 +1,23 @@
-//! `k3s agent`: join a server with the token, register the Node, heartbeat.
+//! `k3s agent`: the client load balancer on 127.0.0.1:6444, token validation through it, node
+//! registration, heartbeats.
+//!
+//! As in k3s, the agent talks to the servers through its local load balancer
+//! (`pkg/agent/proxy/apiproxy.go` NewSupervisorProxy; `pkg/agent/run.go`
+//! createProxyAndValidateToken), so the serving certificate is checked against 127.0.0.1, not
+//! against the `server:` address; with `disable-apiserver-lb` it is checked against that
+//! address.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::common::{self, Op};
 use crate::config::Config;
+use crate::join::{self, Validated};
+use crate::net::client::{self, Target};
 use crate::nodes::{self, NodeInfo};
-use crate::{http, token, util, version, version_line};
+use crate::{util, version, version_line};
 
 fn node_info(cfg: &Config, name: &str, ip: &str) -> NodeInfo {
     let (arch, kernel, os) = common::os_facts();
@@ -30,59 +40,75 @@ fn node_info(cfg: &Config, name: &str, ip: &str) -> NodeInfo {
     }
 }
 
-fn try_join(
-    url: &str,
-    addr: &str,
-    t: &token::Token,
-    info: &NodeInfo,
-) -> Result<Vec<String>, String> {
-    let ca = http::call(addr, "GET", "/cacerts", &[], &[], Duration::from_secs(10))
-        .map_err(|e| format!("Failed to validate connection to cluster at {url}: failed to get CA certs: Get \"{url}/cacerts\": {e}"))?;
-    if let Some(h) = &t.ca_hash {
-        let actual = token::ca_hash(&ca.body);
-        if *h != actual {
-            let _ = http::call(
-                addr,
-                "POST",
-                "/v1/refused",
-                &[],
-                json!({"name": info.name, "reason": "token CA hash mismatch"})
-                    .to_string()
-                    .as_bytes(),
-                Duration::from_secs(5),
-            );
-            return Err(format!("Failed to validate connection to cluster at {url}: token CA hash does not match the Cluster CA certificate hash: {h} != {actual}"));
+/// The agent's load balancer: TCP to the servers it knows, the `server:` address last.
+fn start_lb(port: u16, default: String, servers: Arc<Mutex<Vec<String>>>) -> Result<(), String> {
+    let rt = crate::net::rt();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+        .map_err(|e| format!("failed to listen on 127.0.0.1:{port}: {e}"))?;
+    rt.spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            let mut candidates = servers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if !candidates.contains(&default) {
+                candidates.push(default.clone());
+            }
+            tokio::spawn(async move {
+                for c in candidates {
+                    if let Ok(Ok(mut out)) = tokio::time::timeout(
+                        Duration::from_secs(3),
+                        tokio::net::TcpStream::connect(&c),
+                    )
+                    .await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        return;
+                    }
+                }
+            });
         }
-    }
-    let auth = http::basic_auth("node", &t.password);
+    });
+    Ok(())
+}
+
+/// Registers the node (k3s's config.Get: retried forever while the server says no).
+fn register(v: &Validated, lb_url: &str, info: &NodeInfo) -> Result<Vec<String>, String> {
+    let auth = client::basic_auth("node", &v.password);
     let op = Op::Join {
         role: "agent".into(),
         node: info.clone(),
         member: None,
     };
-    match common::post_op(addr, &auth, &op, Duration::from_secs(30)) {
-        Ok((200, v)) => Ok(v
+    let cfg_url = format!("{lb_url}/v1-k3s/config");
+    match common::post_op(&v.target, &v.trust(), &auth, &op, Duration::from_secs(30)) {
+        Ok((200, r)) => Ok(r
             .get("servers")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-            .unwrap_or_else(|| vec![addr.to_string()])),
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()),
         Ok((401, _)) => Err(format!(
-            "Failed to validate connection to cluster at {url}: token is not valid: {url}/v1-k3s/config: 401 Unauthorized"
+            "failed to retrieve configuration from server: {cfg_url}: 401 Unauthorized"
         )),
-        Ok((403, v)) => Err(common::resp_message(&v)),
-        Ok((_, v)) => Err(format!("Failed to connect to {url}: {}", common::resp_message(&v))),
-        Err(e) => Err(format!("Failed to validate connection to cluster at {url}: {e}")),
+        Ok((403, r)) => Err(common::resp_message(&r)),
+        Ok((_, r)) => Err(common::resp_message(&r)),
+        Err(e) => Err(format!(
+            "failed to retrieve configuration from server: {}",
+            e.go("GET", &cfg_url)
+        )),
     }
 }
 
-/// Sends to the first server that answers; returns its reply.
-fn send(servers: &[String], auth: &str, op: &Op) -> Option<Value> {
-    for s in servers {
-        if let Ok((200, v)) = common::post_op(s, auth, op, Duration::from_secs(10)) {
-            return Some(v);
-        }
+fn send(v: &Validated, auth: &str, op: &Op) -> Option<Value> {
+    match common::post_op(&v.target, &v.trust(), auth, op, Duration::from_secs(10)) {
+        Ok((200, r)) => Some(r),
+        _ => None,
     }
-    None
 }
 
 pub fn run(cfg: Config) -> ! {
@@ -105,33 +131,77 @@ pub fn run(cfg: Config) -> ! {
             "kubelet exited: failed to validate kubelet flags: {e}"
         ));
     }
-    let t = token::parse(&tok);
-    let addr = http::host_port(&url);
+    let default = match Target::from_url(&url) {
+        Ok(t) => t.authority(),
+        Err(e) => util::fatal(e),
+    };
+    let servers: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let supervisor = if cfg.bool("disable-apiserver-lb") {
+        url.clone()
+    } else {
+        let port: u16 = cfg
+            .get("lb-server-port")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(6444);
+        if let Err(e) = start_lb(port, default.clone(), servers.clone()) {
+            util::fatal(e);
+        }
+        format!("https://127.0.0.1:{port}")
+    };
+    let v = loop {
+        match join::validate(&supervisor, &tok) {
+            Ok(v) => break v,
+            Err(e) => {
+                if e.starts_with("token CA hash does not match") {
+                    // The double's event log records refusals (tests read them).
+                    if let Ok(t) = Target::from_url(&supervisor) {
+                        let body =
+                            json!({"name": name, "reason": "token CA hash mismatch"}).to_string();
+                        let _ = client::call(
+                            &t,
+                            &crate::net::tls::Trust::Insecure,
+                            None,
+                            client::Request::post("/v1-k3s-double/refused", body.into_bytes()),
+                            Duration::from_secs(5),
+                        );
+                    }
+                }
+                util::error(format!(
+                    "Failed to validate connection to cluster at {url}: {e}"
+                ))
+            }
+        }
+        if common::sleep_or_stop(Duration::from_secs(2)) {
+            std::process::exit(0);
+        }
+    };
     let ip = common::local_ip(&cfg, Some(&url));
     let info = node_info(&cfg, &name, &ip);
-    let mut servers = loop {
-        match try_join(&url, &addr, &t, &info) {
+    let learned = loop {
+        match register(&v, &supervisor, &info) {
             Ok(s) => break s,
-            Err(e) => util::error(e),
+            Err(e) => util::info(format!(
+                "Waiting to retrieve agent configuration; server is not ready: {e}"
+            )),
         }
         if common::sleep_or_stop(Duration::from_secs(5)) {
             std::process::exit(0);
         }
     };
-    if !servers.contains(&addr) {
-        servers.push(addr.clone());
-    }
+    *servers.lock().unwrap_or_else(|p| p.into_inner()) = learned.clone();
     let dd = cfg.data_dir().join("agent");
+    let mut known = learned;
+    if !known.contains(&default) {
+        known.push(default.clone());
+    }
     let _ = util::write_file(
         &dd.join("double/servers.json"),
-        serde_json::to_string(&servers)
-            .unwrap_or_default()
-            .as_bytes(),
+        serde_json::to_string(&known).unwrap_or_default().as_bytes(),
         0o600,
     );
-    let auth = http::basic_auth("node", &t.password);
+    let auth = client::basic_auth("node", &v.password);
     send(
-        &servers,
+        &v,
         &auth,
         &Op::Event {
             node: name.clone(),
@@ -144,20 +214,18 @@ pub fn run(cfg: Config) -> ! {
     ));
     crate::notify::ready();
     loop {
-        match send(&servers, &auth, &Op::Heartbeat { node: name.clone() }) {
-            Some(v) => {
+        match send(&v, &auth, &Op::Heartbeat { node: name.clone() }) {
+            Some(r) => {
                 // Learn servers added later (the agent's load balancer does this in k3s).
-                for s in v
+                let list: Vec<String> = r
                     .get("servers")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
-                {
-                    if let Some(s) = s.as_str() {
-                        if !servers.iter().any(|x| x == s) {
-                            servers.push(s.to_string());
-                        }
-                    }
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect();
+                if !list.is_empty() {
+                    *servers.lock().unwrap_or_else(|p| p.into_inner()) = list;
                 }
             }
             None => util::warn("failed to post node status to any server"),
@@ -168,7 +236,7 @@ pub fn run(cfg: Config) -> ! {
     }
     util::info("Received SIGTERM, shutting down");
     send(
-        &servers,
+        &v,
         &auth,
         &Op::Event {
             node: name,

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::http;
-use crate::kubectl;
+use crate::net::client::{self, Request, Target};
+use crate::net::tls::Trust;
 use crate::nodes::NodeInfo;
 use crate::store::Member;
 use crate::util;
@@ -34,8 +34,9 @@ pub enum Op {
         kind: String,
         detail: Value,
     },
-    Kubectl {
-        req: kubectl::Request,
+    /// Names for the shared serving certificate (dynamiclistener's `AddCN`).
+    AddServingNames {
+        names: Vec<String>,
     },
     ApplyAddon {
         node: String,
@@ -129,8 +130,8 @@ pub fn local_ip(cfg: &Config, target: Option<&str>) -> String {
         let ip = s.local_addr().ok()?.ip();
         (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
     };
-    if let Some(t) = target {
-        if let Some(ip) = probe(&http::host_port(t)) {
+    if let Some(t) = target.and_then(|t| Target::from_url(t).ok()) {
+        if let Some(ip) = probe(&format!("{}:{}", t.host, t.port)) {
             return ip;
         }
     }
@@ -206,19 +207,20 @@ pub fn node_args(role: &str, cfg: &Config) -> Vec<String> {
     a
 }
 
+/// Sends an op to a server's `/v1-k3s-double/op` over TLS (trusting the cluster CA).
 pub fn post_op(
-    addr: &str,
+    target: &Target,
+    trust: &Trust,
     auth: &str,
     op: &Op,
     timeout: Duration,
-) -> std::io::Result<(u16, Value)> {
-    let body = serde_json::to_vec(op).map_err(std::io::Error::other)?;
-    let r = http::call(
-        addr,
-        "POST",
-        "/v1/op",
-        &[("Authorization", auth)],
-        &body,
+) -> Result<(u16, Value), client::NetError> {
+    let body = serde_json::to_vec(op).map_err(|e| client::NetError(e.to_string()))?;
+    let r = client::call(
+        target,
+        trust,
+        None,
+        Request::post("/v1-k3s-double/op", body).header("Authorization", auth),
         timeout,
     )?;
     let v = serde_json::from_slice(&r.body)

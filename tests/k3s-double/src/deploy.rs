@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::api;
 use crate::common::Op;
-use crate::kubectl;
+use crate::kinds;
+use crate::objects;
 use crate::server::Server;
-use crate::store::{key_of, meta, State};
+use crate::store::{key_of, kind_of, meta, State};
 use crate::util;
 
 pub const INTERVAL: Duration = Duration::from_secs(15);
@@ -202,8 +202,8 @@ fn pass(srv: &Server, root: &Path, seen: &mut HashMap<PathBuf, SystemTime>, forc
             }
         }
         let text = String::from_utf8_lossy(&content).to_string();
-        let docs = match kubectl::docs_of(&[(path.display().to_string(), text)]) {
-            Ok(d) => d.into_iter().map(|(_, v)| v).collect(),
+        let docs = match parse_docs(&text) {
+            Ok(d) => d,
             Err(e) => {
                 util::error(format!(
                     "Failed to process config for {}: {e}",
@@ -231,6 +231,30 @@ fn pass(srv: &Server, root: &Path, seen: &mut HashMap<PathBuf, SystemTime>, forc
     }
 }
 
+/// The documents of a manifest file (`List` objects unpacked, empty documents skipped).
+pub fn parse_docs(text: &str) -> Result<Vec<Value>, String> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        let v = serde_yaml::Value::deserialize(de).map_err(|e| e.to_string())?;
+        let j: Value = serde_json::to_value(v).map_err(|e| e.to_string())?;
+        if j.is_null() {
+            continue;
+        }
+        if kind_of(&j) == "List" {
+            out.extend(
+                j.get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        } else {
+            out.push(j);
+        }
+    }
+    Ok(out)
+}
+
 /// Applies one manifest file as Addon `kube-system/<name>`, pruning objects removed from it.
 pub fn apply_addon(
     st: &mut State,
@@ -244,18 +268,26 @@ pub fn apply_addon(
     let mut keys = BTreeSet::new();
     let mut changed = Vec::new();
     for d in docs {
-        let ki = match api::resolve_manifest(st, d, path) {
-            Ok(k) => k,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
+        let av = d.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let all = st.kinds();
+        let Some(ki) = kinds::by_kind(&all, av, kind_of(d)).cloned() else {
+            errors.push(format!(
+                "failed to process {path}: no matches for kind \"{}\" in version \"{av}\"",
+                kind_of(d)
+            ));
+            continue;
         };
+        if meta(d, "name").is_empty() {
+            errors.push(format!(
+                "failed to process {path}: resource name may not be empty"
+            ));
+            continue;
+        }
         let ns = match meta(d, "namespace") {
             "" => "default".to_string(),
             x => x.to_string(),
         };
-        match api::apply_object(st, d.clone(), &ki, &ns) {
+        match objects::upsert(st, &ki, &ns, d.clone(), origin) {
             Ok(r) => {
                 let mut probe = d.clone();
                 if ki.namespaced {
@@ -264,16 +296,11 @@ pub fn apply_addon(
                     m.remove("namespace");
                 }
                 keys.insert(key_of(&probe));
-                if r != api::Applied::Unchanged {
-                    changed.push(format!(
-                        "{}/{} {}",
-                        ki.qualified(),
-                        meta(d, "name"),
-                        r.word()
-                    ));
+                if r {
+                    changed.push(format!("{}/{} applied", ki.qualified(), meta(d, "name")));
                 }
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.message),
         }
     }
     let prev: BTreeSet<String> = st
@@ -289,7 +316,7 @@ pub fn apply_addon(
         .unwrap_or_default();
     if errors.is_empty() {
         for k in prev.difference(&keys) {
-            api::delete_object(st, k, origin);
+            objects::request_delete(st, k, &objects::DeleteOptions::default(), origin);
             changed.push(format!("{k} pruned"));
         }
     }
@@ -315,7 +342,12 @@ pub fn apply_addon(
         })
         .unwrap_or(true);
     if differs {
-        st.put(addon);
+        let ak = crate::store::obj_key("k3s.cattle.io", "Addon", "kube-system", name);
+        if st.objects.contains_key(&ak) {
+            st.replace(&ak, addon);
+        } else {
+            st.put(addon);
+        }
     }
     if errors.is_empty() {
         st.event(
@@ -345,9 +377,9 @@ pub fn delete_addon(st: &mut State, origin: &str, name: &str) {
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
     for k in &objs {
-        api::delete_object(st, k, origin);
+        objects::request_delete(st, k, &objects::DeleteOptions::default(), origin);
     }
-    st.delete(&crate::store::obj_key(
+    st.remove(&crate::store::obj_key(
         "k3s.cattle.io",
         "Addon",
         "kube-system",

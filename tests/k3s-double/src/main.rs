@@ -1,5 +1,6 @@
-//! A stand-in for k3s for the lab: same CLI, files, join protocol contract and
-//! `k3s kubectl` subset as real k3s, with a tiny replicated state instead of Kubernetes.
+//! A stand-in for k3s for the lab: same CLI, files, certificates, join protocol and
+//! Kubernetes API (served over TLS, for the upstream kubectl that `k3s kubectl` runs), with a
+//! small replicated state and controllers instead of etcd, kube-controller-manager and kubelets.
 
 mod agent;
 mod api;
@@ -7,12 +8,17 @@ mod common;
 mod config;
 mod controllers;
 mod deploy;
-mod http;
+mod join;
 mod kinds;
 mod kubectl;
+mod net;
 mod nodes;
 mod notify;
+mod objects;
+mod pki;
 mod server;
+mod serving;
+mod status;
 mod store;
 mod token;
 mod util;
@@ -56,7 +62,7 @@ fn main() {
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_default();
     if prog == "kubectl" {
-        std::process::exit(kubectl::main(&argv[1..]));
+        kubectl::main(&argv[1..]);
     }
     if prog == "crictl" || prog == "ctr" {
         eprintln!("{prog} is not implemented by the k3s double");
@@ -70,7 +76,7 @@ fn main() {
         }
         Some("server") => run_role(Role::Server, rest),
         Some("agent") => run_role(Role::Agent, rest),
-        Some("kubectl") => std::process::exit(kubectl::main(rest)),
+        Some("kubectl") => kubectl::main(rest),
         Some("crictl")
         | Some("ctr")
         | Some("token")

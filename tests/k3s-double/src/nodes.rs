@@ -193,10 +193,7 @@ pub fn register(st: &mut State, info: &NodeInfo, origin: &str) -> Result<bool, S
             "metadata": {"name": info.name, "labels": labels, "annotations": {}},
             "spec": spec,
             "status": {
-                "addresses": [
-                    {"type": "InternalIP", "address": info.internal_ip},
-                    {"type": "Hostname", "address": info.name},
-                ],
+                "addresses": addresses(info),
                 "allocatable": {"cpu": "2", "ephemeral-storage": "19316009748", "memory": "3911468Ki", "pods": "110"},
                 "capacity": {"cpu": "2", "ephemeral-storage": "19856500Ki", "memory": "3911468Ki", "pods": "110"},
                 "conditions": conditions("True", "KubeletReady", "kubelet is posting ready status", &now),
@@ -245,11 +242,11 @@ pub fn register(st: &mut State, info: &NodeInfo, origin: &str) -> Result<bool, S
     } else {
         // Mutable node-labels: add/update on every start, never remove.
         let mut changed = Vec::new();
-        if let Some(node) = st.objects.get_mut(&key) {
-            let labels = node
+        st.update(&key, |node| {
+            if let Some(labels) = node
                 .pointer_mut("/metadata/labels")
-                .and_then(Value::as_object_mut);
-            if let Some(labels) = labels {
+                .and_then(Value::as_object_mut)
+            {
                 for l in &info.labels {
                     let (k, v) = split_label(l);
                     if labels.get(&k).and_then(Value::as_str) != Some(v.as_str()) {
@@ -258,9 +255,8 @@ pub fn register(st: &mut State, info: &NodeInfo, origin: &str) -> Result<bool, S
                     }
                 }
             }
-        }
+        });
         if !changed.is_empty() {
-            st.dirty = true;
             st.event(
                 origin,
                 "label",
@@ -268,13 +264,12 @@ pub fn register(st: &mut State, info: &NodeInfo, origin: &str) -> Result<bool, S
             );
         }
     }
-    // Annotations k3s keeps current on every start.
-    let rv = st.bump_rv();
-    if let Some(node) = st.objects.get_mut(&key) {
-        let ann = node
+    // Annotations and addresses k3s keeps current on every start.
+    st.update(&key, |node| {
+        if let Some(ann) = node
             .pointer_mut("/metadata/annotations")
-            .and_then(Value::as_object_mut);
-        if let Some(ann) = ann {
+            .and_then(Value::as_object_mut)
+        {
             ann.insert("k3s.io/hostname".into(), json!(info.name));
             ann.insert("k3s.io/internal-ip".into(), json!(info.internal_ip));
             if let Some(ext) = &info.external_ip {
@@ -315,15 +310,21 @@ pub fn register(st: &mut State, info: &NodeInfo, origin: &str) -> Result<bool, S
                 );
             }
         }
-        node["metadata"]["resourceVersion"] = json!(rv);
         node["status"]["nodeInfo"]["kubeletVersion"] = json!(info.version);
         node["status"]["nodeInfo"]["kubeProxyVersion"] = json!(info.version);
-        if let Some(addrs) = node.pointer_mut("/status/addresses/0/address") {
-            *addrs = json!(info.internal_ip);
-        }
-    }
-    st.dirty = true;
+        node["status"]["addresses"] = addresses(info);
+    });
     Ok(created)
+}
+
+/// `status.addresses` as k3s's cloud provider sets them (`pkg/cloudprovider/instances.go`).
+fn addresses(info: &NodeInfo) -> Value {
+    let mut a = vec![json!({"type": "InternalIP", "address": info.internal_ip})];
+    if let Some(ext) = &info.external_ip {
+        a.push(json!({"type": "ExternalIP", "address": ext}));
+    }
+    a.push(json!({"type": "Hostname", "address": info.name}));
+    json!(a)
 }
 
 pub fn conditions(ready: &str, reason: &str, msg: &str, now: &str) -> Value {
@@ -420,7 +421,9 @@ mod tests {
         assert_eq!(n.pointer("/metadata/labels/node.role").unwrap(), "database");
         assert_eq!(n.pointer("/metadata/labels/tier").unwrap(), "gold");
         assert!(n.pointer("/spec/taints/0").is_some());
-        st.delete(&obj_key("", "Node", "", "w1"));
+        st.remove(&obj_key("", "Node", "", "w1"));
+        let secret = obj_key("", "Secret", "kube-system", "w1.node-password.k3s");
+        st.remove(&secret);
         assert!(register(&mut st, &info("w1", "other"), "w1").unwrap());
     }
 

@@ -1,8 +1,11 @@
-//! `k3s server`: bootstrap or join, the API, replication, controllers.
+//! `k3s server`: bootstrap or join, the HTTPS listener on 6443, replication between servers,
+//! controllers.
+//!
+//! Replication stands in for etcd: the first reachable member (in join order) leads and is
+//! the only writer; the others pass every write to it and take its state after each commit.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -12,10 +15,13 @@ use serde_json::{json, Value};
 
 use crate::common::{self, Op};
 use crate::config::Config;
-use crate::http::{self, Request, Response};
+use crate::net::client::{self, Request, Target};
+use crate::net::server::{full, HttpResponse};
+use crate::net::tls::{self, DynamicCert, Trust};
 use crate::nodes::{self, NodeInfo};
+use crate::serving::{self, Serving};
 use crate::store::{Bootstrap, Member, State};
-use crate::{controllers, deploy, kubectl, token, util, version, version_line};
+use crate::{controllers, deploy, join, pki, token, util, version, version_line};
 
 pub struct Ctx {
     pub cfg: Config,
@@ -39,6 +45,7 @@ pub struct Server {
     member_name: Option<String>,
     /// False until a restarted clustered server has caught up with a quorum of peers.
     synced: std::sync::atomic::AtomicBool,
+    pub serving: Serving,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,24 +53,6 @@ pub enum Auth {
     None,
     Node,
     Server,
-    Admin,
-}
-
-fn fake_pem(label: &str, what: &str) -> String {
-    let mut body = format!("k3s-double {what} ").into_bytes();
-    body.extend(util::random_bytes(180));
-    let b = base64::engine::general_purpose::STANDARD.encode(body);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or(""));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-pub fn admin_bearer(admin_key_pem: &[u8]) -> String {
-    util::sha256_hex(admin_key_pem)
 }
 
 fn read_token(cfg: &Config, key: &str, file_key: &str) -> Option<String> {
@@ -74,6 +63,14 @@ fn read_token(cfg: &Config, key: &str, file_key: &str) -> Option<String> {
     std::fs::read_to_string(f)
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+fn json_resp(code: u16, v: &Value) -> HttpResponse {
+    full(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 impl Server {
@@ -100,6 +97,32 @@ impl Server {
         }
     }
 
+    /// The cluster's server CA bundle: what `/cacerts` serves and peers trust.
+    pub fn server_ca(&self) -> Vec<u8> {
+        self.state
+            .lock()
+            .expect("state lock")
+            .bootstrap
+            .server_ca_crt
+            .clone()
+            .into_bytes()
+    }
+
+    /// The leader's API address when it is another server.
+    pub fn leader_elsewhere(&self) -> Option<String> {
+        let st = self.state.lock().expect("state lock");
+        self.leader(&st)
+            .filter(|m| m.node != self.ctx.node)
+            .map(|m| m.api)
+    }
+
+    pub fn mark_down(&self, api: &str) {
+        self.peers_up
+            .lock()
+            .expect("peers lock")
+            .insert(api.to_string(), false);
+    }
+
     pub fn has_quorum(&self, st: &State) -> bool {
         if st.members.len() <= 1 {
             return true;
@@ -111,6 +134,25 @@ impl Server {
             .filter(|m| m.node == self.ctx.node || *up.get(&m.api).unwrap_or(&false))
             .count();
         n * 2 > st.members.len()
+    }
+
+    /// (caught up with the cluster, etcd has quorum).
+    pub fn health(&self) -> (bool, bool) {
+        let st = self.state.lock().expect("state lock");
+        (
+            self.synced.load(std::sync::atomic::Ordering::SeqCst),
+            self.has_quorum(&st),
+        )
+    }
+
+    /// Which members this server sees up, by node name (itself included).
+    pub fn members_up(&self, st: &State) -> Vec<String> {
+        let up = self.peers_up.lock().expect("peers lock");
+        st.members
+            .iter()
+            .filter(|m| m.node == self.ctx.node || *up.get(&m.api).unwrap_or(&false))
+            .map(|m| m.node.clone())
+            .collect()
     }
 
     fn persist(&self, st: &State) {
@@ -184,17 +226,10 @@ impl Server {
         true
     }
 
-    fn auth(&self, req: &Request, st: &State) -> Auth {
-        let Some(h) = req.header("Authorization") else {
-            return Auth::None;
-        };
-        if let Some(b) = h.strip_prefix("Bearer ") {
-            if b.trim() == admin_bearer(st.bootstrap.admin_key.as_bytes()) {
-                return Auth::Admin;
-            }
-            return Auth::None;
-        }
-        match http::parse_basic(h) {
+    /// Basic auth against the passwd file's two users (k3s `pkg/server/auth`).
+    pub fn check_basic(&self, h: &str) -> Auth {
+        let st = self.state.lock().expect("state lock");
+        match parse_basic(h) {
             Some((u, p)) if u == "server" && p == st.bootstrap.server_password => Auth::Server,
             Some((u, p))
                 if u == "node"
@@ -224,49 +259,61 @@ impl Server {
         }
     }
 
-    fn handle(&self, req: Request) -> Response {
-        match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/cacerts") => {
-                let st = self.state.lock().expect("state lock");
-                Response::new(200, st.bootstrap.ca_crt.clone())
-            }
-            ("GET", "/readyz") | ("GET", "/healthz") | ("GET", "/livez") => {
-                Response::new(200, "ok")
-            }
-            ("GET", "/ping") => {
+    /// A name seen on a connection (SNI, local address, Host header).
+    pub fn learn_name(&self, name: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let st = self.state.lock().ok()?;
+        self.serving.learn(&st, name)
+    }
+
+    /// The double's own paths under `/v1-k3s-double/` (replication, joins, heartbeats).
+    pub fn supervisor(
+        &self,
+        method: &str,
+        path: &str,
+        auth_h: &str,
+        forwarded: bool,
+        origin: &str,
+        body: Vec<u8>,
+    ) -> HttpResponse {
+        let auth = self.check_basic(auth_h);
+        match (method, path) {
+            ("GET", "ping") => {
                 if !self.synced.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Response::new(503, "not synced");
+                    return full(503, "text/plain", "not synced");
                 }
                 let st = self.state.lock().expect("state lock");
-                Response::json(
+                json_resp(
                     200,
                     &json!({"epoch": st.epoch, "rev": st.rev, "writer": st.writer, "node": self.ctx.node, "cluster": st.cluster_id}),
                 )
             }
-            ("GET", "/v1/state") => {
+            ("GET", "state") => {
+                if auth != Auth::Server {
+                    return full(401, "text/plain", "Unauthorized");
+                }
                 let st = self.state.lock().expect("state lock");
-                if self.auth(&req, &st) != Auth::Server {
-                    return Response::new(401, "Unauthorized");
-                }
-                Response::new(200, serde_json::to_vec(&*st).unwrap_or_default())
+                full(
+                    200,
+                    "application/json",
+                    serde_json::to_vec(&*st).unwrap_or_default(),
+                )
             }
-            ("POST", "/v1/state") => {
-                {
-                    let st = self.state.lock().expect("state lock");
-                    if self.auth(&req, &st) != Auth::Server {
-                        return Response::new(401, "Unauthorized");
-                    }
+            ("POST", "state") => {
+                if auth != Auth::Server {
+                    return full(401, "text/plain", "Unauthorized");
                 }
-                match serde_json::from_slice::<State>(&req.body) {
+                match serde_json::from_slice::<State>(&body) {
                     Ok(s) => {
                         self.adopt(s);
-                        Response::new(200, "{}")
+                        let st = self.state.lock().expect("state lock");
+                        let _ = self.serving.refresh(&st);
+                        json_resp(200, &json!({}))
                     }
-                    Err(e) => Response::new(400, e.to_string()),
+                    Err(e) => full(400, "text/plain", e.to_string()),
                 }
             }
-            ("POST", "/v1/refused") => {
-                let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            ("POST", "refused") => {
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let node = v
                     .get("name")
                     .and_then(Value::as_str)
@@ -279,64 +326,78 @@ impl Server {
                     .to_string();
                 let mut st = self.state.lock().expect("state lock");
                 self.note_refused(&mut st, &node, &reason);
-                Response::new(200, "{}")
+                json_resp(200, &json!({}))
             }
-            ("POST", "/v1/op") => self.handle_op(req),
-            _ => Response::new(404, "404 page not found"),
+            ("POST", "op") => self.handle_op(&body, auth_h, auth, forwarded, origin),
+            _ => full(404, "text/plain", "404 page not found"),
         }
     }
 
-    fn handle_op(&self, req: Request) -> Response {
-        let op: Op = match serde_json::from_slice(&req.body) {
+    fn handle_op(
+        &self,
+        body: &[u8],
+        auth_h: &str,
+        auth: Auth,
+        forwarded: bool,
+        origin: &str,
+    ) -> HttpResponse {
+        let op: Op = match serde_json::from_slice(body) {
             Ok(op) => op,
-            Err(e) => return Response::json(400, &json!({"error": e.to_string()})),
+            Err(e) => return json_resp(400, &json!({"error": e.to_string()})),
         };
-        let forwarded = req.header("X-K3s-Double-Forwarded").is_some();
-        let origin = req
-            .header("X-K3s-Double-Origin")
-            .map(str::to_string)
-            .unwrap_or_else(|| self.ctx.node.clone());
-        let auth_h = req.header("Authorization").unwrap_or("").to_string();
+        let origin = if origin.is_empty() {
+            self.ctx.node.clone()
+        } else {
+            origin.to_string()
+        };
         for _attempt in 0..3 {
-            let (auth, leader, quorum) = {
+            let (leader, quorum, ca) = {
                 let st = self.state.lock().expect("state lock");
-                (self.auth(&req, &st), self.leader(&st), self.has_quorum(&st))
+                (
+                    self.leader(&st),
+                    self.has_quorum(&st),
+                    st.bootstrap.server_ca_crt.clone(),
+                )
             };
             if !quorum {
-                return Response::json(503, &json!({"error": "etcdserver: request timed out"}));
+                return json_resp(503, &json!({"error": "etcdserver: request timed out"}));
             }
             match leader {
                 Some(l) if l.node != self.ctx.node && !forwarded => {
-                    match http::call(
-                        &l.api,
-                        "POST",
-                        "/v1/op",
-                        &[
-                            ("Authorization", &auth_h),
-                            ("X-K3s-Double-Forwarded", "1"),
-                            ("X-K3s-Double-Origin", &origin),
-                        ],
-                        &req.body,
-                        Duration::from_secs(3600),
+                    let Ok(t) = Target::from_host_port(&l.api, 6443) else {
+                        break;
+                    };
+                    let req = Request::post("/v1-k3s-double/op", body.to_vec())
+                        .header("Authorization", auth_h)
+                        .header("X-K3s-Double-Forwarded", "1")
+                        .header(crate::api::ORIGIN, &origin);
+                    match client::call(
+                        &t,
+                        &Trust::Ca(ca.into_bytes()),
+                        None,
+                        req,
+                        Duration::from_secs(60),
                     ) {
-                        Ok(r) => return r,
+                        Ok(r) => {
+                            return full(r.status, "application/json", r.body);
+                        }
                         Err(_) => {
                             // The leader just died: mark it down and pick the next one.
-                            self.peers_up
-                                .lock()
-                                .expect("peers lock")
-                                .insert(l.api.clone(), false);
+                            self.mark_down(&l.api);
                             continue;
                         }
                     }
                 }
-                _ => return self.execute(op, auth, &origin),
+                _ => {
+                    let (code, v) = self.execute(op, auth, &origin);
+                    return json_resp(code, &v);
+                }
             }
         }
-        Response::json(503, &json!({"error": "etcdserver: leader changed"}))
+        json_resp(503, &json!({"error": "etcdserver: leader changed"}))
     }
 
-    pub fn execute(&self, op: Op, auth: Auth, origin: &str) -> Response {
+    pub fn execute(&self, op: Op, auth: Auth, _origin: &str) -> (u16, Value) {
         match op {
             Op::Join { role, node, member } => {
                 let mut st = self.state.lock().expect("state lock");
@@ -346,11 +407,11 @@ impl Server {
                 };
                 if !ok {
                     self.note_refused(&mut st, &node.name, "invalid token");
-                    return Response::json(401, &json!({"error": "Unauthorized"}));
+                    return (401, json!({"error": "Unauthorized"}));
                 }
                 if let Err(msg) = nodes::register(&mut st, &node, &node.name) {
                     self.note_refused(&mut st, &node.name, "node password rejected");
-                    return Response::json(403, &json!({"error": msg}));
+                    return (403, json!({"error": msg}));
                 }
                 if role == "server" {
                     if let Some(m) = member {
@@ -376,6 +437,7 @@ impl Server {
                     .lock()
                     .expect("hb lock")
                     .insert(node.name.clone(), Instant::now());
+                self.tick_controllers(&mut st);
                 self.commit(&mut st);
                 let servers: Vec<String> = if st.members.is_empty() {
                     vec![self.ctx.api.clone()]
@@ -386,44 +448,31 @@ impl Server {
                 if role == "server" {
                     resp["state"] = serde_json::to_value(&*st).unwrap_or(Value::Null);
                 }
-                Response::json(200, &resp)
+                (200, resp)
             }
             Op::Heartbeat { node } => {
                 if auth == Auth::None {
-                    return Response::json(401, &json!({"error": "Unauthorized"}));
+                    return (401, json!({"error": "Unauthorized"}));
                 }
                 let st = self.state.lock().expect("state lock");
                 if st.get("", "Node", "", &node).is_none() {
-                    return Response::json(
-                        404,
-                        &json!({"error": format!("nodes \"{node}\" not found")}),
-                    );
+                    return (404, json!({"error": format!("nodes \"{node}\" not found")}));
                 }
                 self.heartbeats
                     .lock()
                     .expect("hb lock")
                     .insert(node, Instant::now());
                 let servers: Vec<String> = st.members.iter().map(|m| m.api.clone()).collect();
-                Response::json(200, &json!({"servers": servers}))
+                (200, json!({"servers": servers}))
             }
             Op::Event { node, kind, detail } => {
                 if auth == Auth::None {
-                    return Response::json(401, &json!({"error": "Unauthorized"}));
+                    return (401, json!({"error": "Unauthorized"}));
                 }
                 let mut st = self.state.lock().expect("state lock");
                 st.event(&node, &kind, detail);
                 self.commit(&mut st);
-                Response::json(200, &json!({}))
-            }
-            Op::Kubectl { req } => {
-                if auth != Auth::Admin {
-                    return Response::json(
-                        200,
-                        &json!({"stdout": "", "stderr": "error: You must be logged in to the server (Unauthorized)\n", "code": 1}),
-                    );
-                }
-                let out = kubectl::serve(self, &req, origin);
-                Response::json(200, &serde_json::to_value(out).unwrap_or(Value::Null))
+                (200, json!({}))
             }
             Op::ApplyAddon {
                 node,
@@ -433,36 +482,51 @@ impl Server {
                 docs,
             } => {
                 if auth != Auth::Server {
-                    return Response::json(401, &json!({"error": "Unauthorized"}));
+                    return (401, json!({"error": "Unauthorized"}));
                 }
                 let mut st = self.state.lock().expect("state lock");
                 let r = deploy::apply_addon(&mut st, &node, &name, &path, &checksum, &docs);
+                self.tick_controllers(&mut st);
                 self.commit(&mut st);
                 match r {
-                    Ok(()) => Response::json(200, &json!({})),
-                    Err(e) => Response::json(422, &json!({"error": e})),
+                    Ok(()) => (200, json!({})),
+                    Err(e) => (422, json!({"error": e})),
                 }
             }
             Op::DeleteAddon { node, name } => {
                 if auth != Auth::Server {
-                    return Response::json(401, &json!({"error": "Unauthorized"}));
+                    return (401, json!({"error": "Unauthorized"}));
                 }
                 let mut st = self.state.lock().expect("state lock");
                 deploy::delete_addon(&mut st, &node, &name);
                 self.commit(&mut st);
-                Response::json(200, &json!({}))
+                (200, json!({}))
+            }
+            Op::AddServingNames { names } => {
+                if auth != Auth::Server {
+                    return (401, json!({"error": "Unauthorized"}));
+                }
+                let mut st = self.state.lock().expect("state lock");
+                let r = serving::add_names(&mut st, &names);
+                self.commit(&mut st);
+                let _ = self.serving.refresh(&st);
+                match r {
+                    Ok(_) => (200, json!({})),
+                    Err(e) => (500, json!({"error": e})),
+                }
             }
         }
     }
 
     /// Runs an op as this server (locally when leader, else through the leader).
     pub fn submit(&self, op: &Op) -> Result<Value, String> {
-        let (leader, pw, quorum) = {
+        let (leader, pw, quorum, ca) = {
             let st = self.state.lock().expect("state lock");
             (
                 self.leader(&st),
                 st.bootstrap.server_password.clone(),
                 self.has_quorum(&st),
+                st.bootstrap.server_ca_crt.clone(),
             )
         };
         if !quorum {
@@ -470,23 +534,26 @@ impl Server {
         }
         match leader {
             Some(l) if l.node != self.ctx.node => {
-                let auth = http::basic_auth("server", &pw);
-                match common::post_op(&l.api, &auth, op, Duration::from_secs(30)) {
+                let auth = client::basic_auth("server", &pw);
+                let t = Target::from_host_port(&l.api, 6443)?;
+                match common::post_op(
+                    &t,
+                    &Trust::Ca(ca.into_bytes()),
+                    &auth,
+                    op,
+                    Duration::from_secs(30),
+                ) {
                     Ok((200, v)) => Ok(v),
                     Ok((_, v)) => Err(common::resp_message(&v)),
                     Err(e) => {
-                        self.peers_up
-                            .lock()
-                            .expect("peers lock")
-                            .insert(l.api.clone(), false);
+                        self.mark_down(&l.api);
                         Err(e.to_string())
                     }
                 }
             }
             _ => {
-                let r = self.execute(op.clone(), Auth::Server, &self.ctx.node);
-                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-                if r.status == 200 {
+                let (status, v) = self.execute(op.clone(), Auth::Server, &self.ctx.node);
+                if status == 200 {
                     Ok(v)
                 } else {
                     Err(common::resp_message(&v))
@@ -494,9 +561,33 @@ impl Server {
             }
         }
     }
+
+    pub fn tick_controllers(&self, st: &mut State) {
+        if !self.is_leader(st) || !self.has_quorum(st) {
+            return;
+        }
+        let since = self
+            .leader_since
+            .lock()
+            .expect("leader lock")
+            .unwrap_or_else(Instant::now);
+        let hbs = self.heartbeats.lock().expect("hb lock").clone();
+        let up = self.members_up(st);
+        controllers::tick(st, &self.ctx, &hbs, since, &up);
+    }
 }
 
-fn kubeconfig(ctx: &Ctx, b: &Bootstrap) -> String {
+pub fn parse_basic(h: &str) -> Option<(String, String)> {
+    let b = h.strip_prefix("Basic ")?;
+    let dec = base64::engine::general_purpose::STANDARD
+        .decode(b.trim())
+        .ok()?;
+    let s = String::from_utf8(dec).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+fn kubeconfig(ctx: &Ctx, ca: &str, crt: &str, key: &str) -> String {
     let e = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let name = ctx.cfg.get("write-kubeconfig-name").unwrap_or("default");
     let host = match ctx.cfg.get("bind-address") {
@@ -505,55 +596,81 @@ fn kubeconfig(ctx: &Ctx, b: &Bootstrap) -> String {
     };
     format!(
         "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: https://{host}:{}\n  name: {name}\ncontexts:\n- context:\n    cluster: {name}\n    user: {name}\n  name: {name}\ncurrent-context: {name}\nkind: Config\npreferences: {{}}\nusers:\n- name: {name}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-        e(&b.ca_crt),
+        e(ca),
         ctx.port,
-        e(&b.admin_crt),
-        e(&b.admin_key)
+        e(crt),
+        e(key)
     )
 }
 
-fn write_files(ctx: &Ctx, st: &State) -> std::io::Result<()> {
+/// The admin client certificate (`client-admin.crt`: system:admin in system:masters, then the
+/// client CA), kept while it was signed by the current client CA.
+fn admin_cert(tls_dir: &Path, b: &Bootstrap) -> Result<(String, String), String> {
+    let crt_p = tls_dir.join("client-admin.crt");
+    let key_p = tls_dir.join("client-admin.key");
+    if let (Ok(c), Ok(k)) = (
+        std::fs::read_to_string(&crt_p),
+        std::fs::read_to_string(&key_p),
+    ) {
+        if c.ends_with(&b.client_ca_crt) && pki::certs(c.as_bytes()).is_ok() {
+            return Ok((c, k));
+        }
+    }
+    let (c, k) = b.client_ca().sign(
+        "system:admin",
+        &["system:masters"],
+        &[],
+        pki::Usage::Client,
+        365,
+    )?;
+    util::write_file(&crt_p, c.as_bytes(), 0o644).map_err(|e| e.to_string())?;
+    util::write_file(&key_p, k.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+    Ok((c, k))
+}
+
+fn write_files(ctx: &Ctx, st: &State) -> Result<(), String> {
     let b = &st.bootstrap;
     let server = ctx.data_dir.join("server");
     let tls = server.join("tls");
-    let ca_path = tls.join("server-ca.crt");
-    if std::fs::read_to_string(&ca_path).ok().as_deref() != Some(b.ca_crt.as_str()) {
-        util::write_file(&ca_path, b.ca_crt.as_bytes(), 0o644)?;
-    }
-    let key_path = tls.join("server-ca.key");
-    if !key_path.exists() {
-        util::write_file(&key_path, b.ca_key.as_bytes(), 0o600)?;
-    }
-    for (n, data) in [
-        ("client-ca.crt", &b.ca_crt),
-        ("client-admin.crt", &b.admin_crt),
+    let io = |e: std::io::Error| e.to_string();
+    // k3s extracts the CAs from the bootstrap data onto every server's disk.
+    for (n, data, mode) in [
+        ("server-ca.crt", &b.server_ca_crt, 0o644),
+        ("server-ca.key", &b.server_ca_key, 0o600),
+        ("client-ca.crt", &b.client_ca_crt, 0o644),
+        ("client-ca.key", &b.client_ca_key, 0o600),
     ] {
-        util::write_file(&tls.join(n), data.as_bytes(), 0o644)?;
+        let p = tls.join(n);
+        if std::fs::read_to_string(&p).ok().as_deref() != Some(data.as_str()) {
+            util::write_file(&p, data.as_bytes(), mode).map_err(io)?;
+        }
     }
-    util::write_file(&tls.join("client-admin.key"), b.admin_key.as_bytes(), 0o600)?;
-    let hash = token::ca_hash(b.ca_crt.as_bytes());
+    let (crt, key) = admin_cert(&tls, b)?;
+    let hash = token::ca_hash(b.server_ca_crt.as_bytes());
     let server_token = token::format(&hash, "server", &b.server_password);
     util::write_file(
         &server.join("token"),
         format!("{server_token}\n").as_bytes(),
         0o600,
-    )?;
-    util::symlink_force("token", &server.join("node-token"))?;
+    )
+    .map_err(io)?;
+    util::symlink_force("token", &server.join("node-token")).map_err(io)?;
     if b.agent_password != b.server_password {
         let t = token::format(&hash, "node", &b.agent_password);
         util::write_file(
             &server.join("agent-token"),
             format!("{t}\n").as_bytes(),
             0o600,
-        )?;
+        )
+        .map_err(io)?;
     } else {
-        util::symlink_force("token", &server.join("agent-token"))?;
+        util::symlink_force("token", &server.join("agent-token")).map_err(io)?;
     }
     let passwd = format!(
         "{},node,node,k3s:agent\n{},server,server,k3s:server\n",
         b.agent_password, b.server_password
     );
-    util::write_file(&server.join("cred/passwd"), passwd.as_bytes(), 0o600)?;
+    util::write_file(&server.join("cred/passwd"), passwd.as_bytes(), 0o600).map_err(io)?;
     let default_kc = Path::new("/etc/rancher/k3s/k3s.yaml");
     let kc_path = ctx
         .cfg
@@ -565,29 +682,40 @@ fn write_files(ctx: &Ctx, st: &State) -> std::io::Result<()> {
         .get("write-kubeconfig-mode")
         .and_then(|m| u32::from_str_radix(m, 8).ok())
         .unwrap_or(0o600);
-    util::write_file(&kc_path, kubeconfig(ctx, b).as_bytes(), mode)?;
+    util::write_file(
+        &kc_path,
+        kubeconfig(ctx, &b.server_ca_crt, &crt, &key).as_bytes(),
+        mode,
+    )
+    .map_err(io)?;
     if kc_path != default_kc {
         let _ = util::symlink_force(&kc_path.to_string_lossy(), default_kc);
     }
     Ok(())
 }
 
-fn new_cluster(ctx: &Ctx, etcd: bool) -> State {
-    let tls = ctx.data_dir.join("server/tls");
-    let custom = (
-        std::fs::read_to_string(tls.join("server-ca.crt")),
-        std::fs::read_to_string(tls.join("server-ca.key")),
-    );
-    let (ca_crt, ca_key) = match custom {
+/// A CA pair already on disk (custom CAs placed before the first start), else a new one;
+/// k3s fills in only the missing pairs (`deps.go` createSigningCertKey).
+fn ca_pair(tls: &Path, what: &str) -> Result<pki::Ca, String> {
+    match (
+        std::fs::read_to_string(tls.join(format!("{what}-ca.crt"))),
+        std::fs::read_to_string(tls.join(format!("{what}-ca.key"))),
+    ) {
         (Ok(c), Ok(k)) => {
-            util::info("Using existing server CA certificate and key");
-            (c, k)
+            util::info(format!("Using existing {what} CA certificate and key"));
+            Ok(pki::Ca {
+                cert_pem: c,
+                key_pem: k,
+            })
         }
-        _ => (
-            fake_pem("CERTIFICATE", "k3s-server-ca"),
-            fake_pem("EC PRIVATE KEY", "k3s-server-ca"),
-        ),
-    };
+        _ => pki::new_ca(what),
+    }
+}
+
+fn new_cluster(ctx: &Ctx, etcd: bool) -> Result<State, String> {
+    let tls = ctx.data_dir.join("server/tls");
+    let server_ca = ca_pair(&tls, "server")?;
+    let client_ca = ca_pair(&tls, "client")?;
     let server_password = read_token(&ctx.cfg, "token", "token-file")
         .map(|t| token::parse(&t).password)
         .unwrap_or_else(|| util::random_hex(16));
@@ -597,10 +725,10 @@ fn new_cluster(ctx: &Ctx, etcd: bool) -> State {
     let mut st = State {
         cluster_id: util::random_hex(8),
         bootstrap: Bootstrap {
-            ca_crt,
-            ca_key,
-            admin_crt: fake_pem("CERTIFICATE", "system:admin"),
-            admin_key: fake_pem("EC PRIVATE KEY", "system:admin"),
+            server_ca_crt: server_ca.cert_pem,
+            server_ca_key: server_ca.key_pem,
+            client_ca_crt: client_ca.cert_pem,
+            client_ca_key: client_ca.key_pem,
             server_password,
             agent_password,
         },
@@ -622,7 +750,7 @@ fn new_cluster(ctx: &Ctx, etcd: bool) -> State {
         "cluster-init",
         json!({"etcd": etcd, "name": ctx.node}),
     );
-    st
+    Ok(st)
 }
 
 fn my_member(ctx: &Ctx) -> Member {
@@ -657,78 +785,60 @@ fn node_info(ctx: &Ctx, etcd: bool, member: &str) -> NodeInfo {
     }
 }
 
-/// Joins an existing cluster through `server:`; retries forever like k3s.
+/// Joins an existing cluster through `server:`. A failure is fatal, as in k3s: the process
+/// exits and systemd starts it again (`Restart=always`), so the unit keeps activating.
 fn join_cluster(ctx: &Ctx, url: &str, tok: &str) -> (State, Member) {
-    let t = token::parse(tok);
-    let addr = http::host_port(url);
+    let v = match join::validate(url, tok) {
+        Ok(v) => v,
+        Err(e) => {
+            if e.starts_with("token CA hash does not match") {
+                if let Ok(t) = Target::from_url(url) {
+                    let _ = client::call(
+                        &t,
+                        &Trust::Insecure,
+                        None,
+                        Request::post(
+                            "/v1-k3s-double/refused",
+                            json!({"name": ctx.node, "reason": "token CA hash mismatch"})
+                                .to_string()
+                                .into_bytes(),
+                        ),
+                        Duration::from_secs(5),
+                    );
+                }
+            }
+            util::fatal(format!(
+                "starting kubernetes: preparing server: failed to validate token: {e}"
+            ))
+        }
+    };
     let member = my_member(ctx);
-    loop {
-        match try_join(ctx, &addr, url, &t, &member) {
-            Ok(st) => return (st, member),
-            Err(e) => util::error(e),
-        }
-        if common::sleep_or_stop(Duration::from_secs(5)) {
-            std::process::exit(0);
-        }
-    }
-}
-
-fn try_join(
-    ctx: &Ctx,
-    addr: &str,
-    url: &str,
-    t: &token::Token,
-    member: &Member,
-) -> Result<State, String> {
-    let ca = http::call(addr, "GET", "/cacerts", &[], &[], Duration::from_secs(10))
-        .map_err(|e| format!("failed to get CA certs: Get \"{url}/cacerts\": {e}"))?;
-    if let Some(h) = &t.ca_hash {
-        let actual = token::ca_hash(&ca.body);
-        if *h != actual {
-            let _ = http::call(
-                addr,
-                "POST",
-                "/v1/refused",
-                &[],
-                json!({"name": ctx.node, "reason": "token CA hash mismatch"})
-                    .to_string()
-                    .as_bytes(),
-                Duration::from_secs(5),
-            );
-            return Err(format!(
-                "token CA hash does not match the Cluster CA certificate hash: {h} != {actual}"
-            ));
-        }
-    }
     let op = Op::Join {
         role: "server".into(),
         node: node_info(ctx, true, &member.name),
         member: Some(member.clone()),
     };
-    let auth = http::basic_auth("server", &t.password);
-    match common::post_op(addr, &auth, &op, Duration::from_secs(30)) {
-        Ok((200, v)) => {
-            serde_json::from_value::<State>(v.get("state").cloned().unwrap_or(Value::Null))
-                .map_err(|e| format!("bad bootstrap data: {e}"))
-        }
-        Ok((401, _)) => Err(format!(
-            "failed to get bootstrap data: {url}/v1-k3s/server-bootstrap: 401 Unauthorized"
+    let auth = client::basic_auth("server", &v.password);
+    let bootstrap_url = v.target.url("/v1-k3s/server-bootstrap");
+    match common::post_op(&v.target, &v.trust(), &auth, &op, Duration::from_secs(30)) {
+        Ok((200, r)) => match serde_json::from_value::<State>(r.get("state").cloned().unwrap_or(Value::Null)) {
+            Ok(st) => (st, member),
+            Err(e) => util::fatal(format!("starting kubernetes: preparing server: bad bootstrap data: {e}")),
+        },
+        Ok((401, _)) => util::fatal(format!(
+            "starting kubernetes: preparing server: failed to get bootstrap data: {bootstrap_url}: 401 Unauthorized"
         )),
-        Ok((_, v)) => Err(common::resp_message(&v)),
-        Err(e) => Err(format!("failed to join cluster at {url}: {e}")),
+        Ok((_, r)) => util::fatal(format!("starting kubernetes: preparing server: {}", common::resp_message(&r))),
+        Err(e) => util::fatal(format!(
+            "starting kubernetes: preparing server: failed to get bootstrap data: {}",
+            e.go("GET", &bootstrap_url)
+        )),
     }
 }
 
-fn serve_conn(srv: &Server, mut s: TcpStream) {
-    match http::read_request(&mut s) {
-        Ok(req) => {
-            let resp = srv.handle(req);
-            let _ = http::write_response(&mut s, &resp);
-        }
-        Err(_) => {
-            let _ = http::write_response(&mut s, &Response::new(400, "bad request"));
-        }
-    }
+fn peer(srv: &Server, api: &str, req: Request, timeout: Duration) -> Option<client::Response> {
+    let t = Target::from_host_port(api, 6443).ok()?;
+    client::call(&t, &Trust::Ca(srv.server_ca()), None, req, timeout).ok()
 }
 
 fn sync_loop(srv: Arc<Server>) {
@@ -744,18 +854,14 @@ fn sync_loop(srv: Arc<Server>) {
         };
         let mut newest: Option<((u64, u64, String), String)> = None;
         for m in members.iter().filter(|m| m.node != srv.ctx.node) {
-            let r = http::call(
+            let info = peer(
+                &srv,
                 &m.api,
-                "GET",
-                "/ping",
-                &[],
-                &[],
+                Request::get("/v1-k3s-double/ping"),
                 Duration::from_millis(1500),
-            );
-            let info = r
-                .ok()
-                .filter(|r| r.status == 200)
-                .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok());
+            )
+            .filter(|r| r.status == 200)
+            .map(|r| r.json());
             let ok = info
                 .as_ref()
                 .map(|v| v.get("cluster").and_then(Value::as_str) == Some(cluster.as_str()))
@@ -786,15 +892,9 @@ fn sync_loop(srv: Arc<Server>) {
                 .bootstrap
                 .server_password
                 .clone();
-            let auth = http::basic_auth("server", &pw);
-            if let Ok(r) = http::call(
-                &api,
-                "GET",
-                "/v1/state",
-                &[("Authorization", &auth)],
-                &[],
-                Duration::from_secs(10),
-            ) {
+            let req = Request::get("/v1-k3s-double/state")
+                .header("Authorization", &client::basic_auth("server", &pw));
+            if let Some(r) = peer(&srv, &api, req, Duration::from_secs(10)) {
                 if let Ok(s) = serde_json::from_slice::<State>(&r.body) {
                     srv.adopt(s);
                 }
@@ -846,15 +946,13 @@ fn initial_sync(srv: &Server) {
                 st.bootstrap.server_password.clone(),
             )
         };
-        let auth = http::basic_auth("server", &pw);
+        let auth = client::basic_auth("server", &pw);
         let mut reachable = 1;
         for m in members.iter().filter(|m| m.node != srv.ctx.node) {
-            let Ok(r) = http::call(
+            let Some(r) = peer(
+                srv,
                 &m.api,
-                "GET",
-                "/v1/state",
-                &[("Authorization", &auth)],
-                &[],
+                Request::get("/v1-k3s-double/state").header("Authorization", &auth),
                 Duration::from_secs(5),
             ) else {
                 continue;
@@ -904,40 +1002,24 @@ fn push_loop(srv: Arc<Server>) {
                 st.bootstrap.server_password.clone(),
             )
         };
-        let auth = http::basic_auth("server", &pw);
+        let auth = client::basic_auth("server", &pw);
         for m in members.iter().filter(|m| m.node != srv.ctx.node) {
-            if *srv
+            let up = *srv
                 .peers_up
                 .lock()
                 .expect("peers lock")
                 .get(&m.api)
-                .unwrap_or(&true)
-            {
-                let _ = http::call(
+                .unwrap_or(&true);
+            if up {
+                let _ = peer(
+                    &srv,
                     &m.api,
-                    "POST",
-                    "/v1/state",
-                    &[("Authorization", &auth)],
-                    &body,
+                    Request::post("/v1-k3s-double/state", body.clone())
+                        .header("Authorization", &auth),
                     Duration::from_secs(5),
                 );
             }
         }
-    }
-}
-
-impl Server {
-    pub fn tick_controllers(&self, st: &mut State) {
-        if !self.is_leader(st) || !self.has_quorum(st) {
-            return;
-        }
-        let since = self
-            .leader_since
-            .lock()
-            .expect("leader lock")
-            .unwrap_or_else(Instant::now);
-        let hbs = self.heartbeats.lock().expect("hb lock").clone();
-        controllers::tick(st, &self.ctx, &hbs, since);
     }
 }
 
@@ -947,6 +1029,29 @@ fn controller_loop(srv: Arc<Server>) {
         let mut st = srv.state.lock().expect("state lock");
         srv.tick_controllers(&mut st);
         srv.commit(&mut st);
+    }
+}
+
+/// Keeps the shared serving certificate holding this server's names (and what it learned),
+/// and serves the shared one once it does.
+fn serving_loop(srv: Arc<Server>) {
+    loop {
+        let missing = {
+            let st = srv.state.lock().expect("state lock");
+            let _ = srv.serving.refresh(&st);
+            srv.serving.missing(&st)
+        };
+        if !missing.is_empty() {
+            match srv.submit(&Op::AddServingNames {
+                names: missing.clone(),
+            }) {
+                Ok(_) => srv.serving.clear_pending(&missing),
+                Err(e) => util::warn(format!(
+                    "dynamiclistener: cannot store the serving certificate yet: {e}"
+                )),
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
     }
 }
 
@@ -1005,7 +1110,10 @@ pub fn run(cfg: Config) -> ! {
                 let (st, _m) = join_cluster(&ctx, &url, &tok);
                 (st, true)
             }
-            None => (new_cluster(&ctx, ctx.cfg.bool("cluster-init")), false),
+            None => match new_cluster(&ctx, ctx.cfg.bool("cluster-init")) {
+                Ok(st) => (st, false),
+                Err(e) => util::fatal(format!("starting kubernetes: preparing server: {e}")),
+            },
         },
     };
     if let Some(me) = st.members.iter_mut().find(|m| m.node == ctx.node) {
@@ -1018,17 +1126,24 @@ pub fn run(cfg: Config) -> ! {
     if let Err(e) = write_files(&ctx, &st) {
         util::fatal(format!("failed to write server files: {e}"));
     }
-    let listener = match TcpListener::bind(("0.0.0.0", ctx.port)) {
-        Ok(l) => l,
-        Err(e) => util::fatal(format!("failed to listen on 0.0.0.0:{}: {e}", ctx.port)),
-    };
     let member_name = st
         .members
         .iter()
         .find(|m| m.node == ctx.node)
         .map(|m| m.name.clone());
     st.dirty = true;
+    let sans = serving::config_sans(&ctx.cfg, &ctx.node, std::slice::from_ref(&ctx.ip));
+    let security = !matches!(ctx.cfg.get("tls-san-security"), Some("false"));
+    let srv_cell: Arc<std::sync::OnceLock<std::sync::Weak<Server>>> =
+        Arc::new(std::sync::OnceLock::new());
+    let cell = srv_cell.clone();
+    let resolver = Arc::new(DynamicCert::new(move |name| {
+        cell.get()
+            .and_then(|w| w.upgrade())
+            .and_then(|s| s.learn_name(name))
+    }));
     let srv = Arc::new(Server {
+        serving: Serving::new(resolver.clone(), sans, security),
         ctx,
         state: Mutex::new(State::default()),
         peers_up: Mutex::new(HashMap::new()),
@@ -1040,6 +1155,7 @@ pub fn run(cfg: Config) -> ! {
         member_name: member_name.clone(),
         synced: std::sync::atomic::AtomicBool::new(false),
     });
+    let _ = srv_cell.set(Arc::downgrade(&srv));
     {
         let mut g = srv.state.lock().expect("state lock");
         *g = st;
@@ -1050,15 +1166,34 @@ pub fn run(cfg: Config) -> ! {
         } else {
             srv.commit(&mut g);
         }
+        if let Err(e) = srv.serving.refresh(&g) {
+            util::fatal(format!("failed to create the serving certificate: {e}"));
+        }
     }
+    let tls_cfg = {
+        let st = srv.state.lock().expect("state lock");
+        match tls::server_config(resolver, st.bootstrap.client_ca_crt.as_bytes()) {
+            Ok(c) => c,
+            Err(e) => util::fatal(format!("failed to set up TLS: {e}")),
+        }
+    };
+    let listener =
+        match crate::net::rt().block_on(tokio::net::TcpListener::bind(("0.0.0.0", srv.ctx.port))) {
+            Ok(l) => l,
+            Err(e) => util::fatal(format!("failed to listen on 0.0.0.0:{}: {e}", srv.ctx.port)),
+        };
     {
-        let srv = srv.clone();
-        std::thread::spawn(move || {
-            for s in listener.incoming().flatten() {
-                let srv = srv.clone();
-                std::thread::spawn(move || serve_conn(&srv, s));
-            }
+        let srv2 = srv.clone();
+        let on_accept: Arc<dyn Fn(std::net::SocketAddr) + Send + Sync> = Arc::new(move |local| {
+            srv2.learn_name(&local.ip().to_string());
         });
+        let srv3 = srv.clone();
+        crate::net::rt().spawn(crate::net::server::serve(
+            listener,
+            tls_cfg,
+            on_accept,
+            move |conn, req| crate::api::handle(srv3.clone(), conn, req),
+        ));
     }
     // Peers first: a restarted server catches up before it leads anything.
     let clustered = srv.state.lock().expect("state lock").members.len() > 1;
@@ -1075,6 +1210,8 @@ pub fn run(cfg: Config) -> ! {
         std::thread::spawn(move || push_loop(srv2));
         let srv3 = srv.clone();
         std::thread::spawn(move || controller_loop(srv3));
+        let srv4 = srv.clone();
+        std::thread::spawn(move || serving_loop(srv4));
     }
     // Register our own Node (node-password rule applies to servers too).
     let info = node_info(

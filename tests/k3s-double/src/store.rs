@@ -1,4 +1,5 @@
-//! The replicated cluster state: objects, event log, etcd members, bootstrap secrets.
+//! The replicated cluster state: objects (as the apiserver stores them, each write with a new
+//! resourceVersion), recent deletions for watches, the event log, etcd members, bootstrap data.
 
 use std::collections::BTreeMap;
 
@@ -8,16 +9,32 @@ use serde_json::{json, Value};
 use crate::kinds::{self, KindInfo};
 use crate::util;
 
+/// What k3s keeps in its encrypted bootstrap data (`pkg/bootstrap`): the CAs and passwords.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Bootstrap {
-    pub ca_crt: String,
-    pub ca_key: String,
-    pub admin_crt: String,
-    pub admin_key: String,
+    pub server_ca_crt: String,
+    pub server_ca_key: String,
+    pub client_ca_crt: String,
+    pub client_ca_key: String,
     /// Password of user `server` (the server token's secret part).
     pub server_password: String,
     /// Password of user `node` (agent token); equals server_password when unset.
     pub agent_password: String,
+}
+
+impl Bootstrap {
+    pub fn server_ca(&self) -> crate::pki::Ca {
+        crate::pki::Ca {
+            cert_pem: self.server_ca_crt.clone(),
+            key_pem: self.server_ca_key.clone(),
+        }
+    }
+    pub fn client_ca(&self) -> crate::pki::Ca {
+        crate::pki::Ca {
+            cert_pem: self.client_ca_crt.clone(),
+            key_pem: self.client_ca_key.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,6 +59,16 @@ pub struct Event {
     pub detail: Value,
 }
 
+/// A deleted object, kept a while so a watch started at an older resourceVersion sees it go.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub rv: u64,
+    pub key: String,
+    pub obj: Value,
+}
+
+const TOMBSTONES_KEPT: usize = 2000;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
     /// Bumped by each new leader, so a restarted server's stale history never wins on `rev`.
@@ -53,12 +80,17 @@ pub struct State {
     pub cluster_id: String,
     pub bootstrap: Bootstrap,
     pub objects: BTreeMap<String, Value>,
+    /// resourceVersion at which each object was created (ADDED vs MODIFIED in watches).
+    #[serde(default)]
+    pub created_rv: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub tombstones: Vec<Tombstone>,
     pub events: Vec<Event>,
     pub members: Vec<Member>,
     /// Members removed from the cluster; their k3s exits when it sees this.
     #[serde(default)]
     pub removed_members: Vec<String>,
-    /// Container logs by `ns/pod-or-job`.
+    /// Container logs by `ns/pod`.
     #[serde(default)]
     pub logs: BTreeMap<String, String>,
     pub next_rv: u64,
@@ -96,6 +128,10 @@ pub fn key_of(o: &Value) -> String {
     )
 }
 
+pub fn rv_of(o: &Value) -> u64 {
+    meta(o, "resourceVersion").parse().unwrap_or(0)
+}
+
 pub fn new_uid() -> String {
     let h = util::random_hex(16);
     format!(
@@ -106,6 +142,25 @@ pub fn new_uid() -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// Objects whose `metadata.generation` the apiserver keeps (it bumps on spec changes): those
+/// with a spec, except the core kinds whose strategies do not track it.
+fn has_generation(o: &Value) -> bool {
+    o.get("spec").is_some()
+        && !matches!(
+            kind_of(o),
+            "Node"
+                | "Pod"
+                | "Namespace"
+                | "Service"
+                | "PersistentVolume"
+                | "PersistentVolumeClaim"
+                | "Endpoints"
+                | "ResourceQuota"
+                | "LimitRange"
+                | "ServiceAccount"
+        )
 }
 
 impl State {
@@ -139,11 +194,6 @@ impl State {
         self.objects.get(&obj_key(group, kind, ns, name))
     }
 
-    pub fn get_mut(&mut self, group: &str, kind: &str, ns: &str, name: &str) -> Option<&mut Value> {
-        self.dirty = true;
-        self.objects.get_mut(&obj_key(group, kind, ns, name))
-    }
-
     pub fn list(&self, group: &str, kind: &str, ns: Option<&str>) -> Vec<&Value> {
         let prefix = match ns {
             Some(ns) => format!("{group}/{kind}/{ns}/"),
@@ -156,82 +206,130 @@ impl State {
             .collect()
     }
 
-    pub fn bump_rv(&mut self) -> String {
-        self.next_rv += 1;
-        self.next_rv.to_string()
+    pub fn list_cloned(&self, group: &str, kind: &str, ns: Option<&str>) -> Vec<Value> {
+        self.list(group, kind, ns).into_iter().cloned().collect()
     }
 
-    /// Stores an object, filling uid/resourceVersion/creationTimestamp.
-    /// Returns true when it was created.
+    pub fn bump_rv(&mut self) -> u64 {
+        self.next_rv += 1;
+        self.next_rv
+    }
+
+    /// The current resourceVersion of the store (what a list returns).
+    pub fn current_rv(&self) -> u64 {
+        self.next_rv
+    }
+
+    /// Stores an object: a new one gets uid, creationTimestamp and generation 1; an existing
+    /// one keeps its uid and creationTimestamp. Every call is a write with a new
+    /// resourceVersion. Returns true when it was created.
     pub fn put(&mut self, mut o: Value) -> bool {
         let key = key_of(&o);
         let existing = self.objects.get(&key);
         let created = existing.is_none();
-        let (uid, ts) = match existing {
+        let (uid, ts, gen) = match existing {
             Some(e) => (
                 meta(e, "uid").to_string(),
                 meta(e, "creationTimestamp").to_string(),
+                generation_after(e, &o),
             ),
-            None => (new_uid(), util::now_rfc3339()),
+            None => (
+                match meta(&o, "uid") {
+                    "" => new_uid(),
+                    u => u.to_string(),
+                },
+                util::now_rfc3339(),
+                1,
+            ),
         };
         let rv = self.bump_rv();
+        let gen_kept = has_generation(&o);
         if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
             m.insert("uid".into(), json!(uid));
             m.insert("creationTimestamp".into(), json!(ts));
-            m.insert("resourceVersion".into(), json!(rv));
+            m.insert("resourceVersion".into(), json!(rv.to_string()));
+            if gen_kept {
+                m.insert("generation".into(), json!(gen));
+            }
+        }
+        if created {
+            self.created_rv.insert(key.clone(), rv);
         }
         self.objects.insert(key, o);
         self.dirty = true;
         created
     }
 
-    /// Deletes an object and garbage-collects what it owned (ownerReferences).
-    pub fn delete(&mut self, key: &str) -> Option<Value> {
-        let removed = self.objects.remove(key)?;
+    /// Changes an object in place; a write (new resourceVersion) only when something changed.
+    /// Returns whether it changed.
+    pub fn update(&mut self, key: &str, f: impl FnOnce(&mut Value)) -> bool {
+        let Some(cur) = self.objects.get(key) else {
+            return false;
+        };
+        let mut next = cur.clone();
+        f(&mut next);
+        if next == *cur {
+            return false;
+        }
+        let gen = generation_after(cur, &next);
+        let gen_kept = has_generation(&next);
+        let rv = self.bump_rv();
+        if let Some(m) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("resourceVersion".into(), json!(rv.to_string()));
+            if gen_kept {
+                m.insert("generation".into(), json!(gen));
+            }
+        }
+        self.objects.insert(key.to_string(), next);
         self.dirty = true;
-        self.gc();
-        Some(removed)
+        true
     }
 
-    pub fn gc(&mut self) {
-        loop {
-            let uids: std::collections::HashSet<String> = self
-                .objects
-                .values()
-                .map(|o| meta(o, "uid").to_string())
-                .collect();
-            let orphans: Vec<String> = self
-                .objects
+    /// Replaces an object that exists (same key) with `new`, keeping identity fields.
+    pub fn replace(&mut self, key: &str, new: Value) -> bool {
+        self.update(key, |o| {
+            let keep: Vec<(String, Value)> = ["uid", "creationTimestamp", "generation"]
                 .iter()
-                .filter(|(_, o)| {
-                    let refs = o
-                        .pointer("/metadata/ownerReferences")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    !refs.is_empty()
-                        && refs.iter().all(|r| {
-                            !uids.contains(r.get("uid").and_then(Value::as_str).unwrap_or(""))
-                        })
+                .filter_map(|f| {
+                    o.pointer(&format!("/metadata/{f}"))
+                        .map(|v| (f.to_string(), v.clone()))
                 })
-                .map(|(k, _)| k.clone())
                 .collect();
-            if orphans.is_empty() {
-                break;
-            }
-            for k in orphans {
-                if let Some(o) = self.objects.remove(&k) {
-                    if kind_of(&o) == "Pod" {
-                        self.logs.remove(&format!(
-                            "{}/{}",
-                            meta(&o, "namespace"),
-                            meta(&o, "name")
-                        ));
-                    }
+            *o = new;
+            if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                for (f, v) in keep {
+                    m.insert(f, v);
                 }
             }
-            self.dirty = true;
+        })
+    }
+
+    /// Removes an object now (the end of a deletion), recording the tombstone.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let mut obj = self.objects.remove(key)?;
+        let rv = self.bump_rv();
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("resourceVersion".into(), json!(rv.to_string()));
         }
+        self.created_rv.remove(key);
+        if kind_of(&obj) == "Pod" {
+            self.logs.remove(&format!(
+                "{}/{}",
+                meta(&obj, "namespace"),
+                meta(&obj, "name")
+            ));
+        }
+        self.tombstones.push(Tombstone {
+            rv,
+            key: key.to_string(),
+            obj: obj.clone(),
+        });
+        if self.tombstones.len() > TOMBSTONES_KEPT {
+            let drop = self.tombstones.len() - TOMBSTONES_KEPT;
+            self.tombstones.drain(..drop);
+        }
+        self.dirty = true;
+        Some(obj)
     }
 
     pub fn namespace_exists(&self, ns: &str) -> bool {
@@ -269,20 +367,45 @@ impl State {
     }
 }
 
+fn generation_after(old: &Value, new: &Value) -> i64 {
+    let g = old
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    if old.get("spec") != new.get("spec") {
+        g + 1
+    } else {
+        g
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn delete_collects_owned_objects() {
+    fn writes_bump_resource_versions_and_deletes_leave_tombstones() {
         let mut s = State::default();
-        s.put(json!({"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"}}));
-        let uid = meta(s.get("", "Node", "", "n1").unwrap(), "uid").to_string();
-        s.put(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"n1.node-password.k3s","namespace":"kube-system",
-            "ownerReferences":[{"apiVersion":"v1","kind":"Node","name":"n1","uid":uid}]}}));
-        s.put(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"other","namespace":"kube-system"}}));
-        assert_eq!(s.list("", "Secret", Some("kube-system")).len(), 2);
-        s.delete(&obj_key("", "Node", "", "n1"));
-        assert_eq!(s.list("", "Secret", None).len(), 1);
+        s.put(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"d"},"data":{"k":"1"}}));
+        let k = obj_key("", "ConfigMap", "d", "a");
+        let rv1 = rv_of(&s.objects[&k]);
+        assert!(!s.update(&k, |_| {}), "no change, no write");
+        assert!(s.update(&k, |o| o["data"]["k"] = json!("2")));
+        let rv2 = rv_of(&s.objects[&k]);
+        assert!(rv2 > rv1);
+        assert_eq!(s.created_rv[&k], rv1);
+        let gone = s.remove(&k).unwrap();
+        assert!(rv_of(&gone) > rv2);
+        assert_eq!(s.tombstones.last().unwrap().key, k);
+        s.put(json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"w","namespace":"d"},"spec":{"replicas":1}}));
+        let k = obj_key("apps", "Deployment", "d", "w");
+        assert_eq!(s.objects[&k]["metadata"]["generation"], 1);
+        s.update(&k, |o| o["status"] = json!({"replicas": 1}));
+        assert_eq!(
+            s.objects[&k]["metadata"]["generation"], 1,
+            "status is not spec"
+        );
+        s.update(&k, |o| o["spec"]["replicas"] = json!(2));
+        assert_eq!(s.objects[&k]["metadata"]["generation"], 2);
     }
 }

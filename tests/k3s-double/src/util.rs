@@ -107,22 +107,52 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days_from_civil(y, mo as u32, d as u32) * 86400 + h * 3600 + mi * 60 + se)
 }
 
-/// kubectl's short age format (`5s`, `3m`, `2h`, `4d`).
-pub fn age(ts: &str) -> String {
-    let Some(t) = parse_rfc3339(ts) else {
-        return "<unknown>".into();
-    };
-    let s = (now_secs() - t).max(0);
+/// apimachinery's `duration.HumanDuration` (what kubectl's AGE column shows).
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
     if s < 120 {
         format!("{s}s")
-    } else if s < 600 {
-        format!("{}m{}s", s / 60, s % 60)
-    } else if s < 3 * 3600 {
-        format!("{}m", s / 60)
-    } else if s < 48 * 3600 {
-        format!("{}h", s / 3600)
+    } else if m < 10 {
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 24 * 8 {
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
+    } else if d < 365 * 2 {
+        format!("{d}d")
+    } else if d < 365 * 8 {
+        if d % 365 == 0 {
+            format!("{}y", d / 365)
+        } else {
+            format!("{}y{}d", d / 365, d % 365)
+        }
     } else {
-        format!("{}d", s / 86400)
+        format!("{}y", d / 365)
+    }
+}
+
+/// The AGE of an object created at `ts`.
+pub fn age(ts: &str) -> String {
+    match parse_rfc3339(ts) {
+        Some(t) => human_duration(now_secs() - t),
+        None => "<unknown>".into(),
     }
 }
 
