@@ -178,10 +178,14 @@ async fn write_files(
 
 /// Remove stale manifests: objects deleted through kubectl on a server holding the file (a
 /// HelmChart's deletion runs helm-controller's `helm-delete` Job), then the file and its Addon.
+/// kubectl waits (up to `timeout`) until the objects are gone: a HelmChart stays until its
+/// uninstall Job is done (helm-controller's finalizer), and the file stays until then so a
+/// failed or interrupted removal is tried again by the next run.
 async fn remove_stale(
     servers: &[Server<'_>],
     stale: &[Stale],
     record: &[String],
+    timeout: Duration,
     rep: &Reporter,
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
@@ -207,8 +211,9 @@ async fn remove_stale(
         let q = sh_quote(&path);
         let addon = sh_quote(super::addon_name(&st.file));
         scripts.entry(*first).or_default().push(format!(
-            "if [ -f {q} ]; then k3s kubectl delete -f {q} --ignore-not-found --wait=false >/dev/null || exit 1; fi; \
-             k3s kubectl delete addons.k3s.cattle.io {addon} -n kube-system --ignore-not-found --wait=false >/dev/null || exit 1"
+            "if [ -f {q} ]; then k3s kubectl delete -f {q} --ignore-not-found --timeout={secs}s >/dev/null || exit 1; fi; \
+             k3s kubectl delete addons.k3s.cattle.io {addon} -n kube-system --ignore-not-found --wait=false >/dev/null || exit 1",
+            secs = timeout.as_secs().max(1)
         ));
         for h in &holders {
             scripts.entry(*h).or_default().push(format!("rm -f -- {q}"));
@@ -273,7 +278,7 @@ pub async fn converge(
     files.sort_by(|a, b| a.file.cmp(&b.file));
     let desired: BTreeSet<String> = files.iter().map(|f| f.file.clone()).collect();
     let stale = stale_files(servers, &desired);
-    let mut done = remove_stale(servers, &stale, &record, rep).await?;
+    let mut done = remove_stale(servers, &stale, &record, timeout, rep).await?;
 
     let base: Vec<&ManifestFile> = files.iter().filter(|f| f.stage == Stage::Base).collect();
     done.extend(write_files(servers, &base, rep).await?);
