@@ -233,6 +233,56 @@ fn seed_topology_converges_and_reruns_change_nothing() {
     assert!(is_ready(node(&nodes(&lab, "master-1"), "worker-2")));
     let (sum, _) = work.up_json();
     assert_eq!(sum["changes"], 0, "{sum}");
+
+    // The kubeconfig `up` wrote works with upstream kubectl on this machine (TLS checked
+    // against the cluster CA, the admin client certificate): the nodes Ready, a label and a
+    // taint, a drain.
+    let kubectl = xtask::lab::kubectl::find().expect("an upstream kubectl");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(&kubectl)
+            .env("KUBECONFIG", &kc)
+            .env("HOME", work.home.path())
+            .args(args)
+            .output()
+            .expect("running kubectl");
+        let t = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "kubectl {args:?}: {t}");
+        t
+    };
+    let table = run(&["get", "nodes"]);
+    for n in ["master-1", "worker-1", "worker-2"] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_else(|| panic!("{n} missing: {table}"));
+        assert_eq!(line.split_whitespace().nth(1), Some("Ready"), "{table}");
+    }
+    assert_eq!(
+        run(&["label", "node", "worker-2", "from-host=yes"]),
+        "node/worker-2 labeled\n"
+    );
+    assert_eq!(
+        run(&["taint", "node", "worker-2", "from-host=yes:NoSchedule"]),
+        "node/worker-2 tainted\n"
+    );
+    let out = run(&[
+        "drain",
+        "worker-2",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=60s",
+    ]);
+    assert!(out.contains("node/worker-2 drained"), "{out}");
+    let w2 = node(&nodes(&lab, "master-1"), "worker-2").clone();
+    assert_eq!(
+        labels(&w2).get("from-host").map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(w2["spec"]["unschedulable"], true);
 }
 
 #[test]
