@@ -76,15 +76,22 @@ pub fn build_double(version: &str) -> Result<PathBuf> {
         }
     }
     // One build at a time: parallel tests asking for different versions would otherwise race
-    // on target/release/k3s between build and copy.
+    // on target/double/k3s between build and copy.
     let _lock = super::util::FileLock::acquire(&target_dir().join(".lab-double.lock"))?;
     let mut c = cmd(
         &cargo(),
-        &["build", "--quiet", "--release", "-p", "k3s-double"],
+        &[
+            "build",
+            "--quiet",
+            "--profile",
+            "double",
+            "-p",
+            "k3s-double",
+        ],
     );
     c.current_dir(&root).env("K3S_DOUBLE_VERSION", version);
     run(&mut c).context("building the k3s double failed")?;
-    let built = target_dir().join("release/k3s");
+    let built = target_dir().join("double/k3s");
     let dir = out.parent().context("no parent")?;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(".k3s.tmp");
