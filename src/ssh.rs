@@ -2,6 +2,8 @@
 //!
 //! - [`Session::connect`] verifies the host key against known_hosts (strict by default), then
 //!   authenticates with the key file or ssh-agent, retrying only connect-level failures.
+//!   [`Session::connect_with`] does the same and runs a first command in the round trip that
+//!   checks privileges, so reading a host once costs one round trip.
 //! - [`Session::exec`] runs a [`Cmd`] (as root through `sudo -n` when the login user is not root),
 //!   with secrets passed on stdin, never in argv, and a per-command timeout.
 //! - [`Session::put_file`] writes a file atomically (temp file, mode first, fsync, rename) and

@@ -112,6 +112,7 @@ async fn ssh_engine_against_the_lab() {
         "exec as root",
         "exec as deploy via sudo",
         "nosudo gets a clear error",
+        "connect and a first command in one round trip",
         "strict refuses an unknown key",
         "accept-new records the key",
         "changed key is refused",
@@ -129,6 +130,7 @@ async fn ssh_engine_against_the_lab() {
             "exec as root" => exec_as_root(&ctx).await,
             "exec as deploy via sudo" => exec_as_deploy(&ctx).await,
             "nosudo gets a clear error" => nosudo(&ctx).await,
+            "connect and a first command in one round trip" => connect_with(&ctx).await,
             "strict refuses an unknown key" => strict_unknown(&ctx).await,
             "accept-new records the key" => accept_new(&ctx).await,
             "changed key is refused" => changed_key(&ctx).await,
@@ -228,6 +230,46 @@ async fn nosudo(ctx: &Ctx) {
         ),
         "{msg}"
     );
+}
+
+/// `connect_with`: the privilege check and the first command share one round trip, for root,
+/// for a sudo user (the command runs as root, quoting and stdin intact) and for a user without
+/// sudo (the same error as `connect`, and the command does not run).
+async fn connect_with(ctx: &Ctx) {
+    let first = Cmd::new("printf '%s|' \"it's\" \"$(id -u)\"; cat").stdin(b"in".to_vec());
+    for user in ["root", "deploy"] {
+        let (s, out) = Session::connect_with(&ctx.target("worker-1", user), &first)
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e}"));
+        assert_eq!(out.stdout_str(), "it's|0|in", "{user}");
+        assert_eq!(out.exit_code, Some(0));
+        assert_eq!(s.is_root(), user == "root");
+        assert_eq!(s.stats().round_trips(), 1, "{user}");
+        // Later commands know the privilege: the second runs through sudo for deploy.
+        let out = s.run_ok(&Cmd::new("id -u")).await.expect("second command");
+        assert_eq!(out.stdout_str().trim(), "0");
+        let out = s
+            .run_ok(&Cmd::new("id -un").unprivileged())
+            .await
+            .expect("unprivileged");
+        assert_eq!(out.stdout_str().trim(), user);
+    }
+    let marker = "/tmp/.connect-with-ran";
+    let _ = ctx.on_node("worker-1", &format!("rm -f {marker}"));
+    let err = Session::connect_with(
+        &ctx.target("worker-1", "nosudo"),
+        &Cmd::new(format!("touch {marker}")),
+    )
+    .await
+    .expect_err("nosudo must fail");
+    assert!(matches!(err, SshError::SudoPassword { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("user nosudo on worker-1 cannot run sudo without a password"),
+        "{err}"
+    );
+    let left = ctx.on_node("worker-1", &format!("ls {marker} 2>/dev/null; true"));
+    assert!(left.trim().is_empty(), "the command ran: {left}");
 }
 
 fn accepted_logins(ctx: &Ctx, node: &str) -> usize {

@@ -21,6 +21,15 @@ use super::quote::{sh_quote, sudo_wrap};
 use super::sftp::Sftp;
 use super::{tail, Cmd, CmdOutput, HostKeyPolicy, PutOutcome, Result, Source, SshError, SshTarget};
 
+/// The privilege probe's shell: sets `t` (yes when the host has `timeout(1)`), `u` (the uid)
+/// and `s` (`ok` or `no` for sudo without a password, empty for root; `out` holds what sudo
+/// said).
+const PROBE: &str =
+    "if command -v timeout >/dev/null 2>&1; then t=yes; else t=no; fi; u=$(id -u); s=; out=; \
+    if [ \"$u\" != 0 ]; then if out=$(sudo -n true 2>&1 </dev/null); then s=ok; else s=no; fi; fi";
+/// The first line [`Session::connect_with`] prints before the command's own output.
+const MARK: &str = "@@bootstrap-probe ";
+
 /// Round trips made by a session, for the run summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SessionStats {
@@ -369,16 +378,63 @@ impl Session {
         }
     }
 
+    /// Connects like [`Session::connect`] and runs `first` in the same round trip as the
+    /// privilege check: the command line asks `id -u` (and `sudo -n true` for another user)
+    /// and then runs `first` as [`Session::exec`] would, so a host that is read once costs one
+    /// round trip, not two. A user without passwordless sudo gets the same error as from
+    /// `connect`, and `first` does not run.
+    pub async fn connect_with(target: &SshTarget, first: &Cmd) -> Result<(Session, CmdOutput)> {
+        let session = Self::connect_inner(target, false).await?;
+        let limit = first.timeout_override().unwrap_or(target.command_timeout);
+        let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0) + 1;
+        let body = sh_quote(first.text());
+        let run = |sudo: &str| {
+            format!(
+                "if [ \"$t\" = yes ]; then exec {sudo}timeout -k 5 {secs} sh -c {body}; else exec {sudo}sh -c {body}; fi"
+            )
+        };
+        let as_root = run("");
+        let via_sudo = if first.is_privileged() {
+            run("sudo -n ")
+        } else {
+            as_root.clone()
+        };
+        let line = format!(
+            "{PROBE}\nif [ \"$u\" = 0 ] || [ \"$s\" = ok ]; then printf '{MARK} uid=%s sudo=%s timeout=%s\\n' \"$u\" \"$s\" \"$t\"; else printf '{MARK} uid=%s sudo=no\\n%s\\n' \"$u\" \"$out\"; exit 0; fi\nif [ \"$u\" = 0 ]; then {as_root}; else {via_sudo}; fi"
+        );
+        let mut out = session.exec_line(first, &line).await?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, rest) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        let Some(probe) = head.strip_prefix(MARK) else {
+            return Err(SshError::CommandFailed {
+                host: session.inner.who.clone(),
+                label: first.display_label(),
+                status: format!("unexpected output {:?}", tail(&text, 3)),
+                stderr_tail: out.stderr_tail(5),
+            });
+        };
+        let mut said = probe.replace(' ', "\n");
+        if said.lines().any(|l| l == "sudo=no") {
+            said = format!("{said}\n{rest}");
+        }
+        let is_root = session.judge_privilege(&said)?;
+        session.inner.is_root.store(is_root, Ordering::Relaxed);
+        out.stdout = rest.as_bytes().to_vec();
+        Ok((session, out))
+    }
+
     /// One round trip: who am I, and may I sudo without a password?
     async fn probe_privilege(&self) -> Result<bool> {
-        let probe = "command -v timeout >/dev/null 2>&1 && echo timeout=yes; \
-                     u=$(id -u); echo \"uid=$u\"; if [ \"$u\" != 0 ]; then \
-                     if out=$(sudo -n true 2>&1 </dev/null); then echo sudo=ok; \
-                     else echo sudo=no; printf '%s\\n' \"$out\"; fi; fi";
+        let probe = format!("{PROBE}\necho \"timeout=$t\"; echo \"uid=$u\"; echo \"sudo=$s\"; [ \"$s\" = no ] && printf '%s\\n' \"$out\"; true");
         let out = self
             .exec(&Cmd::new(probe).unprivileged().label("check privileges"))
             .await?;
-        let text = out.stdout_str();
+        self.judge_privilege(&out.stdout_str())
+    }
+
+    /// Reads the probe's `timeout=`, `uid=` and `sudo=` lines: whether the user is root; an
+    /// error when it is not and cannot sudo without a password.
+    fn judge_privilege(&self, text: &str) -> Result<bool> {
         self.inner
             .has_timeout
             .store(text.lines().any(|l| l == "timeout=yes"), Ordering::Relaxed);
@@ -410,8 +466,8 @@ impl Session {
             None => Err(SshError::CommandFailed {
                 host: self.inner.who.clone(),
                 label: "check privileges".into(),
-                status: format!("unexpected output {:?}", tail(&text, 3)),
-                stderr_tail: out.stderr_tail(5),
+                status: format!("unexpected output {:?}", tail(text, 3)),
+                stderr_tail: String::new(),
             }),
         }
     }
@@ -496,8 +552,13 @@ impl Session {
     /// Runs a command and returns its output, whatever its exit code. Fails only when the
     /// command could not run or timed out.
     pub async fn exec(&self, cmd: &Cmd) -> Result<CmdOutput> {
-        self.inner.commands.fetch_add(1, Ordering::Relaxed);
         let line = self.command_line(cmd);
+        self.exec_line(cmd, &line).await
+    }
+
+    /// Runs `line` as the command line of `cmd` (its label, stdin and timeout).
+    async fn exec_line(&self, cmd: &Cmd, line: &str) -> Result<CmdOutput> {
+        self.inner.commands.fetch_add(1, Ordering::Relaxed);
         let label = cmd.display_label();
         let limit = cmd
             .timeout_override()
