@@ -25,6 +25,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A node's role and the SSH host-key policy are the k3s and SSH layers' own types.
+pub use crate::k3s::Role;
+pub use crate::ssh::HostKeyPolicy;
 pub use error::{Diagnostic, ErrorKind, InventoryError, Warning};
 
 /// k3s release used when `cluster.k3s_version` is not set (the stable channel when written).
@@ -115,6 +118,21 @@ pub struct K3sVersion {
     pub k3s: u32,
 }
 
+impl std::str::FromStr for K3sVersion {
+    type Err = String;
+    /// `vMAJOR.MINOR.PATCH+k3sN`, as the inventory, `k3s --version` and a Node's
+    /// `kubeletVersion` write it; the error says what is wrong.
+    fn from_str(s: &str) -> Result<K3sVersion, String> {
+        let (major, minor, patch, k3s) = syntax::k3s_version(s)?;
+        Ok(K3sVersion {
+            major,
+            minor,
+            patch,
+            k3s,
+        })
+    }
+}
+
 impl K3sVersion {
     /// The version as it appears in release URLs (`+` encoded as `%2B`).
     pub fn url_encoded(&self) -> String {
@@ -202,14 +220,6 @@ pub(crate) struct SshExplicit {
     pub host_key_policy: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostKeyPolicy {
-    /// The host key must already be in known_hosts.
-    Strict,
-    /// Unknown hosts are trusted on first use and recorded; a changed key is still refused.
-    AcceptNew,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bastion {
     pub user: Option<String>,
@@ -267,32 +277,26 @@ impl Node {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Server,
-    Agent,
-}
-
-impl Role {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::Server => "server",
-            Role::Agent => "agent",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Taint {
     pub key: String,
     pub value: Option<String>,
     pub effect: TaintEffect,
+}
+
+impl Taint {
+    /// `key=value:Effect` or `key:Effect`, checked as the inventory checks it.
+    pub fn parse(s: &str) -> Result<Taint, String> {
+        let (key, value, effect) = syntax::taint(s)?;
+        let effect =
+            TaintEffect::parse(&effect).ok_or_else(|| format!("unknown effect {effect}"))?;
+        Ok(Taint { key, value, effect })
+    }
+
+    /// `key:Effect`, which identifies a taint on a node.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.key, self.effect.as_str())
+    }
 }
 
 impl fmt::Display for Taint {
@@ -305,7 +309,7 @@ impl fmt::Display for Taint {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TaintEffect {
     NoSchedule,
     PreferNoSchedule,
@@ -313,6 +317,15 @@ pub enum TaintEffect {
 }
 
 impl TaintEffect {
+    pub fn parse(s: &str) -> Option<TaintEffect> {
+        match s {
+            "NoSchedule" => Some(TaintEffect::NoSchedule),
+            "PreferNoSchedule" => Some(TaintEffect::PreferNoSchedule),
+            "NoExecute" => Some(TaintEffect::NoExecute),
+            _ => None,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             TaintEffect::NoSchedule => "NoSchedule",

@@ -2,13 +2,7 @@
 //! role (the lists live in [`crate::k3s::flags`]), and the keys the tool writes itself.
 
 use crate::k3s::flags::{AGENT_FLAGS, SERVER_FLAGS};
-
-/// Which k3s subcommand a config.yaml is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FlagRole {
-    Server,
-    Agent,
-}
+use crate::k3s::Role;
 
 /// How a key relates to a role's flag list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,14 +14,14 @@ pub(crate) enum Lookup {
     Unknown,
 }
 
-fn table(role: FlagRole) -> &'static str {
+fn table(role: Role) -> &'static str {
     match role {
-        FlagRole::Server => SERVER_FLAGS,
-        FlagRole::Agent => AGENT_FLAGS,
+        Role::Server => SERVER_FLAGS,
+        Role::Agent => AGENT_FLAGS,
     }
 }
 
-pub(crate) fn lookup(role: FlagRole, key: &str) -> Lookup {
+pub(crate) fn lookup(role: Role, key: &str) -> Lookup {
     for line in table(role).lines() {
         let mut words = line.split_whitespace();
         let Some(name) = words.next() else { continue };
@@ -42,7 +36,7 @@ pub(crate) fn lookup(role: FlagRole, key: &str) -> Lookup {
 }
 
 /// Every flag name of a role (no aliases), for "did you mean" hints.
-pub(crate) fn names(role: FlagRole) -> impl Iterator<Item = &'static str> {
+pub(crate) fn names(role: Role) -> impl Iterator<Item = &'static str> {
     table(role)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -113,13 +107,13 @@ mod tests {
 
     #[test]
     fn lists_are_embedded() {
-        assert_eq!(names(FlagRole::Server).count(), 126);
-        assert_eq!(names(FlagRole::Agent).count(), 46);
-        assert_eq!(lookup(FlagRole::Server, "tls-san"), Lookup::Flag);
-        assert_eq!(lookup(FlagRole::Agent, "tls-san"), Lookup::Unknown);
-        assert_eq!(lookup(FlagRole::Agent, "node-ip"), Lookup::Flag);
-        assert_eq!(lookup(FlagRole::Agent, "i"), Lookup::Alias("node-ip"));
-        assert_eq!(lookup(FlagRole::Server, "d"), Lookup::Alias("data-dir"));
+        assert_eq!(names(Role::Server).count(), 126);
+        assert_eq!(names(Role::Agent).count(), 46);
+        assert_eq!(lookup(Role::Server, "tls-san"), Lookup::Flag);
+        assert_eq!(lookup(Role::Agent, "tls-san"), Lookup::Unknown);
+        assert_eq!(lookup(Role::Agent, "node-ip"), Lookup::Flag);
+        assert_eq!(lookup(Role::Agent, "i"), Lookup::Alias("node-ip"));
+        assert_eq!(lookup(Role::Server, "d"), Lookup::Alias("data-dir"));
         assert!(managed("token").is_some());
         assert!(managed("kubelet-arg").is_none());
     }

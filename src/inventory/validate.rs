@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::error::{Diagnostic, ErrorKind, LineIndex, Report};
-use super::flags::{self, FlagRole, Lookup};
+use super::flags::{self, Lookup};
 use super::raw::{self, SpannedMap, S};
 use super::syntax;
 use super::*;
@@ -314,13 +314,8 @@ fn cluster(c: raw::RawCluster, r: &mut Report) -> Cluster {
             patch: 3,
             k3s: 1,
         },
-        Some(v) => match syntax::k3s_version(v.get_ref()) {
-            Ok((major, minor, patch, k3s)) => K3sVersion {
-                major,
-                minor,
-                patch,
-                k3s,
-            },
+        Some(v) => match v.get_ref().parse::<K3sVersion>() {
+            Ok(version) => version,
             Err(e) => {
                 r.error(
                     v.span(),
@@ -485,14 +480,14 @@ fn cluster(c: raw::RawCluster, r: &mut Report) -> Cluster {
     let server_config = config_table(
         r,
         &c.server_config,
-        FlagRole::Server,
+        Role::Server,
         "[cluster.server_config]",
         false,
     );
     let agent_config = config_table(
         r,
         &c.agent_config,
-        FlagRole::Agent,
+        Role::Agent,
         "[cluster.agent_config]",
         false,
     );
@@ -558,7 +553,7 @@ fn cidr_list(
 fn config_table(
     r: &mut Report,
     map: &SpannedMap<toml::Value>,
-    role: FlagRole,
+    role: Role,
     where_: &str,
     per_server_node: bool,
 ) -> BTreeMap<String, toml::Value> {
@@ -585,9 +580,7 @@ fn config_table(
                 continue;
             }
             Lookup::Unknown => {
-                if role == FlagRole::Agent
-                    && flags::lookup(FlagRole::Server, key) != Lookup::Unknown
-                {
+                if role == Role::Agent && flags::lookup(Role::Server, key) != Lookup::Unknown {
                     r.error(
                         span.clone(),
                         ErrorKind::WrongRoleFlag,
@@ -605,13 +598,13 @@ fn config_table(
                             .unwrap_or_default()
                     };
                     let role_name = match role {
-                        FlagRole::Server => "k3s server",
-                        FlagRole::Agent => "k3s agent",
+                        Role::Server => "k3s server",
+                        Role::Agent => "k3s agent",
                     };
                     r.error(
                         span.clone(),
                         ErrorKind::UnknownFlag,
-                        format!("{where_} key \"{key}\" is not a {role_name} flag{hint}; see `k3s {} --help` for the accepted keys", match role { FlagRole::Server => "server", FlagRole::Agent => "agent" }),
+                        format!("{where_} key \"{key}\" is not a {role_name} flag{hint}; see `k3s {} --help` for the accepted keys", match role { Role::Server => "server", Role::Agent => "agent" }),
                     );
                 }
                 continue;
@@ -883,11 +876,7 @@ fn node(n: &raw::RawNode, r: &mut Report, base: &Path) -> Option<Node> {
     for t in &n.taints {
         match syntax::taint(t.get_ref()) {
             Ok((key, value, effect)) => {
-                let effect = match effect.as_str() {
-                    "NoSchedule" => TaintEffect::NoSchedule,
-                    "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
-                    _ => TaintEffect::NoExecute,
-                };
+                let effect = TaintEffect::parse(&effect).unwrap_or(TaintEffect::NoExecute);
                 if taints.iter().any(|x| x.key == key && x.effect == effect) {
                     r.error(
                         t.span(),
@@ -917,20 +906,12 @@ fn node(n: &raw::RawNode, r: &mut Report, base: &Path) -> Option<Node> {
     }
 
     let config = match role {
-        Some(Role::Server) => config_table(
-            r,
-            &n.config,
-            FlagRole::Server,
-            &format!("{ctx} config"),
-            true,
-        ),
-        Some(Role::Agent) => config_table(
-            r,
-            &n.config,
-            FlagRole::Agent,
-            &format!("{ctx} config"),
-            false,
-        ),
+        Some(Role::Server) => {
+            config_table(r, &n.config, Role::Server, &format!("{ctx} config"), true)
+        }
+        Some(Role::Agent) => {
+            config_table(r, &n.config, Role::Agent, &format!("{ctx} config"), false)
+        }
         None => BTreeMap::new(),
     };
 
