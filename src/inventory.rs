@@ -596,6 +596,17 @@ impl Inventory {
         self.base_dir.join(STATE_DIR_NAME)
     }
 
+    /// `<state_dir>/tokens.json`: the backup of the cluster's tokens.
+    pub fn token_backup_path(&self) -> PathBuf {
+        self.state_dir().join("tokens.json")
+    }
+
+    /// `<base_dir>/<cluster>.kubeconfig`: where the admin kubeconfig is written.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.base_dir
+            .join(format!("{}.kubeconfig", self.cluster.name))
+    }
+
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }

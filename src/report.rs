@@ -103,8 +103,9 @@ impl Reporter {
     pub fn step(&self, host: &str, step: &str) {
         {
             let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-            let h = hosts.entry(host.to_string()).or_default();
-            h.started.get_or_insert_with(Instant::now);
+            if let Some(h) = hosts.get_mut(host) {
+                h.started.get_or_insert_with(Instant::now);
+            }
         }
         match self.format {
             OutputFormat::Json => self.event(json!({"event": "step", "host": host, "step": step})),
@@ -124,20 +125,25 @@ impl Reporter {
         }
     }
 
-    /// `host` changed something (counted in the summary).
-    pub fn change(&self, host: &str, what: &str) {
-        self.hosts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(host.to_string())
-            .or_default()
-            .changes
-            .push(redact(what));
+    /// A step of the plan is done: one `action` event each, so a run can be held against
+    /// its plan. Changes (to the cluster) are counted in the summary and printed as they
+    /// happen; waits and this machine's files are not counted.
+    pub fn action(&self, phase: &str, host: &str, action: &str, change: bool) {
+        if change {
+            self.hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(host.to_string())
+                .or_default()
+                .changes
+                .push(redact(action));
+        }
         match self.format {
-            OutputFormat::Json => {
-                self.event(json!({"event": "change", "host": host, "change": what}))
-            }
-            OutputFormat::Text => self.plain(&format!("{host}: {what}")),
+            OutputFormat::Json => self.event(json!({
+                "event": "action", "phase": phase, "host": host, "action": action, "change": change,
+            })),
+            OutputFormat::Text if change => self.plain(&format!("{host}: {action}")),
+            OutputFormat::Text => {}
         }
     }
 

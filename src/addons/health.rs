@@ -9,8 +9,13 @@ use serde_json::Value;
 
 use super::{AddonKind, ManifestFile};
 
+/// The kinds the health checks look at, read together with one `kubectl get -A`.
+pub const KINDS: &str = "customresourcedefinitions,csidrivers,storageclasses,ingressclasses,deployments,daemonsets,services,jobs,helmcharts,addons";
+
 /// One read of everything the health checks look at.
-pub const GET_ALL: &str = "k3s kubectl get customresourcedefinitions,csidrivers,storageclasses,ingressclasses,deployments,daemonsets,services,jobs,helmcharts,addons -A -o json";
+pub fn get_all() -> String {
+    format!("k3s kubectl get {KINDS} -A -o json")
+}
 
 /// Objects by (kind, namespace, name).
 #[derive(Debug, Default, Clone)]

@@ -16,11 +16,10 @@
 //! "wrong").
 //!
 //! Submodules: one per add-on ([`longhorn`], [`traefik`], [`cert_manager`], [`sealed_secrets`]),
-//! [`manifests`] for the extra manifests, [`health`] for what "healthy" means, [`converge`] for
-//! the phase `up` runs.
+//! [`manifests`] for the extra manifests, [`health`] for what "healthy" means. The phases that
+//! write and wait are planned in `plan/addons.rs` and run by the executor (src/apply).
 
 pub mod cert_manager;
-pub mod converge;
 pub mod health;
 pub mod longhorn;
 pub mod manifests;
@@ -127,7 +126,7 @@ impl std::fmt::Display for Owner {
 }
 
 /// One file for the manifests directory of every server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestFile {
     /// File name in [`MANIFESTS_DIR`]; the AddOn name is the part before the first dot.
     pub file: String,
@@ -143,7 +142,7 @@ impl ManifestFile {
     }
 
     pub fn sha256(&self) -> String {
-        crate::plan::sha256_hex(self.content.as_bytes())
+        crate::k3s::sha256_hex(self.content.as_bytes())
     }
 
     /// k3s's `Addon` object name for this file.

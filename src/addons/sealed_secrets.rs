@@ -147,11 +147,10 @@ impl SealingKey {
     }
 
     /// Write the backup (0600 both).
-    pub fn save_backup(&self, state_dir: &Path) -> anyhow::Result<()> {
+    pub fn save_backup(&self, state_dir: &Path) -> std::io::Result<()> {
         let (crt, key) = Self::backup_paths(state_dir);
-        crate::apply::write_private(&key, self.key_pem.as_bytes())?;
-        crate::apply::write_private(&crt, self.cert_pem.as_bytes())?;
-        Ok(())
+        crate::local::write_private(&key, self.key_pem.as_bytes())?;
+        crate::local::write_private(&crt, self.cert_pem.as_bytes())
     }
 
     /// The key from `kubectl get secret ... -o json` output; `None` when it is empty (no

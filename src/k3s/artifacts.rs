@@ -330,7 +330,7 @@ mod tests {
         let v = "v1.36.3+k3s1";
         std::fs::create_dir_all(dir.path().join(v)).unwrap();
         std::fs::write(cache.path(v, "k3s"), b"good").unwrap();
-        let good = crate::plan::sha256_hex(b"good");
+        let good = crate::k3s::sha256_hex(b"good");
         std::fs::write(
             cache.path(v, "sha256sum-amd64.txt"),
             format!("{good}  k3s\n"),

@@ -25,6 +25,21 @@ pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 pub const NODE_PASSWORD_PATH: &str = "/etc/rancher/node/password";
 pub const SUPERVISOR_PORT: u16 = 6443;
 
+/// The sha256 of `bytes`, hex: how a file on a host is compared with what it should hold.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The supervisor URL (`https://host:6443`, IPv6 bracketed) agents and joining servers use.
+pub fn server_url(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("https://[{host}]:{SUPERVISOR_PORT}")
+    } else {
+        format!("https://{host}:{SUPERVISOR_PORT}")
+    }
+}
+
 /// What a node runs: a server (control plane + etcd) or an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -79,35 +79,17 @@ pub fn from_server_config(config_yaml: &str) -> Option<TokenBackup> {
 
 /// Read the 0600 backup in `.bootstrap/`, if there is one.
 pub fn load_backup(path: &std::path::Path) -> std::io::Result<Option<TokenBackup>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
+    match crate::local::read_optional(path)? {
+        Some(text) => serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        None => Ok(None),
     }
 }
 
 /// Write the backup atomically with mode 0600 (the directory 0700).
 pub fn save_backup(path: &std::path::Path, tokens: &TokenBackup) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(tokens)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::local::write_private(path, serde_json::to_string_pretty(tokens)?.as_bytes())
 }
 
 #[cfg(test)]

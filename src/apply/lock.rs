@@ -1,4 +1,6 @@
-//! One run at a time: a lock file on every reachable server of the cluster.
+//! Phase `lock`: one run at a time, a lock file on every reachable server of the cluster,
+//! taken in the round trip that reads the server's facts (its script runs first and stops
+//! the facts script when the lock is held).
 //!
 //! `/var/lib/bootstrap/lock` is created by hard-linking a fully written temp
 //! file (atomic, and it fails when the lock exists), holding who took it
@@ -11,8 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::apply::UpSpec;
-use crate::k3s::Role;
+use crate::facts::Reads;
 use crate::report::Reporter;
 use crate::ssh::{Cmd, Session};
 
@@ -96,22 +97,27 @@ fn operator() -> String {
     format!("{user}@{host}")
 }
 
+/// The acquire step as a shell function: prints `acquired`, `expired <now>` and the old lock,
+/// or `held <now>` and the lock; returns non-zero unless this run holds the lock now. It runs
+/// as the prelude of the facts script, which stops when it fails.
 fn acquire_script(id: &str, body: &str, ttl: u64) -> String {
     format!(
-        r#"set -u
+        r#"bootstrap_lock() {{
 d={LOCK_DIR}; f={LOCK_PATH}
-mkdir -p "$d" && chmod 700 "$d" || exit 3
+mkdir -p "$d" && chmod 700 "$d" || {{ echo "error cannot create $d"; return 1; }}
 now=$(date +%s)
 tmp="$d/.lock.$$"
-{{ printf '%s' '{body}'; echo "since=$now"; echo "expires=$((now + {ttl}))"; }} > "$tmp" || exit 3
-if ln "$tmp" "$f" 2>/dev/null; then rm -f "$tmp"; echo acquired; exit 0; fi
-if grep -qx 'id={id}' "$f" 2>/dev/null; then mv -f "$tmp" "$f"; echo acquired; exit 0; fi
+{{ printf '%s' '{body}'; echo "since=$now"; echo "expires=$((now + {ttl}))"; }} > "$tmp" || {{ echo "error cannot write $tmp"; return 1; }}
+if ln "$tmp" "$f" 2>/dev/null; then rm -f "$tmp"; echo acquired; return 0; fi
+if grep -qx 'id={id}' "$f" 2>/dev/null; then mv -f "$tmp" "$f"; echo acquired; return 0; fi
 exp=$(sed -n 's/^expires=//p' "$f" 2>/dev/null | head -n1)
 case "$exp" in ''|*[!0-9]*) exp=0;; esac
 if [ "$exp" -lt "$now" ]; then
-  echo "expired $now"; cat "$f" 2>/dev/null; mv -f "$tmp" "$f"; exit 0
+  echo "expired $now"; cat "$f" 2>/dev/null; mv -f "$tmp" "$f"; return 0
 fi
-rm -f "$tmp"; echo "held $now"; cat "$f"
+rm -f "$tmp"; echo "held $now"; cat "$f"; return 1
+}}
+bootstrap_lock || exit 0
 "#
     )
 }
@@ -127,17 +133,15 @@ fn renew_script(id: &str, ttl: u64) -> String {
     )
 }
 
-/// A lock held on the cluster's servers; release it with [`Lock::release`].
-pub struct Lock {
+/// The run lock before it is taken: its id and the script every server runs first.
+pub struct Prelude {
     id: String,
-    sessions: Vec<(String, Session)>,
-    renew: Option<tokio::task::JoinHandle<()>>,
+    ttl: u64,
+    script: String,
 }
 
-impl Lock {
-    /// Take the lock on every server that answers (at least one must).
-    /// `skip` names a server not to wait for (a host being replaced).
-    pub async fn acquire(spec: &UpSpec, command: &str, rep: &Reporter) -> Result<Lock> {
+impl Prelude {
+    pub fn new(command: &str) -> Result<Prelude> {
         let ttl = ttl();
         let mut id_bytes = [0u8; 8];
         getrandom::fill(&mut id_bytes).map_err(|e| anyhow!("random lock id: {e}"))?;
@@ -148,52 +152,32 @@ impl Lock {
             std::process::id(),
             clean(command)
         );
-        let servers: Vec<_> = spec
-            .hosts
-            .iter()
-            .filter(|h| h.node.role == Role::Server)
-            .cloned()
-            .collect();
-        let connects = futures::future::join_all(servers.iter().map(|h| async move {
-            (
-                h.node.name.clone(),
-                crate::lifecycle::connect_quick(&h.target).await,
-            )
-        }))
-        .await;
+        let script = acquire_script(&id, &body, ttl);
+        Ok(Prelude { id, ttl, script })
+    }
+
+    /// The script to run first on every server.
+    pub fn script(&self) -> &str {
+        &self.script
+    }
+
+    /// Judge what the servers said: the lock is this run's on every server that answered
+    /// (at least one must), or it is refused, naming who holds it, after letting go of what
+    /// was taken. Then renew it while the run lives.
+    pub async fn take(self, reads: &Reads, rep: &Reporter) -> Result<Lock> {
         let mut lock = Lock {
-            id: id.clone(),
+            id: self.id.clone(),
             sessions: Vec::new(),
             renew: None,
         };
-        let mut unreachable = Vec::new();
-        let script = acquire_script(&id, &body, ttl);
-        for (name, s) in connects {
-            let s = match s {
-                Ok(s) => s,
-                Err(e) => {
-                    unreachable.push(format!("{name}: {e:#}"));
-                    continue;
-                }
-            };
-            let out = match s
-                .run_ok(&Cmd::new(script.clone()).label("take the run lock"))
-                .await
-            {
-                Ok(o) => o.stdout_str(),
-                Err(e) => {
-                    lock.release().await;
-                    return Err(
-                        anyhow::Error::from(e).context(format!("{name}: taking the run lock"))
-                    );
-                }
-            };
+        let mut refusal = None;
+        for (name, session, out) in reads.preludes() {
             let (status, rest) = out.split_once('\n').unwrap_or((out.as_str(), ""));
             let mut words = status.split_whitespace();
             let word = words.next().unwrap_or("");
             let now: u64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
             match word {
-                "acquired" => lock.sessions.push((name, s)),
+                "acquired" => lock.sessions.push((name, session)),
                 "expired" => {
                     let old = Holder::parse(rest);
                     rep.warn(&format!(
@@ -201,30 +185,36 @@ impl Lock {
                         if old.who.is_empty() { "an unknown run".to_string() } else { format!("`bootstrap {}` by {} (pid {})", old.command, old.who, old.pid) },
                         now.saturating_sub(old.expires)
                     ));
-                    lock.sessions.push((name, s));
+                    lock.sessions.push((name, session));
+                }
+                "held" => {
+                    refusal.get_or_insert(format!(
+                        "the cluster is locked by another run: {} (lock {LOCK_PATH} on {name}); wait for it to finish, or if that run is gone the lock is taken over once it expires",
+                        Holder::parse(rest).describe(now)
+                    ));
                 }
                 _ => {
-                    let holder = Holder::parse(rest);
-                    lock.release().await;
-                    bail!(
-                        "the cluster is locked by another run: {} (lock {LOCK_PATH} on {name}); wait for it to finish, or if that run is gone the lock is taken over once it expires",
-                        holder.describe(now)
-                    );
+                    refusal.get_or_insert(format!("{name}: taking the run lock: {}", out.trim()));
                 }
             }
+        }
+        if let Some(why) = refusal {
+            lock.release().await;
+            bail!("{why}");
         }
         if lock.sessions.is_empty() {
             bail!(
                 "no server could be reached to take the run lock, so nothing was changed:\n  {}",
-                unreachable.join("\n  ")
+                reads.unreachable_servers().join("\n  ")
             );
         }
-        for u in &unreachable {
+        for u in reads.unreachable_servers() {
             rep.warn(&format!("run lock not taken on an unreachable server: {u}"));
         }
         // Renew while the run lives.
         let sessions = lock.sessions.clone();
-        let renew = renew_script(&id, ttl);
+        let renew = renew_script(&self.id, self.ttl);
+        let ttl = self.ttl;
         lock.renew = Some(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs((ttl / 3).max(1))).await;
@@ -237,7 +227,16 @@ impl Lock {
         }));
         Ok(lock)
     }
+}
 
+/// A lock held on the cluster's servers; release it with [`Lock::release`].
+pub struct Lock {
+    id: String,
+    sessions: Vec<(String, Session)>,
+    renew: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Lock {
     /// Remove the lock files this run holds (others' are left alone).
     pub async fn release(mut self) {
         if let Some(r) = self.renew.take() {
@@ -257,30 +256,8 @@ impl Lock {
     }
 }
 
-/// Run `f` holding the lock; Ctrl-C (SIGINT) or SIGTERM stops it, releases
-/// the lock and fails. Every step `f` takes is atomic and idempotent, so the
-/// hosts are left safe to converge again.
-pub async fn locked<T>(
-    spec: &UpSpec,
-    command: &str,
-    rep: &Reporter,
-    f: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    let lock = Lock::acquire(spec, command, rep).await?;
-    let r = tokio::select! {
-        r = f => r,
-        s = interrupted() => Err(anyhow!(Interrupted(s))),
-    };
-    lock.release().await;
-    r
-}
-
-/// The run was stopped by a signal (exit code 130).
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted by {0}; the run lock was released and every host is safe to converge again: re-run the command to finish")]
-pub struct Interrupted(pub &'static str);
-
-async fn interrupted() -> &'static str {
+/// The first of SIGINT (Ctrl-C) and SIGTERM.
+pub(super) async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -316,5 +293,6 @@ mod tests {
     fn acquire_script_runs_in_sh() {
         let s = acquire_script("ab", "id=ab\n", 5);
         assert!(s.contains("ln \"$tmp\" \"$f\""));
+        assert!(s.ends_with("bootstrap_lock || exit 0\n"));
     }
 }

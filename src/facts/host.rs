@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use super::b64;
+use crate::addons::AddonFacts;
+use crate::inventory::K3sVersion;
 use crate::k3s::{self, Role};
 
 /// The script run (as root) on every host. Prints `key<TAB>value` lines; a
@@ -24,7 +27,7 @@ p arch "$(uname -m)"
 p hostname "$(cat /proc/sys/kernel/hostname 2>/dev/null || hostname)"
 p init "$(if [ -d /run/systemd/system ]; then echo systemd; elif [ -x /sbin/openrc-run ]; then echo openrc; else echo other; fi)"
 p curl "$(command -v curl >/dev/null 2>&1 && echo yes || echo no)"
-p bin.sha256 "$(h /usr/local/bin/k3s)"
+p bin.present "$( [ -f /usr/local/bin/k3s ] && echo yes || echo no)"
 p bin.version "$( [ -x /usr/local/bin/k3s ] && /usr/local/bin/k3s --version 2>/dev/null | head -n1 | awk '{print $3}' || echo -)"
 for l in kubectl crictl ctr; do p "link.$l" "$(readlink "/usr/local/bin/$l" 2>/dev/null || { [ -e "/usr/local/bin/$l" ] && echo file; } || echo -)"; done
 for s in k3s k3s-agent; do
@@ -43,6 +46,8 @@ for f in /etc/rancher/k3s/config.yaml.d/*; do [ -f "$f" ] && p "dropin.${f##*/}"
 p server.db "$( [ -d /var/lib/rancher/k3s/server/db ] && echo yes || echo no)"
 p server.token "$( [ -s /var/lib/rancher/k3s/server/token ] && echo yes || echo no)"
 p node.password "$( [ -s /etc/rancher/node/password ] && echo yes || echo no)"
+# What k3s-uninstall.sh would remove, if any of it is there (reset plans from it).
+p residue "$(for f in /etc/systemd/system/k3s.service /etc/systemd/system/k3s-agent.service /usr/local/bin/k3s /etc/rancher/k3s /var/lib/rancher/k3s /var/lib/kubelet; do [ -e "$f" ] && printf '%s ' "$f"; done)"
 for f in /var/lib/rancher/k3s/agent/images/*; do [ -f "$f" ] && p "image.${f##*/}" "$(h "$f")"; done
 for f in /var/lib/rancher/k3s/server/manifests/*; do [ -f "$f" ] && p "manifest.${f##*/}" "$(h "$f")"; done
 # Contents the plan compares or recovers from (tokens, kubeconfig): base64, never printed.
@@ -91,9 +96,10 @@ pub struct HostFacts {
     pub hostname: String,
     pub init: String,
     pub has_curl: bool,
-    pub bin_sha256: Option<String>,
+    /// `/usr/local/bin/k3s` exists.
+    pub bin_present: bool,
     /// `k3s --version`'s version, e.g. `v1.36.3+k3s1`.
-    pub bin_version: Option<String>,
+    pub bin_version: Option<K3sVersion>,
     /// Link name → target (`k3s` for a link install.sh made, `file` for a real file).
     pub links: BTreeMap<String, String>,
     pub server: ServiceFacts,
@@ -106,25 +112,16 @@ pub struct HostFacts {
     pub server_db: bool,
     pub server_token: bool,
     pub node_password: bool,
+    /// Paths of k3s that are present (units, binary, config, data): empty on a clean host.
+    pub residue: Vec<String>,
     pub images: BTreeMap<String, String>,
     pub manifests: BTreeMap<String, String>,
     /// Longhorn prerequisites and the extra-manifest record (src/addons).
-    pub addons: crate::addons::AddonFacts,
+    pub addons: AddonFacts,
     /// The current config.yaml (holds tokens: never print it).
     pub config: Option<String>,
     /// k3s's admin kubeconfig, on servers (holds a client key: never print it).
     pub kubeconfig: Option<String>,
-}
-
-fn b64(v: &str) -> Option<String> {
-    use base64::Engine;
-    if v == "-" || v.is_empty() {
-        return None;
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(v)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -162,14 +159,15 @@ impl HostFacts {
                 "hostname" => f.hostname = value.into(),
                 "init" => f.init = value.into(),
                 "curl" => f.has_curl = value == "yes",
-                "bin.sha256" => f.bin_sha256 = sha(value),
-                "bin.version" => f.bin_version = sha(value),
+                "bin.present" => f.bin_present = value == "yes",
+                "bin.version" => f.bin_version = value.parse().ok(),
                 "killall.sha256" => f.killall_sha256 = sha(value),
                 "config.sha256" => f.config_sha256 = sha(value),
                 "config.mode" => f.config_mode = mode(value),
                 "server.db" => f.server_db = value == "yes",
                 "server.token" => f.server_token = value == "yes",
                 "node.password" => f.node_password = value == "yes",
+                "residue" => f.residue = value.split_whitespace().map(String::from).collect(),
                 "config.b64" => f.config = b64(value),
                 "kubeconfig.b64" => f.kubeconfig = b64(value),
                 "end" => ended = true,
@@ -258,7 +256,7 @@ mod tests {
     use super::*;
 
     const FRESH: &str = "os.id\tdebian\nos.version\t12\narch\tx86_64\nhostname\tworker-1\ninit\tsystemd\ncurl\tyes\n\
-bin.sha256\t-\nbin.version\t-\nlink.kubectl\t-\nlink.crictl\t-\nlink.ctr\t-\n\
+bin.present\tno\nbin.version\t-\nlink.kubectl\t-\nlink.crictl\t-\nlink.ctr\t-\n\
 unit.k3s.sha256\t-\nenv.k3s.sha256\t-\nenv.k3s.mode\t-\nsvc.k3s.active\tinactive\nsvc.k3s.enabled\t\nsvc.k3s.since\t0\nuninstall.k3s.sha256\t-\n\
 unit.k3s-agent.sha256\t-\nenv.k3s-agent.sha256\t-\nenv.k3s-agent.mode\t-\nsvc.k3s-agent.active\tinactive\nsvc.k3s-agent.enabled\t\nsvc.k3s-agent.since\t0\nuninstall.k3s-agent.sha256\t-\n\
 killall.sha256\t-\nconfig.sha256\t-\nconfig.mode\t-\nserver.db\tno\nserver.token\tno\nnode.password\tno\nend\tok\n";
@@ -269,7 +267,7 @@ killall.sha256\t-\nconfig.sha256\t-\nconfig.mode\t-\nserver.db\tno\nserver.token
         assert_eq!(f.os_id, "debian");
         assert_eq!(f.hostname, "worker-1");
         assert!(f.has_curl);
-        assert_eq!(f.bin_sha256, None);
+        assert!(!f.bin_present);
         assert_eq!(f.installed_role(), None);
         assert_eq!(f.missing_links(), vec!["kubectl", "crictl", "ctr"]);
         assert_eq!(f.k3s_arch().unwrap(), ("amd64", "k3s"));
@@ -278,7 +276,7 @@ killall.sha256\t-\nconfig.sha256\t-\nconfig.mode\t-\nserver.db\tno\nserver.token
     #[test]
     fn parses_an_installed_agent() {
         let out = FRESH
-            .replace("bin.sha256\t-", "bin.sha256\tabc")
+            .replace("bin.present\tno", "bin.present\tyes")
             .replace("bin.version\t-", "bin.version\tv1.36.3+k3s1")
             .replace("link.kubectl\t-", "link.kubectl\tk3s")
             .replace("unit.k3s-agent.sha256\t-", "unit.k3s-agent.sha256\tdef")
@@ -293,7 +291,8 @@ killall.sha256\t-\nconfig.sha256\t-\nconfig.mode\t-\nserver.db\tno\nserver.token
                 "dropin.50-join.yaml\tfff\nimage.k3s-airgap-images-amd64.tar.gz\t999\nend\tok",
             );
         let f = HostFacts::parse(&out).unwrap();
-        assert_eq!(f.bin_version.as_deref(), Some("v1.36.3+k3s1"));
+        assert_eq!(f.bin_version, "v1.36.3+k3s1".parse().ok());
+        assert!(f.bin_present);
         assert_eq!(f.installed_role(), Some(Role::Agent));
         assert!(f.agent.is_active());
         assert_eq!(f.agent.since, 123456);

@@ -1,0 +1,286 @@
+//! The steps that run over a host's own session: prerequisites, release files, links, files,
+//! the service, the uninstall, and the manifests directory of a server.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::Options;
+use crate::addons::{self, longhorn, EXTRA_RECORD, MANIFESTS_DIR};
+use crate::inventory::{InstallSource, K3sVersion};
+use crate::k3s::artifacts::{self, Cache};
+use crate::k3s::{self, Role};
+use crate::plan::{Action, Release};
+use crate::report::Reporter;
+use crate::ssh::{self, sh_quote, Cmd, Session};
+
+/// Where a new k3s binary waits, verified, until its host's turn to restart.
+const STAGED_BIN: &str = "/usr/local/bin/.k3s.bootstrap-staged";
+
+/// Run one host step on `s` (host `name`); returns how long it waited on k3s.
+pub(super) async fn run(
+    s: &Session,
+    name: &str,
+    action: &Action,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<Duration> {
+    match action {
+        Action::Prerequisite(fix) => {
+            let out = s
+                .exec(&Cmd::new(longhorn::fix_script(fix)).label(fix.to_string()))
+                .await?;
+            if !out.success() {
+                bail!("{}", longhorn::fix_error(name, fix, &out.stderr_tail(15)));
+            }
+        }
+        Action::InstallBinary {
+            to,
+            arch,
+            file,
+            staged,
+            release,
+            ..
+        } => {
+            let dest = if *staged { STAGED_BIN } else { k3s::BIN_PATH };
+            install_artifact(s, name, release, *to, arch, file, dest, 0o755).await?;
+        }
+        Action::InstallImages {
+            version,
+            release,
+            arch,
+            file,
+            ..
+        } => {
+            let dest = format!("{}/{file}", k3s::IMAGES_DIR);
+            install_artifact(s, name, release, *version, arch, file, &dest, 0o644).await?;
+        }
+        Action::PlaceStagedBinary { .. } => {
+            s.run_ok(
+                &Cmd::new(format!(
+                    "mv -f {} {}",
+                    sh_quote(STAGED_BIN),
+                    sh_quote(k3s::BIN_PATH)
+                ))
+                .label("put the staged k3s in place"),
+            )
+            .await?;
+        }
+        Action::Links(links) => {
+            s.run_ok(&Cmd::new(artifacts::links_script(links)).label("link kubectl, crictl, ctr"))
+                .await?;
+        }
+        Action::WriteFile { file, .. } => {
+            // put_file creates a missing parent directory in its check.
+            s.put_file(
+                &file.path,
+                ssh::Source::Bytes(&file.content),
+                file.mode,
+                Some((0, 0)),
+            )
+            .await?;
+        }
+        Action::Start {
+            role,
+            daemon_reload,
+        } => return service(s, name, *role, "start", *daemon_reload, opts, rep).await,
+        Action::Restart {
+            role,
+            daemon_reload,
+            ..
+        } => return service(s, name, *role, "restart", *daemon_reload, opts, rep).await,
+        Action::Uninstall => {
+            let out = s
+                .exec(
+                    &Cmd::new(k3s::unit::render_reset()?)
+                        .label("uninstall k3s")
+                        .timeout(Duration::from_secs(180)),
+                )
+                .await?;
+            if !out.success() {
+                bail!("{name}: uninstalling k3s failed:\n{}", out.stderr_tail(10));
+            }
+        }
+        Action::WriteManifest(f) => {
+            s.put_file(
+                &f.path(),
+                ssh::Source::Bytes(f.content.as_bytes()),
+                f.mode,
+                Some((0, 0)),
+            )
+            .await
+            .with_context(|| format!("{name}: writing {}", f.path()))?;
+        }
+        Action::RemoveManifest {
+            file,
+            delete_objects,
+        } => {
+            let q = sh_quote(&format!("{MANIFESTS_DIR}/{file}"));
+            // kubectl waits (up to the run's timeout) until the objects are gone: a HelmChart
+            // stays until its uninstall Job is done (helm-controller's finalizer), and the
+            // file stays until then, so a failed or interrupted removal is tried again.
+            let mut script = String::new();
+            if *delete_objects {
+                script.push_str(&format!(
+                    "if [ -f {q} ]; then k3s kubectl delete -f {q} --ignore-not-found --timeout={secs}s >/dev/null || exit 1; fi; \
+                     k3s kubectl delete addons.k3s.cattle.io {addon} -n kube-system --ignore-not-found --wait=false >/dev/null || exit 1\n",
+                    secs = opts.timeout.as_secs().max(1),
+                    addon = sh_quote(addons::addon_name(file)),
+                ));
+            }
+            script.push_str(&format!("rm -f -- {q}"));
+            s.run_ok(&Cmd::new(script).label("remove a dropped add-on manifest"))
+                .await
+                .with_context(|| format!("{name}: removing {file}"))?;
+        }
+        Action::WriteExtraRecord { names } => {
+            let path = sh_quote(&format!("{MANIFESTS_DIR}/{EXTRA_RECORD}"));
+            let line = if names.is_empty() {
+                format!("rm -f -- {path}")
+            } else {
+                format!(
+                    "mkdir -p {dir} && printf '%s' {text} > {path}.tmp && mv -f {path}.tmp {path}",
+                    dir = sh_quote(MANIFESTS_DIR),
+                    text = sh_quote(&format!("{}\n", names.join("\n"))),
+                )
+            };
+            s.run_ok(&Cmd::new(line).label("record the extra manifests"))
+                .await?;
+        }
+        other => bail!("{name}: `{other}` does not run on a host"),
+    }
+    Ok(Duration::ZERO)
+}
+
+/// Start or restart the service, then wait until it is ready.
+async fn service(
+    s: &Session,
+    name: &str,
+    role: Role,
+    verb: &str,
+    daemon_reload: bool,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<Duration> {
+    let svc = role.service();
+    let reload = if daemon_reload {
+        "systemctl daemon-reload && "
+    } else {
+        ""
+    };
+    // --no-block: with Type=notify and TimeoutStartSec=0 a failed join would block
+    // `systemctl start` forever.
+    s.run_ok(
+        &Cmd::new(format!(
+            "{reload}systemctl enable {svc} >/dev/null 2>&1 && systemctl {verb} --no-block {svc}"
+        ))
+        .label(format!("{verb} {svc}")),
+    )
+    .await?;
+    let t = Instant::now();
+    wait_active(s, name, role, opts, rep).await?;
+    Ok(t.elapsed())
+}
+
+/// Put release file `file` at `dest` on the host: downloaded there, or uploaded from the
+/// operator's cache. Either way its sha256 is checked against the release sums on the host,
+/// and only a match replaces `dest`.
+#[allow(clippy::too_many_arguments)]
+async fn install_artifact(
+    s: &Session,
+    name: &str,
+    release: &Release,
+    version: K3sVersion,
+    arch: &str,
+    file: &str,
+    dest: &str,
+    mode: u32,
+) -> Result<()> {
+    let version = version.to_string();
+    let script = match release.source {
+        InstallSource::Download => {
+            artifacts::download_script(&release.mirror, &version, arch, file, dest, mode)
+        }
+        InstallSource::Upload => {
+            let cache = Cache {
+                dir: release.cache_dir.clone(),
+            };
+            let mirror = release.mirror.clone();
+            let (v, a, f) = (version.clone(), arch.to_string(), file.to_string());
+            let (path, want) =
+                tokio::task::spawn_blocking(move || cache.verified(&mirror, &v, &a, &f))
+                    .await?
+                    .with_context(|| {
+                        format!("{name}: preparing {file} of k3s {version} for upload")
+                    })?;
+            let (dir, base) = dest.rsplit_once('/').unwrap_or(("", dest));
+            let tmp = format!("{dir}/.{base}.bootstrap-upload");
+            s.put_file(&tmp, ssh::Source::Path(&path), mode, Some((0, 0)))
+                .await?;
+            artifacts::verify_and_move_script(&tmp, dest, &want)
+        }
+    };
+    let out = s
+        .exec(&Cmd::new(script).label(format!("install {file} of k3s {version}")))
+        .await?;
+    if !out.success() {
+        bail!(
+            "{name}: installing {file} of k3s {version} from {} failed; {dest} was left as it was:\n{}",
+            release.mirror,
+            out.stderr_tail(10)
+        );
+    }
+    Ok(())
+}
+
+/// Poll until the service is active (k3s sends READY only when it is), or fail at the
+/// deadline with the journal's tail.
+async fn wait_active(
+    s: &Session,
+    name: &str,
+    role: Role,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<()> {
+    let svc = role.service();
+    rep.step(name, &format!("waiting for {svc} to be ready"));
+    let deadline = Instant::now() + opts.timeout;
+    let probe = match role {
+        Role::Server => format!(
+            "systemctl is-active {svc} && k3s kubectl get --raw /readyz >/dev/null 2>&1 && echo api-ok"
+        ),
+        Role::Agent => format!("systemctl is-active {svc}"),
+    };
+    loop {
+        let out = s
+            .exec(&Cmd::new(probe.clone()).label(format!("check {svc}")))
+            .await?;
+        let text = out.stdout_str();
+        let ready = match role {
+            Role::Server => text.contains("api-ok"),
+            Role::Agent => text.trim() == "active",
+        };
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let journal = s
+                .exec(
+                    &Cmd::new(format!(
+                        "journalctl -u {svc} -n 15 --no-pager 2>&1 | tail -n 15"
+                    ))
+                    .label("journal"),
+                )
+                .await
+                .map(|o| o.stdout_str())
+                .unwrap_or_default();
+            bail!(
+                "{name}: {svc} did not become ready within {:?} (state: {}); last log lines:\n{}",
+                opts.timeout,
+                text.lines().next().unwrap_or("unknown"),
+                ssh::redact(&journal)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

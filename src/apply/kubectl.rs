@@ -1,0 +1,426 @@
+//! The steps that run through a server's `k3s kubectl`: waits for Nodes, drain, uncordon,
+//! Node deletion, label and taint changes, and the add-on health wait.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+
+use super::Options;
+use crate::addons::health::{self, AddonHealth, JobState, Snapshot};
+use crate::addons::AddonKind;
+use crate::facts::cluster::{parse_nodes, ObservedNode, GET_NODES};
+use crate::inventory::K3sVersion;
+use crate::plan::{Action, Applied, NodeDrift, MANAGED_ANNOTATION};
+use crate::report::Reporter;
+use crate::ssh::{self, sh_quote, Cmd, Session};
+
+/// Run one API step through `api` (server `via`); `host` is who it is reported under.
+/// Returns how long it waited on k3s.
+pub(super) async fn run(
+    api: &Session,
+    via: &str,
+    host: &str,
+    action: &Action,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<Duration> {
+    let started = Instant::now();
+    match action {
+        Action::WaitNodeReady { node, version } => {
+            wait_node_ready(api, node, *version, opts, rep).await?;
+            return Ok(started.elapsed());
+        }
+        Action::WaitNodesReady { nodes } => {
+            wait_nodes_ready(api, nodes, opts, rep).await?;
+            return Ok(started.elapsed());
+        }
+        Action::Drain { node, limit_secs } => {
+            let limit = limit_secs
+                .map(|l| opts.timeout.min(Duration::from_secs(l)))
+                .unwrap_or(opts.timeout);
+            drain(api, node, limit, rep).await?;
+        }
+        Action::Uncordon { node } => {
+            api.run_ok(
+                &Cmd::new(format!("k3s kubectl uncordon {}", sh_quote(node)))
+                    .label("kubectl uncordon"),
+            )
+            .await?;
+        }
+        Action::DeleteNode { node } => delete_node(api, node, opts).await?,
+        Action::Labels { node, drift } => {
+            api.run_ok(
+                &Cmd::new(format!("set -e\n{}", drift_script(node, drift)))
+                    .label("kubectl label/taint"),
+            )
+            .await?;
+        }
+        Action::WaitAddons {
+            addons,
+            traefik_namespace,
+            applied,
+        } => {
+            wait_addons(
+                api,
+                via,
+                host,
+                addons,
+                traefik_namespace,
+                applied,
+                opts,
+                rep,
+            )
+            .await?;
+            return Ok(started.elapsed());
+        }
+        other => bail!("`{other}` does not run through kubectl"),
+    }
+    Ok(Duration::ZERO)
+}
+
+/// The kubectl commands (one shell script, `set -e`) that apply `drift` to `node`.
+pub fn drift_script(node: &str, drift: &NodeDrift) -> String {
+    let n = sh_quote(node);
+    let mut s = String::new();
+    let mut set: Vec<String> = drift
+        .set_labels
+        .iter()
+        .map(|(k, v)| sh_quote(&format!("{k}={v}")))
+        .collect();
+    set.extend(
+        drift
+            .remove_labels
+            .iter()
+            .map(|k| sh_quote(&format!("{k}-"))),
+    );
+    if !set.is_empty() {
+        s.push_str(&format!(
+            "k3s kubectl label node {n} --overwrite {}\n",
+            set.join(" ")
+        ));
+    }
+    for t in &drift.remove_taints {
+        s.push_str(&format!(
+            "k3s kubectl taint node {n} {}\n",
+            sh_quote(&format!("{t}-"))
+        ));
+    }
+    for t in &drift.add_taints {
+        s.push_str(&format!(
+            "k3s kubectl taint node {n} --overwrite {}\n",
+            sh_quote(&t.to_string())
+        ));
+    }
+    if let Some(a) = &drift.annotation {
+        s.push_str(&format!(
+            "k3s kubectl annotate node {n} --overwrite {}\n",
+            sh_quote(&format!("{MANAGED_ANNOTATION}={a}"))
+        ));
+    }
+    s
+}
+
+/// Read every Node through `api`.
+async fn get_nodes(api: &Session) -> Result<Vec<ObservedNode>> {
+    let out = api
+        .run_ok(&Cmd::new(GET_NODES).label("kubectl get nodes"))
+        .await?;
+    Ok(parse_nodes(&out.stdout_str())?)
+}
+
+/// Wait until `name` is Ready (on `version`, when given).
+async fn wait_node_ready(
+    api: &Session,
+    name: &str,
+    version: Option<K3sVersion>,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<()> {
+    rep.step(name, "waiting for the node to be Ready");
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        let nodes = get_nodes(api).await?;
+        if nodes
+            .iter()
+            .any(|n| n.name == name && n.ready && version.is_none_or(|v| n.version() == Some(v)))
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name}: the node is not Ready{} after {:?}",
+                version.map(|v| format!(" on {v}")).unwrap_or_default(),
+                opts.timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Wait until every one of `names` is registered and Ready.
+async fn wait_nodes_ready(
+    api: &Session,
+    names: &[String],
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<()> {
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        let nodes = get_nodes(api).await?;
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|d| !nodes.iter().any(|n| &n.name == *d && n.ready))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for m in &missing {
+            rep.step(m, "waiting for the node to be Ready");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "these nodes are not Ready after {:?}: {}; check `journalctl -u k3s-agent` (or k3s) on them",
+                opts.timeout,
+                missing.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Cordon and drain `name`, bounded by `timeout`. A drain that does not finish is reported
+/// with what did not evict; the step still succeeds (the node stays cordoned).
+async fn drain(api: &Session, name: &str, timeout: Duration, rep: &Reporter) -> Result<()> {
+    let secs = timeout.as_secs().max(1);
+    let out = api
+        .exec(
+            &Cmd::new(format!(
+                "k3s kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout={secs}s",
+                sh_quote(name)
+            ))
+            .label("kubectl drain")
+            .timeout(timeout + Duration::from_secs(30)),
+        )
+        .await?;
+    let evicted = out
+        .stdout_str()
+        .lines()
+        .filter(|l| l.starts_with("evicting pod "))
+        .count();
+    if out.success() {
+        rep.info(&format!("{name}: drained ({evicted} pod(s) evicted)"));
+        return Ok(());
+    }
+    let left: Vec<String> = out
+        .stderr_str()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Warning: ignoring DaemonSet"))
+        .map(String::from)
+        .collect();
+    rep.warn(&format!(
+        "{name}: the drain did not finish within {secs}s ({evicted} pod(s) evicted); not evicted:\n  {}",
+        left.join("\n  ")
+    ));
+    Ok(())
+}
+
+/// Delete the Node (which, in k3s, drops its node-password secret and, for a server, its
+/// etcd member), then wait until the secret is gone.
+async fn delete_node(api: &Session, name: &str, opts: &Options) -> Result<()> {
+    api.run_ok(
+        &Cmd::new(format!(
+            "k3s kubectl delete node {} --ignore-not-found",
+            sh_quote(name)
+        ))
+        .label("kubectl delete node"),
+    )
+    .await?;
+    let secret = format!("{}.node-password.k3s", name.to_lowercase());
+    let deadline = Instant::now() + opts.timeout.min(Duration::from_secs(120));
+    loop {
+        let out = api
+            .run_ok(
+                &Cmd::new(format!(
+                    "k3s kubectl -n kube-system get secret {} -o name --ignore-not-found",
+                    sh_quote(&secret)
+                ))
+                .label("kubectl get secret"),
+            )
+            .await?;
+        if out.stdout_str().trim().is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            // The garbage collector should have done it: do it, so the new host's
+            // registration is not refused.
+            api.run_ok(
+                &Cmd::new(format!(
+                    "k3s kubectl -n kube-system delete secret {} --ignore-not-found",
+                    sh_quote(&secret)
+                ))
+                .label("kubectl delete secret"),
+            )
+            .await?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Wait until `addons` are healthy and every file of `applied` is applied by k3s's deploy
+/// controller. A failed install Job ends the wait at once with its logs.
+#[allow(clippy::too_many_arguments)]
+async fn wait_addons(
+    api: &Session,
+    via: &str,
+    host: &str,
+    addons: &[AddonKind],
+    traefik_ns: &str,
+    applied: &[Applied],
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<()> {
+    let deadline = Instant::now() + opts.timeout;
+    let mut reported: BTreeSet<AddonKind> = BTreeSet::new();
+    let mut last: Option<String> = None;
+    loop {
+        let out = api
+            .run_ok(&Cmd::new(health::get_all()).label("read add-on health"))
+            .await?;
+        let snap = Snapshot::parse(&out.stdout_str()).map_err(|e| anyhow!(e))?;
+        let states: Vec<AddonHealth> = addons
+            .iter()
+            .map(|k| health::evaluate(&snap, *k, traefik_ns))
+            .collect();
+        let failed: Vec<&AddonHealth> = states
+            .iter()
+            .filter(|h| h.job == JobState::Failed)
+            .collect();
+        if !failed.is_empty() {
+            let mut msg = Vec::new();
+            for h in failed {
+                let logs = job_logs(api, h.addon).await;
+                msg.push(format!(
+                    "add-on {}: the helm install Job kube-system/{} failed (HelmChart kube-system/{}, failurePolicy abort); last log lines:\n{}",
+                    h.addon,
+                    h.addon.job_name(),
+                    h.addon.chart_name(),
+                    indent(&logs)
+                ));
+            }
+            bail!("{}", msg.join("\n"));
+        }
+        for h in states.iter().filter(|h| h.healthy()) {
+            if reported.insert(h.addon) {
+                rep.info(&format!("add-on {}: healthy", h.addon));
+            }
+        }
+        let unapplied: Vec<&Applied> = applied
+            .iter()
+            .filter(|f| {
+                snap.get("Addon", "kube-system", &f.addon)
+                    .and_then(|a| a["spec"]["checksum"].as_str())
+                    != Some(f.sha256.as_str())
+            })
+            .collect();
+        if states.iter().all(AddonHealth::healthy) && unapplied.is_empty() {
+            return Ok(());
+        }
+        if let Some(h) = states.iter().find(|h| !h.healthy()) {
+            let line = format!("add-on {}: {}", h.addon, h.summary());
+            if last.as_ref() != Some(&line) {
+                rep.step(host, &line);
+                last = Some(line);
+            }
+        }
+        if Instant::now() > deadline {
+            let mut msg = Vec::new();
+            for h in states.iter().filter(|h| !h.healthy()) {
+                let logs = if h.job == JobState::Complete {
+                    String::new()
+                } else {
+                    format!(
+                        "\n  last log lines of Job kube-system/{}:\n{}",
+                        h.addon.job_name(),
+                        indent(&job_logs(api, h.addon).await)
+                    )
+                };
+                msg.push(format!(
+                    "add-on {} is not healthy after {:?}: {}{logs}",
+                    h.addon,
+                    opts.timeout,
+                    h.summary()
+                ));
+            }
+            for f in &unapplied {
+                msg.push(format!(
+                    "{}: k3s has not applied {} (Addon kube-system/{}); see `k3s kubectl get events -n kube-system` on {via}",
+                    f.owner, f.file, f.addon
+                ));
+            }
+            bail!("{}", msg.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn indent(text: &str) -> String {
+    let t: Vec<String> = text
+        .trim_end()
+        .lines()
+        .map(|l| format!("    {l}"))
+        .collect();
+    if t.is_empty() {
+        "    (no log)".into()
+    } else {
+        t.join("\n")
+    }
+}
+
+async fn job_logs(api: &Session, kind: AddonKind) -> String {
+    match api
+        .exec(&Cmd::new(health::job_logs_command(kind)).label("helm Job logs"))
+        .await
+    {
+        Ok(o) => ssh::redact(&o.stdout_str()),
+        Err(e) => format!("(could not read the logs: {e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Taint;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn drift_script_quotes_everything() {
+        let drift = NodeDrift {
+            set_labels: BTreeMap::from([("a".to_string(), "b c".to_string())]),
+            remove_labels: vec!["old".into()],
+            add_taints: vec![Taint::parse("k=v:NoSchedule").unwrap()],
+            remove_taints: vec![Taint::parse("x:NoExecute").unwrap()],
+            annotation: Some(r#"{"labels":["a"],"taints":["k:NoSchedule"]}"#.into()),
+        };
+        let s = drift_script("worker-1", &drift);
+        assert!(
+            s.contains("k3s kubectl label node worker-1 --overwrite 'a=b c' old-\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("k3s kubectl taint node worker-1 x:NoExecute-\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("k3s kubectl taint node worker-1 --overwrite k=v:NoSchedule\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("annotate node worker-1 --overwrite 'bootstrap.k3s.io/managed="),
+            "{s}"
+        );
+    }
+}

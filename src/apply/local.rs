@@ -1,0 +1,75 @@
+//! The steps on the operator's machine: the backups in `.bootstrap/`, the kubeconfig, the
+//! inventory file.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::connect::Sessions;
+use crate::inventory::edit;
+use crate::k3s::{self, token};
+use crate::kubeconfig;
+use crate::plan::Action;
+use crate::report::Reporter;
+
+pub(super) async fn run(sessions: &Sessions, action: &Action, rep: &Reporter) -> Result<Duration> {
+    match action {
+        Action::SaveTokens { path, tokens, .. } => {
+            token::save_backup(path, tokens)
+                .with_context(|| format!("writing the token backup {}", path.display()))?;
+            rep.info(&format!("token backup written to {}", path.display()));
+        }
+        Action::SaveSealingKey { dir, key, .. } => {
+            key.save_backup(dir)
+                .context("writing the Sealed Secrets key backup")?;
+            let (_, path) = crate::addons::sealed_secrets::SealingKey::backup_paths(dir);
+            rep.info(&format!(
+                "sealed-secrets: key backup written to {} (keep it safe: it opens every SealedSecret)",
+                path.display()
+            ));
+        }
+        Action::WriteKubeconfig {
+            path,
+            name: cluster,
+            from,
+            url,
+            content,
+            merge,
+        } => {
+            let text = match content {
+                Some(t) => t.clone(),
+                None => {
+                    let s = sessions
+                        .get(from)
+                        .with_context(|| format!("{from}: not connected"))?;
+                    let bytes = s.get_file(k3s::KUBECONFIG_PATH).await?;
+                    String::from_utf8(bytes).context("the server's kubeconfig is not UTF-8")?
+                }
+            };
+            let ours = kubeconfig::rewrite(&text, cluster, url)?;
+            if crate::local::read_optional(path)?.as_deref() != Some(ours.as_str()) {
+                crate::local::write_private(path, ours.as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            rep.info(&format!("kubeconfig written to {}", path.display()));
+            if let Some(target) = merge {
+                let existing = crate::local::read_optional(target)
+                    .with_context(|| format!("reading {}", target.display()))?
+                    .unwrap_or_default();
+                let merged = kubeconfig::merge(&existing, &ours, &target.display().to_string())?;
+                crate::local::write_private(target, merged.as_bytes())
+                    .with_context(|| format!("writing {}", target.display()))?;
+                rep.info(&format!(
+                    "merged into {} as context {cluster}",
+                    target.display()
+                ));
+            }
+        }
+        Action::WriteInventory { path, text } => {
+            edit::write(path, text)?;
+            rep.info(&format!("{} written", path.display()));
+        }
+        other => anyhow::bail!("`{other}` does not run on this machine"),
+    }
+    Ok(Duration::ZERO)
+}

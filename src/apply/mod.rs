@@ -1,0 +1,146 @@
+//! Apply: the one writer. A [`Writer`] takes the run lock while it reads the facts (the lock
+//! script runs first on every server, in the same round trip), then executes a plan phase by
+//! phase and releases the lock, whatever happens; SIGINT and SIGTERM stop it between steps.
+//! Nothing else writes to a host, the cluster or the operator's files: `plan` never gets
+//! here, so a plan cannot write.
+//!
+//! [`runner`] runs the phases (bounded concurrency, timing, per-host errors); [`host`],
+//! [`kubectl`] and [`local`] run the steps on a host's session, through a server's kubectl
+//! and on this machine; [`lock`] is the run lock.
+
+mod host;
+mod kubectl;
+mod local;
+pub mod lock;
+mod runner;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+
+use crate::connect::Sessions;
+use crate::facts::{self, Facts, LocalFacts};
+use crate::inventory::Inventory;
+use crate::outcome::Interrupted;
+use crate::plan::Plan;
+use crate::report::Reporter;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub parallel: usize,
+    /// Deadline for each wait (a service to become ready, nodes to be Ready).
+    pub timeout: Duration,
+}
+
+/// What a run did, for the summary and the benchmark.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Report {
+    pub changes: usize,
+    pub round_trips: BTreeMap<String, u64>,
+    pub kubeconfig: Option<PathBuf>,
+    /// Wall seconds per phase.
+    pub phases: BTreeMap<String, f64>,
+    /// Wall seconds spent blocked on k3s itself (services starting, nodes turning Ready);
+    /// the rest of the run is the tool's own share.
+    pub waiting_seconds: f64,
+}
+
+/// A run that may write: it holds the run lock and the sessions.
+pub struct Writer {
+    sessions: Sessions,
+    lock: lock::Lock,
+    facts_seconds: f64,
+    kubeconfig: PathBuf,
+}
+
+impl Writer {
+    /// Take the run lock on the servers of `req` and read the facts, one round trip per host.
+    /// Refused, with nothing changed, when another run holds the lock or a required host
+    /// cannot be read.
+    pub async fn open(
+        inv: &Inventory,
+        mut req: facts::Request,
+        local: LocalFacts,
+        command: &str,
+        opts: &Options,
+        rep: &Reporter,
+    ) -> Result<(Writer, Facts)> {
+        let prelude = lock::Prelude::new(command)?;
+        req.prelude = Some(prelude.script().to_string());
+        let reads = facts::read(&req, opts.parallel, rep).await;
+        let facts_seconds = reads.elapsed.as_secs_f64();
+        let lock = prelude.take(&reads, rep).await?;
+        match reads.into_facts(inv, &req, local).await {
+            Ok((sessions, facts)) => Ok((
+                Writer {
+                    sessions,
+                    lock,
+                    facts_seconds,
+                    kubeconfig: inv.kubeconfig_path(),
+                },
+                facts,
+            )),
+            Err(e) => {
+                lock.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Execute `plan` (nothing, when planning failed), then release the lock.
+    pub async fn execute(
+        self,
+        plan: Result<Plan>,
+        opts: &Options,
+        rep: &Reporter,
+    ) -> Result<Report> {
+        let result = match plan {
+            Ok(plan) => {
+                let ex = runner::Executor {
+                    sessions: &self.sessions,
+                    opts,
+                    rep,
+                };
+                tokio::select! {
+                    r = ex.run(&plan) => r,
+                    s = lock::interrupted() => Err(anyhow!(Interrupted(s))),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        self.lock.release().await;
+        let mut report = result?;
+        report
+            .phases
+            .insert("connect-facts".into(), self.facts_seconds);
+        report.round_trips = self.sessions.round_trips();
+        if report.kubeconfig.is_none() && self.kubeconfig.exists() {
+            report.kubeconfig = Some(self.kubeconfig.clone());
+        }
+        Ok(report)
+    }
+}
+
+/// Execute a plan that writes only on this machine (`kubeconfig`): no lock is needed.
+pub async fn execute_local(
+    plan: &Plan,
+    sessions: &Sessions,
+    opts: &Options,
+    rep: &Reporter,
+) -> Result<Report> {
+    let touches_hosts = plan.steps().any(|(_, _, s)| s.on != crate::plan::On::Local);
+    if touches_hosts {
+        return Err(anyhow!(
+            "this plan changes hosts; it must run under the run lock"
+        ));
+    }
+    runner::Executor {
+        sessions,
+        opts,
+        rep,
+    }
+    .run(plan)
+    .await
+}

@@ -1,0 +1,322 @@
+//! Cluster facts: what the API says, read with `k3s kubectl` on one server in the same round
+//! trip as its host facts: every Node, the objects add-on health is judged from, and the
+//! sealing key Secret when the operator has no backup of it. Parsed by pure functions.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::addons::health::{Snapshot, KINDS};
+use crate::addons::sealed_secrets::{self, SealingKey};
+use crate::inventory::{K3sVersion, Taint, TaintEffect};
+
+/// The command that reads every Node as JSON (the executor polls it while it waits).
+pub const GET_NODES: &str = "k3s kubectl get nodes -o json";
+
+/// A Node as the API shows it (the parts the plan reads).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedNode {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub ready: bool,
+    /// The kubelet's version as the Node reports it (`v1.36.3+k3s1`).
+    pub kubelet_version: String,
+    pub unschedulable: bool,
+    pub internal_ip: Option<String>,
+}
+
+impl ObservedNode {
+    pub fn version(&self) -> Option<K3sVersion> {
+        self.kubelet_version.parse().ok()
+    }
+}
+
+/// What the cluster's API said, through one server.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFacts {
+    /// The server that answered; `None` when none did (a new cluster, or every server down).
+    pub api: Option<String>,
+    /// Why the servers asked did not answer, for messages.
+    pub unanswered: Vec<String>,
+    pub nodes: Vec<ObservedNode>,
+    /// The objects add-on health is judged from (when add-ons were asked for).
+    pub objects: Option<Snapshot>,
+    /// The Sealed Secrets key Secret, when it was asked for and exists.
+    pub sealing_key: Option<SealingKey>,
+}
+
+impl ClusterFacts {
+    pub fn node(&self, name: &str) -> Option<&ObservedNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// The script that reads the cluster on a server: `cluster.*` lines, contents base64. It
+/// reads, never writes. `addons` adds the add-on health kinds to the one `kubectl get`;
+/// `sealing_key` reads the key Secret too.
+pub fn query_script(addons: bool, sealing_key: bool) -> String {
+    let kinds = if addons {
+        format!("nodes,{KINDS}")
+    } else {
+        "nodes".to_string()
+    };
+    let key = if sealing_key {
+        format!(
+            "  if o=$({} --request-timeout=20s 2>/dev/null); then printf 'cluster.key\\t%s\\n' \"$(printf '%s' \"$o\" | base64 -w0)\"; fi\n",
+            sealed_secrets::GET_KEY
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"if [ -x /usr/local/bin/k3s ] && systemctl is-active -q k3s 2>/dev/null; then
+  if o=$(k3s kubectl get {kinds} -A -o json --request-timeout=20s 2>&1); then
+    printf 'cluster.objects\t%s\n' "$(printf '%s' "$o" | base64 -w0)"
+  else
+    printf 'cluster.error\t%s\n' "$(printf '%s' "$o" | tail -n 1 | tr '\t' ' ')"
+  fi
+{key}else
+  printf 'cluster.error\tk3s is not running here\n'
+fi
+printf 'cluster.end\tok\n'
+"#
+    )
+}
+
+/// What one server's [`query_script`] printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The API answered: the objects (a `kubectl get -o json` List) and the key Secret's JSON.
+    Objects { json: String, key: Option<String> },
+    /// It did not, and why.
+    NoApi(String),
+}
+
+/// Parse the output of [`query_script`].
+pub fn parse_answer(out: &str) -> Answer {
+    let mut json = None;
+    let mut key = None;
+    let mut error = None;
+    let mut ended = false;
+    for line in out.lines() {
+        let Some((k, v)) = line.split_once('\t') else {
+            continue;
+        };
+        match k {
+            "cluster.objects" => json = super::b64(v.trim()),
+            "cluster.key" => key = super::b64(v.trim()),
+            "cluster.error" => error = Some(v.trim().to_string()),
+            "cluster.end" => ended = true,
+            _ => {}
+        }
+    }
+    match (json, ended) {
+        (Some(json), true) => Answer::Objects { json, key },
+        (_, false) => Answer::NoApi("the output ended early".into()),
+        (None, true) => Answer::NoApi(error.unwrap_or_else(|| "no answer".into())),
+    }
+}
+
+/// The cluster facts from an [`Answer::Objects`] of server `api`.
+pub fn from_answer(api: &str, json: &str, key: Option<&str>) -> Result<ClusterFacts, String> {
+    let nodes = parse_nodes(json).map_err(|e| e.to_string())?;
+    let objects = Snapshot::parse(json)?;
+    let sealing_key = match key {
+        Some(k) => SealingKey::from_secret_json(k).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    Ok(ClusterFacts {
+        api: Some(api.to_string()),
+        unanswered: Vec::new(),
+        nodes,
+        objects: Some(objects),
+        sealing_key,
+    })
+}
+
+#[derive(Deserialize)]
+struct List {
+    #[serde(default)]
+    items: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct NodeJson {
+    metadata: Meta,
+    #[serde(default)]
+    spec: Spec,
+    #[serde(default)]
+    status: Status,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Spec {
+    #[serde(default)]
+    taints: Vec<TaintJson>,
+    #[serde(default)]
+    unschedulable: bool,
+}
+
+#[derive(Deserialize)]
+struct TaintJson {
+    key: String,
+    #[serde(default)]
+    value: String,
+    effect: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Status {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+    #[serde(default, rename = "nodeInfo")]
+    node_info: NodeInfo,
+    #[serde(default)]
+    addresses: Vec<Address>,
+}
+
+#[derive(Deserialize)]
+struct Condition {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+}
+
+#[derive(Deserialize, Default)]
+struct NodeInfo {
+    #[serde(default, rename = "kubeletVersion")]
+    kubelet_version: String,
+}
+
+#[derive(Deserialize)]
+struct Address {
+    #[serde(rename = "type")]
+    kind: String,
+    address: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not read `kubectl get nodes -o json`: {0}")]
+pub struct ParseError(#[from] serde_json::Error);
+
+/// The Nodes of a `kubectl get ... -o json` List (items of kind Node, or every item of a
+/// `get nodes`).
+pub fn parse_nodes(json: &str) -> Result<Vec<ObservedNode>, ParseError> {
+    let list: List = serde_json::from_str(json)?;
+    let mut out = Vec::new();
+    for item in list.items {
+        if item.get("kind").is_some_and(|k| k != "Node") {
+            continue;
+        }
+        let n: NodeJson = serde_json::from_value(item)?;
+        let internal_ip = n
+            .status
+            .addresses
+            .iter()
+            .find(|a| a.kind == "InternalIP")
+            .map(|a| a.address.clone())
+            .or_else(|| n.metadata.annotations.get("k3s.io/internal-ip").cloned());
+        out.push(ObservedNode {
+            ready: n
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.kind == "Ready" && c.status == "True"),
+            kubelet_version: n.status.node_info.kubelet_version,
+            name: n.metadata.name,
+            labels: n.metadata.labels,
+            annotations: n.metadata.annotations,
+            // The API admits only the three effects.
+            taints: n
+                .spec
+                .taints
+                .into_iter()
+                .filter_map(|t| {
+                    Some(Taint {
+                        key: t.key,
+                        value: (!t.value.is_empty()).then_some(t.value),
+                        effect: TaintEffect::parse(&t.effect)?,
+                    })
+                })
+                .collect(),
+            unschedulable: n.spec.unschedulable,
+            internal_ip,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODES: &str = r#"{"apiVersion":"v1","items":[
+      {"kind":"Node","metadata":{"name":"master-1","labels":{"node-role.kubernetes.io/control-plane":"true"},
+        "annotations":{"bootstrap.k3s.io/managed":"{\"labels\":[],\"taints\":[]}"}},
+       "spec":{"taints":[{"key":"node-role.kubernetes.io/control-plane","value":"true","effect":"NoSchedule"}]},
+       "status":{"conditions":[{"type":"Ready","status":"True"}],"nodeInfo":{"kubeletVersion":"v1.36.3+k3s1"},
+         "addresses":[{"type":"InternalIP","address":"10.0.0.1"},{"type":"Hostname","address":"master-1"}]}},
+      {"metadata":{"name":"worker-1"},"spec":{"unschedulable":true},
+       "status":{"conditions":[{"type":"Ready","status":"Unknown"}],"nodeInfo":{"kubeletVersion":"v1.36.3+k3s1"}}},
+      {"kind":"Deployment","metadata":{"name":"traefik","namespace":"kube-system"}}
+    ],"kind":"List","metadata":{"resourceVersion":""}}"#;
+
+    #[test]
+    fn parses_node_list() {
+        let nodes = parse_nodes(NODES).unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes[0].ready);
+        assert_eq!(
+            nodes[0].taints[0].to_string(),
+            "node-role.kubernetes.io/control-plane=true:NoSchedule"
+        );
+        assert_eq!(nodes[0].internal_ip.as_deref(), Some("10.0.0.1"));
+        assert!(!nodes[1].ready);
+        assert!(nodes[1].unschedulable);
+        assert_eq!(nodes[1].version(), "v1.36.3+k3s1".parse().ok());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(parse_nodes("not json").is_err());
+        assert!(parse_nodes("{\"items\":[{\"metadata\":{}}]}").is_err());
+    }
+
+    #[test]
+    fn answers_and_silences() {
+        use base64::Engine;
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let out = format!("cluster.objects\t{}\ncluster.end\tok\n", b(NODES));
+        let Answer::Objects { json, key } = parse_answer(&out) else {
+            panic!("no objects");
+        };
+        assert_eq!(key, None);
+        let f = from_answer("master-1", &json, None).unwrap();
+        assert_eq!(f.api.as_deref(), Some("master-1"));
+        assert_eq!(f.nodes.len(), 2);
+        assert!(f
+            .objects
+            .unwrap()
+            .get("Deployment", "kube-system", "traefik")
+            .is_some());
+        assert_eq!(
+            parse_answer("cluster.error\tk3s is not running here\ncluster.end\tok\n"),
+            Answer::NoApi("k3s is not running here".into())
+        );
+        assert!(matches!(
+            parse_answer("cluster.objects\tAAAA\n"),
+            Answer::NoApi(_)
+        ));
+    }
+}

@@ -1,0 +1,399 @@
+//! Facts: everything the plan reads, gathered once into one value before anything is planned.
+//!
+//! - [`host`]: each host's state, one script in the round trip that connects to it.
+//! - [`cluster`]: what the API says (Nodes, add-on objects, the sealing key), read on one
+//!   server in that same round trip; another server is asked only when it does not answer.
+//! - [`local`]: what this machine holds (backups, the kubeconfig, release sums).
+//!
+//! [`read`] connects and runs the scripts; [`Reads::into_facts`] turns what they printed into
+//! [`Facts`], failing, with every host that failed named, before anything is planned. A server
+//! may get a prelude before its facts (the run lock of src/apply), in the same round trip.
+
+pub mod cluster;
+pub mod host;
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use tokio::sync::Semaphore;
+
+pub use cluster::{ClusterFacts, ObservedNode};
+pub use host::{HostFacts, ServiceFacts};
+pub use local::LocalFacts;
+
+use crate::connect::{Host, Sessions};
+use crate::inventory::Inventory;
+use crate::k3s::{token, Role};
+use crate::report::Reporter;
+use crate::ssh::{self, Cmd, Session};
+
+/// Everything the plan reads.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// By host key (the node name; [`crate::connect::retired`] for a node's old host).
+    pub hosts: BTreeMap<String, HostFacts>,
+    /// Hosts that need not answer and did not, with why.
+    pub unreachable: BTreeMap<String, String>,
+    pub cluster: ClusterFacts,
+    pub local: LocalFacts,
+}
+
+impl Facts {
+    pub fn host(&self, key: &str) -> Option<&HostFacts> {
+        self.hosts.get(key)
+    }
+}
+
+/// What to read.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub hosts: Vec<Host>,
+    /// Read every host's facts; without it, only the cluster is read (through the servers).
+    pub host_facts: bool,
+    /// The servers to read the cluster through, in order of preference.
+    pub api_from: Vec<String>,
+    /// Read the add-on objects with the Nodes.
+    pub addons: bool,
+    /// Read the sealing key Secret (Sealed Secrets is on and there is no backup).
+    pub sealing_key: bool,
+    /// Make the secrets a new cluster needs when nobody holds them yet.
+    pub new_secrets: bool,
+    /// Also find the kubeconfig `kubeconfig --merge` merges into.
+    pub merge_target: bool,
+    /// Run first on every server, before its facts (the run lock); its output is kept.
+    pub prelude: Option<String>,
+    /// Show per-host progress.
+    pub progress: bool,
+}
+
+/// What every host printed.
+pub struct Reads {
+    hosts: Vec<Host>,
+    sessions: Sessions,
+    errors: BTreeMap<String, String>,
+    sections: BTreeMap<String, BTreeMap<String, String>>,
+    cluster: ClusterFacts,
+    pub elapsed: Duration,
+}
+
+const SECTION: &str = "@@bootstrap ";
+
+fn section(name: &str, body: &str) -> String {
+    format!("printf '{SECTION}{name}\\n'\n{body}\n")
+}
+
+fn split_sections(out: &str) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix(SECTION) {
+            current = Some(name.trim().to_string());
+            map.entry(name.trim().to_string()).or_default();
+            continue;
+        }
+        if let Some(c) = &current {
+            let s = map.entry(c.clone()).or_default();
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    map
+}
+
+/// Connect to the hosts of `req` (bounded by `parallel`) and run, in one round trip each, the
+/// prelude (servers), the host facts script and, on the first server of `api_from`, the
+/// cluster query. When that server does not answer, the next ones are asked in turn.
+pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
+    let started = Instant::now();
+    let query = cluster::query_script(req.addons, req.sealing_key);
+    let sem = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut tasks = Vec::new();
+    for h in &req.hosts {
+        let mut script = String::new();
+        if let (Role::Server, Some(p)) = (h.role, &req.prelude) {
+            script.push_str(&section("prelude", p));
+        }
+        if req.host_facts {
+            script.push_str(&section("host", host::HOST_FACTS_SCRIPT));
+        }
+        if req.api_from.first() == Some(&h.key) {
+            script.push_str(&section("cluster", &query));
+        }
+        if script.is_empty() {
+            continue;
+        }
+        if req.progress {
+            rep.host(&h.key, h.role.command());
+            rep.step(&h.key, "connect and read facts");
+        }
+        let target = h.dial();
+        let sem = sem.clone();
+        let key = h.key.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let r = Session::connect_with(&target, &Cmd::new(script).label("read facts")).await;
+            (key, r)
+        }));
+    }
+    let mut reads = Reads {
+        hosts: req.hosts.clone(),
+        sessions: Sessions::default(),
+        errors: BTreeMap::new(),
+        sections: BTreeMap::new(),
+        cluster: ClusterFacts::default(),
+        elapsed: Duration::ZERO,
+    };
+    for t in tasks {
+        match t.await {
+            Ok((key, Ok((session, out)))) => {
+                if out.success() {
+                    reads
+                        .sections
+                        .insert(key.clone(), split_sections(&out.stdout_str()));
+                } else {
+                    reads.errors.insert(
+                        key.clone(),
+                        format!("reading its facts failed: {}", out.stderr_tail(10)),
+                    );
+                }
+                reads.sessions.insert(key, session);
+            }
+            Ok((key, Err(e))) => {
+                if req.progress {
+                    rep.done(&key, Err(e.to_string()));
+                }
+                reads.errors.insert(key, format!("{e:#}"));
+            }
+            Err(e) => {
+                reads.errors.insert("?".into(), e.to_string());
+            }
+        }
+    }
+    reads.cluster = reads.ask_cluster(req, &query).await;
+    reads.elapsed = started.elapsed();
+    reads
+}
+
+impl Reads {
+    /// What the prelude printed on each server that ran it, with its session.
+    pub fn preludes(&self) -> Vec<(String, Session, String)> {
+        self.sections
+            .iter()
+            .filter_map(|(k, s)| {
+                let out = s.get("prelude")?;
+                Some((k.clone(), self.sessions.get(k)?.clone(), out.clone()))
+            })
+            .collect()
+    }
+
+    /// Servers of the request that could not be reached.
+    pub fn unreachable_servers(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|h| h.role == Role::Server && self.errors.contains_key(&h.key))
+            .map(|h| format!("{}: {}", h.key, self.errors[&h.key]))
+            .collect()
+    }
+
+    async fn ask_cluster(&mut self, req: &Request, query: &str) -> ClusterFacts {
+        let mut unanswered = Vec::new();
+        for (i, key) in req.api_from.iter().enumerate() {
+            let out = if i == 0 {
+                match self.sections.get(key).and_then(|s| s.get("cluster")) {
+                    Some(o) => o.clone(),
+                    None => {
+                        let why = self.errors.get(key).cloned().unwrap_or_default();
+                        unanswered.push(format!("{key}: {why}"));
+                        continue;
+                    }
+                }
+            } else {
+                let cmd = Cmd::new(query).label("read the cluster");
+                let out = match self.sessions.get(key) {
+                    Some(s) => s.exec(&cmd).await.map_err(|e| e.to_string()),
+                    None if self.errors.contains_key(key) => Err(self.errors[key].clone()),
+                    None => {
+                        let Some(h) = self.hosts.iter().find(|h| &h.key == key) else {
+                            continue;
+                        };
+                        match Session::connect_with(&h.dial(), &cmd).await {
+                            Ok((s, o)) => {
+                                self.sessions.insert(key.clone(), s);
+                                Ok(o)
+                            }
+                            Err(e) => {
+                                self.errors.insert(key.clone(), format!("{e:#}"));
+                                Err(format!("{e:#}"))
+                            }
+                        }
+                    }
+                };
+                match out {
+                    Ok(o) => o.stdout_str(),
+                    Err(e) => {
+                        unanswered.push(format!("{key}: {e}"));
+                        continue;
+                    }
+                }
+            };
+            match cluster::parse_answer(&out) {
+                cluster::Answer::Objects { json, key: secret } => {
+                    match cluster::from_answer(key, &json, secret.as_deref()) {
+                        Ok(mut c) => {
+                            c.unanswered = unanswered;
+                            return c;
+                        }
+                        Err(e) => unanswered.push(format!("{key}: {e}")),
+                    }
+                }
+                cluster::Answer::NoApi(why) => unanswered.push(format!("{key}: {why}")),
+            }
+        }
+        ClusterFacts {
+            unanswered,
+            ..Default::default()
+        }
+    }
+
+    /// The sessions, for a caller that stops here (releasing the run lock).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Parse what every host printed into [`Facts`], with `local` (read by [`local::read`]
+    /// before connecting). Fails, naming every required host that could not be reached or
+    /// read, before anything is planned.
+    pub async fn into_facts(
+        self,
+        inv: &Inventory,
+        req: &Request,
+        mut local: LocalFacts,
+    ) -> Result<(Sessions, Facts)> {
+        let mut facts = Facts {
+            cluster: self.cluster,
+            ..Default::default()
+        };
+        let mut errors = Vec::new();
+        for h in &self.hosts {
+            let problem = match (self.errors.get(&h.key), self.sections.get(&h.key)) {
+                (Some(e), _) => Some(e.clone()),
+                (None, Some(s)) if req.host_facts => match s.get("host") {
+                    Some(text) => match HostFacts::parse(text) {
+                        Ok(f) => {
+                            if let Some(c) = &f.config {
+                                register_config_secrets(c);
+                            }
+                            facts.hosts.insert(h.key.clone(), f);
+                            None
+                        }
+                        Err(e) => Some(e.to_string()),
+                    },
+                    None => Some("its facts script did not run".into()),
+                },
+                _ => None,
+            };
+            if let Some(p) = problem {
+                if h.required && req.host_facts {
+                    errors.push(format!("{}: {p}", h.key));
+                } else {
+                    facts.unreachable.insert(h.key.clone(), p);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            bail!(
+                "could not reach every host, so nothing was changed:\n  {}",
+                errors.join("\n  ")
+            );
+        }
+        if req.merge_target {
+            local.merge_target = Some(local::merge_target()?);
+        }
+        if inv.install.airgap_images && req.host_facts {
+            let arches: Vec<&'static str> = facts
+                .hosts
+                .values()
+                .filter_map(|f| f.k3s_arch().ok().map(|(a, _)| a))
+                .collect();
+            let inv2 = inv.clone();
+            local.images =
+                tokio::task::spawn_blocking(move || local::image_sums(&inv2, arches)).await??;
+        }
+        if req.new_secrets {
+            let held = facts.hosts.values().any(|f| {
+                f.config
+                    .as_deref()
+                    .and_then(token::from_server_config)
+                    .is_some()
+            });
+            if !held && local.token_backup.is_none() {
+                let t = local::new_tokens()?;
+                ssh::register_secret(t.server.clone());
+                ssh::register_secret(t.agent.clone());
+                local.new_tokens = Some(t);
+            }
+            // A cluster whose API did not answer may hold a key: never make one then.
+            let cluster_known =
+                facts.cluster.api.is_some() || !facts.hosts.values().any(|f| f.server_db);
+            if inv.addons.sealed_secrets.is_some()
+                && local.sealing_backup.is_none()
+                && facts.cluster.sealing_key.is_none()
+                && cluster_known
+            {
+                let key = tokio::task::spawn_blocking(
+                    crate::addons::sealed_secrets::SealingKey::generate,
+                )
+                .await
+                .map_err(|e| anyhow!("{e}"))??;
+                local.new_sealing_key = Some(key);
+            }
+        }
+        facts.local = local;
+        Ok((self.sessions, facts))
+    }
+}
+
+/// Secrets in a config.yaml read from a host are masked from then on.
+fn register_config_secrets(config: &str) {
+    if let Some(t) = token::from_server_config(config) {
+        ssh::register_secret(t.server);
+        ssh::register_secret(t.agent);
+    }
+    if let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(config) {
+        if let Some(t) = doc.get("token").and_then(|v| v.as_str()) {
+            ssh::register_secret(t.to_string());
+        }
+    }
+}
+
+/// Base64 text (`-` or empty for none) decoded as UTF-8.
+pub(crate) fn b64(v: &str) -> Option<String> {
+    use base64::Engine;
+    if v == "-" || v.is_empty() {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(v)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_split_the_output() {
+        let out = "@@bootstrap prelude\nacquired\n@@bootstrap host\nos.id\tdebian\nend\tok\n@@bootstrap cluster\ncluster.end\tok\n";
+        let s = split_sections(out);
+        assert_eq!(s["prelude"], "acquired\n");
+        assert_eq!(s["host"], "os.id\tdebian\nend\tok\n");
+        assert_eq!(s["cluster"], "cluster.end\tok\n");
+        // A prelude that stops the script leaves no host section.
+        let s = split_sections("@@bootstrap prelude\nheld 5\nid=x\n");
+        assert!(!s.contains_key("host"));
+    }
+}

@@ -1,0 +1,340 @@
+//! The steps a plan is made of. Each [`Action`] says what changes (or what is waited for) and
+//! carries everything its execution needs, so the executor decides nothing; its text is what
+//! `plan` prints and what `up` reports once it is done.
+
+use std::path::PathBuf;
+
+use crate::addons::longhorn::PrereqFix;
+use crate::addons::sealed_secrets::SealingKey;
+use crate::addons::{AddonKind, ManifestFile, Owner};
+use crate::inventory::{InstallSource, K3sVersion};
+use crate::k3s::token::TokenBackup;
+use crate::k3s::Role;
+
+use super::labels::NodeDrift;
+
+/// A file bootstrap keeps on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    pub path: String,
+    pub mode: u32,
+    pub content: Vec<u8>,
+    /// Holds a secret: never shown in a plan or diff.
+    pub secret: bool,
+}
+
+impl FileSpec {
+    pub fn sha256(&self) -> String {
+        crate::k3s::sha256_hex(&self.content)
+    }
+}
+
+/// Where release files come from (the inventory's `[install]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub source: InstallSource,
+    pub mirror: String,
+    /// The operator-side cache for uploads.
+    pub cache_dir: PathBuf,
+}
+
+/// Where a secret the run saves came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Read from a server (its config.yaml, or the cluster's Secret).
+    Cluster,
+    /// Made by this run: nobody held one.
+    New,
+}
+
+/// A manifest file k3s's deploy controller must have applied, as the add-on wait checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub file: String,
+    pub owner: Owner,
+    pub addon: String,
+    pub sha256: String,
+}
+
+/// One step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    // ---- on a host, over its SSH session
+    /// Fix one of Longhorn's node prerequisites.
+    Prerequisite(PrereqFix),
+    /// Put release file `file` (the k3s binary for `arch`) of `to` on the host: in place on a
+    /// fresh host, staged beside it on one that runs k3s (moved in at its turn).
+    InstallBinary {
+        from: Option<K3sVersion>,
+        to: K3sVersion,
+        arch: &'static str,
+        file: &'static str,
+        staged: bool,
+        release: Release,
+    },
+    /// The release's air-gap images tarball into the images directory.
+    InstallImages {
+        version: K3sVersion,
+        release: Release,
+        arch: &'static str,
+        file: String,
+        sha256: String,
+    },
+    /// Move the staged binary into place (an upgrade, at this host's turn).
+    PlaceStagedBinary {
+        from: Option<K3sVersion>,
+        to: K3sVersion,
+    },
+    /// The links install.sh makes beside the binary.
+    Links(Vec<&'static str>),
+    WriteFile {
+        file: FileSpec,
+        reason: &'static str,
+    },
+    /// Enable and start the service, then wait until it is ready.
+    Start {
+        role: Role,
+        daemon_reload: bool,
+    },
+    /// Restart the service (the binary, unit or a setting k3s reads only at start changed),
+    /// then wait until it is ready.
+    Restart {
+        role: Role,
+        reason: String,
+        daemon_reload: bool,
+    },
+    /// Stop and uninstall k3s as k3s-uninstall.sh does.
+    Uninstall,
+    /// Write a file into this server's manifests directory.
+    WriteManifest(ManifestFile),
+    /// Remove a manifest bootstrap wrote earlier; with `delete_objects`, its objects are
+    /// deleted through this server's kubectl first (a HelmChart's uninstall Job included).
+    RemoveManifest {
+        file: String,
+        delete_objects: bool,
+    },
+    /// The record of the extra manifests bootstrap wrote on this server.
+    WriteExtraRecord {
+        names: Vec<String>,
+    },
+
+    // ---- through a server's kubectl
+    /// Wait until the Node is Ready (on `version`, when given).
+    WaitNodeReady {
+        node: String,
+        version: Option<K3sVersion>,
+    },
+    /// Wait until every one of these Nodes is registered and Ready.
+    WaitNodesReady {
+        nodes: Vec<String>,
+    },
+    /// Cordon and drain (at most `limit_secs`, capped by the run's timeout).
+    Drain {
+        node: String,
+        limit_secs: Option<u64>,
+    },
+    Uncordon {
+        node: String,
+    },
+    /// Delete the Node (in k3s: its node-password Secret and, for a server, its etcd member).
+    DeleteNode {
+        node: String,
+    },
+    /// Label and taint changes on one Node.
+    Labels {
+        node: String,
+        drift: NodeDrift,
+    },
+    /// Wait until these add-ons are healthy and k3s applied these files; a failed install
+    /// Job ends the wait with its logs.
+    WaitAddons {
+        addons: Vec<AddonKind>,
+        traefik_namespace: String,
+        applied: Vec<Applied>,
+    },
+
+    // ---- on this machine
+    SaveTokens {
+        path: PathBuf,
+        tokens: TokenBackup,
+        source: Source,
+    },
+    SaveSealingKey {
+        dir: PathBuf,
+        key: SealingKey,
+        source: Source,
+    },
+    /// The admin kubeconfig, its address and names rewritten, beside the inventory (and merged
+    /// into `merge`). `content` is the server's k3s.yaml when the facts hold the current one;
+    /// `None` reads it from `from` once the servers are up.
+    WriteKubeconfig {
+        path: PathBuf,
+        /// The context, cluster and user name in it.
+        name: String,
+        from: String,
+        url: String,
+        content: Option<String>,
+        merge: Option<PathBuf>,
+    },
+    WriteInventory {
+        path: PathBuf,
+        text: String,
+    },
+}
+
+/// Where a step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum On {
+    /// Over this host's session.
+    Host(String),
+    /// Through this server's kubectl.
+    Api(String),
+    /// On the operator's machine.
+    Local,
+}
+
+impl Action {
+    /// Whether it changes the cluster (counted in the summary); waits and this machine's
+    /// files are not.
+    pub fn is_change(&self) -> bool {
+        !matches!(
+            self,
+            Action::WaitNodeReady { .. }
+                | Action::WaitNodesReady { .. }
+                | Action::WaitAddons { .. }
+                | Action::SaveTokens { .. }
+                | Action::SaveSealingKey { .. }
+                | Action::WriteKubeconfig { .. }
+                | Action::WriteInventory { .. }
+        )
+    }
+}
+
+fn names(list: &[String]) -> String {
+    list.join(", ")
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Prerequisite(fix) => write!(f, "{fix}"),
+            Action::InstallBinary {
+                to, staged: true, ..
+            } => write!(f, "stage k3s {to} (in place at its turn)"),
+            Action::InstallBinary { from: None, to, .. } => write!(f, "install k3s {to}"),
+            Action::InstallBinary {
+                from: Some(old),
+                to,
+                ..
+            } => write!(f, "replace k3s {old} with {to}"),
+            Action::InstallImages { file, .. } => write!(f, "install air-gap images {file}"),
+            Action::PlaceStagedBinary { from: Some(old), to } => {
+                write!(f, "replace k3s {old} with {to}")
+            }
+            Action::PlaceStagedBinary { from: None, to } => write!(f, "put k3s {to} in place"),
+            Action::Links(l) => write!(f, "link {} to k3s", l.join(", ")),
+            Action::WriteFile { file, reason } => write!(f, "write {} ({reason})", file.path),
+            Action::Start { role, .. } => write!(f, "enable and start {}", role.service()),
+            Action::Restart { role, reason, .. } => {
+                write!(f, "restart {} ({reason})", role.service())
+            }
+            Action::Uninstall => f.write_str("stop and uninstall k3s"),
+            Action::WriteManifest(m) => write!(f, "{}: write {}", m.owner, m.file),
+            Action::RemoveManifest {
+                file,
+                delete_objects: true,
+            } => write!(f, "remove {file} (objects deleted, file removed)"),
+            Action::RemoveManifest { file, .. } => write!(f, "remove {file}"),
+            Action::WriteExtraRecord { names: n } if n.is_empty() => {
+                f.write_str("forget the extra manifests' record")
+            }
+            Action::WriteExtraRecord { names: n } => {
+                write!(f, "record the extra manifests ({})", names(n))
+            }
+            Action::WaitNodeReady {
+                node,
+                version: Some(v),
+            } => write!(f, "wait until {node} is Ready on {v}"),
+            Action::WaitNodeReady { node, version: None } => {
+                write!(f, "wait until {node} is Ready")
+            }
+            Action::WaitNodesReady { nodes } => {
+                write!(f, "wait until every node is Ready ({})", names(nodes))
+            }
+            Action::Drain { node, .. } => write!(f, "cordon and drain {node}"),
+            Action::Uncordon { node } => write!(f, "uncordon {node}"),
+            Action::DeleteNode { node } => write!(f, "delete the Node {node}"),
+            Action::Labels { drift, .. } => write!(f, "{drift}"),
+            Action::WaitAddons {
+                addons, applied, ..
+            } => {
+                let a: Vec<String> = addons.iter().map(ToString::to_string).collect();
+                match (a.is_empty(), applied.is_empty()) {
+                    (false, true) => write!(f, "wait until {} healthy", a.join(", ")),
+                    (false, false) => write!(
+                        f,
+                        "wait until {} healthy and every manifest applied",
+                        a.join(", ")
+                    ),
+                    (true, _) => f.write_str("wait until k3s applied every manifest"),
+                }
+            }
+            Action::SaveTokens { path, source, .. } => write!(
+                f,
+                "write the token backup {} ({})",
+                path.display(),
+                match source {
+                    Source::Cluster => "the tokens from the cluster",
+                    Source::New => "new tokens",
+                }
+            ),
+            Action::SaveSealingKey { dir, source, .. } => write!(
+                f,
+                "write the Sealed Secrets key backup {}/sealed-secrets.key ({}); keep it safe: it opens every SealedSecret",
+                dir.display(),
+                match source {
+                    Source::Cluster => "the key from the cluster",
+                    Source::New => "a new RSA 4096 key",
+                }
+            ),
+            Action::WriteKubeconfig { path, merge, .. } => {
+                write!(f, "write the kubeconfig {}", path.display())?;
+                if let Some(m) = merge {
+                    write!(f, " and merge it into {}", m.display())?;
+                }
+                Ok(())
+            }
+            Action::WriteInventory { path, .. } => write!(f, "write {}", path.display()),
+        }
+    }
+}
+
+/// One step and where it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub on: On,
+    pub action: Action,
+}
+
+impl Step {
+    pub fn host(host: &str, action: Action) -> Step {
+        Step {
+            on: On::Host(host.to_string()),
+            action,
+        }
+    }
+
+    pub fn api(server: &str, action: Action) -> Step {
+        Step {
+            on: On::Api(server.to_string()),
+            action,
+        }
+    }
+
+    pub fn local(action: Action) -> Step {
+        Step {
+            on: On::Local,
+            action,
+        }
+    }
+}

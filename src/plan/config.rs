@@ -1,0 +1,101 @@
+//! Each node's `/etc/rancher/k3s/config.yaml`, from the inventory: the cluster's settings for
+//! its role, its own labels, taints and keys, and the tokens. Labels and taints go in too, so
+//! a new node registers with them; the labels phase keeps them right afterwards.
+
+use std::collections::BTreeMap;
+
+use crate::inventory::{Datastore, FlannelBackend, Inventory, Node};
+use crate::k3s::config::{K3sConfig, Value};
+use crate::k3s::token::TokenBackup;
+use crate::k3s::Role;
+
+fn config_value(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::Str(s.clone()),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Array(items) => Value::List(
+            items
+                .iter()
+                .map(|i| match i {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
+        ),
+        other => Value::Str(other.to_string()),
+    }
+}
+
+fn config_map(m: &BTreeMap<String, toml::Value>) -> BTreeMap<String, Value> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), config_value(v)))
+        .collect()
+}
+
+/// The extra keys every server gets: `[cluster] server_config` plus the network settings
+/// that differ from k3s's defaults.
+fn server_keys(inv: &Inventory) -> BTreeMap<String, Value> {
+    let c = &inv.cluster;
+    let mut keys = config_map(&c.server_config);
+    let defaults = [
+        ("cluster-cidr", c.cluster_cidr.as_str(), "10.42.0.0/16"),
+        ("service-cidr", c.service_cidr.as_str(), "10.43.0.0/16"),
+        ("cluster-domain", c.cluster_domain.as_str(), "cluster.local"),
+    ];
+    for (key, value, default) in defaults {
+        if value != default {
+            keys.insert(key.into(), Value::Str(value.into()));
+        }
+    }
+    if let Some(dns) = &c.cluster_dns {
+        keys.insert("cluster-dns".into(), Value::Str(dns.clone()));
+    }
+    keys
+}
+
+/// Whether the cluster runs embedded etcd (`cluster-init` on the first server).
+pub fn etcd(inv: &Inventory) -> bool {
+    inv.cluster.datastore == Datastore::Etcd
+}
+
+/// config.yaml for `node`; an agent joins through `agent_server`.
+pub fn node_config(
+    inv: &Inventory,
+    node: &Node,
+    tokens: &TokenBackup,
+    agent_server: &str,
+) -> K3sConfig {
+    let mut c = K3sConfig::new(node.role);
+    c.set_str("node-name", &node.name);
+    c.set_list("node-label", node.node_label_args());
+    c.set_list(
+        "node-taint",
+        node.taints.iter().map(ToString::to_string).collect(),
+    );
+    match node.role {
+        Role::Server => {
+            c.set_str("token", &tokens.server);
+            c.set_str("agent-token", &tokens.agent);
+            c.set_str("write-kubeconfig-mode", "0600");
+            c.set_list("tls-san", inv.tls_sans());
+            if inv.cluster.flannel_backend != FlannelBackend::Vxlan {
+                c.set_str("flannel-backend", inv.cluster.flannel_backend.as_str());
+            }
+            c.set_list("disable", inv.disabled_components());
+            for (k, v) in server_keys(inv) {
+                c.set(&k, v);
+            }
+        }
+        Role::Agent => {
+            c.set_str("token", &tokens.agent);
+            c.set_str("server", agent_server);
+            for (k, v) in config_map(&inv.cluster.agent_config) {
+                c.set(&k, v);
+            }
+        }
+    }
+    for (k, v) in config_map(&node.config) {
+        c.set(&k, v);
+    }
+    c
+}

@@ -1,0 +1,471 @@
+//! What each host of the inventory needs: its binary, links, unit, environment, scripts,
+//! config.yaml and join drop-in, and whether k3s must start or restart. The artifacts,
+//! servers, agents and upgrade phases each take their part of these per-host plans. Also the
+//! checks that stop a run before anything changes (wrong init system, architecture, role,
+//! a downgrade), and how servers and agents join (which server, cluster-init or not).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+
+use super::config::{etcd, node_config};
+use super::{Action, FileSpec, Release};
+use crate::facts::{Facts, HostFacts};
+use crate::inventory::{InstallSource, Inventory, K3sVersion, Node};
+use crate::k3s::config::{ConfigError, K3sConfig, Value};
+use crate::k3s::token::TokenBackup;
+use crate::k3s::{self, server_url, Role};
+
+/// The join drop-in bootstrap writes on a new server.
+pub const JOIN_DROPIN: &str = "50-bootstrap-join.yaml";
+
+/// How a server node enters the cluster; written once, at install, into a config drop-in
+/// (k3s ignores both keys once its etcd data exists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Join {
+    /// Start a new cluster (`cluster-init`). Only when no server has data.
+    Init,
+    /// Join through this supervisor URL.
+    Via(String),
+    /// The single server of a SQLite cluster: nothing to write.
+    Sqlite,
+}
+
+/// The join drop-in's bytes.
+pub fn join_dropin(join: &Join) -> String {
+    let mut c = K3sConfig::new(Role::Server);
+    match join {
+        Join::Init => c.set("cluster-init", Value::Bool(true)),
+        Join::Sqlite => return String::new(),
+        Join::Via(url) => c.set_str("server", url),
+    };
+    c.render().unwrap_or_default()
+}
+
+/// The actions for one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPlan {
+    pub node: String,
+    pub role: Role,
+    pub actions: Vec<Action>,
+    /// Whether k3s on this host is new (join drop-in written, Node registers).
+    pub fresh: bool,
+}
+
+impl HostPlan {
+    pub fn is_noop(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// An installed k3s moves to another version (a rolling-upgrade step).
+    pub fn is_upgrade(&self) -> bool {
+        !self.fresh
+            && self
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::InstallBinary { .. }))
+    }
+
+    pub fn restarts(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Start { .. } | Action::Restart { .. }))
+    }
+
+    /// The downloads and uploads, done for every host before any service restarts.
+    pub fn artifacts(&self) -> Vec<Action> {
+        self.actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::InstallBinary { .. } | Action::InstallImages { .. }
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The rest, at the host's turn: a staged binary is moved into place.
+    pub fn at_its_turn(&self) -> Vec<Action> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::InstallBinary {
+                    from,
+                    to,
+                    staged: true,
+                    ..
+                } => Some(Action::PlaceStagedBinary {
+                    from: *from,
+                    to: *to,
+                }),
+                Action::InstallBinary { .. } | Action::InstallImages { .. } => None,
+                other => Some(other.clone()),
+            })
+            .collect()
+    }
+}
+
+/// config.yaml keys a change of which needs no restart: bootstrap applies labels and taints
+/// through the API, so k3s does not have to re-read them.
+const LIVE_KEYS: [&str; 2] = ["node-label", "node-taint"];
+
+/// Strip the keys in [`LIVE_KEYS`] from a config.yaml text, for comparing what matters to a
+/// running k3s. Works on the shape `K3sConfig` renders.
+fn without_live_keys(text: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        let is_item = line.starts_with("  - ");
+        if !is_item {
+            skipping = LIVE_KEYS.iter().any(|k| line.starts_with(&format!("{k}:")));
+        }
+        if !skipping && !line.starts_with('#') {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Inputs to plan one host.
+pub struct HostInput<'a> {
+    pub node: &'a Node,
+    pub facts: &'a HostFacts,
+    pub config: &'a K3sConfig,
+    /// How a fresh server joins; ignored for agents and installed servers.
+    pub join: Option<&'a Join>,
+    pub version: K3sVersion,
+    /// The air-gap images tarball wanted on the host: (file name, sha256).
+    pub images: Option<(&'a str, &'a str)>,
+    pub release: &'a Release,
+}
+
+/// The plan for one host.
+pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
+    let HostInput {
+        node,
+        facts,
+        config,
+        join,
+        version,
+        images,
+        release,
+    } = input;
+    let role = node.role;
+    let svc = facts.service(role);
+    let fresh = !svc.is_installed();
+    let mut actions = Vec::new();
+    let mut restart_reasons: Vec<String> = Vec::new();
+
+    if facts.bin_version != Some(*version) || !facts.bin_present {
+        let (arch, file) = facts.k3s_arch().unwrap_or(("amd64", "k3s"));
+        actions.push(Action::InstallBinary {
+            from: facts.bin_version,
+            to: *version,
+            arch,
+            file,
+            staged: !fresh,
+            release: (*release).clone(),
+        });
+        if !fresh {
+            restart_reasons.push(format!("k3s {version}"));
+        }
+    }
+    if let Some((file, sha)) = images {
+        if facts.images.get(*file).map(String::as_str) != Some(*sha) {
+            actions.push(Action::InstallImages {
+                version: *version,
+                release: (*release).clone(),
+                arch: facts.k3s_arch().map(|(a, _)| a).unwrap_or("amd64"),
+                file: file.to_string(),
+                sha256: sha.to_string(),
+            });
+        }
+    }
+    let links = facts.missing_links();
+    if !links.is_empty() {
+        actions.push(Action::Links(links));
+    }
+    let mut unit_changed = false;
+    let unit = FileSpec {
+        path: role.unit_path(),
+        mode: 0o644,
+        content: k3s::unit::render_unit(role)
+            .map_err(ConfigError::from)?
+            .into_bytes(),
+        secret: false,
+    };
+    if svc.unit_sha256.as_deref() != Some(unit.sha256().as_str()) {
+        if !fresh {
+            restart_reasons.push("unit changed".into());
+        }
+        unit_changed = true;
+        actions.push(Action::WriteFile {
+            file: unit,
+            reason: "unit",
+        });
+    }
+    let env = FileSpec {
+        path: role.env_path(),
+        mode: 0o600,
+        content: k3s::unit::render_env(role).into_bytes(),
+        secret: true,
+    };
+    if svc.env_sha256.as_deref() != Some(env.sha256().as_str()) || svc.env_mode != Some(0o600) {
+        if !fresh {
+            restart_reasons.push("environment changed".into());
+        }
+        actions.push(Action::WriteFile {
+            file: env,
+            reason: "environment",
+        });
+    }
+    // The scripts install.sh leaves beside the binary; no restart needed.
+    let scripts = [
+        (
+            "/usr/local/bin/k3s-killall.sh".to_string(),
+            k3s::unit::render_killall(),
+            facts.killall_sha256.as_deref(),
+        ),
+        (
+            role.uninstall_script(),
+            k3s::unit::render_uninstall(role),
+            svc.uninstall_sha256.as_deref(),
+        ),
+    ];
+    for (path, text, current) in scripts {
+        let file = FileSpec {
+            path,
+            mode: 0o755,
+            content: text.map_err(ConfigError::from)?.into_bytes(),
+            secret: false,
+        };
+        if current != Some(file.sha256().as_str()) {
+            actions.push(Action::WriteFile {
+                file,
+                reason: "script",
+            });
+        }
+    }
+    let text = config.render()?;
+    let cfg = FileSpec {
+        path: k3s::CONFIG_PATH.into(),
+        mode: 0o600,
+        content: text.clone().into_bytes(),
+        secret: true,
+    };
+    if facts.config_sha256.as_deref() != Some(cfg.sha256().as_str())
+        || facts.config_mode != Some(0o600)
+    {
+        let needs_restart = match facts.config.as_deref() {
+            Some(cur) => without_live_keys(cur) != without_live_keys(&text),
+            None => true,
+        };
+        if !fresh && needs_restart {
+            restart_reasons.push("configuration changed".into());
+        }
+        let reason = if needs_restart {
+            "configuration"
+        } else {
+            "labels or taints"
+        };
+        actions.push(Action::WriteFile { file: cfg, reason });
+    }
+    if role == Role::Server && fresh && !facts.server_db {
+        if let Some(join) = join.filter(|j| **j != Join::Sqlite) {
+            let path = format!("{}/{}", k3s::CONFIG_DROPIN_DIR, JOIN_DROPIN);
+            let file = FileSpec {
+                path,
+                mode: 0o600,
+                content: join_dropin(join).into_bytes(),
+                secret: false,
+            };
+            if facts.dropins.get(JOIN_DROPIN).map(String::as_str) != Some(file.sha256().as_str()) {
+                actions.push(Action::WriteFile {
+                    file,
+                    reason: "join",
+                });
+            }
+        }
+    }
+    let daemon_reload = unit_changed || fresh;
+    if !svc.is_active() || svc.enabled != "enabled" {
+        actions.push(Action::Start {
+            role,
+            daemon_reload,
+        });
+    } else if !restart_reasons.is_empty() {
+        actions.push(Action::Restart {
+            role,
+            reason: restart_reasons.join(", "),
+            daemon_reload,
+        });
+    }
+    Ok(HostPlan {
+        node: node.name.clone(),
+        role,
+        actions,
+        fresh,
+    })
+}
+
+/// Host-level problems the plan cannot fix, and a downgrade, which k3s does not support
+/// (etcd and the datastore schema only move forward).
+pub fn check(inv: &Inventory, facts: &Facts) -> Result<()> {
+    let mut errors = Vec::new();
+    let mut down = Vec::new();
+    for n in &inv.nodes {
+        let Some(f) = facts.host(&n.name) else {
+            continue;
+        };
+        if f.init != "systemd" {
+            errors.push(format!(
+                "{}: init system is {}; bootstrap installs k3s as a systemd service",
+                n.name, f.init
+            ));
+        }
+        if let Err(e) = f.k3s_arch() {
+            errors.push(format!("{}: {e}", n.name));
+        }
+        if inv.install.source == InstallSource::Download && !f.has_curl {
+            errors.push(format!(
+                "{}: curl is not installed, and install.source = \"download\" needs it on the host; install curl or use source = \"upload\"",
+                n.name
+            ));
+        }
+        if let Some(role) = f.installed_role() {
+            if role != n.role {
+                errors.push(format!(
+                    "{}: k3s is installed as {role} but the inventory says {}; a node does not change role in place: remove it (bootstrap reset --node {}) and add it again",
+                    n.name, n.role, n.name
+                ));
+            }
+        }
+        if let Some(v) = f.bin_version.filter(|v| *v > inv.cluster.k3s_version) {
+            down.push(format!("{} runs {v}", n.name));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    if !down.is_empty() {
+        bail!(
+            "k3s_version {} is older than what runs on the hosts ({}); k3s does not support downgrades, so nothing was changed: set k3s_version to the version they run or newer",
+            inv.cluster.k3s_version,
+            down.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A server of the inventory that holds cluster data: a live one first (k3s running on its
+/// data), else any. A fresh server joins through it, never a dead host.
+pub fn existing_server<'a>(inv: &'a Inventory, facts: &Facts) -> Option<&'a Node> {
+    let data = |n: &&Node| facts.host(&n.name).is_some_and(|f| f.server_db);
+    inv.servers()
+        .filter(data)
+        .find(|n| facts.host(&n.name).is_some_and(|f| f.server.is_active()))
+        .or_else(|| inv.servers().find(data))
+}
+
+/// The `server:` a host's current config.yaml names.
+fn current_server(config: Option<&str>) -> Option<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(config?).ok()?;
+    doc.get("server")?.as_str().map(String::from)
+}
+
+/// Where a fresh server joins, or whether it starts the cluster.
+pub fn join_of(inv: &Inventory, facts: &Facts, node: &Node) -> Option<Join> {
+    if node.role != Role::Server {
+        return None;
+    }
+    let first = inv.servers().next();
+    Some(match existing_server(inv, facts) {
+        Some(e) => Join::Via(server_url(&e.host)),
+        None if first.map(|f| &f.name) == Some(&node.name) => {
+            if etcd(inv) {
+                Join::Init
+            } else {
+                Join::Sqlite
+            }
+        }
+        None => Join::Via(server_url(
+            inv.cluster
+                .api_endpoint
+                .as_deref()
+                .or(first.map(|f| f.host.as_str()))
+                .unwrap_or_default(),
+        )),
+    })
+}
+
+/// The server URL agents get: the endpoint, else the first server of the inventory, unless
+/// the cluster exists and that server is not live (it is being replaced): then the live
+/// server a fresh server would join.
+pub fn agent_url(inv: &Inventory, facts: &Facts) -> String {
+    if let Some(ep) = &inv.cluster.api_endpoint {
+        return server_url(ep);
+    }
+    let first = inv.first_server();
+    match existing_server(inv, facts) {
+        Some(e) => {
+            let first_live = facts
+                .host(&first.name)
+                .is_some_and(|f| f.server_db && f.server.is_active());
+            if first_live {
+                server_url(&first.host)
+            } else {
+                server_url(&e.host)
+            }
+        }
+        None => server_url(&first.host),
+    }
+}
+
+/// Every host's plan, by node name.
+pub fn plan_all(
+    inv: &Inventory,
+    facts: &Facts,
+    tokens: &TokenBackup,
+) -> Result<BTreeMap<String, HostPlan>> {
+    let agent = agent_url(inv, facts);
+    let server_urls: Vec<String> = inv.servers().map(|s| server_url(&s.host)).collect();
+    let release = Release {
+        source: inv.install.source,
+        mirror: inv.install.mirror.clone(),
+        cache_dir: inv.install.cache_dir.clone(),
+    };
+    let mut plans = BTreeMap::new();
+    for n in &inv.nodes {
+        let Some(f) = facts.host(&n.name) else {
+            continue;
+        };
+        // An installed agent keeps the server it was given while that is still one of the
+        // inventory's servers: no restart for nothing.
+        let current = (n.role == Role::Agent && inv.cluster.api_endpoint.is_none())
+            .then(|| current_server(f.config.as_deref()))
+            .flatten()
+            .filter(|u| server_urls.contains(u));
+        let config = node_config(inv, n, tokens, current.as_deref().unwrap_or(&agent));
+        let join = join_of(inv, facts, n);
+        let images = f
+            .k3s_arch()
+            .ok()
+            .and_then(|(arch, _)| facts.local.images.get(arch))
+            .map(|(file, sha)| (file.as_str(), sha.as_str()));
+        let p = plan_host(&HostInput {
+            node: n,
+            facts: f,
+            config: &config,
+            join: join.as_ref(),
+            version: inv.cluster.k3s_version,
+            images,
+            release: &release,
+        })
+        .with_context(|| format!("{}: rendering its configuration", n.name))?;
+        plans.insert(n.name.clone(), p);
+    }
+    Ok(plans)
+}

@@ -1,0 +1,298 @@
+//! Day two: the steps that take a node's old host out of the cluster before `node replace`
+//! converges the new inventory, those of `node remove`, and those of `reset`. The inventory
+//! file is written by a step too, after the cluster-side steps, so an interrupted run leaves
+//! it as it was.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+
+use super::{Action, Group, Mode, Phase, Plan, Step};
+use crate::connect::retired;
+use crate::facts::Facts;
+use crate::inventory::{Inventory, Node};
+use crate::k3s::Role;
+use crate::outcome::usage;
+
+/// The longest the drain of a node being replaced may take, in seconds: its workloads come
+/// back on the new host anyway.
+const REPLACE_DRAIN_LIMIT: u64 = 120;
+
+/// Whether removing server `name` keeps etcd quorum: the servers left must have a majority of
+/// Ready members.
+pub fn quorum_after_removal(servers: &BTreeMap<String, bool>, name: &str) -> Result<(), String> {
+    let left: Vec<(&String, &bool)> = servers.iter().filter(|(n, _)| *n != name).collect();
+    if left.is_empty() {
+        return Err(format!("{name} is the last server"));
+    }
+    let ready = left.iter().filter(|(_, r)| **r).count();
+    let need = left.len() / 2 + 1;
+    if ready < need {
+        return Err(format!(
+            "after removing {name}, {ready} of the {} remaining servers are Ready and etcd needs {need} for quorum",
+            left.len()
+        ));
+    }
+    Ok(())
+}
+
+fn inventory_phase(path: &Path, text: &str) -> Phase {
+    Phase {
+        name: "inventory",
+        mode: Mode::Serial,
+        groups: vec![Group {
+            host: "local".into(),
+            steps: vec![Step::local(Action::WriteInventory {
+                path: path.to_path_buf(),
+                text: text.to_string(),
+            })],
+        }],
+        on_error: None,
+    }
+}
+
+/// The cluster-side and host steps that take node `node` out, in k3s's order: a server's
+/// Node (and etcd member) goes before its host is stopped, an agent's after, so neither
+/// quorum is lost nor the old agent registers again. `host_key` is the key of the host to
+/// uninstall (`None`: leave it).
+fn take_out(
+    plan: &mut Plan,
+    facts: &Facts,
+    node: &Node,
+    host_key: Option<&str>,
+    drain_limit: Option<u64>,
+    cluster_steps: bool,
+) -> Vec<Step> {
+    let api = facts.cluster.api.clone().filter(|_| cluster_steps);
+    let current = api.as_ref().and(facts.cluster.node(&node.name));
+    let mut steps = Vec::new();
+    if let (Some(a), Some(n)) = (&api, current) {
+        if n.ready {
+            steps.push(Step::api(
+                a,
+                Action::Drain {
+                    node: node.name.clone(),
+                    limit_secs: drain_limit,
+                },
+            ));
+        } else {
+            // A NotReady node's pods cannot terminate: a drain would only time out. Deleting
+            // the Node lets them be rescheduled.
+            plan.warnings.push(format!(
+                "{}: the node is NotReady; not draining it",
+                node.name
+            ));
+        }
+    }
+    let delete = |a: &String| {
+        Step::api(
+            a,
+            Action::DeleteNode {
+                node: node.name.clone(),
+            },
+        )
+    };
+    if let (Role::Server, Some(a), Some(_)) = (node.role, &api, current) {
+        steps.push(delete(a));
+    }
+    if let Some(key) = host_key {
+        match (facts.host(key), facts.unreachable.get(key)) {
+            (Some(f), _) if !f.residue.is_empty() => {
+                steps.push(Step::host(key, Action::Uninstall));
+            }
+            (Some(_), _) => {}
+            (None, why) => plan.warnings.push(format!(
+                "{}: the host is unreachable ({}); k3s is left on it",
+                node.name,
+                why.map(String::as_str).unwrap_or("not connected")
+            )),
+        }
+    }
+    if let (Role::Agent, Some(a), Some(_)) = (node.role, &api, current) {
+        steps.push(delete(a));
+    }
+    steps
+}
+
+/// `node replace NAME --host NEW`: drain and delete the Node and uninstall the old host
+/// (unless the Node already runs on the new host: an earlier replace got that far), write
+/// the inventory `text` (the new host in it), then converge `new_inv` as `up` does.
+pub fn replace(
+    new_inv: &Inventory,
+    text: &str,
+    name: &str,
+    old_address: &str,
+    facts: &Facts,
+    settings: &super::Settings,
+) -> Result<Plan> {
+    let node = new_inv
+        .node(name)
+        .ok_or_else(|| anyhow!("{name} vanished from the inventory"))?;
+    let api = facts.cluster.api.clone().ok_or_else(|| {
+        anyhow!(
+            "replacing a node needs the cluster's API on another server: {}",
+            facts.cluster.unanswered.join("; ")
+        )
+    })?;
+    let mut plan = Plan::new(new_inv, &api);
+    let already = facts
+        .cluster
+        .node(name)
+        .and_then(|n| n.internal_ip.as_deref())
+        == Some(node.host.as_str());
+    let old = (old_address != node.host).then(|| retired(name));
+    let steps = take_out(
+        &mut plan,
+        facts,
+        node,
+        old.as_deref(),
+        Some(REPLACE_DRAIN_LIMIT),
+        !already,
+    );
+    if !steps.is_empty() {
+        plan.phases.push(Phase {
+            name: "retire",
+            mode: Mode::Serial,
+            groups: vec![Group {
+                host: name.to_string(),
+                steps,
+            }],
+            on_error: None,
+        });
+    }
+    plan.phases.push(inventory_phase(new_inv.path(), text));
+    // The converge sees the cluster as it will be: without the old Node.
+    let mut nodes = facts.cluster.nodes.clone();
+    if !already {
+        nodes.retain(|n| n.name != name);
+    }
+    super::converge(&mut plan, new_inv, facts, settings, nodes)?;
+    Ok(plan)
+}
+
+/// `node remove NAME`: refuse when etcd would lose quorum (unless `force`), then drain and
+/// delete the Node, uninstall its host, and write the inventory `text` without it.
+pub fn remove(inv: &Inventory, text: &str, name: &str, force: bool, facts: &Facts) -> Result<Plan> {
+    let node = inv.node(name).ok_or_else(|| {
+        usage(format!(
+            "no node named {name:?} in {}",
+            inv.path().display()
+        ))
+    })?;
+    let api = facts.cluster.api.clone();
+    let mut plan = Plan::new(inv, api.as_deref().unwrap_or(""));
+    if api.is_none() {
+        let why = format!(
+            "no other server has a working API: {}",
+            facts.cluster.unanswered.join("; ")
+        );
+        if !force {
+            return Err(anyhow!("removing a node needs the cluster's API: {why}"));
+        }
+        plan.warnings
+            .push(format!("{why}; --force: going on without the API"));
+    }
+    if node.is_server() && api.is_some() {
+        let servers: BTreeMap<String, bool> = inv
+            .servers()
+            .map(|s| {
+                let ready = facts.cluster.node(&s.name).is_some_and(|o| o.ready);
+                (s.name.clone(), ready)
+            })
+            .collect();
+        if let Err(why) = quorum_after_removal(&servers, name) {
+            if !force {
+                return Err(usage(format!(
+                    "refusing to remove {name}: {why}; bring the other servers back first, or pass --force"
+                )));
+            }
+            plan.warnings
+                .push(format!("{why}; going on because of --force"));
+        }
+    }
+    let steps = take_out(&mut plan, facts, node, Some(name), None, true);
+    if !steps.is_empty() {
+        plan.phases.push(Phase {
+            name: "remove",
+            mode: Mode::Serial,
+            groups: vec![Group {
+                host: name.to_string(),
+                steps,
+            }],
+            on_error: None,
+        });
+    }
+    plan.phases.push(inventory_phase(inv.path(), text));
+    Ok(plan)
+}
+
+/// `reset [--node NAME]`: uninstall k3s from every host that has any of it (agents side by
+/// side, then servers one at a time), or from the one node, whose Node is then deleted
+/// through another server. Hosts that cannot be reached are named, and the run fails after
+/// the others are done.
+pub fn reset(inv: &Inventory, only: Option<&str>, facts: &Facts) -> Plan {
+    let api = facts.cluster.api.clone();
+    let mut plan = Plan::new(inv, api.as_deref().unwrap_or(""));
+    let targets: Vec<&Node> = inv
+        .nodes
+        .iter()
+        .filter(|n| only.is_none_or(|o| n.name == o))
+        .collect();
+    for role in [Role::Agent, Role::Server] {
+        let mut groups = Vec::new();
+        for n in targets.iter().filter(|n| n.role == role) {
+            match facts.host(&n.name) {
+                Some(f) if !f.residue.is_empty() => groups.push(Group {
+                    host: n.name.clone(),
+                    steps: vec![Step::host(&n.name, Action::Uninstall)],
+                }),
+                Some(_) => {}
+                None => plan.unreachable.push(format!(
+                    "{}: {}",
+                    n.name,
+                    facts
+                        .unreachable
+                        .get(&n.name)
+                        .map(String::as_str)
+                        .unwrap_or("not connected")
+                )),
+            }
+        }
+        if !groups.is_empty() {
+            plan.phases.push(Phase {
+                name: if role == Role::Agent {
+                    "reset agents"
+                } else {
+                    "reset servers"
+                },
+                mode: if role == Role::Agent {
+                    Mode::Parallel
+                } else {
+                    Mode::Serial
+                },
+                groups,
+                on_error: None,
+            });
+        }
+    }
+    if let (Some(n), Some(a)) = (only, &api) {
+        if facts.cluster.node(n).is_some() {
+            plan.phases.push(Phase {
+                name: "delete the Node",
+                mode: Mode::Serial,
+                groups: vec![Group {
+                    host: n.to_string(),
+                    steps: vec![Step::api(
+                        a,
+                        Action::DeleteNode {
+                            node: n.to_string(),
+                        },
+                    )],
+                }],
+                on_error: None,
+            });
+        }
+    }
+    plan
+}

@@ -1,0 +1,87 @@
+//! Phase `backups`: the cluster's tokens and the Sealed Secrets key, and their backups in
+//! `.bootstrap/`, first, before any host changes. The cluster is the source of truth: a
+//! server's config.yaml (or the key Secret) first, else the backup, else new ones when the
+//! cluster has none yet.
+
+use anyhow::{bail, Result};
+
+use super::{Action, Group, Mode, Phase, Source, Step};
+use crate::addons::sealed_secrets::SealingKey;
+use crate::facts::Facts;
+use crate::inventory::Inventory;
+use crate::k3s::token::{self, TokenBackup};
+
+/// The tokens this run joins nodes with, and where they came from (`None`: the backup).
+pub fn tokens(inv: &Inventory, facts: &Facts) -> Result<(TokenBackup, Option<Source>)> {
+    let from_cluster = inv.servers().find_map(|n| {
+        facts
+            .host(&n.name)?
+            .config
+            .as_deref()
+            .and_then(token::from_server_config)
+    });
+    let any_data = inv
+        .nodes
+        .iter()
+        .any(|n| facts.host(&n.name).is_some_and(|f| f.server_db));
+    Ok(
+        match (from_cluster, &facts.local.token_backup, &facts.local.new_tokens) {
+            (Some(t), _, _) => (t, Some(Source::Cluster)),
+            (None, Some(b), _) => (b.clone(), None),
+            (None, None, Some(new)) if !any_data => (new.clone(), Some(Source::New)),
+            (None, None, _) => bail!(
+                "a server has cluster data but neither its config.yaml nor {} holds the cluster token; restore the backup from where you keep it",
+                inv.token_backup_path().display()
+            ),
+        },
+    )
+}
+
+/// The sealing key (when Sealed Secrets is on) and where it came from (`None`: the backup).
+pub fn sealing_key(inv: &Inventory, facts: &Facts) -> Result<Option<(SealingKey, Option<Source>)>> {
+    if inv.addons.sealed_secrets.is_none() {
+        return Ok(None);
+    }
+    let l = &facts.local;
+    Ok(Some(
+        match (&l.sealing_backup, &facts.cluster.sealing_key, &l.new_sealing_key) {
+            (Some(k), _, _) => (k.clone(), None),
+            (None, Some(k), _) => (k.clone(), Some(Source::Cluster)),
+            (None, None, Some(k)) => (k.clone(), Some(Source::New)),
+            (None, None, None) => bail!(
+                "the Sealed Secrets key is not in {} and no server's API answered to read it from the cluster ({}); bring a server up, or restore the backup, and run again",
+                inv.state_dir().display(),
+                facts.cluster.unanswered.join("; ")
+            ),
+        },
+    ))
+}
+
+/// `backups`: write what the operator's backup lacks.
+pub fn phase(inv: &Inventory, facts: &Facts, tokens: &TokenBackup) -> Result<Option<Phase>> {
+    let mut steps = Vec::new();
+    if facts.local.token_backup.as_ref() != Some(tokens) {
+        let (_, source) = self::tokens(inv, facts)?;
+        steps.push(Step::local(Action::SaveTokens {
+            path: inv.token_backup_path(),
+            tokens: tokens.clone(),
+            source: source.unwrap_or(Source::Cluster),
+        }));
+    }
+    if let Some((key, Some(source))) = sealing_key(inv, facts)? {
+        steps.push(Step::local(Action::SaveSealingKey {
+            dir: inv.state_dir(),
+            key,
+            source,
+        }));
+    }
+    Ok((!steps.is_empty()).then(|| Phase {
+        name: "backups",
+        mode: Mode::Serial,
+        groups: vec![Group {
+            host: "local".into(),
+            steps,
+        }],
+        on_error: None,
+    }))
+}

@@ -1,0 +1,871 @@
+//! The plan without a host: per-host rules, the cluster's decisions (join target, tokens,
+//! drift, add-on difference, upgrade order) and the day-two steps, from hand-made facts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::config::node_config;
+use super::hosts::{plan_host, HostInput};
+use super::labels::{node_drift, registered, Managed};
+use super::*;
+use crate::addons::AddonsSpec;
+use crate::facts::{ClusterFacts, HostFacts};
+use crate::inventory::{Inventory, K3sVersion, Node, Taint};
+use crate::k3s::{self, server_url, Role};
+
+const V1: &str = "v1.36.3+k3s1";
+const V2: &str = "v1.36.4+k3s1";
+
+fn v(s: &str) -> K3sVersion {
+    s.parse().unwrap()
+}
+
+fn inventory(extra_cluster: &str, nodes: &[(&str, &str, &str)]) -> Inventory {
+    let mut s = format!("[cluster]\nname = \"t\"\nk3s_version = \"{V1}\"\n{extra_cluster}\n");
+    for (name, role, extra) in nodes {
+        let n: u32 = name.bytes().map(u32::from).sum::<u32>() % 200 + 10;
+        s.push_str(&format!(
+            "\n[[node]]\nname = \"{name}\"\nhost = \"10.0.0.{n}\"\nrole = \"{role}\"\n{extra}\n"
+        ));
+    }
+    Inventory::from_str_at(&s, Path::new("/nonexistent/t/inventory.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{s}"))
+}
+
+fn tokens() -> TokenBackup {
+    TokenBackup {
+        server: "s".repeat(64),
+        agent: "a".repeat(64),
+    }
+}
+
+fn fresh() -> HostFacts {
+    HostFacts {
+        os_id: "debian".into(),
+        arch: "x86_64".into(),
+        init: "systemd".into(),
+        has_curl: true,
+        ..Default::default()
+    }
+}
+
+/// Facts of a host converged to `inv` (version `version`), joined through the first server.
+fn converged(inv: &Inventory, name: &str, version: &str) -> HostFacts {
+    let n = inv.node(name).unwrap();
+    let config = node_config(inv, n, &tokens(), &server_url(&inv.first_server().host));
+    let text = config.render().unwrap();
+    let mut f = fresh();
+    f.bin_present = true;
+    f.bin_version = Some(v(version));
+    f.config_sha256 = Some(k3s::sha256_hex(text.as_bytes()));
+    f.config_mode = Some(0o600);
+    f.config = Some(text);
+    f.killall_sha256 = Some(k3s::sha256_hex(
+        k3s::unit::render_killall().unwrap().as_bytes(),
+    ));
+    for l in k3s::LINKS {
+        f.links.insert(l.into(), "k3s".into());
+    }
+    if n.role == Role::Server {
+        f.server_db = true;
+        f.kubeconfig = Some(K3S_YAML.into());
+    }
+    let svc = match n.role {
+        Role::Server => &mut f.server,
+        Role::Agent => &mut f.agent,
+    };
+    svc.unit_sha256 = Some(k3s::sha256_hex(
+        k3s::unit::render_unit(n.role).unwrap().as_bytes(),
+    ));
+    svc.env_sha256 = Some(k3s::sha256_hex(b""));
+    svc.uninstall_sha256 = Some(k3s::sha256_hex(
+        k3s::unit::render_uninstall(n.role).unwrap().as_bytes(),
+    ));
+    svc.env_mode = Some(0o600);
+    svc.active = "active".into();
+    svc.enabled = "enabled".into();
+    f
+}
+
+const K3S_YAML: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\nkind: Config\npreferences: {}\nusers:\n- name: default\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
+
+/// The Node of a converged `name`: its labels, taints and the managed annotation.
+fn node(inv: &Inventory, name: &str, version: &str) -> ObservedNode {
+    let n = inv.node(name).unwrap();
+    let mut o = registered(n);
+    o.labels.extend(n.api_labels.clone());
+    o.annotations.insert(
+        MANAGED_ANNOTATION.into(),
+        serde_json::to_string(&Managed {
+            labels: n.all_labels().keys().cloned().collect(),
+            taints: n.taints.iter().map(Taint::id).collect(),
+        })
+        .unwrap(),
+    );
+    o.ready = true;
+    o.kubelet_version = version.into();
+    o.internal_ip = Some(n.host.clone());
+    o
+}
+
+/// A converged cluster: every host and Node as `inv` wants them, the kubeconfig written.
+fn cluster(inv: &Inventory) -> Facts {
+    let mut f = Facts::default();
+    for n in &inv.nodes {
+        f.hosts.insert(n.name.clone(), converged(inv, &n.name, V1));
+    }
+    f.cluster = ClusterFacts {
+        api: Some(inv.first_server().name.clone()),
+        nodes: inv.nodes.iter().map(|n| node(inv, &n.name, V1)).collect(),
+        ..Default::default()
+    };
+    f.local.token_backup = Some(tokens());
+    f.local.addons = AddonsSpec::from_inventory(inv).unwrap();
+    f.local.kubeconfig = Some(
+        crate::kubeconfig::rewrite(K3S_YAML, "t", &server_url(&inv.first_server().host)).unwrap(),
+    );
+    f
+}
+
+fn new_cluster(inv: &Inventory) -> Facts {
+    let mut f = Facts::default();
+    for n in &inv.nodes {
+        f.hosts.insert(n.name.clone(), fresh());
+    }
+    f.local.new_tokens = Some(tokens());
+    f.local.addons = AddonsSpec::from_inventory(inv).unwrap();
+    f
+}
+
+const SETTINGS: Settings = Settings { max_unavailable: 1 };
+
+fn texts(plan: &Plan) -> Vec<String> {
+    plan.steps()
+        .map(|(p, h, s)| format!("{} {h}: {}", p.name, s.action))
+        .collect()
+}
+
+fn seed() -> Inventory {
+    inventory(
+        "",
+        &[
+            (
+                "master-1",
+                "server",
+                "taints = [\"node-role.kubernetes.io/control-plane=true:NoSchedule\"]",
+            ),
+            ("worker-1", "agent", "labels = { tier = \"gold\" }"),
+            ("worker-2", "agent", ""),
+        ],
+    )
+}
+
+fn ha() -> Inventory {
+    inventory(
+        "",
+        &[
+            ("master-1", "server", ""),
+            ("master-2", "server", ""),
+            ("master-3", "server", ""),
+            ("worker-1", "agent", ""),
+            ("worker-2", "agent", ""),
+        ],
+    )
+}
+
+// ---------------------------------------------------------------- the whole plan
+
+#[test]
+fn a_converged_cluster_plans_nothing() {
+    let inv = seed();
+    let plan = up(&inv, &cluster(&inv), &SETTINGS).unwrap();
+    assert!(plan.phases.is_empty(), "{:#?}", texts(&plan));
+    assert_eq!(plan.api, "master-1");
+}
+
+#[test]
+fn a_new_cluster_runs_as_the_list_says() {
+    let inv = seed();
+    let plan = up(&inv, &new_cluster(&inv), &SETTINGS).unwrap();
+    let names: Vec<&str> = plan.phases.iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        [
+            "backups",
+            "artifacts",
+            "servers",
+            "agents",
+            "nodes-ready",
+            "labels",
+            "kubeconfig"
+        ]
+    );
+    let t = texts(&plan);
+    assert!(t[0].starts_with("backups local: write the token backup /nonexistent/t/.bootstrap/tokens.json (new tokens)"), "{t:#?}");
+    assert!(t.contains(&"artifacts master-1: install k3s v1.36.3+k3s1".to_string()));
+    // The server's health gate is part of its turn.
+    let servers = &plan.phases[2].groups[0].steps;
+    assert_eq!(
+        servers.last().unwrap().action,
+        Action::WaitNodeReady {
+            node: "master-1".into(),
+            version: None
+        }
+    );
+    // Every fresh Node gets its managed record (and nothing else here).
+    let labels: Vec<&String> = t.iter().filter(|l| l.starts_with("labels ")).collect();
+    assert_eq!(labels.len(), 3, "{t:#?}");
+    assert!(labels
+        .iter()
+        .all(|l| l.ends_with("record managed labels and taints")));
+    // The kubeconfig is read after the server started.
+    let Action::WriteKubeconfig { content, from, .. } = &plan.phases[6].groups[0].steps[0].action
+    else {
+        panic!("no kubeconfig step");
+    };
+    assert_eq!((content, from.as_str()), (&None, "master-1"));
+    assert!(plan.changes() > 10);
+}
+
+// ---------------------------------------------------------------- joins and tokens
+
+fn join_dropin_of(plan: &Plan, host: &str) -> Option<String> {
+    plan.steps().find_map(|(_, h, s)| match &s.action {
+        Action::WriteFile {
+            file,
+            reason: "join",
+        } if h == host => Some(String::from_utf8(file.content.clone()).unwrap()),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_first_server_inits_and_the_others_join_it() {
+    let inv = ha();
+    let plan = up(&inv, &new_cluster(&inv), &SETTINGS).unwrap();
+    assert!(join_dropin_of(&plan, "master-1")
+        .unwrap()
+        .contains("cluster-init: true"));
+    let first = server_url(&inv.node("master-1").unwrap().host);
+    for s in ["master-2", "master-3"] {
+        assert!(join_dropin_of(&plan, s).unwrap().contains(&first), "{s}");
+    }
+    // Agents have no drop-in; they are told the first server.
+    assert_eq!(join_dropin_of(&plan, "worker-1"), None);
+    // SQLite: one server, nothing to write.
+    let inv = inventory("datastore = \"sqlite\"", &[("m", "server", "")]);
+    let plan = up(&inv, &new_cluster(&inv), &SETTINGS).unwrap();
+    assert_eq!(join_dropin_of(&plan, "m"), None);
+}
+
+#[test]
+fn a_new_first_server_joins_a_live_one_never_inits() {
+    // master-1 is being replaced: its host is fresh; master-2 has data and runs.
+    let inv = ha();
+    let mut f = cluster(&inv);
+    f.hosts.insert("master-1".into(), fresh());
+    f.hosts.get_mut("master-3").unwrap().server.active = "failed".into();
+    f.cluster.nodes.retain(|n| n.name != "master-1");
+    f.cluster.api = Some("master-2".into());
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    let dropin = join_dropin_of(&plan, "master-1").unwrap();
+    assert!(!dropin.contains("cluster-init"), "{dropin}");
+    assert!(
+        dropin.contains(&server_url(&inv.node("master-2").unwrap().host)),
+        "{dropin}"
+    );
+    // A server with data goes first; the fresh one joins after.
+    let servers: Vec<&str> = plan
+        .phases
+        .iter()
+        .find(|p| p.name == "servers")
+        .unwrap()
+        .groups
+        .iter()
+        .map(|g| g.host.as_str())
+        .collect();
+    assert_eq!(servers, ["master-3", "master-1"]);
+}
+
+#[test]
+fn tokens_come_from_the_cluster_then_the_backup_then_new() {
+    let inv = seed();
+    let mut f = cluster(&inv);
+    // The cluster's config wins over a different backup, which is then rewritten.
+    f.local.token_backup = Some(TokenBackup {
+        server: "old".into(),
+        agent: "old".into(),
+    });
+    let (t, src) = secrets::tokens(&inv, &f).unwrap();
+    assert_eq!((t, src), (tokens(), Some(Source::Cluster)));
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    assert_eq!(
+        texts(&plan),
+        ["backups local: write the token backup /nonexistent/t/.bootstrap/tokens.json (the tokens from the cluster)"]
+    );
+    // No config anywhere: the backup.
+    for h in f.hosts.values_mut() {
+        h.config = None;
+    }
+    f.local.token_backup = Some(tokens());
+    assert_eq!(secrets::tokens(&inv, &f).unwrap(), (tokens(), None));
+    // No backup either, but a server has data: refused.
+    f.local.token_backup = None;
+    f.local.new_tokens = Some(tokens());
+    let e = secrets::tokens(&inv, &f).unwrap_err().to_string();
+    assert!(e.contains("holds the cluster token"), "{e}");
+    // A new cluster: new tokens.
+    let f = new_cluster(&inv);
+    assert_eq!(
+        secrets::tokens(&inv, &f).unwrap(),
+        (tokens(), Some(Source::New))
+    );
+}
+
+// ---------------------------------------------------------------- labels and taints
+
+#[test]
+fn drift_adds_changes_and_removes_only_managed() {
+    let inv = inventory(
+        "",
+        &[
+            ("m", "server", ""),
+            (
+                "n",
+                "agent",
+                "labels = { \"node.role\" = \"database\", tier = \"b\" }\ntaints = [\"db=true:NoSchedule\"]",
+            ),
+        ],
+    );
+    let want = inv.node("n").unwrap();
+    let mut obs = ObservedNode {
+        name: "n".into(),
+        ..Default::default()
+    };
+    for (k, val) in [
+        ("node.role", "database"),
+        ("tier", "a"),
+        ("old", "x"),
+        ("foreign", "y"),
+    ] {
+        obs.labels.insert(k.into(), val.into());
+    }
+    obs.taints = vec![
+        Taint::parse("gone=1:NoExecute").unwrap(),
+        Taint::parse("theirs:NoSchedule").unwrap(),
+    ];
+    obs.annotations.insert(
+        MANAGED_ANNOTATION.into(),
+        r#"{"labels":["node.role","tier","old"],"taints":["gone:NoExecute"]}"#.into(),
+    );
+    let d = node_drift(want, &obs);
+    assert_eq!(
+        d.set_labels,
+        BTreeMap::from([("tier".to_string(), "b".to_string())])
+    );
+    assert_eq!(d.remove_labels, vec!["old".to_string()]);
+    assert_eq!(
+        d.add_taints,
+        vec![Taint::parse("db=true:NoSchedule").unwrap()]
+    );
+    assert_eq!(
+        d.remove_taints,
+        vec![Taint::parse("gone=1:NoExecute").unwrap()]
+    );
+    let m: Managed = serde_json::from_str(d.annotation.as_deref().unwrap()).unwrap();
+    assert_eq!(m.labels.len(), 2);
+    assert!(m.taints.contains("db:NoSchedule"));
+    assert_eq!(
+        d.to_string(),
+        "label tier=b, remove label old, taint db=true:NoSchedule, remove taint gone=1:NoExecute"
+    );
+}
+
+#[test]
+fn taint_value_change_replaces_it() {
+    let inv = inventory(
+        "",
+        &[
+            ("m", "server", ""),
+            ("n", "agent", "taints = [\"k=new:NoSchedule\"]"),
+        ],
+    );
+    let mut obs = ObservedNode {
+        taints: vec![Taint::parse("k=old:NoSchedule").unwrap()],
+        ..Default::default()
+    };
+    obs.annotations.insert(
+        MANAGED_ANNOTATION.into(),
+        r#"{"labels":[],"taints":["k:NoSchedule"]}"#.into(),
+    );
+    let d = node_drift(inv.node("n").unwrap(), &obs);
+    assert_eq!(
+        d.remove_taints,
+        vec![Taint::parse("k=old:NoSchedule").unwrap()]
+    );
+    assert_eq!(
+        d.add_taints,
+        vec![Taint::parse("k=new:NoSchedule").unwrap()]
+    );
+    assert!(d.annotation.is_none());
+}
+
+#[test]
+fn a_label_change_rewrites_config_without_restart_and_labels_through_the_api() {
+    let inv = seed();
+    let f = cluster(&inv);
+    let changed = inventory(
+        "",
+        &[
+            (
+                "master-1",
+                "server",
+                "taints = [\"node-role.kubernetes.io/control-plane=true:NoSchedule\"]",
+            ),
+            (
+                "worker-1",
+                "agent",
+                "labels = { tier = \"silver\" }\ntaints = [\"dedicated=db:NoSchedule\"]",
+            ),
+            ("worker-2", "agent", ""),
+        ],
+    );
+    let plan = up(&changed, &f, &SETTINGS).unwrap();
+    assert_eq!(
+        texts(&plan),
+        [
+            "agents worker-1: write /etc/rancher/k3s/config.yaml (labels or taints)",
+            "labels worker-1: label tier=silver, taint dedicated=db:NoSchedule",
+        ]
+    );
+    assert_eq!(plan.phases[1].mode, Mode::OneScript);
+    // `status` sees the same drift before the run.
+    let st = status::status(&changed, &f).unwrap();
+    let w1 = st.nodes.iter().find(|r| r.node == "worker-1").unwrap();
+    assert_eq!(
+        w1.notes,
+        ["drift: label tier=silver, taint dedicated=db:NoSchedule"]
+    );
+    assert!(!st.healthy);
+}
+
+// ---------------------------------------------------------------- per host
+
+#[test]
+fn agent_config_holds_only_agent_keys() {
+    let inv = inventory(
+        "tls_san = [\"k8s.example.com\"]\nflannel_backend = \"wireguard-native\"\ndisable = [\"traefik\"]",
+        &[("m", "server", ""), ("w", "agent", "")],
+    );
+    let c = node_config(
+        &inv,
+        inv.node("w").unwrap(),
+        &tokens(),
+        "https://10.0.0.1:6443",
+    );
+    c.validate().unwrap();
+    let text = c.render().unwrap();
+    assert!(!text.contains("disable"));
+    assert!(text.contains(&format!("token: \"{}\"", "a".repeat(64))));
+    let s = node_config(&inv, inv.node("m").unwrap(), &tokens(), "");
+    let text = s.render().unwrap();
+    assert!(text.contains("disable:\n  - \"traefik\""), "{text}");
+    assert!(text.contains(&format!("agent-token: \"{}\"", "a".repeat(64))));
+    assert!(text.contains("tls-san:\n  - \"k8s.example.com\""), "{text}");
+}
+
+fn host_plan(n: &Node, f: &HostFacts, config_for: &Inventory, version: &str) -> HostPlan {
+    let url = server_url(&config_for.first_server().host);
+    let c = node_config(config_for, n, &tokens(), &url);
+    plan_host(&HostInput {
+        node: n,
+        facts: f,
+        config: &c,
+        join: Some(&Join::Init),
+        version: v(version),
+        images: None,
+        release: &Release {
+            source: crate::inventory::InstallSource::Download,
+            mirror: "https://mirror".into(),
+            cache_dir: "/c".into(),
+        },
+    })
+    .unwrap()
+}
+
+#[test]
+fn fresh_server_gets_everything_and_cluster_init() {
+    let inv = seed();
+    let n = inv.node("master-1").unwrap();
+    let p = host_plan(n, &fresh(), &inv, V1);
+    assert!(p.fresh);
+    let text: Vec<String> = p.actions.iter().map(|a| a.to_string()).collect();
+    assert_eq!(text[0], "install k3s v1.36.3+k3s1");
+    assert!(text.iter().any(|t| t.contains("50-bootstrap-join.yaml")));
+    assert_eq!(
+        p.actions.last(),
+        Some(&Action::Start {
+            role: Role::Server,
+            daemon_reload: true
+        })
+    );
+    assert_eq!(p.artifacts().len(), 1);
+    assert!(!p
+        .at_its_turn()
+        .iter()
+        .any(|a| matches!(a, Action::InstallBinary { .. })));
+}
+
+#[test]
+fn a_version_change_is_staged_then_put_in_place_and_restarts() {
+    let inv = seed();
+    let n = inv.node("worker-2").unwrap();
+    let f = converged(&inv, "worker-2", V1);
+    let p = host_plan(n, &f, &inv, V2);
+    assert!(p.is_upgrade() && p.restarts());
+    assert_eq!(
+        p.artifacts()[0].to_string(),
+        "stage k3s v1.36.4+k3s1 (in place at its turn)"
+    );
+    let turn: Vec<String> = p.at_its_turn().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        turn,
+        [
+            "replace k3s v1.36.3+k3s1 with v1.36.4+k3s1",
+            "restart k3s-agent (k3s v1.36.4+k3s1)"
+        ]
+    );
+}
+
+#[test]
+fn converged_host_is_a_noop_and_never_rejoins() {
+    let inv = seed();
+    let f = converged(&inv, "master-1", V1);
+    assert!(host_plan(inv.node("master-1").unwrap(), &f, &inv, V1).is_noop());
+}
+
+// ---------------------------------------------------------------- upgrades
+
+#[test]
+fn an_upgrade_goes_server_by_server_then_agents_in_batches() {
+    let inv = ha();
+    let f = cluster(&inv);
+    let up2 = {
+        let mut i = inv.clone();
+        i.cluster.k3s_version = v(V2);
+        i
+    };
+    let plan = up(&up2, &f, &Settings { max_unavailable: 2 }).unwrap();
+    let names: Vec<&str> = plan.phases.iter().map(|p| p.name).collect();
+    // The API server restarted: its kubeconfig is read again.
+    assert_eq!(
+        names,
+        [
+            "artifacts",
+            "servers",
+            "upgrade",
+            "nodes-ready",
+            "kubeconfig"
+        ]
+    );
+    assert!(plan.phases[0].groups.iter().all(|g| g.steps[0]
+        .action
+        .to_string()
+        .starts_with("stage k3s v1.36.4")));
+    assert_eq!(plan.phases[0].groups.len(), 5);
+    let servers = &plan.phases[1];
+    assert_eq!(servers.mode, Mode::Serial);
+    for g in &servers.groups {
+        assert_eq!(
+            g.steps.last().unwrap(),
+            &Step::api(
+                &g.host,
+                Action::WaitNodeReady {
+                    node: g.host.clone(),
+                    version: Some(v(V2))
+                }
+            )
+        );
+    }
+    let agents = &plan.phases[2];
+    assert_eq!(agents.mode, Mode::Batches(2));
+    let w1: Vec<String> = agents.groups[0]
+        .steps
+        .iter()
+        .map(|s| s.action.to_string())
+        .collect();
+    assert_eq!(
+        w1,
+        [
+            "cordon and drain worker-1",
+            "replace k3s v1.36.3+k3s1 with v1.36.4+k3s1",
+            "restart k3s-agent (k3s v1.36.4+k3s1)",
+            "wait until worker-1 is Ready on v1.36.4+k3s1",
+            "uncordon worker-1",
+        ]
+    );
+    assert_eq!(agents.groups[0].steps[0].on, On::Api("master-1".into()));
+    // A downgrade is refused before anything.
+    let mut f = f;
+    f.hosts.get_mut("worker-1").unwrap().bin_version = Some(v(V2));
+    let e = up(&inv, &f, &SETTINGS).unwrap_err().to_string();
+    assert!(
+        e.contains("downgrades") && e.contains("worker-1 runs v1.36.4+k3s1"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------- add-ons
+
+fn with_extra() -> Inventory {
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(
+        dir.join("app.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: app\n",
+    )
+    .unwrap();
+    let text = "[cluster]\nname = \"t\"\nk3s_version = \"v1.36.3+k3s1\"\n\n[[manifests]]\npath = \"app.yaml\"\n\n[[node]]\nname = \"m1\"\nhost = \"10.0.0.1\"\nrole = \"server\"\n\n[[node]]\nname = \"m2\"\nhost = \"10.0.0.2\"\nrole = \"server\"\n";
+    std::fs::write(dir.join("inventory.toml"), text).unwrap();
+    Inventory::load(dir.join("inventory.toml")).unwrap()
+}
+
+#[test]
+fn addon_difference_writes_what_differs_and_removes_what_was_dropped() {
+    let inv = with_extra();
+    let mut f = cluster(&inv);
+    // m1 holds a chart bootstrap wrote earlier and the inventory dropped; m2 has it too.
+    for s in ["m1", "m2"] {
+        let h = f.hosts.get_mut(s).unwrap();
+        h.manifests
+            .insert("bootstrap-traefik.yaml".into(), "x".into());
+    }
+    f.cluster.objects = Some(crate::addons::health::Snapshot::default());
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    let t = texts(&plan);
+    assert_eq!(
+        t,
+        [
+            "add-ons m1: remove bootstrap-traefik.yaml (objects deleted, file removed)",
+            "add-ons m1: record the extra manifests (app)",
+            "add-ons m1: manifest app: write app.yaml",
+            "add-ons m2: remove bootstrap-traefik.yaml",
+            "add-ons m2: record the extra manifests (app)",
+            "add-ons m2: manifest app: write app.yaml",
+            "add-on health add-ons: wait until k3s applied every manifest",
+        ]
+    );
+    // Once written and applied: nothing, not even a health read.
+    let spec = &f.local.addons;
+    let files = spec.files(None).unwrap();
+    let mut objects = serde_json::json!({"items": []});
+    for s in ["m1", "m2"] {
+        let h = f.hosts.get_mut(s).unwrap();
+        h.manifests.clear();
+        h.addons.extra_record = vec!["app".into()];
+        for m in &files {
+            h.manifests.insert(m.file.clone(), m.sha256());
+        }
+    }
+    for m in &files {
+        objects["items"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "kind": "Addon", "metadata": {"name": m.addon_name(), "namespace": "kube-system"},
+                "spec": {"checksum": m.sha256()},
+            }));
+    }
+    f.cluster.objects = Some(crate::addons::health::Snapshot::parse(&objects.to_string()).unwrap());
+    assert!(up(&inv, &f, &SETTINGS).unwrap().phases.is_empty());
+    // Written but not yet applied: only the wait.
+    f.cluster.objects = Some(crate::addons::health::Snapshot::default());
+    assert_eq!(
+        texts(&up(&inv, &f, &SETTINGS).unwrap()),
+        ["add-on health add-ons: wait until k3s applied every manifest"]
+    );
+}
+
+#[test]
+fn crd_dependent_files_wait_for_their_chart() {
+    let inv =
+        Inventory::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/seed.toml")).unwrap();
+    let mut f = new_cluster(&inv);
+    f.local.new_sealing_key = Some(crate::addons::sealed_secrets::SealingKey {
+        cert_pem: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n".into(),
+        key_pem: "-----BEGIN PRIVATE KEY-----\nX\n-----END PRIVATE KEY-----\n".into(),
+    });
+    for h in f.hosts.values_mut() {
+        h.addons.prereq = crate::addons::longhorn::PrereqFacts {
+            binaries: ["iscsiadm", "mount.nfs", "cryptsetup", "dmsetup"]
+                .iter()
+                .map(|b| (b.to_string(), true))
+                .collect(),
+            iscsid: ("active".into(), String::new()),
+            modules: [("iscsi_tcp", "loaded"), ("dm_crypt", "loaded")]
+                .iter()
+                .map(|(m, s)| (m.to_string(), s.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+    }
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    let health = plan
+        .phases
+        .iter()
+        .find(|p| p.name == "add-on health")
+        .unwrap();
+    let t: Vec<String> = health.groups[0]
+        .steps
+        .iter()
+        .map(|s| s.action.to_string())
+        .collect();
+    // Each CRD-dependent file comes after a wait for what it needs; the last wait is for all.
+    let first_wait = t.iter().position(|l| l.starts_with("wait until")).unwrap();
+    assert_eq!(first_wait, 0, "{t:#?}");
+    assert!(
+        t.last().unwrap().contains("every manifest applied"),
+        "{t:#?}"
+    );
+    assert!(
+        t.iter()
+            .any(|l| l.contains("bootstrap-traefik-routes.yaml")),
+        "{t:#?}"
+    );
+    assert!(!plan
+        .phases
+        .iter()
+        .find(|p| p.name == "add-ons")
+        .unwrap()
+        .groups
+        .iter()
+        .flat_map(|g| &g.steps)
+        .any(|s| s.action.to_string().contains("traefik-routes")));
+    // The sealing key's backup is written first, and said to be new.
+    assert!(
+        texts(&plan)[1].contains("a new RSA 4096 key"),
+        "{:#?}",
+        texts(&plan)
+    );
+}
+
+// ---------------------------------------------------------------- day two
+
+#[test]
+fn quorum_rules() {
+    use lifecycle::quorum_after_removal;
+    let m = |v: &[(&str, bool)]| -> BTreeMap<String, bool> {
+        v.iter().map(|(n, r)| (n.to_string(), *r)).collect()
+    };
+    assert!(quorum_after_removal(&m(&[("a", true)]), "a").is_err());
+    assert!(quorum_after_removal(&m(&[("a", true), ("b", true), ("c", true)]), "a").is_ok());
+    // a is dead: removing it leaves b and c, both Ready.
+    assert!(quorum_after_removal(&m(&[("a", false), ("b", true), ("c", true)]), "a").is_ok());
+    // c is dead: removing a leaves b (Ready) and c (not): 1 of 2 < 2.
+    assert!(quorum_after_removal(&m(&[("a", true), ("b", true), ("c", false)]), "a").is_err());
+    assert!(quorum_after_removal(&m(&[("a", true), ("b", true)]), "a").is_ok());
+}
+
+#[test]
+fn replacing_a_server_deletes_its_node_before_the_old_host_stops() {
+    let old = ha();
+    let mut new = old.clone();
+    new.nodes
+        .iter_mut()
+        .find(|n| n.name == "master-2")
+        .unwrap()
+        .host = "10.9.9.9".into();
+    let mut f = cluster(&old);
+    let old_host = old.node("master-2").unwrap().host.clone();
+    let mut residue = converged(&old, "master-2", V1);
+    residue.residue = vec!["/usr/local/bin/k3s".into()];
+    f.hosts.insert(crate::connect::retired("master-2"), residue);
+    f.hosts.insert("master-2".into(), fresh());
+    f.cluster.api = Some("master-1".into());
+    let plan = lifecycle::replace(&new, "text", "master-2", &old_host, &f, &SETTINGS).unwrap();
+    let t = texts(&plan);
+    assert_eq!(
+        &t[..4],
+        [
+            "retire master-2: cordon and drain master-2",
+            "retire master-2: delete the Node master-2",
+            "retire master-2 (old host): stop and uninstall k3s",
+            "inventory local: write /nonexistent/t/inventory.toml",
+        ]
+    );
+    // The new host joins a live server and registers afresh: its Node gets its labels.
+    assert!(join_dropin_of(&plan, "master-2")
+        .unwrap()
+        .contains("https://10.0.0."));
+    assert!(t.contains(&"labels master-2: record managed labels and taints".to_string()));
+    // An agent's Node goes after its host, so it cannot register again.
+    let mut new = old.clone();
+    new.nodes
+        .iter_mut()
+        .find(|n| n.name == "worker-1")
+        .unwrap()
+        .host = "10.9.9.8".into();
+    let mut f = cluster(&old);
+    let mut residue = converged(&old, "worker-1", V1);
+    residue.residue = vec!["/usr/local/bin/k3s".into()];
+    f.hosts.insert(crate::connect::retired("worker-1"), residue);
+    f.hosts.insert("worker-1".into(), fresh());
+    let plan = lifecycle::replace(
+        &new,
+        "text",
+        "worker-1",
+        &old.node("worker-1").unwrap().host,
+        &f,
+        &SETTINGS,
+    )
+    .unwrap();
+    assert_eq!(
+        &texts(&plan)[..3],
+        [
+            "retire worker-1: cordon and drain worker-1",
+            "retire worker-1 (old host): stop and uninstall k3s",
+            "retire worker-1: delete the Node worker-1",
+        ]
+    );
+}
+
+#[test]
+fn removing_refuses_a_quorum_loss_and_reset_skips_clean_hosts() {
+    let inv = ha();
+    let mut f = cluster(&inv);
+    f.cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == "master-3")
+        .unwrap()
+        .ready = false;
+    let e = lifecycle::remove(&inv, "t", "master-1", false, &f).unwrap_err();
+    assert!(crate::outcome::is_usage(&e), "{e}");
+    assert!(e.to_string().contains("etcd needs 2 for quorum"), "{e}");
+    let forced = lifecycle::remove(&inv, "t", "master-1", true, &f).unwrap();
+    assert!(forced.warnings.iter().any(|w| w.contains("--force")));
+    // reset: a clean host gets nothing; one that did not answer is named.
+    let mut f = cluster(&inv);
+    for (name, h) in f.hosts.iter_mut() {
+        h.residue = if name == "worker-2" {
+            vec![]
+        } else {
+            vec!["/var/lib/rancher/k3s".into()]
+        };
+    }
+    f.hosts.remove("worker-1");
+    f.unreachable
+        .insert("worker-1".into(), "connection refused".into());
+    let plan = lifecycle::reset(&inv, None, &f);
+    let t = texts(&plan);
+    assert_eq!(t.len(), 3, "{t:#?}");
+    assert!(t.iter().all(|l| l.contains("servers master-")), "{t:#?}");
+    assert_eq!(plan.unreachable, ["worker-1: connection refused"]);
+}
+
+#[test]
+fn versions_compare_and_urls_bracket_ipv6() {
+    assert!(v("v1.36.10+k3s1") > v("v1.36.9+k3s2"));
+    assert!("1.36.3".parse::<K3sVersion>().is_err());
+    assert_eq!(server_url("10.0.0.1"), "https://10.0.0.1:6443");
+    assert_eq!(server_url("fd00::1"), "https://[fd00::1]:6443");
+}
