@@ -52,8 +52,6 @@ pub const DEFAULT_LONGHORN_DATA_PATH: &str = "/var/lib/longhorn/";
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
-/// Supervisor and apiserver port of every server.
-pub const API_PORT: u16 = 6443;
 pub const DEFAULT_SSH_USER: &str = "root";
 pub const DEFAULT_SSH_PORT: u16 = 22;
 pub const DEFAULT_KNOWN_HOSTS: &str = "~/.ssh/known_hosts";
@@ -234,7 +232,7 @@ pub struct Node {
     /// IP address or DNS name used for SSH.
     pub host: String,
     pub role: Role,
-    /// Per-node SSH overrides; see [`Inventory::ssh_target`].
+    /// Per-node SSH overrides; see [`Inventory::ssh_overrides`].
     pub port: Option<u16>,
     pub user: Option<String>,
     pub identity_file: Option<PathBuf>,
@@ -333,21 +331,6 @@ impl TaintEffect {
             TaintEffect::NoExecute => "NoExecute",
         }
     }
-}
-
-/// Everything needed to open an SSH session to one node, overrides applied.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SshTarget {
-    pub node: String,
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub identity_file: Option<PathBuf>,
-    pub known_hosts: PathBuf,
-    pub host_key_policy: HostKeyPolicy,
-    pub bastion: Option<Bastion>,
-    pub connect_timeout: Duration,
-    pub command_timeout: Duration,
 }
 
 /// Only what the inventory wrote for one node (node overrides over `[ssh]`); `None` means
@@ -631,24 +614,6 @@ impl Inventory {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// `api_endpoint` if set, else the first server's host.
-    pub fn api_endpoint_or_first_server(&self) -> &str {
-        self.cluster
-            .api_endpoint
-            .as_deref()
-            .unwrap_or(&self.first_server().host)
-    }
-
-    /// `https://<api endpoint>:6443`, the `server:` URL for joining nodes and the kubeconfig.
-    pub fn server_url(&self) -> String {
-        let host = self.api_endpoint_or_first_server();
-        if host.contains(':') {
-            format!("https://[{host}]:{API_PORT}")
-        } else {
-            format!("https://{host}:{API_PORT}")
-        }
-    }
-
     /// `tls-san` for servers: `api_endpoint` first, then `tls_san`, without duplicates.
     pub fn tls_sans(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -681,7 +646,7 @@ impl Inventory {
     }
 
     /// What the inventory itself says about reaching `node`, without built-in defaults, for
-    /// merging with `~/.ssh/config` (which [`Inventory::ssh_target`] would shadow).
+    /// merging with `~/.ssh/config` (src/connect.rs).
     pub fn ssh_overrides(&self, node: &Node) -> SshOverrides {
         let e = self.ssh.explicit;
         SshOverrides {
@@ -698,26 +663,6 @@ impl Inventory {
                 .or_else(|| self.ssh.identity_file.clone()),
             known_hosts: e.known_hosts.then(|| self.ssh.known_hosts.clone()),
             host_key_policy: e.host_key_policy.then_some(self.ssh.host_key_policy),
-            bastion: node.bastion.clone().or_else(|| self.ssh.bastion.clone()),
-            connect_timeout: self.ssh.connect_timeout,
-            command_timeout: self.ssh.command_timeout,
-        }
-    }
-
-    /// SSH settings for `node` with every default filled in: node overrides over `[ssh]` over
-    /// the built-in defaults (root, port 22, ~/.ssh/known_hosts, strict).
-    pub fn ssh_target(&self, node: &Node) -> SshTarget {
-        SshTarget {
-            node: node.name.clone(),
-            host: node.host.clone(),
-            port: node.port.unwrap_or(self.ssh.port),
-            user: node.user.clone().unwrap_or_else(|| self.ssh.user.clone()),
-            identity_file: node
-                .identity_file
-                .clone()
-                .or_else(|| self.ssh.identity_file.clone()),
-            known_hosts: self.ssh.known_hosts.clone(),
-            host_key_policy: self.ssh.host_key_policy,
             bastion: node.bastion.clone().or_else(|| self.ssh.bastion.clone()),
             connect_timeout: self.ssh.connect_timeout,
             command_timeout: self.ssh.command_timeout,

@@ -125,8 +125,7 @@ fn ha_example_has_three_servers_and_an_endpoint() {
     let inv = example("ha.toml");
     assert_eq!(inv.servers().count(), 3);
     assert_eq!(inv.agents().count(), 2);
-    assert_eq!(inv.api_endpoint_or_first_server(), "k8s.example.com");
-    assert_eq!(inv.server_url(), "https://k8s.example.com:6443");
+    assert_eq!(inv.cluster.api_endpoint.as_deref(), Some("k8s.example.com"));
     assert_eq!(inv.tls_sans(), ["k8s.example.com", "10.0.0.10"]);
     assert_eq!(inv.install.source, InstallSource::Upload);
     assert_eq!(inv.install.cache_dir, inv.state_dir().join("cache"));
@@ -158,10 +157,10 @@ fn lab_example_matches_the_lab() {
     assert_eq!(inv.ssh.connect_timeout, Duration::from_secs(5));
     let hosts: Vec<_> = inv.nodes.iter().map(|n| n.host.as_str()).collect();
     assert_eq!(hosts, ["10.213.1.11", "10.213.1.12", "10.213.1.13"]);
-    let t = inv.ssh_target(inv.node("worker-2").expect("worker-2"));
-    assert_eq!((t.user.as_str(), t.port), ("root", 22));
-    assert_eq!(t.host_key_policy, HostKeyPolicy::Strict);
-    assert_eq!(inv.api_endpoint_or_first_server(), "10.213.1.11");
+    let t = inv.ssh_overrides(inv.node("worker-2").expect("worker-2"));
+    assert_eq!((t.user.as_deref(), t.port), (Some("root"), None));
+    assert_eq!(t.host_key_policy, Some(HostKeyPolicy::Strict));
+    assert_eq!(inv.first_server().host, "10.213.1.11");
     assert_eq!(inv.base_dir(), examples_dir());
     assert_eq!(inv.state_dir(), examples_dir().join(".bootstrap"));
 }
@@ -248,9 +247,9 @@ identity_file = "keys/a"
 bastion = "10.0.0.254"
 "#;
     let inv = parse(text).expect("overrides");
-    let t = inv.ssh_target(&inv.nodes[0]);
-    assert_eq!(t.user, "admin");
-    assert_eq!(t.port, 22);
+    let t = inv.ssh_overrides(&inv.nodes[0]);
+    assert_eq!(t.user.as_deref(), Some("admin"));
+    assert_eq!(t.port, Some(22));
     assert_eq!(t.identity_file, Some(PathBuf::from("/tmp/inv/keys/a")));
     assert_eq!(
         t.bastion,
@@ -270,8 +269,6 @@ fn ssh_overrides_leave_unset_values_to_ssh_config() {
         (o.user, o.port, o.known_hosts, o.host_key_policy),
         (None, None, None, None)
     );
-    let t = inv.ssh_target(&inv.nodes[0]);
-    assert_eq!((t.user.as_str(), t.port), ("root", 22));
 
     let inv = example("lab.toml");
     let o = inv.ssh_overrides(&inv.nodes[0]);

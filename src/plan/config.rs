@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::inventory::{Datastore, FlannelBackend, Inventory, Node};
+use crate::inventory::{
+    Datastore, FlannelBackend, Inventory, Node, DEFAULT_CLUSTER_CIDR, DEFAULT_CLUSTER_DOMAIN,
+    DEFAULT_SERVICE_CIDR,
+};
 use crate::k3s::config::{K3sConfig, Value};
 use crate::k3s::token::TokenBackup;
 use crate::k3s::Role;
@@ -38,9 +41,21 @@ fn server_keys(inv: &Inventory) -> BTreeMap<String, Value> {
     let c = &inv.cluster;
     let mut keys = config_map(&c.server_config);
     let defaults = [
-        ("cluster-cidr", c.cluster_cidr.as_str(), "10.42.0.0/16"),
-        ("service-cidr", c.service_cidr.as_str(), "10.43.0.0/16"),
-        ("cluster-domain", c.cluster_domain.as_str(), "cluster.local"),
+        (
+            "cluster-cidr",
+            c.cluster_cidr.as_str(),
+            DEFAULT_CLUSTER_CIDR,
+        ),
+        (
+            "service-cidr",
+            c.service_cidr.as_str(),
+            DEFAULT_SERVICE_CIDR,
+        ),
+        (
+            "cluster-domain",
+            c.cluster_domain.as_str(),
+            DEFAULT_CLUSTER_DOMAIN,
+        ),
     ];
     for (key, value, default) in defaults {
         if value != default {
