@@ -35,6 +35,7 @@ fn converge_request(
             .map(|s| s.name.clone())
             .collect(),
         addons: !local.addons.is_empty(),
+        longhorn: inv.addons.longhorn.is_some(),
         sealing_key: inv.addons.sealed_secrets.is_some() && local.sealing_backup.is_none(),
         new_secrets: true,
         merge_target: false,

@@ -45,6 +45,8 @@ pub struct ClusterFacts {
     pub objects: Option<Snapshot>,
     /// The Sealed Secrets key Secret, when it was asked for and exists.
     pub sealing_key: Option<SealingKey>,
+    /// Whether the key Secret was read (it may not exist); when not, nobody may make a key.
+    pub sealing_key_read: bool,
 }
 
 impl ClusterFacts {
@@ -88,8 +90,12 @@ printf 'cluster.end\tok\n'
 /// What one server's [`query_script`] printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// The API answered: the objects (a `kubectl get -o json` List) and the key Secret's JSON.
-    Objects { json: String, key: Option<String> },
+    /// The API answered: the objects (a `kubectl get -o json` List) and, when the key Secret
+    /// was read, its JSON (`None` inside: there is none).
+    Objects {
+        json: String,
+        key: Option<Option<String>>,
+    },
     /// It did not, and why.
     NoApi(String),
 }
@@ -106,7 +112,7 @@ pub fn parse_answer(out: &str) -> Answer {
         };
         match k {
             "cluster.objects" => json = super::b64(v.trim()),
-            "cluster.key" => key = super::b64(v.trim()),
+            "cluster.key" => key = Some(super::b64(v.trim())),
             "cluster.error" => error = Some(v.trim().to_string()),
             "cluster.end" => ended = true,
             _ => {}
@@ -120,10 +126,14 @@ pub fn parse_answer(out: &str) -> Answer {
 }
 
 /// The cluster facts from an [`Answer::Objects`] of server `api`.
-pub fn from_answer(api: &str, json: &str, key: Option<&str>) -> Result<ClusterFacts, String> {
+pub fn from_answer(
+    api: &str,
+    json: &str,
+    key: Option<Option<&str>>,
+) -> Result<ClusterFacts, String> {
     let nodes = parse_nodes(json).map_err(|e| e.to_string())?;
     let objects = Snapshot::parse(json)?;
-    let sealing_key = match key {
+    let sealing_key = match key.flatten() {
         Some(k) => SealingKey::from_secret_json(k).map_err(|e| e.to_string())?,
         None => None,
     };
@@ -133,6 +143,7 @@ pub fn from_answer(api: &str, json: &str, key: Option<&str>) -> Result<ClusterFa
         nodes,
         objects: Some(objects),
         sealing_key,
+        sealing_key_read: key.is_some(),
     })
 }
 
@@ -303,6 +314,15 @@ mod tests {
         };
         assert_eq!(key, None);
         let f = from_answer("master-1", &json, None).unwrap();
+        assert!(!f.sealing_key_read);
+        let out = format!(
+            "cluster.objects\t{}\ncluster.key\t-\ncluster.end\tok\n",
+            b(NODES)
+        );
+        let Answer::Objects { key, .. } = parse_answer(&out) else {
+            panic!("no objects");
+        };
+        assert_eq!(key, Some(None));
         assert_eq!(f.api.as_deref(), Some("master-1"));
         assert_eq!(f.nodes.len(), 2);
         assert!(f

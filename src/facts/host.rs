@@ -9,61 +9,70 @@ use crate::addons::AddonFacts;
 use crate::inventory::K3sVersion;
 use crate::k3s::{self, Role};
 
-/// The script run (as root) on every host. Prints `key<TAB>value` lines; a
-/// missing file hashes to `-`. It reads, never writes.
-pub const HOST_FACTS_SCRIPT: &str = r#"set -u
-h() { if [ -f "$1" ]; then sha256sum "$1" 2>/dev/null | cut -d' ' -f1; else echo -; fi; }
-m() { stat -c %a "$1" 2>/dev/null || echo -; }
-p() { printf '%s\t%s\n' "$1" "$2"; }
-# Every unit's state in one systemctl call (each call costs a few ms).
-SVC=$(systemctl show -p Id,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic \
-  k3s.service k3s-agent.service iscsid.service iscsid.socket multipathd.service multipathd.socket 2>/dev/null)
-# u UNIT PROPERTY: that property of that unit, from $SVC.
-u() { printf '%s\n' "$SVC" | awk -v u="$1" -v k="$2" 'BEGIN{RS="";FS="\n"} {id="";v="";for(i=1;i<=NF;i++){n=index($i,"=");if(substr($i,1,n-1)=="Id")id=substr($i,n+1);if(substr($i,1,n-1)==k)v=substr($i,n+1)}; if(id==u){print v;exit}}'; }
+/// The script run (as root) on every host: `key<TAB>value` lines, file contents base64. It
+/// reads, never writes, and forks as little as it can (every process costs a millisecond or
+/// two, and a run reads 30 hosts side by side): one `sha256sum` for every file the plan
+/// compares, one `stat` for modes and links, one `systemctl show` for every unit.
+/// `longhorn` adds Longhorn's node prerequisites.
+pub fn script(longhorn: bool) -> String {
+    let units = if longhorn {
+        "k3s.service k3s-agent.service iscsid.service iscsid.socket multipathd.service multipathd.socket"
+    } else {
+        "k3s.service k3s-agent.service"
+    };
+    let mut s = format!(
+        r#"set -u
+p() {{ printf '%s\t%s\n' "$1" "$2"; }}
+B=/usr/local/bin; S=/etc/systemd/system; R={CONFIG_DIR}; D={DATA_DIR}
 . /etc/os-release 2>/dev/null
-p os.id "${ID:-unknown}"
-p os.version "${VERSION_ID:-unknown}"
+p os.id "${{ID:-unknown}}"
+p os.version "${{VERSION_ID:-unknown}}"
 p arch "$(uname -m)"
-p hostname "$(cat /proc/sys/kernel/hostname 2>/dev/null || hostname)"
-p init "$(if [ -d /run/systemd/system ]; then echo systemd; elif [ -x /sbin/openrc-run ]; then echo openrc; else echo other; fi)"
-p curl "$(command -v curl >/dev/null 2>&1 && echo yes || echo no)"
-p bin.present "$( [ -f /usr/local/bin/k3s ] && echo yes || echo no)"
-p bin.version "$( [ -x /usr/local/bin/k3s ] && /usr/local/bin/k3s --version 2>/dev/null | head -n1 | awk '{print $3}' || echo -)"
-for l in kubectl crictl ctr; do p "link.$l" "$(readlink "/usr/local/bin/$l" 2>/dev/null || { [ -e "/usr/local/bin/$l" ] && echo file; } || echo -)"; done
-for s in k3s k3s-agent; do
-  p "unit.$s.sha256" "$(h /etc/systemd/system/$s.service)"
-  p "env.$s.sha256" "$(h /etc/systemd/system/$s.service.env)"
-  p "env.$s.mode" "$(m /etc/systemd/system/$s.service.env)"
-  p "svc.$s.active" "$(u $s.service ActiveState)"
-  p "svc.$s.enabled" "$(u $s.service UnitFileState)"
-  p "svc.$s.since" "$(u $s.service ActiveEnterTimestampMonotonic)"
-  p "uninstall.$s.sha256" "$(h /usr/local/bin/$s-uninstall.sh)"
-done
-p killall.sha256 "$(h /usr/local/bin/k3s-killall.sh)"
-p config.sha256 "$(h /etc/rancher/k3s/config.yaml)"
-p config.mode "$(m /etc/rancher/k3s/config.yaml)"
-for f in /etc/rancher/k3s/config.yaml.d/*; do [ -f "$f" ] && p "dropin.${f##*/}" "$(h "$f")"; done
-p server.db "$( [ -d /var/lib/rancher/k3s/server/db ] && echo yes || echo no)"
-p server.token "$( [ -s /var/lib/rancher/k3s/server/token ] && echo yes || echo no)"
-p node.password "$( [ -s /etc/rancher/node/password ] && echo yes || echo no)"
+read -r hn 2>/dev/null </proc/sys/kernel/hostname || hn=unknown
+p hostname "$hn"
+if [ -d /run/systemd/system ]; then p init systemd; elif [ -x /sbin/openrc-run ]; then p init openrc; else p init other; fi
+if command -v curl >/dev/null 2>&1; then p curl yes; fi
+if [ -f $B/k3s ]; then p bin.present yes; fi
+if [ -x $B/k3s ]; then p bin.version "$($B/k3s --version 2>/dev/null)"; fi
+sha256sum $S/k3s.service $S/k3s-agent.service $S/k3s.service.env $S/k3s-agent.service.env \
+  $B/k3s-uninstall.sh $B/k3s-agent-uninstall.sh $B/k3s-killall.sh $R/config.yaml \
+  $R/config.yaml.d/* $D/agent/images/* $D/server/manifests/* 2>/dev/null | while read -r h f; do p "sha:$f" "$h"; done
+stat --printf 'stat:%n\t%a\t%N\n' $S/k3s.service.env $S/k3s-agent.service.env $R/config.yaml \
+  $B/kubectl $B/crictl $B/ctr 2>/dev/null
+systemctl show -p Id,ActiveState,UnitFileState {units} 2>/dev/null | while IFS= read -r l; do p sys "$l"; done
+if [ -d $D/server/db ]; then p server.db yes; fi
+if [ -s $D/server/token ]; then p server.token yes; fi
+if [ -s /etc/rancher/node/password ]; then p node.password yes; fi
 # What k3s-uninstall.sh would remove, if any of it is there (reset plans from it).
-p residue "$(for f in /etc/systemd/system/k3s.service /etc/systemd/system/k3s-agent.service /usr/local/bin/k3s /etc/rancher/k3s /var/lib/rancher/k3s /var/lib/kubelet; do [ -e "$f" ] && printf '%s ' "$f"; done)"
-for f in /var/lib/rancher/k3s/agent/images/*; do [ -f "$f" ] && p "image.${f##*/}" "$(h "$f")"; done
-for f in /var/lib/rancher/k3s/server/manifests/*; do [ -f "$f" ] && p "manifest.${f##*/}" "$(h "$f")"; done
+r=; for f in $S/k3s.service $S/k3s-agent.service $B/k3s $R $D /var/lib/kubelet; do if [ -e "$f" ]; then r="$r $f"; fi; done
+p residue "$r"
 # Contents the plan compares or recovers from (tokens, kubeconfig): base64, never printed.
-p config.b64 "$(base64 -w0 /etc/rancher/k3s/config.yaml 2>/dev/null || echo -)"
-p kubeconfig.b64 "$(base64 -w0 /etc/rancher/k3s/k3s.yaml 2>/dev/null || echo -)"
-# Add-ons: Longhorn prerequisites and the extra manifests bootstrap wrote (src/addons).
+if [ -f $R/config.yaml ]; then p config.b64 "$(base64 -w0 $R/config.yaml)"; fi
+if [ -f $R/k3s.yaml ]; then p kubeconfig.b64 "$(base64 -w0 $R/k3s.yaml)"; fi
+# The extra manifests bootstrap wrote (src/addons).
+x=; if [ -f $D/server/manifests/{EXTRA_RECORD} ]; then while read -r l; do x="$x $l"; done <$D/server/manifests/{EXTRA_RECORD}; fi
+p addons.extra "$x"
+"#,
+        CONFIG_DIR = k3s::CONFIG_DIR,
+        DATA_DIR = k3s::DATA_DIR,
+        EXTRA_RECORD = crate::addons::EXTRA_RECORD,
+    );
+    if longhorn {
+        s.push_str(
+            r#"# Longhorn's node prerequisites (src/addons/longhorn.rs).
 PATH="$PATH:/usr/sbin:/sbin"
-for b in iscsiadm mount.nfs cryptsetup dmsetup; do p "addons.lh.bin.$b" "$(command -v $b >/dev/null 2>&1 && echo yes || echo no)"; done
-p addons.lh.iscsid "$(u iscsid.service ActiveState)/$(u iscsid.socket ActiveState)"
-p addons.lh.multipathd "$(u multipathd.service ActiveState)/$(u multipathd.socket ActiveState)"
+for b in iscsiadm mount.nfs cryptsetup dmsetup; do if command -v $b >/dev/null 2>&1; then p addons.lh.bin.$b yes; else p addons.lh.bin.$b no; fi; done
 p addons.lh.multipath.maps "$(dmsetup ls --target multipath 2>/dev/null | grep -vc 'No devices' || true)"
-for m in iscsi_tcp dm_crypt; do p "addons.lh.mod.$m" "$(if [ -d /sys/module/$m ]; then echo loaded; elif modinfo $m >/dev/null 2>&1; then echo available; else echo missing; fi)"; done
-p addons.lh.container "$(cat /run/systemd/container 2>/dev/null || systemd-detect-virt -c 2>/dev/null || true)"
-p addons.extra "$(cat /var/lib/rancher/k3s/server/manifests/.bootstrap-extra 2>/dev/null | tr '\n' ' ')"
-p end ok
-"#;
+for m in iscsi_tcp dm_crypt; do if [ -d /sys/module/$m ]; then v=loaded; elif modinfo $m >/dev/null 2>&1; then v=available; else v=missing; fi; p addons.lh.mod.$m $v; done
+c=; if [ -r /run/systemd/container ]; then read -r c </run/systemd/container || true; fi
+if [ -z "$c" ]; then c=$(systemd-detect-virt -c 2>/dev/null || true); fi
+p addons.lh.container "$c"
+"#,
+        );
+    }
+    s.push_str("p end ok\n");
+    s
+}
 
 /// The state of one systemd service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,8 +80,6 @@ pub struct ServiceFacts {
     /// `systemctl is-active`: active, activating, inactive, failed, or empty when unknown.
     pub active: String,
     pub enabled: String,
-    /// When it last became active (monotonic µs); a change means it restarted.
-    pub since: u64,
     pub unit_sha256: Option<String>,
     pub env_sha256: Option<String>,
     pub env_mode: Option<u32>,
@@ -134,75 +141,132 @@ pub enum FactsError {
     Arch(String),
 }
 
-fn sha(v: &str) -> Option<String> {
-    (v != "-" && !v.is_empty()).then(|| v.to_string())
-}
-
 fn mode(v: &str) -> Option<u32> {
     u32::from_str_radix(v, 8).ok()
 }
 
+/// The service facts of unit `name` (`k3s` or `k3s-agent`).
+fn svc<'a>(f: &'a mut HostFacts, name: &str) -> Option<&'a mut ServiceFacts> {
+    match name {
+        "k3s" => Some(&mut f.server),
+        "k3s-agent" => Some(&mut f.agent),
+        _ => None,
+    }
+}
+
+/// A `stat --printf '%N'` value: the link's target, or `file` for anything else.
+fn link_target(n: &str) -> String {
+    match n.split_once(" -> ") {
+        Some((_, target)) => target
+            .trim()
+            .trim_matches(|c| c == '\'' || c == '"')
+            .to_string(),
+        None => "file".into(),
+    }
+}
+
 impl HostFacts {
-    /// Parse the output of [`HOST_FACTS_SCRIPT`].
+    /// Parse the output of [`script`].
     pub fn parse(out: &str) -> Result<HostFacts, FactsError> {
         let mut f = HostFacts::default();
         let mut ended = false;
+        let mut unit = String::new();
+        let (dropins, images, manifests) = (
+            format!("{}/", k3s::CONFIG_DROPIN_DIR),
+            format!("{}/", k3s::IMAGES_DIR),
+            format!("{}/", k3s::MANIFESTS_DIR),
+        );
         for line in out.lines() {
             let Some((key, value)) = line.split_once('\t') else {
                 continue;
             };
-            let value = value.trim();
             match key {
-                "os.id" => f.os_id = value.into(),
-                "os.version" => f.os_version = value.into(),
-                "arch" => f.arch = value.into(),
-                "hostname" => f.hostname = value.into(),
-                "init" => f.init = value.into(),
+                "os.id" => f.os_id = value.trim().into(),
+                "os.version" => f.os_version = value.trim().into(),
+                "arch" => f.arch = value.trim().into(),
+                "hostname" => f.hostname = value.trim().into(),
+                "init" => f.init = value.trim().into(),
                 "curl" => f.has_curl = value == "yes",
                 "bin.present" => f.bin_present = value == "yes",
-                "bin.version" => f.bin_version = value.parse().ok(),
-                "killall.sha256" => f.killall_sha256 = sha(value),
-                "config.sha256" => f.config_sha256 = sha(value),
-                "config.mode" => f.config_mode = mode(value),
+                // `k3s version v1.36.3+k3s1 (b56cca06)`
+                "bin.version" => {
+                    f.bin_version = value.split_whitespace().find_map(|w| w.parse().ok())
+                }
                 "server.db" => f.server_db = value == "yes",
                 "server.token" => f.server_token = value == "yes",
                 "node.password" => f.node_password = value == "yes",
                 "residue" => f.residue = value.split_whitespace().map(String::from).collect(),
-                "config.b64" => f.config = b64(value),
-                "kubeconfig.b64" => f.kubeconfig = b64(value),
+                "config.b64" => f.config = b64(value.trim()),
+                "kubeconfig.b64" => f.kubeconfig = b64(value.trim()),
+                "sys" => {
+                    let Some((k, v)) = value.split_once('=') else {
+                        continue;
+                    };
+                    if k == "Id" {
+                        unit = v.to_string();
+                        continue;
+                    }
+                    let lh = &mut f.addons.prereq;
+                    let slot = match (unit.as_str(), k) {
+                        ("k3s.service", "ActiveState") => &mut f.server.active,
+                        ("k3s.service", "UnitFileState") => &mut f.server.enabled,
+                        ("k3s-agent.service", "ActiveState") => &mut f.agent.active,
+                        ("k3s-agent.service", "UnitFileState") => &mut f.agent.enabled,
+                        ("iscsid.service", "ActiveState") => &mut lh.iscsid.0,
+                        ("iscsid.socket", "ActiveState") => &mut lh.iscsid.1,
+                        ("multipathd.service", "ActiveState") => &mut lh.multipathd.0,
+                        ("multipathd.socket", "ActiveState") => &mut lh.multipathd.1,
+                        _ => continue,
+                    };
+                    *slot = v.to_string();
+                }
                 "end" => ended = true,
                 _ => {
-                    if let Some(name) = key.strip_prefix("link.") {
-                        if value != "-" {
-                            f.links.insert(name.into(), value.into());
+                    if let Some(path) = key.strip_prefix("sha:") {
+                        let sha = Some(value.trim().to_string());
+                        if path == k3s::CONFIG_PATH {
+                            f.config_sha256 = sha;
+                        } else if path == "/usr/local/bin/k3s-killall.sh" {
+                            f.killall_sha256 = sha;
+                        } else if let Some(n) = path.strip_prefix(dropins.as_str()) {
+                            f.dropins.insert(n.into(), value.trim().into());
+                        } else if let Some(n) = path.strip_prefix(images.as_str()) {
+                            f.images.insert(n.into(), value.trim().into());
+                        } else if let Some(n) = path.strip_prefix(manifests.as_str()) {
+                            f.manifests.insert(n.into(), value.trim().into());
+                        } else if let Some(u) = path.strip_prefix("/etc/systemd/system/") {
+                            if let Some(s) = u.strip_suffix(".service.env") {
+                                if let Some(s) = svc(&mut f, s) {
+                                    s.env_sha256 = sha;
+                                }
+                            } else if let Some(s) = u.strip_suffix(".service") {
+                                if let Some(s) = svc(&mut f, s) {
+                                    s.unit_sha256 = sha;
+                                }
+                            }
+                        } else if let Some(s) = path
+                            .strip_prefix("/usr/local/bin/")
+                            .and_then(|b| b.strip_suffix("-uninstall.sh"))
+                        {
+                            if let Some(s) = svc(&mut f, s) {
+                                s.uninstall_sha256 = sha;
+                            }
                         }
-                    } else if let Some(name) = key.strip_prefix("dropin.") {
-                        f.dropins.insert(name.into(), value.into());
-                    } else if let Some(name) = key.strip_prefix("image.") {
-                        f.images.insert(name.into(), value.into());
-                    } else if let Some(name) = key.strip_prefix("manifest.") {
-                        f.manifests.insert(name.into(), value.into());
+                    } else if let Some(path) = key.strip_prefix("stat:") {
+                        let mut parts = value.splitn(2, '\t');
+                        let m = parts.next().and_then(mode);
+                        let n = parts.next().unwrap_or("");
+                        if path == k3s::CONFIG_PATH {
+                            f.config_mode = m;
+                        } else if path == Role::Server.env_path() {
+                            f.server.env_mode = m;
+                        } else if path == Role::Agent.env_path() {
+                            f.agent.env_mode = m;
+                        } else if let Some(l) = path.strip_prefix("/usr/local/bin/") {
+                            f.links.insert(l.into(), link_target(n));
+                        }
                     } else if let Some(k) = key.strip_prefix("addons.") {
-                        f.addons.parse_line(k, value);
-                    } else if let Some((kind, rest)) = key.split_once('.') {
-                        let Some((service, field)) = rest.rsplit_once('.') else {
-                            continue;
-                        };
-                        let s = match service {
-                            "k3s" => &mut f.server,
-                            "k3s-agent" => &mut f.agent,
-                            _ => continue,
-                        };
-                        match (kind, field) {
-                            ("unit", "sha256") => s.unit_sha256 = sha(value),
-                            ("env", "sha256") => s.env_sha256 = sha(value),
-                            ("env", "mode") => s.env_mode = mode(value),
-                            ("svc", "active") => s.active = value.into(),
-                            ("svc", "enabled") => s.enabled = value.into(),
-                            ("svc", "since") => s.since = value.parse().unwrap_or(0),
-                            ("uninstall", "sha256") => s.uninstall_sha256 = sha(value),
-                            _ => {}
-                        }
+                        f.addons.parse_line(k, value.trim());
                     }
                 }
             }
@@ -256,10 +320,9 @@ mod tests {
     use super::*;
 
     const FRESH: &str = "os.id\tdebian\nos.version\t12\narch\tx86_64\nhostname\tworker-1\ninit\tsystemd\ncurl\tyes\n\
-bin.present\tno\nbin.version\t-\nlink.kubectl\t-\nlink.crictl\t-\nlink.ctr\t-\n\
-unit.k3s.sha256\t-\nenv.k3s.sha256\t-\nenv.k3s.mode\t-\nsvc.k3s.active\tinactive\nsvc.k3s.enabled\t\nsvc.k3s.since\t0\nuninstall.k3s.sha256\t-\n\
-unit.k3s-agent.sha256\t-\nenv.k3s-agent.sha256\t-\nenv.k3s-agent.mode\t-\nsvc.k3s-agent.active\tinactive\nsvc.k3s-agent.enabled\t\nsvc.k3s-agent.since\t0\nuninstall.k3s-agent.sha256\t-\n\
-killall.sha256\t-\nconfig.sha256\t-\nconfig.mode\t-\nserver.db\tno\nserver.token\tno\nnode.password\tno\nend\tok\n";
+sys\tId=k3s.service\nsys\tActiveState=inactive\nsys\tUnitFileState=\nsys\t\n\
+sys\tId=k3s-agent.service\nsys\tActiveState=inactive\nsys\tUnitFileState=\n\
+residue\t\naddons.extra\t\nend\tok\n";
 
     #[test]
     fn parses_a_fresh_host() {
@@ -271,56 +334,96 @@ killall.sha256\t-\nconfig.sha256\t-\nconfig.mode\t-\nserver.db\tno\nserver.token
         assert_eq!(f.installed_role(), None);
         assert_eq!(f.missing_links(), vec!["kubectl", "crictl", "ctr"]);
         assert_eq!(f.k3s_arch().unwrap(), ("amd64", "k3s"));
+        assert!(f.residue.is_empty());
+        assert_eq!(f.agent.active, "inactive");
     }
 
     #[test]
     fn parses_an_installed_agent() {
-        let out = FRESH
-            .replace("bin.present\tno", "bin.present\tyes")
-            .replace("bin.version\t-", "bin.version\tv1.36.3+k3s1")
-            .replace("link.kubectl\t-", "link.kubectl\tk3s")
-            .replace("unit.k3s-agent.sha256\t-", "unit.k3s-agent.sha256\tdef")
-            .replace("env.k3s-agent.mode\t-", "env.k3s-agent.mode\t600")
-            .replace(
-                "svc.k3s-agent.active\tinactive",
-                "svc.k3s-agent.active\tactive",
-            )
-            .replace("svc.k3s-agent.since\t0", "svc.k3s-agent.since\t123456")
-            .replace(
-                "end\tok",
-                "dropin.50-join.yaml\tfff\nimage.k3s-airgap-images-amd64.tar.gz\t999\nend\tok",
-            );
+        let out = FRESH.replace(
+            "end\tok",
+            "bin.present\tyes\nbin.version\tk3s version v1.36.3+k3s1 (b56cca06)\ngo version go1.24.6\n\
+sha:/etc/systemd/system/k3s-agent.service\tdef\n\
+sha:/etc/systemd/system/k3s-agent.service.env\te3b0\n\
+sha:/usr/local/bin/k3s-agent-uninstall.sh\t123\n\
+sha:/usr/local/bin/k3s-killall.sh\t456\n\
+sha:/etc/rancher/k3s/config.yaml\t789\n\
+sha:/etc/rancher/k3s/config.yaml.d/50-join.yaml\tfff\n\
+sha:/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.gz\t999\n\
+stat:/etc/systemd/system/k3s-agent.service.env\t600\t'/etc/systemd/system/k3s-agent.service.env'\n\
+stat:/etc/rancher/k3s/config.yaml\t600\t'/etc/rancher/k3s/config.yaml'\n\
+stat:/usr/local/bin/kubectl\t777\t'/usr/local/bin/kubectl' -> 'k3s'\n\
+stat:/usr/local/bin/ctr\t755\t'/usr/local/bin/ctr'\n\
+residue\t /usr/local/bin/k3s /etc/rancher/k3s\nend\tok",
+        )
+        .replace(
+            "sys\tId=k3s-agent.service\nsys\tActiveState=inactive\nsys\tUnitFileState=",
+            "sys\tId=k3s-agent.service\nsys\tActiveState=active\nsys\tUnitFileState=enabled",
+        );
         let f = HostFacts::parse(&out).unwrap();
         assert_eq!(f.bin_version, "v1.36.3+k3s1".parse().ok());
         assert!(f.bin_present);
         assert_eq!(f.installed_role(), Some(Role::Agent));
         assert!(f.agent.is_active());
-        assert_eq!(f.agent.since, 123456);
+        assert_eq!(f.agent.enabled, "enabled");
         assert_eq!(f.agent.env_mode, Some(0o600));
+        assert_eq!(f.agent.env_sha256.as_deref(), Some("e3b0"));
+        assert_eq!(f.agent.uninstall_sha256.as_deref(), Some("123"));
+        assert_eq!(f.killall_sha256.as_deref(), Some("456"));
+        assert_eq!(f.config_sha256.as_deref(), Some("789"));
+        assert_eq!(f.config_mode, Some(0o600));
         assert_eq!(f.missing_links(), vec!["crictl", "ctr"]);
+        assert_eq!(f.links["ctr"], "file");
         assert_eq!(
             f.dropins.get("50-join.yaml").map(String::as_str),
             Some("fff")
         );
         assert_eq!(f.images.len(), 1);
+        assert_eq!(f.residue, ["/usr/local/bin/k3s", "/etc/rancher/k3s"]);
         assert_eq!(f.config, None);
+        assert_eq!(
+            f.server,
+            ServiceFacts {
+                active: "inactive".into(),
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
-    fn decodes_file_contents() {
+    fn decodes_file_contents_and_longhorn_units() {
         let out = FRESH.replace(
             "end\tok",
-            "config.b64\tdG9rZW46ICJ4Igo=\nkubeconfig.b64\t-\nend\tok",
+            "config.b64\tdG9rZW46ICJ4Igo=\nsys\tId=iscsid.socket\nsys\tActiveState=active\nend\tok",
         );
         let f = HostFacts::parse(&out).unwrap();
         assert_eq!(f.config.as_deref(), Some("token: \"x\"\n"));
         assert_eq!(f.kubeconfig, None);
+        assert_eq!(f.addons.prereq.iscsid.1, "active");
     }
 
     #[test]
     fn truncated_output_is_an_error() {
         let cut = &FRESH[..FRESH.len() / 2];
         assert_eq!(HostFacts::parse(cut), Err(FactsError::Truncated));
+    }
+
+    #[test]
+    fn the_script_runs_in_sh() {
+        for lh in [false, true] {
+            let s = script(lh);
+            assert!(s.starts_with("set -u\n") && s.ends_with("p end ok\n"));
+            assert_eq!(s.contains("modinfo"), lh);
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", &s])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Request {
     pub api_from: Vec<String>,
     /// Read the add-on objects with the Nodes.
     pub addons: bool,
+    /// Read Longhorn's node prerequisites with the host facts.
+    pub longhorn: bool,
     /// Read the sealing key Secret (Sealed Secrets is on and there is no backup).
     pub sealing_key: bool,
     /// Make the secrets a new cluster needs when nobody holds them yet.
@@ -109,6 +111,7 @@ fn split_sections(out: &str) -> BTreeMap<String, String> {
 pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
     let started = Instant::now();
     let query = cluster::query_script(req.addons, req.sealing_key);
+    let host_script = host::script(req.longhorn);
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
     let mut tasks = Vec::new();
     for h in &req.hosts {
@@ -117,7 +120,7 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
             script.push_str(&section("prelude", p));
         }
         if req.host_facts {
-            script.push_str(&section("host", host::HOST_FACTS_SCRIPT));
+            script.push_str(&section("host", &host_script));
         }
         if req.api_from.first() == Some(&h.key) {
             script.push_str(&section("cluster", &query));
@@ -241,7 +244,7 @@ impl Reads {
             };
             match cluster::parse_answer(&out) {
                 cluster::Answer::Objects { json, key: secret } => {
-                    match cluster::from_answer(key, &json, secret.as_deref()) {
+                    match cluster::from_answer(key, &json, secret.as_ref().map(|s| s.as_deref())) {
                         Ok(mut c) => {
                             c.unanswered = unanswered;
                             return c;
@@ -335,9 +338,10 @@ impl Reads {
                 ssh::register_secret(t.agent.clone());
                 local.new_tokens = Some(t);
             }
-            // A cluster whose API did not answer may hold a key: never make one then.
-            let cluster_known =
-                facts.cluster.api.is_some() || !facts.hosts.values().any(|f| f.server_db);
+            // A cluster whose key Secret could not be read may hold a key: never make one
+            // then.
+            let cluster_known = facts.cluster.sealing_key_read
+                || (facts.cluster.api.is_none() && !facts.hosts.values().any(|f| f.server_db));
             if inv.addons.sealed_secrets.is_some()
                 && local.sealing_backup.is_none()
                 && facts.cluster.sealing_key.is_none()
