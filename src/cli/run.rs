@@ -18,14 +18,9 @@ use crate::outcome::{is_usage, usage};
 use crate::plan::{self, render, Plan};
 use crate::report::OutputFormat;
 
-/// The request of a command that converges `inv`: every host's facts, the cluster through its
-/// servers (not `exclude`, a node on its way out).
-fn converge_request(
-    inv: &Inventory,
-    hosts: Vec<Host>,
-    local: &LocalFacts,
-    exclude: Option<&str>,
-) -> Request {
+/// Every host's facts, and the cluster through the servers of `inv` but `exclude` (a node on
+/// its way out).
+fn take_out_request(inv: &Inventory, hosts: Vec<Host>, exclude: Option<&str>) -> Request {
     Request {
         hosts,
         host_facts: true,
@@ -34,13 +29,25 @@ fn converge_request(
             .filter(|s| Some(s.name.as_str()) != exclude)
             .map(|s| s.name.clone())
             .collect(),
+        progress: true,
+        ..Default::default()
+    }
+}
+
+/// The request of a command that converges `inv`: also what its add-ons need and the
+/// secrets a new cluster would get.
+fn converge_request(
+    inv: &Inventory,
+    hosts: Vec<Host>,
+    local: &LocalFacts,
+    exclude: Option<&str>,
+) -> Request {
+    Request {
         addons: !local.addons.is_empty(),
         longhorn: inv.addons.longhorn.is_some(),
         sealing_key: inv.addons.sealed_secrets.is_some() && local.sealing_backup.is_none(),
         new_secrets: true,
-        merge_target: false,
-        prelude: None,
-        progress: true,
+        ..take_out_request(inv, hosts, exclude)
     }
 }
 
@@ -247,20 +254,6 @@ fn tolerant_hosts(inv: &Inventory, also: impl Fn(&str) -> bool) -> Result<Vec<Ho
         h.required = false;
     }
     Ok(hosts)
-}
-
-fn take_out_request(inv: &Inventory, hosts: Vec<Host>, exclude: Option<&str>) -> Request {
-    Request {
-        hosts,
-        host_facts: true,
-        api_from: inv
-            .servers()
-            .filter(|s| Some(s.name.as_str()) != exclude)
-            .map(|s| s.name.clone())
-            .collect(),
-        progress: true,
-        ..Default::default()
-    }
 }
 
 pub async fn node_remove(cx: &Ctx, name: &str, force: bool, plan_only: bool) -> Result<()> {

@@ -131,14 +131,7 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
     }
     let changed = !groups.is_empty();
     let mut out = Vec::new();
-    if changed {
-        out.push(Phase {
-            name: "add-ons",
-            mode: Mode::Serial,
-            groups,
-            on_error: None,
-        });
-    }
+    out.extend(Phase::of("add-ons", Mode::Serial, groups));
 
     // Health: the CRD-dependent files once what they need is healthy, then everything.
     let enabled = spec.enabled();
@@ -197,14 +190,6 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
             applied: files.iter().map(applied).collect(),
         },
     ));
-    out.push(Phase {
-        name: "add-on health",
-        mode: Mode::Serial,
-        groups: vec![Group {
-            host: "add-ons".into(),
-            steps,
-        }],
-        on_error: None,
-    });
+    out.push(Phase::single("add-on health", "add-ons", steps));
     Ok(out)
 }

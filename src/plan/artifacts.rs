@@ -2,31 +2,16 @@
 //! before any server is touched: the serial server phase then only restarts, and a refused
 //! download stops the run with nothing restarted.
 
-use super::{Cx, Group, Mode, Phase, Step};
+use super::{Cx, Group, Mode, Phase};
 
 pub(crate) fn phase(cx: &Cx<'_>) -> Option<Phase> {
-    let groups: Vec<Group> = cx
+    let groups = cx
         .inv
         .nodes
         .iter()
-        .filter_map(|n| {
-            let steps: Vec<Step> = cx
-                .hosts
-                .get(&n.name)?
-                .artifacts()
-                .into_iter()
-                .map(|a| Step::host(&n.name, a))
-                .collect();
-            (!steps.is_empty()).then(|| Group {
-                host: n.name.clone(),
-                steps,
-            })
-        })
+        .filter_map(|n| Group::on_host(&n.name, cx.hosts.get(&n.name)?.artifacts()))
         .collect();
-    (!groups.is_empty()).then_some(Phase {
-        name: "artifacts",
-        mode: Mode::Parallel,
-        groups,
-        on_error: Some("no k3s service was restarted; fix the cause and run again"),
-    })
+    let mut p = Phase::of("artifacts", Mode::Parallel, groups)?;
+    p.on_error = Some("no k3s service was restarted; fix the cause and run again");
+    Some(p)
 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::{Action, Cx, Group, Mode, Phase, Step};
+use super::{Action, Cx, Phase, Step};
 use crate::facts::Facts;
 use crate::inventory::Inventory;
 use crate::k3s::server_url;
@@ -47,13 +47,5 @@ pub fn step(
 pub(crate) fn phase(cx: &Cx<'_>) -> Option<Phase> {
     let restarts = cx.hosts.get(&cx.api).is_some_and(|h| h.restarts());
     let step = step(cx.inv, cx.facts, &cx.api, restarts, false, None)?;
-    Some(Phase {
-        name: "kubeconfig",
-        mode: Mode::Serial,
-        groups: vec![Group {
-            host: "local".into(),
-            steps: vec![step],
-        }],
-        on_error: None,
-    })
+    Some(Phase::single("kubeconfig", "local", vec![step]))
 }

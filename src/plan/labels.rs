@@ -140,20 +140,14 @@ pub(crate) fn ready_phase(cx: &Cx<'_>) -> Option<Phase> {
     if !cx.hosts.values().any(|h| h.restarts()) {
         return None;
     }
-    Some(Phase {
-        name: "nodes-ready",
-        mode: Mode::Serial,
-        groups: vec![Group {
-            host: cx.api.clone(),
-            steps: vec![Step::api(
-                &cx.api,
-                Action::WaitNodesReady {
-                    nodes: cx.inv.nodes.iter().map(|n| n.name.clone()).collect(),
-                },
-            )],
-        }],
-        on_error: None,
-    })
+    let wait = Action::WaitNodesReady {
+        nodes: cx.inv.nodes.iter().map(|n| n.name.clone()).collect(),
+    };
+    Some(Phase::single(
+        "nodes-ready",
+        &cx.api,
+        vec![Step::api(&cx.api, wait)],
+    ))
 }
 
 /// `labels`: one step per Node whose labels or taints differ.
@@ -176,10 +170,5 @@ pub(crate) fn phase(cx: &Cx<'_>) -> Option<Phase> {
             })
         })
         .collect();
-    (!groups.is_empty()).then_some(Phase {
-        name: "labels",
-        mode: Mode::OneScript,
-        groups,
-        on_error: None,
-    })
+    Phase::of("labels", Mode::OneScript, groups)
 }

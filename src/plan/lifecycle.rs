@@ -37,19 +37,13 @@ pub fn quorum_after_removal(servers: &BTreeMap<String, bool>, name: &str) -> Res
     Ok(())
 }
 
-fn inventory_phase(path: &Path, text: &str) -> Phase {
-    Phase {
-        name: "inventory",
-        mode: Mode::Serial,
-        groups: vec![Group {
-            host: "local".into(),
-            steps: vec![Step::local(Action::WriteInventory {
-                path: path.to_path_buf(),
-                text: text.to_string(),
-            })],
-        }],
-        on_error: None,
-    }
+/// `inventory`: write the edited inventory.
+pub(crate) fn inventory_phase(path: &Path, text: &str) -> Phase {
+    let write = Action::WriteInventory {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+    };
+    Phase::single("inventory", "local", vec![Step::local(write)])
 }
 
 /// The cluster-side and host steps that take node `node` out, in k3s's order: a server's
@@ -151,15 +145,7 @@ pub fn replace(
         !already,
     );
     if !steps.is_empty() {
-        plan.phases.push(Phase {
-            name: "retire",
-            mode: Mode::Serial,
-            groups: vec![Group {
-                host: name.to_string(),
-                steps,
-            }],
-            on_error: None,
-        });
+        plan.phases.push(Phase::single("retire", name, steps));
     }
     plan.phases.push(inventory_phase(new_inv.path(), text));
     // The converge sees the cluster as it will be: without the old Node.
@@ -213,15 +199,7 @@ pub fn remove(inv: &Inventory, text: &str, name: &str, force: bool, facts: &Fact
     }
     let steps = take_out(&mut plan, facts, node, Some(name), None, true);
     if !steps.is_empty() {
-        plan.phases.push(Phase {
-            name: "remove",
-            mode: Mode::Serial,
-            groups: vec![Group {
-                host: name.to_string(),
-                steps,
-            }],
-            on_error: None,
-        });
+        plan.phases.push(Phase::single("remove", name, steps));
     }
     plan.phases.push(inventory_phase(inv.path(), text));
     Ok(plan)
@@ -243,10 +221,9 @@ pub fn reset(inv: &Inventory, only: Option<&str>, facts: &Facts) -> Plan {
         let mut groups = Vec::new();
         for n in targets.iter().filter(|n| n.role == role) {
             match facts.host(&n.name) {
-                Some(f) if !f.residue.is_empty() => groups.push(Group {
-                    host: n.name.clone(),
-                    steps: vec![Step::host(&n.name, Action::Uninstall)],
-                }),
+                Some(f) if !f.residue.is_empty() => {
+                    groups.extend(Group::on_host(&n.name, vec![Action::Uninstall]))
+                }
                 Some(_) => {}
                 None => plan.unreachable.push(format!(
                     "{}: {}",
@@ -259,39 +236,22 @@ pub fn reset(inv: &Inventory, only: Option<&str>, facts: &Facts) -> Plan {
                 )),
             }
         }
-        if !groups.is_empty() {
-            plan.phases.push(Phase {
-                name: if role == Role::Agent {
-                    "reset agents"
-                } else {
-                    "reset servers"
-                },
-                mode: if role == Role::Agent {
-                    Mode::Parallel
-                } else {
-                    Mode::Serial
-                },
-                groups,
-                on_error: None,
-            });
-        }
+        let (name, mode) = match role {
+            Role::Agent => ("reset agents", Mode::Parallel),
+            Role::Server => ("reset servers", Mode::Serial),
+        };
+        plan.phases.extend(Phase::of(name, mode, groups));
     }
     if let (Some(n), Some(a)) = (only, &api) {
         if facts.cluster.node(n).is_some() {
-            plan.phases.push(Phase {
-                name: "delete the Node",
-                mode: Mode::Serial,
-                groups: vec![Group {
-                    host: n.to_string(),
-                    steps: vec![Step::api(
-                        a,
-                        Action::DeleteNode {
-                            node: n.to_string(),
-                        },
-                    )],
-                }],
-                on_error: None,
-            });
+            let delete = Action::DeleteNode {
+                node: n.to_string(),
+            };
+            plan.phases.push(Phase::single(
+                "delete the Node",
+                n,
+                vec![Step::api(a, delete)],
+            ));
         }
     }
     plan

@@ -72,6 +72,41 @@ pub struct Phase {
     pub on_error: Option<&'static str>,
 }
 
+impl Phase {
+    /// A phase of `groups`, or `None` when there are none.
+    pub(crate) fn of(name: &'static str, mode: Mode, groups: Vec<Group>) -> Option<Phase> {
+        (!groups.is_empty()).then_some(Phase {
+            name,
+            mode,
+            groups,
+            on_error: None,
+        })
+    }
+
+    /// A phase of one group: `steps`, reported under `host`.
+    pub(crate) fn single(name: &'static str, host: &str, steps: Vec<Step>) -> Phase {
+        Phase {
+            name,
+            mode: Mode::Serial,
+            groups: vec![Group {
+                host: host.to_string(),
+                steps,
+            }],
+            on_error: None,
+        }
+    }
+}
+
+impl Group {
+    /// `actions` on host `name`, or `None` when there are none.
+    pub(crate) fn on_host(name: &str, actions: Vec<Action>) -> Option<Group> {
+        (!actions.is_empty()).then(|| Group {
+            host: name.to_string(),
+            steps: actions.into_iter().map(|a| Step::host(name, a)).collect(),
+        })
+    }
+}
+
 /// What a command will do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -152,18 +187,8 @@ pub fn up(inv: &Inventory, facts: &Facts, settings: &Settings) -> Result<Plan> {
 /// `node add`: write the inventory `text` (the node in it), then converge `new_inv`.
 pub fn add(new_inv: &Inventory, text: &str, facts: &Facts, settings: &Settings) -> Result<Plan> {
     let mut plan = Plan::new(new_inv, "");
-    plan.phases.push(Phase {
-        name: "inventory",
-        mode: Mode::Serial,
-        groups: vec![Group {
-            host: "local".into(),
-            steps: vec![Step::local(Action::WriteInventory {
-                path: new_inv.path().to_path_buf(),
-                text: text.to_string(),
-            })],
-        }],
-        on_error: None,
-    });
+    plan.phases
+        .push(lifecycle::inventory_phase(new_inv.path(), text));
     converge(
         &mut plan,
         new_inv,
@@ -234,15 +259,8 @@ pub fn kubeconfig(inv: &Inventory, facts: &Facts, merge: Option<PathBuf>) -> Res
     })?;
     let mut plan = Plan::new(inv, &api);
     if let Some(step) = kubeconfig::step(inv, facts, &api, false, true, merge) {
-        plan.phases.push(Phase {
-            name: "kubeconfig",
-            mode: Mode::Serial,
-            groups: vec![Group {
-                host: "local".into(),
-                steps: vec![step],
-            }],
-            on_error: None,
-        });
+        plan.phases
+            .push(Phase::single("kubeconfig", "local", vec![step]));
     }
     Ok(plan)
 }

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use super::{Action, Cx, Group, Mode, Phase, Step};
+use super::{Action, Cx, Group, Mode, Phase};
 use crate::addons::longhorn;
 
 pub(crate) fn phase(cx: &Cx<'_>, warnings: &mut Vec<String>) -> Result<Option<Phase>> {
@@ -20,16 +20,10 @@ pub(crate) fn phase(cx: &Cx<'_>, warnings: &mut Vec<String>) -> Result<Option<Ph
         let p = longhorn::plan_prereqs(&n.name, &f.os_id, &f.addons.prereq);
         warnings.extend(p.warnings);
         errors.extend(p.errors);
-        if !p.fixes.is_empty() {
-            groups.push(Group {
-                host: n.name.clone(),
-                steps: p
-                    .fixes
-                    .into_iter()
-                    .map(|fix| Step::host(&n.name, Action::Prerequisite(fix)))
-                    .collect(),
-            });
-        }
+        groups.extend(Group::on_host(
+            &n.name,
+            p.fixes.into_iter().map(Action::Prerequisite).collect(),
+        ));
     }
     if !errors.is_empty() {
         bail!(
@@ -37,10 +31,5 @@ pub(crate) fn phase(cx: &Cx<'_>, warnings: &mut Vec<String>) -> Result<Option<Ph
             errors.join("\n  ")
         );
     }
-    Ok((!groups.is_empty()).then_some(Phase {
-        name: "prerequisites",
-        mode: Mode::Parallel,
-        groups,
-        on_error: None,
-    }))
+    Ok(Phase::of("prerequisites", Mode::Parallel, groups))
 }

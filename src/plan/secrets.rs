@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Result};
 
-use super::{Action, Group, Mode, Phase, Source, Step};
+use super::{Action, Phase, Source, Step};
 use crate::addons::sealed_secrets::SealingKey;
 use crate::facts::Facts;
 use crate::inventory::Inventory;
@@ -75,13 +75,5 @@ pub fn phase(inv: &Inventory, facts: &Facts, tokens: &TokenBackup) -> Result<Opt
             source,
         }));
     }
-    Ok((!steps.is_empty()).then(|| Phase {
-        name: "backups",
-        mode: Mode::Serial,
-        groups: vec![Group {
-            host: "local".into(),
-            steps,
-        }],
-        on_error: None,
-    }))
+    Ok((!steps.is_empty()).then(|| Phase::single("backups", "local", steps)))
 }

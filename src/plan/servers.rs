@@ -8,17 +8,13 @@ use super::{Action, Cx, Group, Mode, Phase, Step};
 pub(crate) fn phase(cx: &Cx<'_>) -> Option<Phase> {
     let mut servers: Vec<&crate::inventory::Node> = cx.inv.servers().collect();
     servers.sort_by_key(|n| !cx.facts.host(&n.name).is_some_and(|f| f.server_db));
-    let groups: Vec<Group> = servers
+    let groups = servers
         .into_iter()
         .filter_map(|n| {
-            let p = cx.hosts.get(&n.name).filter(|p| !p.is_noop())?;
-            let mut steps: Vec<Step> = p
-                .at_its_turn()
-                .into_iter()
-                .map(|a| Step::host(&n.name, a))
-                .collect();
+            let p = cx.hosts.get(&n.name)?;
+            let mut g = Group::on_host(&n.name, p.at_its_turn())?;
             if p.restarts() {
-                steps.push(Step::api(
+                g.steps.push(Step::api(
                     &n.name,
                     Action::WaitNodeReady {
                         node: n.name.clone(),
@@ -26,16 +22,8 @@ pub(crate) fn phase(cx: &Cx<'_>) -> Option<Phase> {
                     },
                 ));
             }
-            (!steps.is_empty()).then(|| Group {
-                host: n.name.clone(),
-                steps,
-            })
+            Some(g)
         })
         .collect();
-    (!groups.is_empty()).then_some(Phase {
-        name: "servers",
-        mode: Mode::Serial,
-        groups,
-        on_error: None,
-    })
+    Phase::of("servers", Mode::Serial, groups)
 }

@@ -38,10 +38,9 @@ pub(crate) fn phase(cx: &Cx<'_>) -> Option<Phase> {
             })
         })
         .collect();
-    (!groups.is_empty()).then_some(Phase {
-        name: "upgrade",
-        mode: Mode::Batches(cx.settings.max_unavailable.max(1)),
+    Phase::of(
+        "upgrade",
+        Mode::Batches(cx.settings.max_unavailable.max(1)),
         groups,
-        on_error: None,
-    })
+    )
 }
