@@ -497,16 +497,18 @@ fn one_run_at_a_time_interrupts_and_reset() {
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));
     assert!(!exists(&lab, "master-1", lock), "lock not released");
 
-    // Interrupt during the agents' install.
+    // Interrupt during the agents' install. worker-2's link goes down once its unit is
+    // written (the agents phase), so the run is surely still going when the signal comes.
     let second = spawn_up(&work);
     wait_until("an agent install", Duration::from_secs(120), || {
-        exists(&lab, "worker-1", "/usr/local/bin/k3s")
-            || exists(&lab, "worker-2", "/usr/local/bin/k3s")
+        exists(&lab, "worker-2", "/etc/systemd/system/k3s-agent.service")
     });
+    lab.fault("worker-2", Fault::Cut).unwrap();
     sigint(&second);
     let o = second.wait_with_output().unwrap();
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
     assert!(!exists(&lab, "master-1", lock), "lock not released");
+    lab.fault("worker-2", Fault::Heal).unwrap();
 
     // The next run converges.
     work.up_json();
@@ -536,6 +538,19 @@ fn one_run_at_a_time_interrupts_and_reset() {
     let out = run_ok(&work, &["up", &inv_s]);
     assert!(text(&out).contains("took over a lock"), "{}", text(&out));
     assert!(!exists(&lab, "master-1", lock));
+
+    // Interrupted while the facts are read (a worker's link is down, so its connect
+    // retries): the lock the servers' facts script took goes too.
+    lab.fault("worker-2", Fault::Cut).unwrap();
+    let third = spawn_up(&work);
+    wait_until("the lock", Duration::from_secs(60), || {
+        exists(&lab, "master-1", lock)
+    });
+    sigint(&third);
+    let o = third.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert!(!exists(&lab, "master-1", lock), "lock not released");
+    lab.fault("worker-2", Fault::Heal).unwrap();
 
     // reset: asks (refuses without a terminal), then removes everything.
     let out = work.run(&["reset", &inv_s]);

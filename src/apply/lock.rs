@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
+use crate::connect::Host;
 use crate::facts::Reads;
+use crate::k3s::Role;
 use crate::report::Reporter;
 use crate::ssh::{Cmd, Session};
 
@@ -161,6 +163,28 @@ impl Prelude {
         &self.script
     }
 
+    /// The run stopped while the facts were read, so some servers may hold this run's lock
+    /// and no session is at hand: connect to each server once, quickly, and remove the lock
+    /// where it is this run's. Best effort: what cannot be reached expires.
+    pub async fn abandon(&self, hosts: &[Host]) {
+        let script = release_script(&self.id);
+        let tries = hosts.iter().filter(|h| h.role == Role::Server).map(|h| {
+            let mut quick = h.clone();
+            quick.required = false;
+            let cmd = Cmd::new(script.clone())
+                .label("release the run lock")
+                .timeout(Duration::from_secs(10));
+            async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(15),
+                    Session::connect_with(&quick.dial(), &cmd),
+                )
+                .await;
+            }
+        });
+        futures::future::join_all(tries).await;
+    }
+
     /// Judge what the servers said: the lock is this run's on every server that answered
     /// (at least one must), or it is refused, naming who holds it, after letting go of what
     /// was taken. Then renew it while the run lives.
@@ -256,19 +280,36 @@ impl Lock {
     }
 }
 
-/// The first of SIGINT (Ctrl-C) and SIGTERM.
-pub(super) async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+/// SIGINT (Ctrl-C) and SIGTERM, listened to from the start of a run: one that comes while
+/// nobody waits for it is kept for the next wait.
+pub(super) struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+    }
+
+    /// The next signal's name.
+    pub async fn next(&mut self) -> &'static str {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.int) => "SIGINT",
+            _ = recv(&mut self.term) => "SIGTERM",
+        }
     }
 }
 

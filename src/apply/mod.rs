@@ -51,6 +51,7 @@ pub struct Report {
 pub struct Writer {
     sessions: Sessions,
     lock: lock::Lock,
+    signals: lock::Signals,
     facts_seconds: f64,
     kubeconfig: PathBuf,
 }
@@ -67,9 +68,17 @@ impl Writer {
         opts: &Options,
         rep: &Reporter,
     ) -> Result<(Writer, Facts)> {
+        let mut signals = lock::Signals::new();
         let prelude = lock::Prelude::new(command)?;
         req.prelude = Some(prelude.script().to_string());
-        let reads = facts::read(&req, opts.parallel, rep).await;
+        // Ctrl-C while the facts are read: let go of whatever lock was taken, then stop.
+        let reads = tokio::select! {
+            r = facts::read(&req, opts.parallel, rep) => r,
+            s = signals.next() => {
+                prelude.abandon(&req.hosts).await;
+                return Err(anyhow!(Interrupted(s)));
+            }
+        };
         let facts_seconds = reads.elapsed.as_secs_f64();
         let lock = prelude.take(&reads, rep).await?;
         match reads.into_facts(inv, &req, local).await {
@@ -77,6 +86,7 @@ impl Writer {
                 Writer {
                     sessions,
                     lock,
+                    signals,
                     facts_seconds,
                     kubeconfig: inv.kubeconfig_path(),
                 },
@@ -91,7 +101,7 @@ impl Writer {
 
     /// Execute `plan` (nothing, when planning failed), then release the lock.
     pub async fn execute(
-        self,
+        mut self,
         plan: Result<Plan>,
         opts: &Options,
         rep: &Reporter,
@@ -105,7 +115,7 @@ impl Writer {
                 };
                 tokio::select! {
                     r = ex.run(&plan) => r,
-                    s = lock::interrupted() => Err(anyhow!(Interrupted(s))),
+                    s = self.signals.next() => Err(anyhow!(Interrupted(s))),
                 }
             }
             Err(e) => Err(e),

@@ -113,7 +113,8 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
     let query = cluster::query_script(req.addons, req.sealing_key);
     let host_script = host::script(req.longhorn);
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
-    let mut tasks = Vec::new();
+    // A JoinSet: when the read is dropped (Ctrl-C), no host gets a command after that.
+    let mut tasks = tokio::task::JoinSet::new();
     for h in &req.hosts {
         let mut script = String::new();
         if let (Role::Server, Some(p)) = (h.role, &req.prelude) {
@@ -135,11 +136,11 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
         let target = h.dial();
         let sem = sem.clone();
         let key = h.key.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let r = Session::connect_with(&target, &Cmd::new(script).label("read facts")).await;
             (key, r)
-        }));
+        });
     }
     let mut reads = Reads {
         hosts: req.hosts.clone(),
@@ -149,8 +150,15 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
         cluster: ClusterFacts::default(),
         elapsed: Duration::ZERO,
     };
-    for t in tasks {
-        match t.await {
+    let mut results = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        results.push(r);
+    }
+    // In the order of the request, as the progress lines were.
+    let order = |k: &str| req.hosts.iter().position(|h| h.key == k);
+    results.sort_by_key(|r| r.as_ref().ok().and_then(|(k, _)| order(k)));
+    for t in results {
+        match t {
             Ok((key, Ok((session, out)))) => {
                 if out.success() {
                     reads
