@@ -78,11 +78,18 @@ fn host(inv: &Inventory, cfg: &SshConfig, n: &Node, key: &str, address: &str) ->
 impl Host {
     /// The target to dial: as configured, or once or twice quickly for a host that may be dead.
     pub fn dial(&self) -> SshTarget {
-        let mut t = self.target.clone();
-        if !self.required {
-            t.retry.attempts = 2;
-            t.connect_timeout = t.connect_timeout.min(Duration::from_secs(5));
+        if self.required {
+            self.target.clone()
+        } else {
+            self.dial_quick()
         }
+    }
+
+    /// The target dialled once or twice quickly, whether the host is required or not.
+    pub fn dial_quick(&self) -> SshTarget {
+        let mut t = self.target.clone();
+        t.retry.attempts = 2;
+        t.connect_timeout = t.connect_timeout.min(Duration::from_secs(5));
         t
     }
 }

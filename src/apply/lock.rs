@@ -124,8 +124,12 @@ bootstrap_lock || exit 0
     )
 }
 
-fn release_script(id: &str) -> String {
-    format!("grep -qx 'id={id}' {LOCK_PATH} 2>/dev/null && rm -f {LOCK_PATH}; true")
+fn release_cmd(id: &str, timeout: Duration) -> Cmd {
+    Cmd::new(format!(
+        "grep -qx 'id={id}' {LOCK_PATH} 2>/dev/null && rm -f {LOCK_PATH}; true"
+    ))
+    .label("release the run lock")
+    .timeout(timeout)
 }
 
 fn renew_script(id: &str, ttl: u64) -> String {
@@ -167,17 +171,14 @@ impl Prelude {
     /// and no session is at hand: connect to each server once, quickly, and remove the lock
     /// where it is this run's. Best effort: what cannot be reached expires.
     pub async fn abandon(&self, hosts: &[Host]) {
-        let script = release_script(&self.id);
+        let cmd = release_cmd(&self.id, Duration::from_secs(10));
         let tries = hosts.iter().filter(|h| h.role == Role::Server).map(|h| {
-            let mut quick = h.clone();
-            quick.required = false;
-            let cmd = Cmd::new(script.clone())
-                .label("release the run lock")
-                .timeout(Duration::from_secs(10));
+            let target = h.dial_quick();
+            let cmd = &cmd;
             async move {
                 let _ = tokio::time::timeout(
                     Duration::from_secs(15),
-                    Session::connect_with(&quick.dial(), &cmd),
+                    Session::connect_with(&target, cmd),
                 )
                 .await;
             }
@@ -266,15 +267,9 @@ impl Lock {
         if let Some(r) = self.renew.take() {
             r.abort();
         }
-        let script = release_script(&self.id);
+        let cmd = release_cmd(&self.id, Duration::from_secs(20));
         for (_, s) in &self.sessions {
-            let _ = s
-                .exec(
-                    &Cmd::new(script.clone())
-                        .label("release the run lock")
-                        .timeout(Duration::from_secs(20)),
-                )
-                .await;
+            let _ = s.exec(&cmd).await;
         }
         self.sessions.clear();
     }
