@@ -10,7 +10,8 @@ systemctl reset-failed {{ service }} >/dev/null 2>&1
 rm -f /etc/systemd/system/{{ service }}.service /etc/systemd/system/{{ service }}.service.env
 systemctl daemon-reload 2>/dev/null
 trap 'rm -f /usr/local/bin/{{ service }}-uninstall.sh' EXIT
-if ls /etc/systemd/system/k3s*.service /etc/init.d/k3s* >/dev/null 2>&1; then
+# install.sh:930: either kind of unit is enough to keep k3s.
+if (ls /etc/systemd/system/k3s*.service || ls /etc/init.d/k3s*) >/dev/null 2>&1; then
   echo "Additional k3s services installed, skipping uninstall of k3s"
   exit 0
 fi
