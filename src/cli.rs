@@ -94,9 +94,12 @@ enum Command {
     /// Stop and uninstall k3s from every host (or one), as k3s-uninstall.sh does.
     Reset {
         inventory: PathBuf,
-        /// Only this node (its Node is deleted from the cluster too).
+        /// Only this node (its Node is deleted from the cluster too: a server's first).
         #[arg(long)]
         node: Option<String>,
+        /// With --node: reset a server even when etcd would lose quorum.
+        #[arg(long, requires = "node")]
+        force: bool,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
@@ -132,6 +135,10 @@ enum NodeCommand {
         name: String,
         #[arg(long)]
         host: String,
+        /// Delete the old node's pods that have no controller (kubectl drain --force);
+        /// without it they stop the replace before anything changes.
+        #[arg(long)]
+        force: bool,
         /// Show what it would do, and change nothing (the inventory included).
         #[arg(long)]
         plan: bool,
@@ -140,7 +147,8 @@ enum NodeCommand {
     Remove {
         inventory: PathBuf,
         name: String,
-        /// Remove a server even when etcd would lose quorum.
+        /// Remove a server even when etcd would lose quorum, and delete the node's pods that
+        /// have no controller (kubectl drain --force).
         #[arg(long)]
         force: bool,
         /// Show what it would do, and change nothing (the inventory included).
@@ -239,15 +247,23 @@ pub fn main() -> ExitCode {
                     ..
                 } => run::node_add(&cx, name, host, role, labels, taints, *plan).await,
                 NodeCommand::Replace {
-                    name, host, plan, ..
-                } => run::node_replace(&cx, name, host, *plan).await,
+                    name,
+                    host,
+                    force,
+                    plan,
+                    ..
+                } => run::node_replace(&cx, name, host, *force, *plan).await,
                 NodeCommand::Remove {
                     name, force, plan, ..
                 } => run::node_remove(&cx, name, *force, *plan).await,
             },
             Command::Reset {
-                node, yes, plan, ..
-            } => run::reset(&cx, node.as_deref(), *yes, *plan).await,
+                node,
+                force,
+                yes,
+                plan,
+                ..
+            } => run::reset(&cx, node.as_deref(), *force, *yes, *plan).await,
             Command::Status { .. } => show::status(&cx).await,
             Command::Kubeconfig { merge, .. } => show::kubeconfig(&cx, *merge).await,
             Command::SealedSecrets {

@@ -614,13 +614,22 @@ impl Inventory {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// `tls-san` for servers: `api_endpoint` first, then `tls_san`, without duplicates.
-    pub fn tls_sans(&self) -> Vec<String> {
+    /// `tls-san` for server `server`: `api_endpoint`, the server's own `host`, then `tls_san`,
+    /// without duplicates. Every address a client dials must be in the certificate: k3s's
+    /// names only the node's own addresses besides `tls-san` (k3s
+    /// pkg/cli/server/server.go:299-305), and with `tls-san-security` (the default) names
+    /// learned from connections are dropped unless configured or a server Node's address
+    /// (pkg/cluster/address_controller.go:35-45), so a DNS name or a NAT'd address must be
+    /// listed. Clients dial a server by its own host (joins, agents, the kubeconfig) or the
+    /// endpoint; the servers share one certificate (dynamiclistener's `k3s-serving` Secret),
+    /// so each adding its own host covers them all, and adding a server restarts no other.
+    pub fn tls_sans(&self, server: &Node) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for s in self
             .cluster
             .api_endpoint
             .iter()
+            .chain(std::iter::once(&server.host))
             .chain(&self.cluster.tls_san)
         {
             if !out.contains(s) {

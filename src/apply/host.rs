@@ -5,14 +5,36 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::runner::Learned;
 use super::Options;
 use crate::addons::{self, longhorn, EXTRA_RECORD, MANIFESTS_DIR};
 use crate::inventory::{InstallSource, K3sVersion};
 use crate::k3s::artifacts::{self, Cache};
-use crate::k3s::{self, Role};
+use crate::k3s::{self, token, Role};
 use crate::plan::{Action, Release};
 use crate::report::Reporter;
 use crate::ssh::{self, sh_quote, Cmd, Session};
+
+/// `content` with the cluster CA's hash in place of [`token::PENDING_CA_HASH`], once the run
+/// has learned it; a file that needs it before then is an error, never written.
+fn with_ca_hash<'c>(content: &'c [u8], learned: &Learned) -> Result<std::borrow::Cow<'c, [u8]>> {
+    let marker = token::PENDING_CA_HASH.as_bytes();
+    if !content.windows(marker.len()).any(|w| w == marker) {
+        return Ok(std::borrow::Cow::Borrowed(content));
+    }
+    let hash = learned
+        .ca_hash
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the cluster CA hash is not known yet: the first server has not started"
+            )
+        })?;
+    let text = String::from_utf8_lossy(content).replace(token::PENDING_CA_HASH, &hash);
+    Ok(std::borrow::Cow::Owned(text.into_bytes()))
+}
 
 /// Where a new k3s binary waits, verified, until its host's turn to restart.
 const STAGED_BIN: &str = "/usr/local/bin/.k3s.bootstrap-staged";
@@ -24,6 +46,7 @@ pub(super) async fn run(
     action: &Action,
     opts: &Options,
     rep: &Reporter,
+    learned: &Learned,
 ) -> Result<Duration> {
     match action {
         Action::Prerequisite(fix) => {
@@ -71,14 +94,30 @@ pub(super) async fn run(
                 .await?;
         }
         Action::WriteFile { file, .. } => {
+            let content = with_ca_hash(&file.content, learned)?;
             // put_file creates a missing parent directory in its check.
             s.put_file(
                 &file.path,
-                ssh::Source::Bytes(&file.content),
+                ssh::Source::Bytes(&content),
                 file.mode,
                 Some((0, 0)),
             )
             .await?;
+        }
+        Action::LearnCaHash => {
+            let out = s
+                .run_ok(
+                    &Cmd::new(format!("cat {}", k3s::SERVER_TOKEN_PATH)).label("read server/token"),
+                )
+                .await?;
+            let token = out.stdout_str();
+            let Some(hash) = token::ca_hash(&token) else {
+                bail!(
+                    "{name}: {} does not hold a secure token (K10<ca-hash>::...); joins cannot be pinned to the cluster CA",
+                    k3s::SERVER_TOKEN_PATH
+                );
+            };
+            *learned.ca_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(hash.to_string());
         }
         Action::Start {
             role,

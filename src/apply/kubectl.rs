@@ -11,7 +11,7 @@ use crate::addons::health::{self, AddonHealth, JobState, Snapshot};
 use crate::addons::AddonKind;
 use crate::facts::cluster::{parse_nodes, ObservedNode, GET_NODES};
 use crate::inventory::K3sVersion;
-use crate::plan::{Action, Applied, NodeDrift, MANAGED_ANNOTATION};
+use crate::plan::{Action, Applied, NodeDrift, Unmanaged, MANAGED_ANNOTATION};
 use crate::report::Reporter;
 use crate::ssh::{self, sh_quote, Cmd, Session};
 
@@ -35,11 +35,15 @@ pub(super) async fn run(
             wait_nodes_ready(api, nodes, opts, rep).await?;
             return Ok(started.elapsed());
         }
-        Action::Drain { node, limit_secs } => {
+        Action::Drain {
+            node,
+            limit_secs,
+            unmanaged,
+        } => {
             let limit = limit_secs
                 .map(|l| opts.timeout.min(Duration::from_secs(l)))
                 .unwrap_or(opts.timeout);
-            drain(api, node, limit, rep).await?;
+            drain(api, node, limit, *unmanaged, rep).await?;
         }
         Action::Uncordon { node } => {
             api.run_ok(
@@ -190,18 +194,69 @@ async fn wait_nodes_ready(
     }
 }
 
-/// Cordon and drain `name`, bounded by `timeout`. A drain that does not finish is reported
-/// with what did not evict; the step still succeeds (the node stays cordoned).
-async fn drain(api: &Session, name: &str, timeout: Duration, rep: &Reporter) -> Result<()> {
+/// What kubectl says when pods without a controller stop a drain (kubectl
+/// pkg/drain/filters.go:35 and :90): the pods follow it, comma-separated.
+const UNMANAGED_FATAL: &str =
+    "cannot delete Pods that declare no controller (use --force to override): ";
+
+/// The pods a drain's stderr names as having no controller.
+fn unmanaged_pods(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once(UNMANAGED_FATAL).map(|(_, rest)| rest))
+        .flat_map(|rest| {
+            let rest = rest.split(", continuing command").next().unwrap_or(rest);
+            rest.split(',')
+                .map(|p| p.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Cordon and drain `name`, bounded by `timeout`. Pods without a controller are handled as
+/// `unmanaged` says; for [`Unmanaged::Refuse`] a client-side dry run (which neither cordons
+/// nor evicts: kubectl pkg/cmd/drain/drain.go:366-377, :430) finds them first, so the refusal
+/// changes nothing. A drain that does not finish is reported with what did not evict; the
+/// step still succeeds (the node stays cordoned).
+async fn drain(
+    api: &Session,
+    name: &str,
+    timeout: Duration,
+    unmanaged: Unmanaged,
+    rep: &Reporter,
+) -> Result<()> {
     let secs = timeout.as_secs().max(1);
+    let base = format!(
+        "k3s kubectl drain {} --ignore-daemonsets --delete-emptydir-data",
+        sh_quote(name)
+    );
+    let refuse = |pods: &[String]| {
+        anyhow!(
+            "{name}: refusing to drain: {} pod(s) declare no controller, and would be deleted without eviction or PodDisruptionBudgets and never come back: {}; move or delete them yourself, or pass --force to delete them",
+            pods.len(),
+            pods.join(", ")
+        )
+    };
+    if unmanaged == Unmanaged::Refuse {
+        let out = api
+            .exec(&Cmd::new(format!("{base} --dry-run=client")).label("kubectl drain --dry-run"))
+            .await?;
+        let pods = unmanaged_pods(&out.stderr_str());
+        if !pods.is_empty() {
+            return Err(refuse(&pods));
+        }
+    }
+    let force = if unmanaged == Unmanaged::Delete {
+        " --force"
+    } else {
+        ""
+    };
     let out = api
         .exec(
-            &Cmd::new(format!(
-                "k3s kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout={secs}s",
-                sh_quote(name)
-            ))
-            .label("kubectl drain")
-            .timeout(timeout + Duration::from_secs(30)),
+            &Cmd::new(format!("{base}{force} --timeout={secs}s"))
+                .label("kubectl drain")
+                .timeout(timeout + Duration::from_secs(30)),
         )
         .await?;
     let evicted = out
@@ -212,6 +267,11 @@ async fn drain(api: &Session, name: &str, timeout: Duration, rep: &Reporter) -> 
     if out.success() {
         rep.info(&format!("{name}: drained ({evicted} pod(s) evicted)"));
         return Ok(());
+    }
+    let pods = unmanaged_pods(&out.stderr_str());
+    if !pods.is_empty() && unmanaged == Unmanaged::Refuse {
+        // One appeared since the dry run.
+        return Err(refuse(&pods));
     }
     let left: Vec<String> = out
         .stderr_str()
@@ -228,18 +288,54 @@ async fn drain(api: &Session, name: &str, timeout: Duration, rep: &Reporter) -> 
 }
 
 /// Delete the Node (which, in k3s, drops its node-password secret and, for a server, its
-/// etcd member), then wait until the secret is gone.
+/// etcd member), then wait until the secret is gone. The delete is bounded: kubectl waits up
+/// to 168 hours for a Node whose finalizers stay (kubectl pkg/cmd/delete/delete.go:455-458),
+/// and k3s's etcd finalizer stays while the member cannot be removed (k3s
+/// pkg/etcd/member_controller.go:117-139: without quorum, or when removing it would cost it).
 async fn delete_node(api: &Session, name: &str, opts: &Options) -> Result<()> {
-    api.run_ok(
-        &Cmd::new(format!(
-            "k3s kubectl delete node {} --ignore-not-found",
-            sh_quote(name)
-        ))
-        .label("kubectl delete node"),
-    )
-    .await?;
+    let limit = opts.timeout.min(Duration::from_secs(120));
+    let out = api
+        .exec(
+            &Cmd::new(format!(
+                "k3s kubectl delete node {} --ignore-not-found --timeout={}s",
+                sh_quote(name),
+                limit.as_secs().max(1)
+            ))
+            .label("kubectl delete node")
+            .timeout(limit + Duration::from_secs(30)),
+        )
+        .await?;
+    if !out.success() {
+        let finalizers = api
+            .exec(
+                &Cmd::new(format!(
+                    "k3s kubectl get node {} -o jsonpath='{{.metadata.finalizers}}' --ignore-not-found",
+                    sh_quote(name)
+                ))
+                .label("kubectl get node"),
+            )
+            .await
+            .map(|o| o.stdout_str().trim().to_string())
+            .unwrap_or_default();
+        let etcd = finalizers.contains("managed-etcd-controller");
+        bail!(
+            "the Node {name} is still being deleted after {}s ({}); finalizers left: {}. {}",
+            limit.as_secs(),
+            out.stderr_str().trim(),
+            if finalizers.is_empty() {
+                "none"
+            } else {
+                &finalizers
+            },
+            if etcd {
+                "k3s removes the node's etcd member before the Node can go, and etcd refuses while it lacks quorum or would lose it: bring the other servers back (bootstrap status), and the deletion finishes by itself; run the command again then"
+            } else {
+                "whatever put those finalizers there must finish (or remove them with kubectl patch), then run the command again"
+            }
+        );
+    }
     let secret = format!("{}.node-password.k3s", name.to_lowercase());
-    let deadline = Instant::now() + opts.timeout.min(Duration::from_secs(120));
+    let deadline = Instant::now() + limit;
     loop {
         let out = api
             .run_ok(
@@ -299,18 +395,24 @@ async fn wait_addons(
             .iter()
             .filter(|h| h.job == JobState::Failed)
             .collect();
-        if !failed.is_empty() {
-            let mut msg = Vec::new();
-            for h in failed {
-                let logs = job_logs(api, h.addon).await;
-                msg.push(format!(
+        let mut msg = Vec::new();
+        for h in failed {
+            let logs = job_logs(api, h.addon).await;
+            if logs.contains("(NotFound)") {
+                // helm-controller replaced the Job since the read (the chart's config hash
+                // changed): a new attempt runs; judge that one.
+                msg.clear();
+                break;
+            }
+            msg.push(format!(
                     "add-on {}: the helm install Job kube-system/{} failed (HelmChart kube-system/{}, failurePolicy abort); last log lines:\n{}",
                     h.addon,
                     h.addon.job_name(),
                     h.addon.chart_name(),
-                    indent(&logs)
-                ));
-            }
+                indent(&logs)
+            ));
+        }
+        if !msg.is_empty() {
             bail!("{}", msg.join("\n"));
         }
         for h in states.iter().filter(|h| h.healthy()) {
@@ -395,6 +497,13 @@ mod tests {
     use super::*;
     use crate::inventory::Taint;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn unmanaged_pods_are_read_from_kubectls_error() {
+        let err = "error: unable to drain node \"worker-1\" due to error: cannot delete Pods that declare no controller (use --force to override): default/bare, web/one-off, continuing command...\nThere are pending nodes to be drained:\n worker-1\n";
+        assert_eq!(unmanaged_pods(err), ["default/bare", "web/one-off"]);
+        assert!(unmanaged_pods("error: timed out").is_empty());
+    }
 
     #[test]
     fn drift_script_quotes_everything() {

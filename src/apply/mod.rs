@@ -112,6 +112,7 @@ impl Writer {
                     sessions: &self.sessions,
                     opts,
                     rep,
+                    learned: Default::default(),
                 };
                 tokio::select! {
                     r = ex.run(&plan) => r,
@@ -150,6 +151,7 @@ pub async fn execute_local(
         sessions,
         opts,
         rep,
+        learned: Default::default(),
     }
     .run(plan)
     .await

@@ -21,6 +21,15 @@ pub(super) struct Executor<'a> {
     pub sessions: &'a Sessions,
     pub opts: &'a Options,
     pub rep: &'a Reporter,
+    /// What the run learns on the way (the CA hash of a cluster it creates).
+    pub learned: Learned,
+}
+
+/// What a run learns as it goes and later steps use.
+#[derive(Debug, Default)]
+pub(super) struct Learned {
+    /// The cluster CA's hash, once the first server of a new cluster wrote its token.
+    pub ca_hash: std::sync::Mutex<Option<String>>,
 }
 
 impl Executor<'_> {
@@ -36,7 +45,10 @@ impl Executor<'_> {
         let text = s.action.to_string();
         self.rep.step(host, &text);
         let waited = match &s.on {
-            On::Host(h) => host::run(self.session(h)?, h, &s.action, self.opts, self.rep).await?,
+            On::Host(h) => {
+                let session = self.session(h)?;
+                host::run(session, h, &s.action, self.opts, self.rep, &self.learned).await?
+            }
             On::Api(via) => {
                 kubectl::run(
                     self.session(via)?,

@@ -208,7 +208,13 @@ pub async fn node_add(
     finish(cx, plan_only, r, converged(&inv.cluster.name))
 }
 
-pub async fn node_replace(cx: &Ctx, name: &str, new_host: &str, plan_only: bool) -> Result<()> {
+pub async fn node_replace(
+    cx: &Ctx,
+    name: &str,
+    new_host: &str,
+    force: bool,
+    plan_only: bool,
+) -> Result<()> {
     let path = cx.inv.path();
     let (inv, text) = load(path)?;
     let old = inv
@@ -239,7 +245,7 @@ pub async fn node_replace(cx: &Ctx, name: &str, new_host: &str, plan_only: bool)
     let local = facts::local::read(&new_inv)?;
     let req = converge_request(&new_inv, hosts, &local, Some(name));
     let r = converge(cx, &new_inv, req, local, "node replace", plan_only, |f| {
-        plan::lifecycle::replace(&new_inv, &new_text, name, &old.host, f, &cx.settings)
+        plan::lifecycle::replace(&new_inv, &new_text, name, &old.host, force, f, &cx.settings)
     })
     .await;
     finish(cx, plan_only, r, converged(&new_inv.cluster.name))
@@ -301,7 +307,13 @@ fn confirm(question: &str, yes: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn reset(cx: &Ctx, node: Option<&str>, yes: bool, plan_only: bool) -> Result<()> {
+pub async fn reset(
+    cx: &Ctx,
+    node: Option<&str>,
+    force: bool,
+    yes: bool,
+    plan_only: bool,
+) -> Result<()> {
     let inv = &cx.inv;
     if let Some(n) = node {
         if inv.node(n).is_none() {
@@ -330,7 +342,7 @@ pub async fn reset(cx: &Ctx, node: Option<&str>, yes: bool, plan_only: bool) -> 
         req.api_from.clear();
     }
     let r = converge(cx, inv, req, local, "reset", plan_only, |f| {
-        Ok(plan::lifecycle::reset(inv, node, f))
+        plan::lifecycle::reset(inv, node, force, f)
     })
     .await;
     let cluster = inv.cluster.name.clone();

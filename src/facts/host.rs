@@ -37,11 +37,14 @@ if [ -x $B/k3s ]; then p bin.version "$($B/k3s --version 2>/dev/null)"; fi
 sha256sum $S/k3s.service $S/k3s-agent.service $S/k3s.service.env $S/k3s-agent.service.env \
   $B/k3s-uninstall.sh $B/k3s-agent-uninstall.sh $B/k3s-killall.sh $R/config.yaml \
   $R/config.yaml.d/* $D/agent/images/* $D/server/manifests/* 2>/dev/null | while read -r h f; do p "sha:$f" "$h"; done
-stat --printf 'stat:%n\t%a\t%N\n' $S/k3s.service.env $S/k3s-agent.service.env $R/config.yaml \
+stat --printf 'stat:%n\t%a\t%N\n' $R/config.yaml \
   $B/kubectl $B/crictl $B/ctr 2>/dev/null
+# kubectl, crictl or ctr elsewhere in PATH (install.sh makes no link then); builtins only.
+o=$IFS; IFS=:; for d in $PATH; do [ "$d" = $B ] && continue; for c in kubectl crictl ctr; do [ -e "$d/$c" ] && p which.$c "$d/$c"; done; done; IFS=$o
 systemctl show -p Id,ActiveState,UnitFileState {units} 2>/dev/null | while IFS= read -r l; do p sys "$l"; done
 if [ -d $D/server/db ]; then p server.db yes; fi
-if [ -s $D/server/token ]; then p server.token yes; fi
+if [ -s $D/server/token ]; then p server.token.b64 "$(base64 -w0 $D/server/token)"; fi
+if [ -s $D/server/agent-token ]; then p server.agent_token.b64 "$(base64 -w0 $D/server/agent-token)"; fi
 if [ -s /etc/rancher/node/password ]; then p node.password yes; fi
 # What k3s-uninstall.sh would remove, if any of it is there (reset plans from it).
 r=; for f in $S/k3s.service $S/k3s-agent.service $B/k3s $R $D /var/lib/kubelet; do if [ -e "$f" ]; then r="$r $f"; fi; done
@@ -82,7 +85,6 @@ pub struct ServiceFacts {
     pub enabled: String,
     pub unit_sha256: Option<String>,
     pub env_sha256: Option<String>,
-    pub env_mode: Option<u32>,
     pub uninstall_sha256: Option<String>,
 }
 
@@ -107,8 +109,11 @@ pub struct HostFacts {
     pub bin_present: bool,
     /// `k3s --version`'s version, e.g. `v1.36.3+k3s1`.
     pub bin_version: Option<K3sVersion>,
-    /// Link name → target (`k3s` for a link install.sh made, `file` for a real file).
+    /// What is at `/usr/local/bin/{kubectl,crictl,ctr}`: link name → target (`k3s` for a
+    /// link install.sh made, `file` for a real file).
     pub links: BTreeMap<String, String>,
+    /// Those of kubectl, crictl and ctr found elsewhere in PATH, with where.
+    pub path_commands: BTreeMap<String, String>,
     pub server: ServiceFacts,
     pub agent: ServiceFacts,
     pub killall_sha256: Option<String>,
@@ -117,7 +122,9 @@ pub struct HostFacts {
     pub dropins: BTreeMap<String, String>,
     /// etcd data exists: this host has been a server of a cluster.
     pub server_db: bool,
-    pub server_token: bool,
+    /// k3s's `server/token` and `server/agent-token` (secrets: never print them).
+    pub token_file: Option<String>,
+    pub agent_token_file: Option<String>,
     pub node_password: bool,
     /// Paths of k3s that are present (units, binary, config, data): empty on a clean host.
     pub residue: Vec<String>,
@@ -193,7 +200,8 @@ impl HostFacts {
                     f.bin_version = value.split_whitespace().find_map(|w| w.parse().ok())
                 }
                 "server.db" => f.server_db = value == "yes",
-                "server.token" => f.server_token = value == "yes",
+                "server.token.b64" => f.token_file = b64(value.trim()),
+                "server.agent_token.b64" => f.agent_token_file = b64(value.trim()),
                 "node.password" => f.node_password = value == "yes",
                 "residue" => f.residue = value.split_whitespace().map(String::from).collect(),
                 "config.b64" => f.config = b64(value.trim()),
@@ -258,13 +266,13 @@ impl HostFacts {
                         let n = parts.next().unwrap_or("");
                         if path == k3s::CONFIG_PATH {
                             f.config_mode = m;
-                        } else if path == Role::Server.env_path() {
-                            f.server.env_mode = m;
-                        } else if path == Role::Agent.env_path() {
-                            f.agent.env_mode = m;
                         } else if let Some(l) = path.strip_prefix("/usr/local/bin/") {
                             f.links.insert(l.into(), link_target(n));
                         }
+                    } else if let Some(c) = key.strip_prefix("which.") {
+                        f.path_commands
+                            .entry(c.to_string())
+                            .or_insert_with(|| value.trim().to_string());
                     } else if let Some(k) = key.strip_prefix("addons.") {
                         f.addons.parse_line(k, value.trim());
                     }
@@ -305,12 +313,14 @@ impl HostFacts {
         }
     }
 
-    /// The links install.sh would create that are missing or wrong.
+    /// The links install.sh would create: those of kubectl, crictl and ctr with nothing at
+    /// `/usr/local/bin/<name>` and no such command elsewhere in PATH. An existing file or
+    /// link, k3s's or not, is left alone (install.sh:784-796, create_symlinks).
     pub fn missing_links(&self) -> Vec<&'static str> {
         k3s::LINKS
             .iter()
             .copied()
-            .filter(|l| self.links.get(*l).map(String::as_str) != Some("k3s"))
+            .filter(|l| !self.links.contains_key(*l) && !self.path_commands.contains_key(*l))
             .collect()
     }
 }
@@ -350,10 +360,9 @@ sha:/usr/local/bin/k3s-killall.sh\t456\n\
 sha:/etc/rancher/k3s/config.yaml\t789\n\
 sha:/etc/rancher/k3s/config.yaml.d/50-join.yaml\tfff\n\
 sha:/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.gz\t999\n\
-stat:/etc/systemd/system/k3s-agent.service.env\t600\t'/etc/systemd/system/k3s-agent.service.env'\n\
 stat:/etc/rancher/k3s/config.yaml\t600\t'/etc/rancher/k3s/config.yaml'\n\
 stat:/usr/local/bin/kubectl\t777\t'/usr/local/bin/kubectl' -> 'k3s'\n\
-stat:/usr/local/bin/ctr\t755\t'/usr/local/bin/ctr'\n\
+stat:/usr/local/bin/ctr\t755\t'/usr/local/bin/ctr'\nwhich.crictl\t/usr/bin/crictl\n\
 residue\t /usr/local/bin/k3s /etc/rancher/k3s\nend\tok",
         )
         .replace(
@@ -366,13 +375,13 @@ residue\t /usr/local/bin/k3s /etc/rancher/k3s\nend\tok",
         assert_eq!(f.installed_role(), Some(Role::Agent));
         assert!(f.agent.is_active());
         assert_eq!(f.agent.enabled, "enabled");
-        assert_eq!(f.agent.env_mode, Some(0o600));
         assert_eq!(f.agent.env_sha256.as_deref(), Some("e3b0"));
         assert_eq!(f.agent.uninstall_sha256.as_deref(), Some("123"));
         assert_eq!(f.killall_sha256.as_deref(), Some("456"));
         assert_eq!(f.config_sha256.as_deref(), Some("789"));
         assert_eq!(f.config_mode, Some(0o600));
-        assert_eq!(f.missing_links(), vec!["crictl", "ctr"]);
+        // ctr is a file of the host's, crictl is elsewhere in PATH: neither is linked.
+        assert_eq!(f.missing_links(), Vec::<&str>::new());
         assert_eq!(f.links["ctr"], "file");
         assert_eq!(
             f.dropins.get("50-join.yaml").map(String::as_str),

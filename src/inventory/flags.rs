@@ -62,6 +62,12 @@ pub(crate) fn managed(key: &str) -> Option<&'static str> {
             "bootstrap reads the admin kubeconfig from its default path"
         }
         "tls-san" => "use [cluster] tls_san",
+        // k3s serves the supervisor and the apiserver on https-listen-port
+        // (pkg/cli/cmds/server.go:200-211, default 6443); every URL bootstrap builds (joins, agents,
+        // the kubeconfig, api_endpoint) uses 6443.
+        "https-listen-port" | "supervisor-port" | "apiserver-port" => {
+            "bootstrap reaches servers on port 6443 (joins, agents, the kubeconfig); another port is not supported"
+        }
         "flannel-backend" => "use [cluster] flannel_backend",
         "disable" => "use [cluster] disable",
         "cluster-cidr" => "use [cluster] cluster_cidr",

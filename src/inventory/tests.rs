@@ -126,7 +126,12 @@ fn ha_example_has_three_servers_and_an_endpoint() {
     assert_eq!(inv.servers().count(), 3);
     assert_eq!(inv.agents().count(), 2);
     assert_eq!(inv.cluster.api_endpoint.as_deref(), Some("k8s.example.com"));
-    assert_eq!(inv.tls_sans(), ["k8s.example.com", "10.0.0.10"]);
+    // The endpoint, the server's own host, then the extra names.
+    let m2 = inv.node("server-2").unwrap();
+    assert_eq!(
+        inv.tls_sans(m2),
+        ["k8s.example.com", "10.0.0.12", "10.0.0.10"]
+    );
     assert_eq!(inv.install.source, InstallSource::Upload);
     assert_eq!(inv.install.cache_dir, inv.state_dir().join("cache"));
     let bastion = inv.ssh.bastion.clone().expect("bastion");
@@ -186,7 +191,9 @@ fn defaults() {
     assert_eq!(inv.ssh.host_key_policy, HostKeyPolicy::Strict);
     assert_eq!(inv.ssh.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert!(inv.disabled_components().is_empty());
-    assert!(inv.tls_sans().is_empty());
+    // Only the server's host.
+    let first = inv.first_server();
+    assert_eq!(inv.tls_sans(first), std::slice::from_ref(&first.host));
 
     let inv = parse(&minimal(
         "[addons.longhorn]\n[addons.traefik]\n[addons.sealed_secrets]\n[addons.cert_manager]\nacme_email = \"a@b.io\"",

@@ -92,7 +92,9 @@ pub fn airgap_images_file(arch: &str) -> String {
 pub fn links_script(links: &[&str]) -> String {
     let mut s = String::from("set -eu\n");
     for l in links {
-        s.push_str(&format!("ln -sfn k3s /usr/local/bin/{}\n", sh_quote(l)));
+        // Never over something that appeared since the facts were read (install.sh:785).
+        let p = sh_quote(&format!("/usr/local/bin/{l}"));
+        s.push_str(&format!("[ -e {p} ] || [ -L {p} ] || ln -s k3s {p}\n"));
     }
     s
 }

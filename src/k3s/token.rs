@@ -26,9 +26,43 @@ pub fn password(token: &str) -> Option<&str> {
     }
 }
 
+/// The CA hash of a secure token (`K10<hash>::...`); `None` for a short one.
+pub fn ca_hash(token: &str) -> Option<&str> {
+    let (hash, _) = token.trim().strip_prefix("K10")?.split_once("::")?;
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hash)
+}
+
+/// Stands for the cluster CA's hash in a file planned before the cluster exists; the writer
+/// puts the hash the first server wrote in its place before the file reaches a host.
+pub const PENDING_CA_HASH: &str = "@cluster-ca-hash@";
+
+/// The token a joiner is given: the secure form when the CA hash is known (`user` is
+/// `server` for servers, `node` for agents), which pins the cluster CA (k3s
+/// pkg/clientaccess/token.go:107-115 writes it, :262-276 checks a joiner's server against
+/// it); a bare password makes k3s trust the CA on first use (token.go:219-226).
+pub fn join_token(password: &str, user: &str, ca_hash: Option<&str>) -> String {
+    match ca_hash {
+        Some(h) => format!("K10{h}::{user}:{password}"),
+        None => password.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secure_tokens_carry_the_ca_hash() {
+        let h = "ab".repeat(32);
+        assert_eq!(ca_hash(&format!("K10{h}::server:pw\n")), Some(h.as_str()));
+        assert_eq!(ca_hash("K10::server:pw"), None);
+        assert_eq!(ca_hash("pw"), None);
+        assert_eq!(
+            join_token("pw", "node", Some(&h)),
+            format!("K10{h}::node:pw")
+        );
+        assert_eq!(join_token("pw", "node", None), "pw");
+    }
 
     #[test]
     fn generated_tokens_are_long_and_distinct() {
@@ -74,6 +108,17 @@ pub fn from_server_config(config_yaml: &str) -> Option<TokenBackup> {
     };
     let server = get("token")?;
     let agent = get("agent-token").unwrap_or_else(|| server.clone());
+    Some(TokenBackup { server, agent })
+}
+
+/// The tokens of k3s's own files on a server (`server/token`, `server/agent-token`), which
+/// hold them whoever wrote the config (install.sh, by hand).
+pub fn from_token_files(server: &str, agent: Option<&str>) -> Option<TokenBackup> {
+    let server = password(server)?.to_string();
+    let agent = agent
+        .and_then(password)
+        .map(str::to_string)
+        .unwrap_or_else(|| server.clone());
     Some(TokenBackup { server, agent })
 }
 

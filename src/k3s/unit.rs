@@ -33,8 +33,9 @@ pub fn render_reset() -> Result<String, TemplateError> {
     templates::render("k3s/reset.sh", &Context::new())
 }
 
-/// The env file (0600). install.sh fills it with K3S_* variables; bootstrap keeps
-/// every setting, the tokens included, in config.yaml, so it stays empty.
+/// The env file (0600) bootstrap creates when there is none: empty, since bootstrap keeps
+/// every setting, the tokens included, in config.yaml. An existing one is the operator's
+/// (proxy settings) and is never rewritten.
 pub fn render_env(_role: Role) -> String {
     String::new()
 }

@@ -56,6 +56,21 @@ pub struct Applied {
     pub sha256: String,
 }
 
+/// What a drain does about pods that declare no controller, which kubectl will not evict
+/// without `--force` and which stop it before it evicts anything (kubectl
+/// pkg/drain/filters.go:236-251, pkg/cmd/drain/drain.go:366-370).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmanaged {
+    /// Refuse before anything changes, naming them: the node is going away and they would
+    /// die without eviction (node remove and replace without `--force`).
+    Refuse,
+    /// Delete them (`--force`, the operator asked for it).
+    Delete,
+    /// Leave them running and drain what kubectl will (an upgrade restarts k3s, which keeps
+    /// pods running).
+    Leave,
+}
+
 /// One step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -81,6 +96,11 @@ pub enum Action {
         sha256: String,
     },
     /// Move the staged binary into place (an upgrade, at this host's turn).
+    /// Read the cluster CA's hash from the first server's `server/token` once it started, for
+    /// the joins planned before it existed (their files hold [`PENDING_CA_HASH`]).
+    ///
+    /// [`PENDING_CA_HASH`]: crate::k3s::token::PENDING_CA_HASH
+    LearnCaHash,
     PlaceStagedBinary {
         from: Option<K3sVersion>,
         to: K3sVersion,
@@ -132,6 +152,7 @@ pub enum Action {
     Drain {
         node: String,
         limit_secs: Option<u64>,
+        unmanaged: Unmanaged,
     },
     Uncordon {
         node: String,
@@ -206,6 +227,7 @@ impl Action {
                 | Action::SaveSealingKey { .. }
                 | Action::WriteKubeconfig { .. }
                 | Action::WriteInventory { .. }
+                | Action::LearnCaHash
         )
     }
 }
@@ -232,6 +254,7 @@ impl std::fmt::Display for Action {
                 write!(f, "replace k3s {old} with {to}")
             }
             Action::PlaceStagedBinary { from: None, to } => write!(f, "put k3s {to} in place"),
+            Action::LearnCaHash => write!(f, "read the cluster CA hash joins are pinned to"),
             Action::Links(l) => write!(f, "link {} to k3s", l.join(", ")),
             Action::WriteFile { file, reason } => write!(f, "write {} ({reason})", file.path),
             Action::Start { role, .. } => write!(f, "enable and start {}", role.service()),
@@ -261,6 +284,11 @@ impl std::fmt::Display for Action {
             Action::WaitNodesReady { nodes } => {
                 write!(f, "wait until every node is Ready ({})", names(nodes))
             }
+            Action::Drain {
+                node,
+                unmanaged: Unmanaged::Delete,
+                ..
+            } => write!(f, "cordon and drain {node}, deleting pods that have no controller"),
             Action::Drain { node, .. } => write!(f, "cordon and drain {node}"),
             Action::Uncordon { node } => write!(f, "uncordon {node}"),
             Action::DeleteNode { node } => write!(f, "delete the Node {node}"),

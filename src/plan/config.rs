@@ -9,7 +9,7 @@ use crate::inventory::{
     DEFAULT_SERVICE_CIDR,
 };
 use crate::k3s::config::{K3sConfig, Value};
-use crate::k3s::token::TokenBackup;
+use crate::k3s::token::{self, TokenBackup};
 use crate::k3s::Role;
 
 fn config_value(v: &toml::Value) -> Value {
@@ -73,12 +73,14 @@ pub fn etcd(inv: &Inventory) -> bool {
     inv.cluster.datastore == Datastore::Etcd
 }
 
-/// config.yaml for `node`; an agent joins through `agent_server`.
+/// config.yaml for `node`; an agent joins through `agent_server`, with its token pinned to
+/// the cluster CA `ca_hash` when that is known.
 pub fn node_config(
     inv: &Inventory,
     node: &Node,
     tokens: &TokenBackup,
     agent_server: &str,
+    ca_hash: Option<&str>,
 ) -> K3sConfig {
     let mut c = K3sConfig::new(node.role);
     c.set_str("node-name", &node.name);
@@ -92,7 +94,7 @@ pub fn node_config(
             c.set_str("token", &tokens.server);
             c.set_str("agent-token", &tokens.agent);
             c.set_str("write-kubeconfig-mode", "0600");
-            c.set_list("tls-san", inv.tls_sans());
+            c.set_list("tls-san", inv.tls_sans(node));
             if inv.cluster.flannel_backend != FlannelBackend::Vxlan {
                 c.set_str("flannel-backend", inv.cluster.flannel_backend.as_str());
             }
@@ -102,7 +104,7 @@ pub fn node_config(
             }
         }
         Role::Agent => {
-            c.set_str("token", &tokens.agent);
+            c.set_str("token", token::join_token(&tokens.agent, "node", ca_hash));
             c.set_str("server", agent_server);
             for (k, v) in config_map(&inv.cluster.agent_config) {
                 c.set(&k, v);

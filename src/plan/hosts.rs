@@ -31,14 +31,23 @@ pub enum Join {
     Sqlite,
 }
 
-/// The join drop-in's bytes.
-pub fn join_dropin(join: &Join) -> String {
+/// The join drop-in's bytes; a joining server gets `token`, the secure form that pins the
+/// cluster CA, there (drop-ins are read after config.yaml and a later value wins, k3s
+/// pkg/configfilearg/parser.go:246-292).
+pub fn join_dropin(join: &Join, token: Option<&str>) -> String {
     let mut c = K3sConfig::new(Role::Server);
     match join {
-        Join::Init => c.set("cluster-init", Value::Bool(true)),
+        Join::Init => {
+            c.set("cluster-init", Value::Bool(true));
+        }
         Join::Sqlite => return String::new(),
-        Join::Via(url) => c.set_str("server", url),
-    };
+        Join::Via(url) => {
+            c.set_str("server", url);
+            if let Some(t) = token {
+                c.set_str("token", t);
+            }
+        }
+    }
     c.render().unwrap_or_default()
 }
 
@@ -136,6 +145,11 @@ pub struct HostInput<'a> {
     pub config: &'a K3sConfig,
     /// How a fresh server joins; ignored for agents and installed servers.
     pub join: Option<&'a Join>,
+    /// The token a joining server's drop-in gives it (pinned to the cluster CA).
+    pub join_token: Option<&'a str>,
+    /// This host starts a new cluster that others join in the same run: read its CA hash
+    /// once it runs.
+    pub learn_ca: bool,
     pub version: K3sVersion,
     /// The air-gap images tarball wanted on the host: (file name, sha256).
     pub images: Option<(&'a str, &'a str)>,
@@ -149,6 +163,8 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
         facts,
         config,
         join,
+        join_token,
+        learn_ca,
         version,
         images,
         release,
@@ -213,10 +229,10 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
         content: k3s::unit::render_env(role).into_bytes(),
         secret: true,
     };
-    if svc.env_sha256.as_deref() != Some(env.sha256().as_str()) || svc.env_mode != Some(0o600) {
-        if !fresh {
-            restart_reasons.push("environment changed".into());
-        }
+    // The env file is the operator's (proxy settings, CONTAINERD_* and K3S_* variables live
+    // there): created empty and 0600 when missing, as install.sh:1027-1033 (create_env_file)
+    // does, and never rewritten once it exists.
+    if svc.env_sha256.is_none() {
         actions.push(Action::WriteFile {
             file: env,
             reason: "environment",
@@ -279,8 +295,8 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
             let file = FileSpec {
                 path,
                 mode: 0o600,
-                content: join_dropin(join).into_bytes(),
-                secret: false,
+                content: join_dropin(join, *join_token).into_bytes(),
+                secret: true,
             };
             if facts.dropins.get(JOIN_DROPIN).map(String::as_str) != Some(file.sha256().as_str()) {
                 actions.push(Action::WriteFile {
@@ -303,6 +319,9 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
             daemon_reload,
         });
     }
+    if *learn_ca {
+        actions.push(Action::LearnCaHash);
+    }
     Ok(HostPlan {
         node: node.name.clone(),
         role,
@@ -316,6 +335,7 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
 pub fn check(inv: &Inventory, facts: &Facts) -> Result<()> {
     let mut errors = Vec::new();
     let mut down = Vec::new();
+    let mut skips = Vec::new();
     for n in &inv.nodes {
         let Some(f) = facts.host(&n.name) else {
             continue;
@@ -343,12 +363,25 @@ pub fn check(inv: &Inventory, facts: &Facts) -> Result<()> {
                 ));
             }
         }
-        if let Some(v) = f.bin_version.filter(|v| *v > inv.cluster.k3s_version) {
-            down.push(format!("{} runs {v}", n.name));
+        if let Some(v) = f.bin_version {
+            if v > inv.cluster.k3s_version {
+                down.push(format!("{} runs {v}", n.name));
+            } else if skips_a_minor(v, inv.cluster.k3s_version) {
+                skips.push(format!("{} runs {v}", n.name));
+            }
         }
     }
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
+    }
+    if !skips.is_empty() {
+        let want = inv.cluster.k3s_version;
+        bail!(
+            "k3s_version {want} skips a minor version ({}); k3s upgrades one minor version at a time (https://docs.k3s.io/upgrades/manual, after Kubernetes' version skew policy), so nothing was changed: set k3s_version to a v{}.{} release, run up, then move on",
+            skips.join(", "),
+            want.major,
+            want.minor.saturating_sub(1)
+        );
     }
     if !down.is_empty() {
         bail!(
@@ -360,13 +393,27 @@ pub fn check(inv: &Inventory, facts: &Facts) -> Result<()> {
     Ok(())
 }
 
-/// A server of the inventory that holds cluster data: a live one first (k3s running on its
-/// data), else any. A fresh server joins through it, never a dead host.
+/// Whether moving from `from` to `to` skips a minor version (patch jumps are fine).
+pub fn skips_a_minor(from: K3sVersion, to: K3sVersion) -> bool {
+    to > from && (to.major != from.major || to.minor > from.minor + 1)
+}
+
+/// A server of the inventory that holds cluster data: the one whose API answered the facts'
+/// reads first, else one where k3s runs, else any. A fresh server joins through it, never a
+/// dead host. Chosen by API health, not systemd state: a server that is active while its
+/// etcd lacks quorum makes a joiner retry until it gives up (k3s pkg/etcd/etcd.go:497-520),
+/// and the facts' `kubectl get` is a quorum read that such a server cannot answer.
 pub fn existing_server<'a>(inv: &'a Inventory, facts: &Facts) -> Option<&'a Node> {
     let data = |n: &&Node| facts.host(&n.name).is_some_and(|f| f.server_db);
+    let answered = facts.cluster.api.as_deref();
     inv.servers()
         .filter(data)
-        .find(|n| facts.host(&n.name).is_some_and(|f| f.server.is_active()))
+        .find(|n| Some(n.name.as_str()) == answered)
+        .or_else(|| {
+            inv.servers()
+                .filter(data)
+                .find(|n| facts.host(&n.name).is_some_and(|f| f.server.is_active()))
+        })
         .or_else(|| inv.servers().find(data))
 }
 
@@ -382,7 +429,12 @@ pub fn join_of(inv: &Inventory, facts: &Facts, node: &Node) -> Option<Join> {
         return None;
     }
     let first = inv.servers().next();
-    Some(match existing_server(inv, facts) {
+    let exists = existing_server(inv, facts);
+    if let (Some(ep), Some(_)) = (&inv.cluster.api_endpoint, exists) {
+        // The fixed registration address, whenever there is one (docs.k3s.io/datastore/ha).
+        return Some(Join::Via(server_url(ep)));
+    }
+    Some(match exists {
         Some(e) => Join::Via(server_url(&e.host)),
         None if first.map(|f| &f.name) == Some(&node.name) => {
             if etcd(inv) {
@@ -401,27 +453,17 @@ pub fn join_of(inv: &Inventory, facts: &Facts, node: &Node) -> Option<Join> {
     })
 }
 
-/// The server URL agents get: the endpoint, else the first server of the inventory, unless
-/// the cluster exists and that server is not live (it is being replaced): then the live
-/// server a fresh server would join.
+/// The server URL agents get: the endpoint, else the server a fresh server would join (the
+/// first server of the inventory while its API answers), else the first server.
 pub fn agent_url(inv: &Inventory, facts: &Facts) -> String {
     if let Some(ep) = &inv.cluster.api_endpoint {
         return server_url(ep);
     }
-    let first = inv.first_server();
-    match existing_server(inv, facts) {
-        Some(e) => {
-            let first_live = facts
-                .host(&first.name)
-                .is_some_and(|f| f.server_db && f.server.is_active());
-            if first_live {
-                server_url(&first.host)
-            } else {
-                server_url(&e.host)
-            }
-        }
-        None => server_url(&first.host),
-    }
+    server_url(
+        &existing_server(inv, facts)
+            .unwrap_or(inv.first_server())
+            .host,
+    )
 }
 
 /// Every host's plan, by node name.
@@ -431,6 +473,14 @@ pub fn plan_all(
     tokens: &TokenBackup,
 ) -> Result<BTreeMap<String, HostPlan>> {
     let agent = agent_url(inv, facts);
+    // Joins are pinned to the cluster CA (the secure token form): its hash from a server's
+    // server/token, or, for a cluster this run creates, the one its first server writes,
+    // read as soon as it runs. Only a cluster whose servers' token files cannot be read
+    // joins with a bare password (trust on first use; the plan warns).
+    let new_cluster = existing_server(inv, facts).is_none();
+    let ca = super::secrets::ca_hash(inv, facts)?
+        .or_else(|| new_cluster.then(|| k3s::token::PENDING_CA_HASH.to_string()));
+    let server_join_token = k3s::token::join_token(&tokens.server, "server", ca.as_deref());
     let server_urls: Vec<String> = inv.servers().map(|s| server_url(&s.host)).collect();
     let release = Release {
         source: inv.install.source,
@@ -448,8 +498,16 @@ pub fn plan_all(
             .then(|| current_server(f.config.as_deref()))
             .flatten()
             .filter(|u| server_urls.contains(u));
-        let config = node_config(inv, n, tokens, current.as_deref().unwrap_or(&agent));
+        let config = node_config(
+            inv,
+            n,
+            tokens,
+            current.as_deref().unwrap_or(&agent),
+            ca.as_deref(),
+        );
         let join = join_of(inv, facts, n);
+        let starts_cluster =
+            matches!(join, Some(Join::Init | Join::Sqlite)) && new_cluster && inv.nodes.len() > 1;
         let images = f
             .k3s_arch()
             .ok()
@@ -460,6 +518,8 @@ pub fn plan_all(
             facts: f,
             config: &config,
             join: join.as_ref(),
+            join_token: Some(server_join_token.as_str()),
+            learn_ca: starts_cluster,
             version: inv.cluster.k3s_version,
             images,
             release: &release,

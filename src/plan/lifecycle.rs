@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 
-use super::{Action, Group, Mode, Phase, Plan, Step};
+use super::{Action, Group, Mode, Phase, Plan, Step, Unmanaged};
 use crate::connect::retired;
 use crate::facts::Facts;
 use crate::inventory::{Inventory, Node};
@@ -55,19 +55,20 @@ fn take_out(
     facts: &Facts,
     node: &Node,
     host_key: Option<&str>,
-    drain_limit: Option<u64>,
+    drain: Option<(Option<u64>, Unmanaged)>,
     cluster_steps: bool,
 ) -> Vec<Step> {
     let api = facts.cluster.api.clone().filter(|_| cluster_steps);
     let current = api.as_ref().and(facts.cluster.node(&node.name));
     let mut steps = Vec::new();
-    if let (Some(a), Some(n)) = (&api, current) {
+    if let (Some(a), Some(n), Some((limit_secs, unmanaged))) = (&api, current, drain) {
         if n.ready {
             steps.push(Step::api(
                 a,
                 Action::Drain {
                     node: node.name.clone(),
-                    limit_secs: drain_limit,
+                    limit_secs,
+                    unmanaged,
                 },
             ));
         } else {
@@ -109,6 +110,43 @@ fn take_out(
     steps
 }
 
+/// Pods without a controller on a node that goes: refused, unless `--force` deletes them.
+fn unmanaged(force: bool) -> Unmanaged {
+    if force {
+        Unmanaged::Delete
+    } else {
+        Unmanaged::Refuse
+    }
+}
+
+/// Refuse to take server `name` out when the servers left would lack etcd quorum, unless
+/// `force` (then a warning).
+fn quorum_guard(
+    plan: &mut Plan,
+    inv: &Inventory,
+    facts: &Facts,
+    name: &str,
+    force: bool,
+) -> Result<()> {
+    let servers: BTreeMap<String, bool> = inv
+        .servers()
+        .map(|s| {
+            let ready = facts.cluster.node(&s.name).is_some_and(|o| o.ready);
+            (s.name.clone(), ready)
+        })
+        .collect();
+    if let Err(why) = quorum_after_removal(&servers, name) {
+        if !force {
+            return Err(usage(format!(
+                "refusing to remove {name}: {why}; bring the other servers back first, or pass --force"
+            )));
+        }
+        plan.warnings
+            .push(format!("{why}; going on because of --force"));
+    }
+    Ok(())
+}
+
 /// `node replace NAME --host NEW`: drain and delete the Node and uninstall the old host
 /// (unless the Node already runs on the new host: an earlier replace got that far), write
 /// the inventory `text` (the new host in it), then converge `new_inv` as `up` does.
@@ -117,6 +155,7 @@ pub fn replace(
     text: &str,
     name: &str,
     old_address: &str,
+    force: bool,
     facts: &Facts,
     settings: &super::Settings,
 ) -> Result<Plan> {
@@ -141,7 +180,7 @@ pub fn replace(
         facts,
         node,
         old.as_deref(),
-        Some(REPLACE_DRAIN_LIMIT),
+        Some((Some(REPLACE_DRAIN_LIMIT), unmanaged(force))),
         !already,
     );
     if !steps.is_empty() {
@@ -180,24 +219,16 @@ pub fn remove(inv: &Inventory, text: &str, name: &str, force: bool, facts: &Fact
             .push(format!("{why}; --force: going on without the API"));
     }
     if node.is_server() && api.is_some() {
-        let servers: BTreeMap<String, bool> = inv
-            .servers()
-            .map(|s| {
-                let ready = facts.cluster.node(&s.name).is_some_and(|o| o.ready);
-                (s.name.clone(), ready)
-            })
-            .collect();
-        if let Err(why) = quorum_after_removal(&servers, name) {
-            if !force {
-                return Err(usage(format!(
-                    "refusing to remove {name}: {why}; bring the other servers back first, or pass --force"
-                )));
-            }
-            plan.warnings
-                .push(format!("{why}; going on because of --force"));
-        }
+        quorum_guard(&mut plan, inv, facts, name, force)?;
     }
-    let steps = take_out(&mut plan, facts, node, Some(name), None, true);
+    let steps = take_out(
+        &mut plan,
+        facts,
+        node,
+        Some(name),
+        Some((None, unmanaged(force))),
+        true,
+    );
     if !steps.is_empty() {
         plan.phases.push(Phase::single("remove", name, steps));
     }
@@ -205,35 +236,47 @@ pub fn remove(inv: &Inventory, text: &str, name: &str, force: bool, facts: &Fact
     Ok(plan)
 }
 
+/// `name: why it could not be reached`, for the plan's list of hosts left as they are.
+fn unreachable(facts: &Facts, name: &str) -> String {
+    let why = facts.unreachable.get(name).map(String::as_str);
+    format!("{name}: {}", why.unwrap_or("not connected"))
+}
+
 /// `reset [--node NAME]`: uninstall k3s from every host that has any of it (agents side by
-/// side, then servers one at a time), or from the one node, whose Node is then deleted
-/// through another server. Hosts that cannot be reached are named, and the run fails after
-/// the others are done.
-pub fn reset(inv: &Inventory, only: Option<&str>, facts: &Facts) -> Plan {
+/// side, then servers one at a time), or from the one node. For one node the Node goes
+/// through another server in k3s's order, as `node remove` does: a server's Node (and with
+/// it its etcd member, removed by k3s's Node removal handler, which needs quorum: k3s
+/// pkg/etcd/member_controller.go:117-139, etcd.go:1117-1119) is deleted before its host is
+/// uninstalled, under the same quorum guard; an agent's after, so it does not register
+/// again. Hosts that cannot be reached are named, and the run fails after the others are
+/// done.
+pub fn reset(inv: &Inventory, only: Option<&str>, force: bool, facts: &Facts) -> Result<Plan> {
     let api = facts.cluster.api.clone();
     let mut plan = Plan::new(inv, api.as_deref().unwrap_or(""));
-    let targets: Vec<&Node> = inv
-        .nodes
-        .iter()
-        .filter(|n| only.is_none_or(|o| n.name == o))
-        .collect();
+    if let Some(node) = only.and_then(|n| inv.node(n)) {
+        if node.is_server() && api.is_some() && facts.cluster.node(&node.name).is_some() {
+            quorum_guard(&mut plan, inv, facts, &node.name, force)?;
+        }
+        let reached = facts.host(&node.name).is_some();
+        if !reached {
+            plan.unreachable.push(unreachable(facts, &node.name));
+        }
+        let key = reached.then_some(node.name.as_str());
+        let steps = take_out(&mut plan, facts, node, key, None, true);
+        if !steps.is_empty() {
+            plan.phases.push(Phase::single("reset", &node.name, steps));
+        }
+        return Ok(plan);
+    }
     for role in [Role::Agent, Role::Server] {
         let mut groups = Vec::new();
-        for n in targets.iter().filter(|n| n.role == role) {
+        for n in inv.nodes.iter().filter(|n| n.role == role) {
             match facts.host(&n.name) {
                 Some(f) if !f.residue.is_empty() => {
                     groups.extend(Group::on_host(&n.name, vec![Action::Uninstall]))
                 }
                 Some(_) => {}
-                None => plan.unreachable.push(format!(
-                    "{}: {}",
-                    n.name,
-                    facts
-                        .unreachable
-                        .get(&n.name)
-                        .map(String::as_str)
-                        .unwrap_or("not connected")
-                )),
+                None => plan.unreachable.push(unreachable(facts, &n.name)),
             }
         }
         let (name, mode) = match role {
@@ -242,17 +285,5 @@ pub fn reset(inv: &Inventory, only: Option<&str>, facts: &Facts) -> Plan {
         };
         plan.phases.extend(Phase::of(name, mode, groups));
     }
-    if let (Some(n), Some(a)) = (only, &api) {
-        if facts.cluster.node(n).is_some() {
-            let delete = Action::DeleteNode {
-                node: n.to_string(),
-            };
-            plan.phases.push(Phase::single(
-                "delete the Node",
-                n,
-                vec![Step::api(a, delete)],
-            ));
-        }
-    }
-    plan
+    Ok(plan)
 }

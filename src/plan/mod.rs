@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-pub use action::{Action, Applied, FileSpec, On, Release, Source, Step};
+pub use action::{Action, Applied, FileSpec, On, Release, Source, Step, Unmanaged};
 pub use hosts::{HostPlan, Join, JOIN_DROPIN};
 pub use labels::{NodeDrift, MANAGED_ANNOTATION};
 
@@ -232,6 +232,15 @@ pub(crate) fn converge(
         sealing_key: secrets::sealing_key(inv, facts)?.map(|(k, _)| k),
     };
     plan.api = cx.api.clone();
+    let joins = cx.hosts.values().any(|p| p.fresh);
+    if joins
+        && hosts::existing_server(inv, facts).is_some()
+        && secrets::ca_hash(inv, facts)?.is_none()
+    {
+        plan.warnings.push(
+            "no server's /var/lib/rancher/k3s/server/token could be read: new nodes join with the bare password and trust the cluster CA on first use".into(),
+        );
+    }
     let mut phases: Vec<Option<Phase>> = vec![
         secrets::phase(inv, facts, &tokens)?,
         prerequisites::phase(&cx, &mut plan.warnings)?,

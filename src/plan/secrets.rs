@@ -13,12 +13,20 @@ use crate::k3s::token::{self, TokenBackup};
 
 /// The tokens this run joins nodes with, and where they came from (`None`: the backup).
 pub fn tokens(inv: &Inventory, facts: &Facts) -> Result<(TokenBackup, Option<Source>)> {
-    let from_cluster = inv.servers().find_map(|n| {
-        facts
-            .host(&n.name)?
-            .config
-            .as_deref()
-            .and_then(token::from_server_config)
+    // k3s's own token files first (they are what the cluster runs on, whoever wrote the
+    // config), then a server's config.yaml.
+    let from_files = inv.servers().find_map(|n| {
+        let f = facts.host(&n.name)?;
+        token::from_token_files(f.token_file.as_deref()?, f.agent_token_file.as_deref())
+    });
+    let from_cluster = from_files.or_else(|| {
+        inv.servers().find_map(|n| {
+            facts
+                .host(&n.name)?
+                .config
+                .as_deref()
+                .and_then(token::from_server_config)
+        })
     });
     let any_data = inv
         .nodes
@@ -35,6 +43,30 @@ pub fn tokens(inv: &Inventory, facts: &Facts) -> Result<(TokenBackup, Option<Sou
             ),
         },
     )
+}
+
+/// The hash of the cluster CA that joins are pinned to, from the servers' `server/token`;
+/// `None` when no server has written one yet. Servers whose tokens name different CAs are
+/// not one cluster: refused.
+pub fn ca_hash(inv: &Inventory, facts: &Facts) -> Result<Option<String>> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for n in inv.servers() {
+        if let Some(h) = facts
+            .host(&n.name)
+            .and_then(|f| f.token_file.as_deref())
+            .and_then(token::ca_hash)
+        {
+            seen.push((&n.name, h));
+        }
+    }
+    if let Some((a, ha)) = seen.first() {
+        if let Some((b, _)) = seen.iter().find(|(_, h)| h != ha) {
+            bail!(
+                "{a} and {b} hold tokens of different cluster CAs: they are not one cluster; reset the one that should not be there (bootstrap reset --node NAME) and run again"
+            );
+        }
+    }
+    Ok(seen.first().map(|(_, h)| h.to_string()))
 }
 
 /// The sealing key (when Sealed Secrets is on) and where it came from (`None`: the backup).

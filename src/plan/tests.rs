@@ -50,9 +50,15 @@ fn fresh() -> HostFacts {
 }
 
 /// Facts of a host converged to `inv` (version `version`), joined through the first server.
+/// The cluster CA's hash the converged servers' token files carry.
+fn ca() -> String {
+    "c".repeat(64)
+}
+
 fn converged(inv: &Inventory, name: &str, version: &str) -> HostFacts {
     let n = inv.node(name).unwrap();
-    let config = node_config(inv, n, &tokens(), &server_url(&inv.first_server().host));
+    let url = server_url(&inv.first_server().host);
+    let config = node_config(inv, n, &tokens(), &url, Some(&ca()));
     let text = config.render().unwrap();
     let mut f = fresh();
     f.bin_present = true;
@@ -69,6 +75,8 @@ fn converged(inv: &Inventory, name: &str, version: &str) -> HostFacts {
     if n.role == Role::Server {
         f.server_db = true;
         f.kubeconfig = Some(K3S_YAML.into());
+        f.token_file = Some(format!("K10{}::server:{}\n", ca(), tokens().server));
+        f.agent_token_file = Some(format!("K10{}::node:{}\n", ca(), tokens().agent));
     }
     let svc = match n.role {
         Role::Server => &mut f.server,
@@ -81,7 +89,6 @@ fn converged(inv: &Inventory, name: &str, version: &str) -> HostFacts {
     svc.uninstall_sha256 = Some(k3s::sha256_hex(
         k3s::unit::render_uninstall(n.role).unwrap().as_bytes(),
     ));
-    svc.env_mode = Some(0o600);
     svc.active = "active".into();
     svc.enabled = "enabled".into();
     f
@@ -288,6 +295,68 @@ fn a_new_first_server_joins_a_live_one_never_inits() {
 }
 
 #[test]
+fn the_join_target_is_the_server_whose_api_answered_not_the_first_active_one() {
+    // master-1 runs (systemd says active) but its API did not answer: etcd lacks quorum there.
+    let inv = ha();
+    let mut f = cluster(&inv);
+    f.hosts.insert("master-3".into(), fresh());
+    f.cluster.nodes.retain(|n| n.name != "master-3");
+    f.cluster.api = Some("master-2".into());
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    let m2 = server_url(&inv.node("master-2").unwrap().host);
+    assert!(join_dropin_of(&plan, "master-3").unwrap().contains(&m2));
+    // No API answered: a server where k3s runs, as before.
+    f.cluster.api = None;
+    f.hosts.get_mut("master-1").unwrap().server.active = "failed".into();
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    assert!(join_dropin_of(&plan, "master-3").unwrap().contains(&m2));
+}
+
+#[test]
+fn servers_join_through_api_endpoint_whenever_it_is_set() {
+    let inv = inventory(
+        "api_endpoint = \"k8s.example.com\"",
+        &[
+            ("master-1", "server", ""),
+            ("master-2", "server", ""),
+            ("master-3", "server", ""),
+        ],
+    );
+    // A server added to a live cluster.
+    let mut f = cluster(&inv);
+    f.hosts.insert("master-3".into(), fresh());
+    f.cluster.nodes.retain(|n| n.name != "master-3");
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    let dropin = join_dropin_of(&plan, "master-3").unwrap();
+    assert!(dropin.contains("https://k8s.example.com:6443"), "{dropin}");
+    // A new cluster: the first server inits, the others join through the endpoint.
+    let plan = up(&inv, &new_cluster(&inv), &SETTINGS).unwrap();
+    assert!(join_dropin_of(&plan, "master-1")
+        .unwrap()
+        .contains("cluster-init"));
+    assert!(join_dropin_of(&plan, "master-2")
+        .unwrap()
+        .contains("https://k8s.example.com:6443"));
+}
+
+#[test]
+fn an_upgrade_that_skips_a_minor_version_is_refused_a_patch_jump_is_not() {
+    use super::hosts::skips_a_minor;
+    assert!(skips_a_minor(v("v1.34.2+k3s1"), v("v1.36.3+k3s1")));
+    assert!(!skips_a_minor(v("v1.35.9+k3s1"), v("v1.36.3+k3s1")));
+    assert!(!skips_a_minor(v("v1.36.0+k3s1"), v("v1.36.9+k3s2")));
+    assert!(!skips_a_minor(v("v1.36.3+k3s1"), v("v1.36.3+k3s1")));
+    let inv = seed();
+    let mut f = cluster(&inv);
+    f.hosts.get_mut("worker-2").unwrap().bin_version = Some(v("v1.34.2+k3s1"));
+    let e = up(&inv, &f, &SETTINGS).unwrap_err().to_string();
+    assert!(
+        e.contains("skips a minor version (worker-2 runs v1.34.2+k3s1)") && e.contains("v1.35"),
+        "{e}"
+    );
+}
+
+#[test]
 fn tokens_come_from_the_cluster_then_the_backup_then_new() {
     let inv = seed();
     let mut f = cluster(&inv);
@@ -303,9 +372,20 @@ fn tokens_come_from_the_cluster_then_the_backup_then_new() {
         texts(&plan),
         ["backups local: write the token backup /nonexistent/t/.bootstrap/tokens.json (the tokens from the cluster)"]
     );
-    // No config anywhere: the backup.
+    // A server whose config bootstrap did not write (installed by hand): k3s's own token
+    // files hold the tokens.
     for h in f.hosts.values_mut() {
         h.config = None;
+    }
+    f.local.token_backup = None;
+    assert_eq!(
+        secrets::tokens(&inv, &f).unwrap(),
+        (tokens(), Some(Source::Cluster))
+    );
+    // No config and no token file anywhere: the backup.
+    for h in f.hosts.values_mut() {
+        h.token_file = None;
+        h.agent_token_file = None;
     }
     f.local.token_backup = Some(tokens());
     assert_eq!(secrets::tokens(&inv, &f).unwrap(), (tokens(), None));
@@ -462,26 +542,35 @@ fn agent_config_holds_only_agent_keys() {
         inv.node("w").unwrap(),
         &tokens(),
         "https://10.0.0.1:6443",
+        Some(&ca()),
     );
     c.validate().unwrap();
     let text = c.render().unwrap();
     assert!(!text.contains("disable"));
-    assert!(text.contains(&format!("token: \"{}\"", "a".repeat(64))));
-    let s = node_config(&inv, inv.node("m").unwrap(), &tokens(), "");
+    // An agent's token pins the cluster CA.
+    assert!(text.contains(&format!("token: \"K10{}::node:{}\"", ca(), "a".repeat(64))));
+    let s = node_config(&inv, inv.node("m").unwrap(), &tokens(), "", Some(&ca()));
     let text = s.render().unwrap();
     assert!(text.contains("disable:\n  - \"traefik\""), "{text}");
     assert!(text.contains(&format!("agent-token: \"{}\"", "a".repeat(64))));
-    assert!(text.contains("tls-san:\n  - \"k8s.example.com\""), "{text}");
+    // Every server's host is in the certificate, then the extra names.
+    let m = &inv.node("m").unwrap().host;
+    assert!(
+        text.contains(&format!("tls-san:\n  - \"{m}\"\n  - \"k8s.example.com\"")),
+        "{text}"
+    );
 }
 
 fn host_plan(n: &Node, f: &HostFacts, config_for: &Inventory, version: &str) -> HostPlan {
     let url = server_url(&config_for.first_server().host);
-    let c = node_config(config_for, n, &tokens(), &url);
+    let c = node_config(config_for, n, &tokens(), &url, Some(&ca()));
     plan_host(&HostInput {
         node: n,
         facts: f,
         config: &c,
         join: Some(&Join::Init),
+        join_token: None,
+        learn_ca: false,
         version: v(version),
         images: None,
         release: &Release {
@@ -781,7 +870,8 @@ fn replacing_a_server_deletes_its_node_before_the_old_host_stops() {
     f.hosts.insert(crate::connect::retired("master-2"), residue);
     f.hosts.insert("master-2".into(), fresh());
     f.cluster.api = Some("master-1".into());
-    let plan = lifecycle::replace(&new, "text", "master-2", &old_host, &f, &SETTINGS).unwrap();
+    let plan =
+        lifecycle::replace(&new, "text", "master-2", &old_host, false, &f, &SETTINGS).unwrap();
     let t = texts(&plan);
     assert_eq!(
         &t[..4],
@@ -814,6 +904,7 @@ fn replacing_a_server_deletes_its_node_before_the_old_host_stops() {
         "text",
         "worker-1",
         &old.node("worker-1").unwrap().host,
+        false,
         &f,
         &SETTINGS,
     )
@@ -855,11 +946,49 @@ fn removing_refuses_a_quorum_loss_and_reset_skips_clean_hosts() {
     f.hosts.remove("worker-1");
     f.unreachable
         .insert("worker-1".into(), "connection refused".into());
-    let plan = lifecycle::reset(&inv, None, &f);
+    let plan = lifecycle::reset(&inv, None, false, &f).unwrap();
     let t = texts(&plan);
     assert_eq!(t.len(), 3, "{t:#?}");
     assert!(t.iter().all(|l| l.contains("servers master-")), "{t:#?}");
     assert_eq!(plan.unreachable, ["worker-1: connection refused"]);
+}
+
+#[test]
+fn reset_of_one_server_deletes_its_node_first_under_the_quorum_guard() {
+    let inv = ha();
+    let mut f = cluster(&inv);
+    for h in f.hosts.values_mut() {
+        h.residue = vec!["/var/lib/rancher/k3s".into()];
+    }
+    f.cluster.api = Some("master-1".into());
+    let plan = lifecycle::reset(&inv, Some("master-3"), false, &f).unwrap();
+    assert_eq!(
+        texts(&plan),
+        [
+            "reset master-3: delete the Node master-3",
+            "reset master-3: stop and uninstall k3s",
+        ]
+    );
+    // An agent's Node goes after its host.
+    let plan = lifecycle::reset(&inv, Some("worker-1"), false, &f).unwrap();
+    assert_eq!(
+        texts(&plan),
+        [
+            "reset worker-1: stop and uninstall k3s",
+            "reset worker-1: delete the Node worker-1",
+        ]
+    );
+    // master-2 is down: taking master-3 out would cost etcd its quorum.
+    f.cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == "master-2")
+        .unwrap()
+        .ready = false;
+    let e = lifecycle::reset(&inv, Some("master-3"), false, &f).unwrap_err();
+    assert!(crate::outcome::is_usage(&e), "{e}");
+    assert!(e.to_string().contains("quorum"), "{e}");
+    assert!(lifecycle::reset(&inv, Some("master-3"), true, &f).is_ok());
 }
 
 #[test]

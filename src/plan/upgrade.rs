@@ -4,7 +4,7 @@
 //! does not finish is reported and the upgrade goes on (as `kubectl drain --timeout` leaves
 //! the node cordoned).
 
-use super::{Action, Cx, Group, Mode, Phase, Step};
+use super::{Action, Cx, Group, Mode, Phase, Step, Unmanaged};
 
 /// The longest a drain of an upgrade may take, in seconds (capped by `--timeout`).
 const DRAIN_LIMIT: u64 = 300;
@@ -21,6 +21,7 @@ pub(crate) fn phase(cx: &Cx<'_>) -> Option<Phase> {
                 Action::Drain {
                     node: name.clone(),
                     limit_secs: Some(DRAIN_LIMIT),
+                    unmanaged: Unmanaged::Leave,
                 },
             )];
             steps.extend(p.at_its_turn().into_iter().map(|a| Step::host(name, a)));
