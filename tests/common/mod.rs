@@ -41,8 +41,13 @@ pub fn lab(name: &str, nodes: usize, servers: usize, spares: usize) -> LabGuard 
     spec.servers = servers;
     spec.spares = spares;
     // A lab left by an interrupted run of the same test is removed first.
-    let _ = xtask::lab::Lab::down_by_name(name);
-    LabGuard::up(&spec).unwrap_or_else(|e| panic!("lab {name} did not come up: {e:#}"))
+    lab_with(spec)
+}
+
+/// A lab of any shape (names, NAT'd addresses), torn down when dropped.
+pub fn lab_with(spec: LabSpec) -> LabGuard {
+    let _ = xtask::lab::Lab::down_by_name(&spec.name);
+    LabGuard::up(&spec).unwrap_or_else(|e| panic!("lab {} did not come up: {e:#}", spec.name))
 }
 
 /// A scratch directory holding an inventory and what `bootstrap` writes
@@ -264,7 +269,7 @@ impl<'a> InventoryBuilder<'a> {
             s.push_str(&format!(
                 "\n[[node]]\nname = \"{}\"\nhost = \"{}\"\nrole = \"{role}\"\n{}",
                 n.name,
-                n.addr,
+                n.host(),
                 self.extra.get(&n.name).map(String::as_str).unwrap_or("")
             ));
         }
