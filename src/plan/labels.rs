@@ -130,14 +130,25 @@ pub(crate) fn expected(cx: &Cx<'_>, node: &Node) -> Option<ObservedNode> {
         None => cx
             .hosts
             .get(&node.name)
-            .filter(|h| h.restarts())
+            .filter(|h| h.restarts() || !h.fresh)
             .map(|_| registered(node)),
     }
 }
 
-/// `nodes-ready`: when any k3s (re)starts, wait until every node is registered and Ready.
+/// A node of the inventory whose host has k3s but whose Node is not in the cluster (yet): an
+/// agent still retrying its join, a run interrupted before the Node registered. The run is
+/// not converged until it is there.
+fn unregistered(cx: &Cx<'_>) -> bool {
+    cx.inv.nodes.iter().any(|n| {
+        cx.hosts.get(&n.name).is_some_and(|h| !h.fresh)
+            && !cx.nodes.iter().any(|o| o.name == n.name)
+    })
+}
+
+/// `nodes-ready`: when any k3s (re)starts, or a node's host has k3s but no Node yet, wait
+/// until every node is registered and Ready.
 pub(crate) fn ready_phase(cx: &Cx<'_>) -> Option<Phase> {
-    if !cx.hosts.values().any(|h| h.restarts()) {
+    if !cx.hosts.values().any(|h| h.restarts()) && !unregistered(cx) {
         return None;
     }
     let wait = Action::WaitNodesReady {

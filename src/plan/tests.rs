@@ -357,6 +357,21 @@ fn an_upgrade_that_skips_a_minor_version_is_refused_a_patch_jump_is_not() {
 }
 
 #[test]
+fn an_installed_node_without_its_node_is_waited_for_and_labelled() {
+    // worker-2's k3s runs but its Node has not registered (an interrupted run, a slow join).
+    let inv = seed();
+    let mut f = cluster(&inv);
+    f.cluster.nodes.retain(|n| n.name != "worker-2");
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    let t = texts(&plan);
+    assert!(t.iter().any(|l| l.starts_with("nodes-ready")), "{t:#?}");
+    assert!(
+        t.contains(&"labels worker-2: record managed labels and taints".to_string()),
+        "{t:#?}"
+    );
+}
+
+#[test]
 fn tokens_come_from_the_cluster_then_the_backup_then_new() {
     let inv = seed();
     let mut f = cluster(&inv);
