@@ -3,6 +3,7 @@
 //! concerns, a plan, and that plan rendered (`plan`, `--plan`) or executed under the run
 //! lock. [`run`] holds the commands that converge, [`show`] those that only read.
 
+mod init;
 mod run;
 mod show;
 
@@ -35,6 +36,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 struct Global {
     /// More detail (repeat for debug logs).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -45,14 +47,26 @@ struct Global {
     /// `json`: one event per line on stdout, for CI.
     #[arg(long, value_enum, default_value = "text", global = true)]
     output: OutputFormat,
-    /// Hosts worked on at once (servers always go one at a time).
+    /// Hosts connected to and worked on at once (servers always change one at a time).
     #[arg(long, default_value_t = 30, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     parallel: u16,
-    /// Deadline in seconds for each wait (a service ready, nodes Ready).
-    #[arg(long, default_value_t = 300, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+}
+
+/// Options of the commands that wait on k3s.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Run options")]
+struct Waits {
+    /// Deadline in seconds for each wait (a service ready, nodes Ready, a drain).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: u64,
+}
+
+/// Options of the commands whose plan can hold a rolling upgrade.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Run options")]
+struct Rollout {
     /// Agents upgraded at once during a rolling upgrade (cordon, drain, upgrade, uncordon).
-    #[arg(long, default_value_t = 1, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     max_unavailable: u16,
 }
 
@@ -60,22 +74,63 @@ struct Global {
 enum SealedSecretsCommand {
     /// Print the public certificate of the sealing key, from the backup in `.bootstrap/` or
     /// else from the cluster.
-    Cert { inventory: PathBuf },
+    Cert {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write a commented inventory for these hosts to stdout (`bootstrap init ... > cluster.toml`).
+    Init {
+        /// A server's address (IP or DNS name), repeatable; the first one starts the cluster.
+        #[arg(long = "server", required = true, value_name = "HOST")]
+        servers: Vec<String>,
+        /// An agent's address (IP or DNS name), repeatable.
+        #[arg(long = "agent", value_name = "HOST")]
+        agents: Vec<String>,
+        /// The cluster's name (a DNS label; it names the kubeconfig context).
+        #[arg(long, default_value = "cluster")]
+        name: String,
+        /// The SSH user: root, or a user with passwordless sudo.
+        #[arg(long, default_value = "root")]
+        user: String,
+        /// The known_hosts file the inventory names (and `--scan` adds to).
+        #[arg(long, default_value = "~/.ssh/known_hosts")]
+        known_hosts: String,
+        /// Read each host's SSH host key, show its fingerprint and, once you confirm, add it
+        /// to the known_hosts file.
+        #[arg(long)]
+        scan: bool,
+        /// With --scan: add the keys without asking.
+        #[arg(long, requires = "scan")]
+        yes: bool,
+    },
     /// Converge the cluster: install, join, labels, taints, add-ons, kubeconfig.
     Up {
         /// The inventory file (TOML).
         inventory: PathBuf,
+        #[command(flatten)]
+        waits: Waits,
+        #[command(flatten)]
+        rollout: Rollout,
     },
     /// Show what `up` would do, phase by phase, without changing anything.
-    Plan { inventory: PathBuf },
+    Plan {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        #[command(flatten)]
+        rollout: Rollout,
+    },
     /// Nodes, roles, versions, readiness, label/taint drift and add-on health.
-    Status { inventory: PathBuf },
+    Status {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+    },
     /// Write the admin kubeconfig beside the inventory (API address rewritten).
     Kubeconfig {
+        /// The inventory file (TOML).
         inventory: PathBuf,
         /// Also merge it into ~/.kube/config (or the first file in $KUBECONFIG).
         #[arg(long)]
@@ -93,9 +148,10 @@ enum Command {
     },
     /// Stop and uninstall k3s from every host (or one), as k3s-uninstall.sh does.
     Reset {
+        /// The inventory file (TOML).
         inventory: PathBuf,
         /// Only this node (its Node is deleted from the cluster too: a server's first).
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         node: Option<String>,
         /// With --node: reset a server even when etcd would lose quorum.
         #[arg(long, requires = "node")]
@@ -106,6 +162,8 @@ enum Command {
         /// Show what it would do, and change nothing.
         #[arg(long)]
         plan: bool,
+        #[command(flatten)]
+        waits: Waits,
     },
 }
 
@@ -113,26 +171,37 @@ enum Command {
 enum NodeCommand {
     /// Add a node to the inventory and converge it into the cluster.
     Add {
+        /// The inventory file (TOML).
         inventory: PathBuf,
+        /// The new node's name (its Kubernetes node name).
         name: String,
+        /// The new node's address: an IP or a DNS name SSH and the other nodes reach it at.
         #[arg(long)]
         host: String,
+        /// What it runs: a server (control plane, etcd) or an agent.
         #[arg(long, value_parser = ["server", "agent"])]
         role: String,
-        /// `key=value`, repeatable.
-        #[arg(long = "label")]
+        /// A label `key=value`, repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
-        /// `key=value:Effect` or `key:Effect`, repeatable.
-        #[arg(long = "taint")]
+        /// A taint `key=value:Effect` or `key:Effect`, repeatable.
+        #[arg(long = "taint", value_name = "TAINT")]
         taints: Vec<String>,
         /// Show what it would do, and change nothing (the inventory included).
         #[arg(long)]
         plan: bool,
+        #[command(flatten)]
+        waits: Waits,
+        #[command(flatten)]
+        rollout: Rollout,
     },
     /// Move a node (dead or alive) to a new host: same name, role, labels and taints.
     Replace {
+        /// The inventory file (TOML).
         inventory: PathBuf,
+        /// The node to move, by its name in the inventory.
         name: String,
+        /// The new host's address: an IP or a DNS name.
         #[arg(long)]
         host: String,
         /// Delete the old node's pods that have no controller (kubectl drain --force);
@@ -142,10 +211,16 @@ enum NodeCommand {
         /// Show what it would do, and change nothing (the inventory included).
         #[arg(long)]
         plan: bool,
+        #[command(flatten)]
+        waits: Waits,
+        #[command(flatten)]
+        rollout: Rollout,
     },
     /// Drain and delete a node, uninstall k3s from it, and drop it from the inventory.
     Remove {
+        /// The inventory file (TOML).
         inventory: PathBuf,
+        /// The node to remove, by its name in the inventory.
         name: String,
         /// Remove a server even when etcd would lose quorum, and delete the node's pods that
         /// have no controller (kubectl drain --force).
@@ -154,7 +229,81 @@ enum NodeCommand {
         /// Show what it would do, and change nothing (the inventory included).
         #[arg(long)]
         plan: bool,
+        #[command(flatten)]
+        waits: Waits,
     },
+}
+
+impl Command {
+    /// The inventory the command names (all but `init`).
+    fn inventory(&self) -> Option<&PathBuf> {
+        Some(match self {
+            Command::Init { .. } => return None,
+            Command::Up { inventory, .. }
+            | Command::Plan { inventory, .. }
+            | Command::Status { inventory }
+            | Command::Kubeconfig { inventory, .. }
+            | Command::Reset { inventory, .. }
+            | Command::SealedSecrets {
+                command: SealedSecretsCommand::Cert { inventory },
+            }
+            | Command::Node {
+                command:
+                    NodeCommand::Add { inventory, .. }
+                    | NodeCommand::Replace { inventory, .. }
+                    | NodeCommand::Remove { inventory, .. },
+            } => inventory,
+        })
+    }
+
+    /// Its deadline for each wait (the default where it does not wait).
+    fn timeout(&self) -> Duration {
+        let w = match self {
+            Command::Up { waits, .. }
+            | Command::Reset { waits, .. }
+            | Command::Node {
+                command:
+                    NodeCommand::Add { waits, .. }
+                    | NodeCommand::Replace { waits, .. }
+                    | NodeCommand::Remove { waits, .. },
+            } => Some(waits.timeout),
+            _ => None,
+        };
+        Duration::from_secs(w.unwrap_or(300))
+    }
+
+    /// Its agents upgraded at once (1 where it plans no upgrade).
+    fn max_unavailable(&self) -> usize {
+        match self {
+            Command::Up { rollout, .. }
+            | Command::Plan { rollout, .. }
+            | Command::Node {
+                command: NodeCommand::Add { rollout, .. } | NodeCommand::Replace { rollout, .. },
+            } => rollout.max_unavailable as usize,
+            _ => 1,
+        }
+    }
+}
+
+/// Ask on the terminal, unless `yes`. Refuses when stdin is not a terminal.
+pub(crate) fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(outcome::usage(format!(
+            "{question}: stdin is not a terminal, so nobody can confirm; pass --yes"
+        )));
+    }
+    eprint!("{question}? Type yes to go on: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "yes" {
+        return Err(outcome::usage("not confirmed; nothing was changed"));
+    }
+    Ok(())
 }
 
 /// What every command gets.
@@ -184,21 +333,8 @@ pub fn main() -> ExitCode {
         .without_time()
         .try_init();
 
-    let path = match &cli.command {
-        Command::Up { inventory }
-        | Command::Plan { inventory }
-        | Command::Status { inventory }
-        | Command::Kubeconfig { inventory, .. }
-        | Command::Reset { inventory, .. }
-        | Command::SealedSecrets {
-            command: SealedSecretsCommand::Cert { inventory },
-        }
-        | Command::Node {
-            command:
-                NodeCommand::Add { inventory, .. }
-                | NodeCommand::Replace { inventory, .. }
-                | NodeCommand::Remove { inventory, .. },
-        } => inventory.clone(),
+    let Some(path) = cli.command.inventory().cloned() else {
+        return init(&cli.command);
     };
     let inv = match Inventory::load(&path) {
         Ok(inv) => inv,
@@ -225,10 +361,10 @@ pub fn main() -> ExitCode {
         inv,
         opts: Options {
             parallel: cli.global.parallel as usize,
-            timeout: Duration::from_secs(cli.global.timeout),
+            timeout: cli.command.timeout(),
         },
         settings: Settings {
-            max_unavailable: cli.global.max_unavailable as usize,
+            max_unavailable: cli.command.max_unavailable(),
         },
         rep,
     };
@@ -236,6 +372,7 @@ pub fn main() -> ExitCode {
         match &cli.command {
             Command::Up { .. } => run::up(&cx).await,
             Command::Plan { .. } => run::plan(&cx).await,
+            Command::Init { .. } => unreachable!("init runs without an inventory"),
             Command::Node { command } => match command {
                 NodeCommand::Add {
                     name,
@@ -276,11 +413,46 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let msg = ssh::redact(&format!("{e:#}"));
             match cx.rep.format() {
-                OutputFormat::Json => {
-                    println!("{}", serde_json::json!({"event": "error", "message": msg}))
-                }
+                OutputFormat::Json => cx
+                    .rep
+                    .emit(serde_json::json!({"event": "error", "message": msg})),
                 OutputFormat::Text => eprintln!("error: {msg}"),
             }
+            ExitCode::from(outcome::exit_code(&e))
+        }
+    }
+}
+
+/// `bootstrap init`: no inventory yet, so no reporter and no lock; errors as for every command.
+fn init(command: &Command) -> ExitCode {
+    let Command::Init {
+        servers,
+        agents,
+        name,
+        user,
+        known_hosts,
+        scan,
+        yes,
+    } = command
+    else {
+        return ExitCode::from(2);
+    };
+    let spec = crate::inventory::init::InitSpec {
+        name: name.clone(),
+        servers: servers.clone(),
+        agents: agents.clone(),
+        user: user.clone(),
+        known_hosts: known_hosts.clone(),
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(init::run(&spec, *scan, *yes)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", ssh::redact(&format!("{e:#}")));
             ExitCode::from(outcome::exit_code(&e))
         }
     }

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 
 use crate::inventory::{Inventory, Node};
 use crate::k3s::Role;
-use crate::ssh::{Session, SshConfig, SshTarget, TargetSpec};
+use crate::outcome::usage;
+use crate::ssh::{HostKeyPolicy, Session, SshConfig, SshTarget, TargetSpec};
 
 /// One host to connect to.
 #[derive(Debug, Clone)]
@@ -28,21 +29,81 @@ pub fn retired(name: &str) -> String {
     format!("{name} (old host)")
 }
 
-/// Every node of `inv`, required.
+/// Every node of `inv`, required. Mistakes on this machine (an unreadable ~/.ssh/config, a
+/// key file or known_hosts file that is not there) are refused here, all at once and before
+/// any connection, as bad input (exit 2).
 pub fn hosts(inv: &Inventory) -> Result<Vec<Host>> {
-    let ssh_config = SshConfig::load_default().context("reading ~/.ssh/config")?;
-    inv.nodes
+    let ssh_config = ssh_config()?;
+    let hosts = inv
+        .nodes
         .iter()
         .map(|n| host(inv, &ssh_config, n, &n.name, &n.host))
-        .collect()
+        .collect::<Result<Vec<Host>>>()?;
+    check_local(hosts.iter().map(|h| &h.target))?;
+    Ok(hosts)
 }
 
 /// Node `name` of `inv` at `address` (its old host), not required.
 pub fn old_host(inv: &Inventory, node: &Node, address: &str) -> Result<Host> {
-    let ssh_config = SshConfig::load_default().context("reading ~/.ssh/config")?;
+    let ssh_config = ssh_config()?;
     let mut h = host(inv, &ssh_config, node, &retired(&node.name), address)?;
     h.required = false;
+    check_local(std::iter::once(&h.target))?;
     Ok(h)
+}
+
+fn ssh_config() -> Result<SshConfig> {
+    SshConfig::load_default().map_err(|e| usage(format!("reading ~/.ssh/config: {e}")))
+}
+
+/// What on this machine keeps `targets` (and their bastions) from being reached: key files
+/// and known_hosts files that are missing or unreadable. One line per file, every target.
+fn check_local<'a>(targets: impl Iterator<Item = &'a SshTarget>) -> Result<()> {
+    let mut problems: Vec<String> = Vec::new();
+    let mut note = |p: String| {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    };
+    for t in targets {
+        let mut t = Some(t);
+        while let Some(cur) = t {
+            if let Some(key) = &cur.identity_file {
+                if let Err(e) = std::fs::File::open(key) {
+                    note(format!(
+                        "the SSH key {} (identity_file, for {}) cannot be read: {e}",
+                        key.display(),
+                        cur.name
+                    ));
+                }
+            }
+            match std::fs::metadata(&cur.known_hosts) {
+                Ok(_) => {
+                    if let Err(e) = std::fs::File::open(&cur.known_hosts) {
+                        note(format!(
+                            "the known_hosts file {} cannot be read: {e}",
+                            cur.known_hosts.display()
+                        ));
+                    }
+                }
+                Err(_) if cur.policy == HostKeyPolicy::Strict => note(format!(
+                    "the known_hosts file {} does not exist, and with host_key_policy = \"strict\" no host key can be checked: record the hosts' keys first (ssh-keyscan -H HOST >> {}, after checking the fingerprints), or set host_key_policy = \"accept-new\"",
+                    cur.known_hosts.display(),
+                    cur.known_hosts.display()
+                )),
+                Err(_) => {}
+            }
+            t = cur.bastion.as_deref();
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "nothing was contacted:\n  {}",
+            problems.join("\n  ")
+        )))
+    }
 }
 
 fn host(inv: &Inventory, cfg: &SshConfig, n: &Node, key: &str, address: &str) -> Result<Host> {

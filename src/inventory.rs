@@ -16,6 +16,7 @@
 pub mod edit;
 mod error;
 mod flags;
+pub mod init;
 mod raw;
 mod syntax;
 mod validate;
@@ -612,6 +613,20 @@ impl Inventory {
 
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// What to say of a node name the inventory does not have: the closest name, and every
+    /// name it has.
+    pub fn unknown_node(&self, name: &str) -> String {
+        let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        let hint = syntax::closest(name, names.iter().copied())
+            .map(|n| format!(" (did you mean {n:?}?)"))
+            .unwrap_or_default();
+        format!(
+            "no node named {name:?} in {}{hint}; its nodes are {}",
+            self.path().display(),
+            names.join(", ")
+        )
     }
 
     /// `tls-san` for server `server`: `api_endpoint`, the server's own `host`, then `tls_san`,

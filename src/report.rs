@@ -28,7 +28,30 @@ pub struct HostSummary {
     pub elapsed: Duration,
 }
 
+/// The version of the JSON events' shape: bumped when a field changes meaning or goes.
+pub const SCHEMA: u32 = 1;
+
+/// `t` as RFC 3339 in UTC, to the millisecond.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// A duration as JSON shows it: seconds, rounded to the millisecond (so never `4.7e-6`).
+pub fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
 pub struct Reporter {
+    started_stream: std::sync::atomic::AtomicBool,
     format: OutputFormat,
     quiet: bool,
     verbose: bool,
@@ -42,6 +65,7 @@ impl Reporter {
     pub fn new(format: OutputFormat, quiet: bool, verbose: bool) -> Reporter {
         let fancy = format == OutputFormat::Text && !quiet && std::io::stderr().is_terminal();
         Reporter {
+            started_stream: std::sync::atomic::AtomicBool::new(false),
             format,
             quiet,
             verbose,
@@ -56,10 +80,30 @@ impl Reporter {
         self.format
     }
 
-    fn event(&self, value: serde_json::Value) {
-        let line = redact(&value.to_string());
+    /// One JSON event on stdout, stamped with the time; the stream's first event is `start`,
+    /// with the schema version of the events (README, "JSON events").
+    pub fn emit(&self, mut value: serde_json::Value) {
+        let ts = rfc3339(time::OffsetDateTime::now_utc());
         let mut out = std::io::stdout().lock();
+        if !self
+            .started_stream
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let start = json!({
+                "event": "start", "ts": ts, "schema": SCHEMA,
+                "version": env!("CARGO_PKG_VERSION"),
+            });
+            let _ = writeln!(out, "{start}");
+        }
+        if let Some(o) = value.as_object_mut() {
+            o.insert("ts".into(), json!(ts));
+        }
+        let line = redact(&value.to_string());
         let _ = writeln!(out, "{line}");
+    }
+
+    fn event(&self, value: serde_json::Value) {
+        self.emit(value)
     }
 
     fn plain(&self, text: &str) {
@@ -87,7 +131,8 @@ impl Reporter {
         if let Some(m) = &self.multi {
             let pb = m.add(ProgressBar::new_spinner());
             pb.set_style(
-                ProgressStyle::with_template("{spinner} {prefix:<16} {wide_msg} {elapsed:>4}")
+                // The time beside the step it belongs to, not at the far edge of the terminal.
+                ProgressStyle::with_template("{spinner} {prefix:<16} {elapsed:>4}  {wide_msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             pb.set_prefix(name.to_string());
@@ -166,12 +211,19 @@ impl Reporter {
             OutputFormat::Json => self.event(json!({
                 "event": "host-done", "host": host, "ok": result.is_ok(),
                 "error": result.as_ref().err().map(|e| redact(e)),
-                "seconds": elapsed.as_secs_f64(),
+                "seconds": seconds(elapsed),
             })),
             OutputFormat::Text => {
                 let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
                 match bars.get(host) {
-                    Some(pb) => pb.finish_with_message(text),
+                    Some(pb) => {
+                        pb.finish_with_message(text.clone());
+                        // A spinner line goes when the bars are cleared; a failure must not.
+                        if let (Err(e), Some(m)) = (&result, &self.multi) {
+                            let first = e.lines().next().unwrap_or("");
+                            let _ = m.println(redact(&format!("{host}: failed: {first}")));
+                        }
+                    }
                     None => {
                         drop(bars);
                         self.plain(&format!("{host}: {text}"))
@@ -218,12 +270,12 @@ impl Reporter {
                     "ok": ok,
                     "message": headline,
                     "changes": changes,
-                    "seconds": self.started.elapsed().as_secs_f64(),
+                    "seconds": seconds(self.started.elapsed()),
                     "hosts": hosts.iter().map(|(name, h)| json!({
                         "host": name, "role": h.role, "changes": h.changes,
                         "ok": h.status.as_ref().map(|s| s.is_ok()),
                         "error": h.status.as_ref().and_then(|s| s.as_ref().err()),
-                        "seconds": h.elapsed.as_secs_f64(),
+                        "seconds": seconds(h.elapsed),
                     })).collect::<Vec<_>>(),
                 });
                 if let (Some(s), Some(e)) = (summary.as_object_mut(), extra.as_object()) {
@@ -260,7 +312,12 @@ impl Reporter {
                         result
                     );
                 }
-                let _ = writeln!(out, "{}", redact(headline));
+                let _ = writeln!(
+                    out,
+                    "{} (in {:.1}s)",
+                    redact(headline),
+                    self.started.elapsed().as_secs_f64()
+                );
             }
         }
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 pub use config::{SshConfig, TargetSpec};
 pub use quote::{sh_join, sh_quote};
 pub use redact::{redact, register_secret, Redactor};
-pub use session::{wrap_command, Session, SessionStats};
+pub use session::{scan_host_key, wrap_command, Session, SessionStats};
 
 /// Resolves explicit settings against `~/.ssh/config` and the defaults: explicit values win
 /// over the ssh config, which wins over the defaults. See [`SshConfig::resolve`].

@@ -68,14 +68,11 @@ impl Testbed {
 fn run_json(bed: &Testbed, cmd: &str) -> serde_json::Value {
     let inv = bed.inventory();
     // Real k3s takes minutes to start on a small VM; the double seconds.
-    let out = bed.work().run(&[
-        cmd,
-        inv.to_str().unwrap(),
-        "--output",
-        "json",
-        "--timeout",
-        "900",
-    ]);
+    let mut args = vec![cmd, inv.to_str().unwrap(), "--output", "json"];
+    if cmd == "up" {
+        args.extend(["--timeout", "900"]);
+    }
+    let out = bed.work().run(&args);
     assert!(
         out.status.success(),
         "bootstrap {cmd} failed:\n{}\n{}",

@@ -418,7 +418,7 @@ fn all_problems_are_reported_one_per_line_in_file_order() {
         ),
         (
             "multiple_errors.toml:9:11: error: ",
-            "the effect \"NoSchedul\" is unknown",
+            "the effect \"NoSchedul\" is unknown (did you mean NoSchedule?)",
         ),
         (
             "multiple_errors.toml:13:8: error: ",

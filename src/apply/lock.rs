@@ -230,7 +230,7 @@ impl Prelude {
         if lock.sessions.is_empty() {
             bail!(
                 "no server could be reached to take the run lock, so nothing was changed:\n  {}",
-                reads.unreachable_servers().join("\n  ")
+                reads.unreachable_hosts().join("\n  ")
             );
         }
         for u in reads.unreachable_servers() {

@@ -79,7 +79,7 @@ impl Writer {
                 return Err(anyhow!(Interrupted(s)));
             }
         };
-        let facts_seconds = reads.elapsed.as_secs_f64();
+        let facts_seconds = crate::report::seconds(reads.elapsed);
         let lock = prelude.take(&reads, rep).await?;
         match reads.into_facts(inv, &req, local).await {
             Ok((sessions, facts)) => Ok((

@@ -180,7 +180,7 @@ impl Executor<'_> {
         for p in &plan.phases {
             let t = Instant::now();
             waiting += self.phase(p).await?;
-            *phases.entry(p.name.to_string()).or_default() += t.elapsed().as_secs_f64();
+            *phases.entry(p.name.to_string()).or_default() += crate::report::seconds(t.elapsed());
         }
         if !plan.unreachable.is_empty() {
             bail!(
@@ -190,7 +190,7 @@ impl Executor<'_> {
         }
         report.changes = plan.changes();
         report.phases = phases;
-        report.waiting_seconds = waiting.as_secs_f64();
+        report.waiting_seconds = crate::report::seconds(waiting);
         report.kubeconfig = plan.steps().find_map(|(_, _, s)| match &s.action {
             Action::WriteKubeconfig { path, .. } => Some(path.clone()),
             _ => None,

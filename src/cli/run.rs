@@ -69,7 +69,7 @@ fn show(cx: &Ctx, plan: &Plan, hosts: &[Host], command: &str) {
         format!("run `bootstrap {command}` without --plan to apply")
     };
     match cx.rep.format() {
-        OutputFormat::Json => println!("{}", render::json(plan)),
+        OutputFormat::Json => cx.rep.emit(render::json(plan)),
         OutputFormat::Text => print!("{}", render::text(plan, &apply)),
     }
 }
@@ -198,7 +198,7 @@ pub async fn node_add(
     };
     let (_, text) = load(path)?;
     let new_text = edit::add_node(&text, path, &node).map_err(usage)?;
-    let inv = edit::validate(&new_text, path).map_err(usage)?;
+    let inv = edit::validate_added(&text, &new_text, path).map_err(usage)?;
     let local = facts::local::read(&inv)?;
     let req = converge_request(&inv, connect::hosts(&inv)?, &local, None);
     let r = converge(cx, &inv, req, local, "node add", plan_only, |f| {
@@ -219,7 +219,7 @@ pub async fn node_replace(
     let (inv, text) = load(path)?;
     let old = inv
         .node(name)
-        .ok_or_else(|| usage(format!("no node named {name:?} in {}", path.display())))?
+        .ok_or_else(|| usage(inv.unknown_node(name)))?
         .clone();
     if let Some(other) = inv
         .nodes
@@ -267,7 +267,7 @@ pub async fn node_remove(cx: &Ctx, name: &str, force: bool, plan_only: bool) -> 
     let (inv, text) = load(path)?;
     let node = inv
         .node(name)
-        .ok_or_else(|| usage(format!("no node named {name:?} in {}", path.display())))?
+        .ok_or_else(|| usage(inv.unknown_node(name)))?
         .clone();
     if node.is_server() && inv.servers().count() == 1 {
         return Err(usage(format!(
@@ -286,27 +286,6 @@ pub async fn node_remove(cx: &Ctx, name: &str, force: bool, plan_only: bool) -> 
     finish(cx, plan_only, r, |_| format!("{cluster}: {name} removed"))
 }
 
-/// Ask on the terminal, unless `yes`. Refuses when stdin is not a terminal.
-fn confirm(question: &str, yes: bool) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(usage(format!(
-            "{question}: stdin is not a terminal, so nobody can confirm; pass --yes"
-        )));
-    }
-    eprint!("{question}? Type yes to go on: ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    if line.trim() != "yes" {
-        return Err(usage("not confirmed; nothing was changed"));
-    }
-    Ok(())
-}
-
 pub async fn reset(
     cx: &Ctx,
     node: Option<&str>,
@@ -317,10 +296,7 @@ pub async fn reset(
     let inv = &cx.inv;
     if let Some(n) = node {
         if inv.node(n).is_none() {
-            return Err(usage(format!(
-                "no node named {n:?} in {}",
-                inv.path().display()
-            )));
+            return Err(usage(inv.unknown_node(n)));
         }
     }
     if !plan_only {
@@ -332,7 +308,7 @@ pub async fn reset(
                 inv.cluster.name
             ),
         };
-        confirm(&what, yes)?;
+        super::confirm(&what, yes)?;
     }
     let local = facts::local::read(inv)?;
     let hosts = tolerant_hosts(inv, |k| node.is_none_or(|n| n == k))?;

@@ -53,9 +53,8 @@ pub async fn status(cx: &Ctx) -> Result<()> {
         })
         .collect();
     match cx.rep.format() {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::json!({"event": "status", "cluster": cx.inv.cluster.name, "nodes": st.nodes, "addons": addon_rows, "healthy": st.healthy})
+        OutputFormat::Json => cx.rep.emit(
+            serde_json::json!({"event": "status", "cluster": cx.inv.cluster.name, "nodes": st.nodes, "addons": addon_rows, "healthy": st.healthy}),
         ),
         OutputFormat::Text => {
             println!(
@@ -95,8 +94,8 @@ pub async fn kubeconfig(cx: &Ctx, merge: bool) -> Result<()> {
 pub async fn sealed_secrets_cert(cx: &Ctx) -> Result<()> {
     let inv = &cx.inv;
     if inv.addons.sealed_secrets.is_none() {
-        return Err(anyhow!(
-            "the inventory has no [addons.sealed_secrets]; add it and run `bootstrap up`"
+        return Err(crate::outcome::usage(
+            "the inventory has no [addons.sealed_secrets]; add it and run `bootstrap up`",
         ));
     }
     if let Some(k) = SealingKey::load_backup(&inv.state_dir())? {

@@ -200,6 +200,21 @@ impl Reads {
             .collect()
     }
 
+    /// Every host of the request that could not be reached or read, servers first, so one
+    /// run names every problem (an unknown host key on each of them, say).
+    pub fn unreachable_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<&Host> = self
+            .hosts
+            .iter()
+            .filter(|h| self.errors.contains_key(&h.key))
+            .collect();
+        hosts.sort_by_key(|h| h.role != Role::Server);
+        hosts
+            .iter()
+            .map(|h| format!("{}: {}", h.key, self.errors[&h.key]))
+            .collect()
+    }
+
     /// Servers of the request that could not be reached.
     pub fn unreachable_servers(&self) -> Vec<String> {
         self.hosts

@@ -141,6 +141,53 @@ pub fn validate(text: &str, path: &Path) -> Result<Inventory, EditError> {
     Inventory::from_str_at(text, path).map_err(EditError::Invalid)
 }
 
+/// Validate `new`, the inventory at `path` with a node added to `old`, reporting problems
+/// where the person can find them: a line of the file as it is on disk, or the command-line
+/// argument of the node being added (its lines are in no file yet).
+pub fn validate_added(old: &str, new: &str, path: &Path) -> Result<Inventory, EditError> {
+    let e = match Inventory::from_str_at(new, path) {
+        Ok(inv) => return Ok(inv),
+        Err(e) => e,
+    };
+    let old_lines: Vec<&str> = old.lines().collect();
+    let new_lines: Vec<&str> = new.lines().collect();
+    // The edit inserts one block: where it starts, and how many lines it has.
+    let start = old_lines
+        .iter()
+        .zip(&new_lines)
+        .position(|(a, b)| a != b)
+        .unwrap_or(old_lines.len());
+    let added = new_lines.len().saturating_sub(old_lines.len());
+    let mut out = Vec::new();
+    for d in e.diagnostics() {
+        let i = d.line.saturating_sub(1);
+        if d.file != path || i < start {
+            out.push(d.to_string());
+        } else if i < start + added {
+            let arg = match new_lines[i].split('=').next().unwrap_or("").trim() {
+                "host" => "--host",
+                "role" => "--role",
+                "labels" => "--label",
+                "taints" => "--taint",
+                _ => "NAME",
+            };
+            out.push(format!("{arg}: error: {}", d.message));
+        } else {
+            let mut d = d.clone();
+            d.line -= added;
+            out.push(d.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(EditError::Invalid(e));
+    }
+    Err(EditError::Refused(format!(
+        "the node cannot be added, so {} was left as it was:\n{}",
+        path.display(),
+        out.join("\n")
+    )))
+}
+
 /// Write `text` to `path` atomically (temp file, fsync, rename), keeping the mode.
 pub fn write(path: &Path, text: &str) -> Result<(), EditError> {
     use std::io::Write;
@@ -212,6 +259,30 @@ labels = { "node.role" = "db" }
         let doc: toml::Value = toml::from_str(&out).unwrap();
         assert_eq!(doc["node"].as_array().unwrap().len(), 3);
         assert!(add_node(&out, p(), &n).is_err());
+    }
+
+    #[test]
+    fn problems_of_an_added_node_point_at_its_argument_others_at_the_file_on_disk() {
+        // worker-1 has a bad label on disk, after where the new node goes in.
+        let inv = INV.replace(
+            "[addons.traefik]",
+            "[[node]]\nname = \"worker-9\"\nhost = \"10.0.0.9\"\nrole = \"agent\"\nlabels = { \"bad key!\" = \"x\" }\n\n[addons.traefik]",
+        );
+        let n = NewNode {
+            name: "worker-2".into(),
+            host: "10.0.0.3".into(),
+            role: "agent".into(),
+            labels: Default::default(),
+            taints: vec!["k=v:NoSchedul".into()],
+        };
+        let out = add_node(&inv, p(), &n).unwrap();
+        let e = validate_added(&inv, &out, p()).unwrap_err().to_string();
+        assert!(
+            e.contains("--taint: error: ") && e.contains("did you mean NoSchedule?"),
+            "{e}"
+        );
+        let bad_line = inv.lines().position(|l| l.contains("bad key!")).unwrap() + 1;
+        assert!(e.contains(&format!("/tmp/inv.toml:{bad_line}:")), "{e}");
     }
 
     #[test]

@@ -200,9 +200,11 @@ pub(crate) fn taint(s: &str) -> Result<(String, Option<String>, String), String>
     if !TAINT_EFFECTS.contains(&effect) {
         let hint = TAINT_EFFECTS
             .iter()
+            .copied()
             .find(|e| e.eq_ignore_ascii_case(effect))
+            .or_else(|| closest(effect, TAINT_EFFECTS.iter().copied()))
             .map(|e| format!(" (did you mean {e}?)"))
-            .unwrap_or_default();
+            .unwrap_or_else(|| format!(" (one of {})", TAINT_EFFECTS.join(", ")));
         return Err(format!("the effect \"{effect}\" is unknown{hint}"));
     }
     let (key, value) = match kv.split_once('=') {
@@ -541,6 +543,13 @@ mod tests {
         assert!(taint("foo=bar:noschedule")
             .unwrap_err()
             .contains("NoSchedule"));
+        // A typo gets the closest effect, anything else the list.
+        assert!(taint("k:NoSchedul")
+            .unwrap_err()
+            .ends_with("(did you mean NoSchedule?)"));
+        assert!(taint("k:Evict")
+            .unwrap_err()
+            .contains("(one of NoSchedule, PreferNoSchedule, NoExecute)"));
         assert!(taint("=bar:NoSchedule").is_err());
     }
 

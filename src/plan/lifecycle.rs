@@ -199,12 +199,9 @@ pub fn replace(
 /// `node remove NAME`: refuse when etcd would lose quorum (unless `force`), then drain and
 /// delete the Node, uninstall its host, and write the inventory `text` without it.
 pub fn remove(inv: &Inventory, text: &str, name: &str, force: bool, facts: &Facts) -> Result<Plan> {
-    let node = inv.node(name).ok_or_else(|| {
-        usage(format!(
-            "no node named {name:?} in {}",
-            inv.path().display()
-        ))
-    })?;
+    let node = inv
+        .node(name)
+        .ok_or_else(|| usage(inv.unknown_node(name)))?;
     let api = facts.cluster.api.clone();
     let mut plan = Plan::new(inv, api.as_deref().unwrap_or(""));
     if api.is_none() {

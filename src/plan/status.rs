@@ -11,6 +11,8 @@ use crate::inventory::Inventory;
 /// One node's line.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeRow {
+    /// The node's name (`host` in JSON, as in every other event).
+    #[serde(rename = "host")]
     pub node: String,
     pub role: String,
     pub version: Option<String>,

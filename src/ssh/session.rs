@@ -121,6 +121,49 @@ impl client::Handler for Client {
     }
 }
 
+/// A handler that only records the host key the server offers, then ends the handshake.
+struct Scanner {
+    key: Arc<StdMutex<Option<PublicKey>>>,
+}
+
+impl client::Handler for Scanner {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, russh::Error> {
+        if let PublicKeyOrCertificate::PublicKey { key, .. } = server_key {
+            *self.key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
+        }
+        Ok(false)
+    }
+}
+
+/// The host key `host:port` offers (as `ssh-keyscan` reads it), without authenticating.
+pub async fn scan_host_key(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> std::result::Result<PublicKey, String> {
+    let key = Arc::new(StdMutex::new(None));
+    let handler = Scanner { key: key.clone() };
+    let fut = async {
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| e.to_string())?;
+        // The handler refuses the key it recorded, so the handshake ends here.
+        let _ = client::connect_stream(Arc::new(client::Config::default()), tcp, handler).await;
+        Ok::<(), String>(())
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r?,
+        Err(_) => return Err(format!("timed out after {timeout:?}")),
+    }
+    let found = key.lock().unwrap_or_else(|e| e.into_inner()).take();
+    found.ok_or_else(|| "the server offered no host key".into())
+}
+
 impl Client {
     fn verify(&self, key: &PublicKey) -> Result<()> {
         let host_id = known_hosts::host_id(&self.host, self.port);
