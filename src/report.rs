@@ -259,6 +259,11 @@ impl Reporter {
     /// `extra` fields merged in (counters, kubeconfig path...).
     pub fn finish(&self, ok: bool, headline: &str, extra: serde_json::Value) {
         if let Some(m) = &self.multi {
+            // Remove the bars, or a finished one is drawn again below the summary.
+            for pb in self.bars.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                pb.finish_and_clear();
+                m.remove(pb);
+            }
             let _ = m.clear();
         }
         let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();

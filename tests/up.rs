@@ -134,7 +134,11 @@ fn seed_topology_converges_and_reruns_change_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "status")
+        .expect("a status event");
     assert_eq!(st["healthy"], true, "{st}");
     assert_eq!(st["nodes"].as_array().unwrap().len(), 3);
 

@@ -5,7 +5,7 @@ K3S_DATA_DIR=${K3S_DATA_DIR:-/var/lib/rancher/k3s}
 for bin in "$K3S_DATA_DIR"/data/*/bin/; do
   [ -d "$bin" ] && export PATH="$PATH:$bin:${bin}aux"
 done
-# install.sh:813-821
+# install.sh:815-821
 for service in /etc/systemd/system/k3s*.service; do
   [ -s "$service" ] && systemctl stop "$(basename "$service")"
 done
@@ -56,7 +56,7 @@ done
 if [ -n "$(command -v tailscale)" ]; then
   tailscale set --advertise-routes=
 fi
-# install.sh:890-894. Guarded: without iptables-save, an empty input would reach
+# install.sh:892-894. Guarded: without iptables-save, an empty input would reach
 # iptables-restore.
 rm -rf /var/lib/cni/
 for t in iptables ip6tables; do
