@@ -334,18 +334,21 @@ fn init_writes_an_inventory_and_scans_host_keys() {
     let lab = common::lab("fc-init", 1, 1, 0);
     let host = lab.nodes()[0].host();
     let kh = home.path().join("scanned_known_hosts");
-    let out = bootstrap(
-        &[
-            "init",
-            "--server",
-            &host,
-            "--known-hosts",
-            kh.to_str().unwrap(),
-            "--scan",
-            "--yes",
-        ],
-        home.path(),
-    );
+    let scan = || {
+        bootstrap(
+            &[
+                "init",
+                "--server",
+                &host,
+                "--known-hosts",
+                kh.to_str().unwrap(),
+                "--scan",
+                "--yes",
+            ],
+            home.path(),
+        )
+    };
+    let out = scan();
     let msg = text(&out);
     assert!(out.status.success(), "{msg}");
     assert!(msg.contains("SHA256:"), "{msg}");
@@ -362,18 +365,7 @@ fn init_writes_an_inventory_and_scans_host_keys() {
         .join(" ");
     assert!(lab_kh.contains(&key), "{scanned}\n{lab_kh}");
     // Run again: already known, nothing added.
-    let out = bootstrap(
-        &[
-            "init",
-            "--server",
-            &host,
-            "--known-hosts",
-            kh.to_str().unwrap(),
-            "--scan",
-            "--yes",
-        ],
-        home.path(),
-    );
+    let out = scan();
     assert!(text(&out).contains("already in"), "{}", text(&out));
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), scanned);
 }

@@ -14,6 +14,13 @@ pub fn render(
     ctx.insert("variables", variables);
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![]);
+    // tera's get_env() would put this machine's environment into the cluster, and make the
+    // file differ from one shell to the next: only [variables] go in.
+    tera.register_function("get_env", |_: &std::collections::HashMap<String, tera::Value>| {
+        Err(tera::Error::msg(
+            "get_env() is disabled in manifests: put the value in [variables] and use {{ variables.NAME }}",
+        ))
+    });
     tera.add_raw_template(name, text)
         .and_then(|_| tera.render(name, &ctx))
         .map_err(|e| {
@@ -44,4 +51,19 @@ pub fn render_all(inv: &Inventory) -> Result<Vec<(String, String)>, AddonError> 
         out.push((m.name.clone(), render(&m.name, &text, &inv.variables)?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    #[test]
+    fn get_env_is_refused_in_manifests() {
+        let vars = std::collections::BTreeMap::from([("x".to_string(), "1".to_string())]);
+        assert_eq!(render("m", "v: {{ variables.x }}", &vars).unwrap(), "v: 1");
+        let e = render("m", "home: {{ get_env(name=\"HOME\") }}", &vars)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("get_env() is disabled"), "{e}");
+    }
 }

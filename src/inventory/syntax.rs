@@ -441,10 +441,22 @@ pub(crate) fn duration(v: &toml::Value) -> Result<Duration, String> {
 }
 
 /// `[user@]host[:port]`, IPv6 in brackets when a port follows.
+/// An SSH user name: what `ssh.user` and a bastion's `user@` may be (1-32 of letters, digits,
+/// `_`, `-`, `.`, not starting with `-`): nothing a shell or ssh would read as more.
+pub(crate) fn user_name(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 32
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !u.starts_with('-')
+}
+
 pub(crate) fn bastion(s: &str) -> Result<(Option<String>, String, u16), String> {
     let (user, rest) = match s.rsplit_once('@') {
-        Some((u, r)) if !u.is_empty() => (Some(u.to_string()), r),
-        Some(_) => return Err("the user before '@' is empty".into()),
+        Some((u, _)) if !user_name(u) => return Err(format!(
+            "the user \"{u}\" is not a valid user name; expected letters, digits, '_', '-' or '.'"
+        )),
+        Some((u, r)) => (Some(u.to_string()), r),
         None => (None, s),
     };
     let (h, port) = if let Some(v6) = rest.strip_prefix('[') {
@@ -623,6 +635,10 @@ mod tests {
             bastion("jump@bastion.example.com:2222").unwrap(),
             (Some("jump".into()), "bastion.example.com".into(), 2222)
         );
+        // The user part is a user name, like ssh.user: nothing a shell would expand.
+        let e = bastion("j`x`$(id)@host").unwrap_err();
+        assert!(e.contains("not a valid user name"), "{e}");
+        assert!(bastion("@host").is_err());
         assert!(email("ops@dirtbikechina.com").is_ok());
         assert!(email("ops.example.com").is_err());
         assert_eq!(closest("lables", ["labels", "taints"]), Some("labels"));

@@ -701,11 +701,7 @@ fn install(raw: Option<raw::RawInstall>, r: &mut Report, base: &Path) -> Install
 
 fn user_value(r: &mut Report, v: &S<String>, what: &str) -> bool {
     let u = v.get_ref();
-    let ok = !u.is_empty()
-        && u.len() <= 32
-        && u.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        && !u.starts_with('-');
+    let ok = syntax::user_name(u);
     if !ok {
         r.error(
             v.span(),

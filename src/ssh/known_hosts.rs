@@ -177,7 +177,15 @@ pub fn learn(path: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Re
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        // As ssh does for ~/.ssh: a directory made here is the user's alone.
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        b.create(dir)?;
     }
     let key_text = key
         .to_openssh()
@@ -351,6 +359,15 @@ mod tests {
         );
         let entry = learn(&path, "10.0.0.5", 22, &key(K1)).unwrap();
         assert_eq!(entry, format!("10.0.0.5 {K1}"));
+        // The directory it made (as ~/.ssh would be) is the user's alone.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("sub"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
         assert_eq!(
             check(&path, "10.0.0.5", 22, &key(K1)).unwrap(),
             HostKeyStatus::Known
