@@ -15,16 +15,37 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .mode(0o700)
             .create(dir)?;
     }
-    let tmp = path.with_extension("bootstrap-tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    write_atomic(path, bytes, 0o600)
+}
+
+/// Write `bytes` to `path` atomically with `mode`: a temp file beside it under a random name,
+/// created exclusively (so nothing planted there, a symlink included, is opened or followed),
+/// fsynced, then renamed over `path`. The temp file is removed when anything fails.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let mut rand = [0u8; 8];
+    getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
+    let tmp = path.with_file_name(format!(".{name}.{}.bootstrap-tmp", hex::encode(rand)));
+    let write = || -> io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have taken bits the caller asked for.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    let r = write();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// The text of `path`, or `None` when it does not exist.
@@ -52,6 +73,29 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&dir.path().join("state")), 0o700);
-        assert!(!dir.path().join("state/secret.bootstrap-tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["secret.txt"]);
+    }
+
+    #[test]
+    fn a_planted_symlink_at_the_old_temp_path_is_never_written_through() {
+        // Another user of a shared directory plants the temp names the tool once used.
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "mine").unwrap();
+        let path = dir.path().join("lab.kubeconfig");
+        std::os::unix::fs::symlink(&victim, path.with_extension("bootstrap-tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".lab.kubeconfig.bootstrap-tmp"))
+            .unwrap();
+        write_private(&path, b"client key").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "client key");
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 }

@@ -93,6 +93,9 @@ fn bad_invocation_is_exit_2() {
         &["up"][..],
         &["frobnicate", "x.toml"],
         &["up", "x.toml", "--parallel", "0"],
+        // A deadline that would overflow the clock: refused while parsing, before anything.
+        &["up", "x.toml", "--timeout", "18446744073709551615"],
+        &["up", "x.toml", "--timeout", "86401"],
     ] {
         let out = bootstrap(args, home.path());
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -107,4 +110,21 @@ fn help_lists_only_working_commands() {
     for cmd in ["up", "plan", "status", "kubeconfig"] {
         assert!(text.contains(cmd), "{text}");
     }
+}
+
+#[test]
+fn a_duration_past_a_day_in_the_inventory_is_exit_2() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let inv = work.path().join("inventory.toml");
+    std::fs::write(
+        &inv,
+        "[cluster]\nname = \"t\"\n\n[ssh]\ncommand_timeout = 9223372036854775807\n\n[[node]]\nname = \"m\"\nhost = \"192.0.2.1\"\nrole = \"server\"\n",
+    )
+    .unwrap();
+    let out = bootstrap(&["plan", inv.to_str().unwrap()], home.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("longer than a day"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

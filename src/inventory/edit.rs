@@ -188,27 +188,17 @@ pub fn validate_added(old: &str, new: &str, path: &Path) -> Result<Inventory, Ed
     )))
 }
 
-/// Write `text` to `path` atomically (temp file, fsync, rename), keeping the mode.
+/// Write `text` to `path` atomically (a temp file under a random name created exclusively,
+/// fsync, rename), keeping the mode.
 pub fn write(path: &Path, text: &str) -> Result<(), EditError> {
-    use std::io::Write;
-    let err = |source| EditError::Write {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    crate::local::write_atomic(path, text.as_bytes(), mode).map_err(|source| EditError::Write {
         path: path.display().to_string(),
         source,
-    };
-    let mode = std::fs::metadata(path).map(|m| m.permissions()).ok();
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "inventory.toml".into());
-    let tmp = path.with_file_name(format!(".{file_name}.bootstrap-tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    if let Some(m) = mode {
-        std::fs::set_permissions(&tmp, m).map_err(err)?;
-    }
-    std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -413,7 +413,22 @@ pub(crate) fn email(s: &str) -> Result<(), String> {
 }
 
 /// Seconds as an integer, or `"90s"`, `"5m"`, `"1h"`, `"500ms"`.
+/// The longest duration an inventory may give (a day): every one is added to `Instant::now()`,
+/// which panics on overflow.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
 pub(crate) fn duration(v: &toml::Value) -> Result<Duration, String> {
+    let d = duration_unbounded(v)?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "it is longer than a day ({}s at most)",
+            MAX_DURATION.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+fn duration_unbounded(v: &toml::Value) -> Result<Duration, String> {
     match v {
         toml::Value::Integer(n) if *n > 0 => Ok(Duration::from_secs(*n as u64)),
         toml::Value::Integer(_) => Err("it must be at least 1 second".into()),
@@ -440,7 +455,6 @@ pub(crate) fn duration(v: &toml::Value) -> Result<Duration, String> {
     }
 }
 
-/// `[user@]host[:port]`, IPv6 in brackets when a port follows.
 /// An SSH user name: what `ssh.user` and a bastion's `user@` may be (1-32 of letters, digits,
 /// `_`, `-`, `.`, not starting with `-`): nothing a shell or ssh would read as more.
 pub(crate) fn user_name(u: &str) -> bool {
@@ -451,11 +465,14 @@ pub(crate) fn user_name(u: &str) -> bool {
         && !u.starts_with('-')
 }
 
+/// `[user@]host[:port]`, IPv6 in brackets when a port follows.
 pub(crate) fn bastion(s: &str) -> Result<(Option<String>, String, u16), String> {
     let (user, rest) = match s.rsplit_once('@') {
-        Some((u, _)) if !user_name(u) => return Err(format!(
+        Some((u, _)) if !user_name(u) => {
+            return Err(format!(
             "the user \"{u}\" is not a valid user name; expected letters, digits, '_', '-' or '.'"
-        )),
+        ))
+        }
         Some((u, r)) => (Some(u.to_string()), r),
         None => (None, s),
     };
@@ -631,6 +648,12 @@ mod tests {
         );
         assert!(duration(&toml::Value::String("2 weeks".into())).is_err());
         assert!(duration(&toml::Value::Integer(0)).is_err());
+        // Bounded: a huge value would overflow `Instant + Duration` later.
+        assert!(duration(&toml::Value::Integer(i64::MAX))
+            .unwrap_err()
+            .contains("longer than a day"));
+        assert!(duration(&toml::Value::String("99999999999h".into())).is_err());
+        assert!(duration(&toml::Value::String("24h".into())).is_ok());
         assert_eq!(
             bastion("jump@bastion.example.com:2222").unwrap(),
             (Some("jump".into()), "bastion.example.com".into(), 2222)

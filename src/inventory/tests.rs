@@ -577,3 +577,21 @@ fn no_panic_on_truncated_or_mutated_examples() {
     }
     assert!(runs > 2000);
 }
+
+#[test]
+fn storage_class_parameter_names_cannot_inject_yaml() {
+    // A key with a newline would have rendered a whole extra object into the manifest.
+    let text = minimal(
+        "[addons.longhorn]\nstorage_classes = [{ name = \"s\", parameters = { \"x: y\\n---\\nkind: Namespace\" = \"1\" } }]",
+    );
+    let d = errors(&text);
+    assert!(
+        d.iter()
+            .any(|d| d.kind == ErrorKind::InvalidName && d.message.contains("parameter name")),
+        "{d:?}"
+    );
+    let ok = minimal(
+        "[addons.longhorn]\nstorage_classes = [{ name = \"s\", parameters = { staleReplicaTimeout = \"30\", \"csi.storage.k8s.io/fstype\" = \"xfs\" } }]",
+    );
+    assert!(parse(&ok).is_ok());
+}

@@ -1333,7 +1333,25 @@ fn longhorn(l: raw::RawLonghorn, r: &mut Report, schedulable: usize) -> Longhorn
                 );
                 continue;
             }
-            parameters.insert(k.get_ref().clone(), v.get_ref().clone());
+            // A key goes into YAML: only the characters parameter names have (Longhorn's are
+            // camelCase; CSI's have `/` and `.`), so none can start another line or object.
+            let key = k.get_ref();
+            let key_ok = !key.is_empty()
+                && key.len() <= 253
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+            if !key_ok {
+                r.error(
+                    k.span(),
+                    ErrorKind::InvalidName,
+                    format!(
+                        "{ctx}: parameter name {key:?} is not valid; use letters, digits, '.', '_', '-' and '/'"
+                    ),
+                );
+                continue;
+            }
+            parameters.insert(key.clone(), v.get_ref().clone());
         }
         classes.push(StorageClass {
             name,

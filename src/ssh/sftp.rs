@@ -18,6 +18,14 @@ use super::Source;
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 const FSYNC: &str = "fsync@openssh.com";
 const LIMITS: &str = "limits@openssh.com";
+/// The most a read reserves up front from the size the server reports (which it may lie
+/// about); a larger file grows the buffer as its data arrives.
+const MAX_PREALLOC: u64 = 64 * 1024 * 1024;
+
+fn prealloc(reported: u64) -> usize {
+    reported.min(MAX_PREALLOC) as usize
+}
+
 /// Bytes per write or read request. OpenSSH's sftp-server accepts up to 256 KiB packets; 64 KiB
 /// requests with many in flight match what OpenSSH's own client (and scp, which uses SFTP now)
 /// achieves, without huge per-request buffers.
@@ -323,7 +331,7 @@ impl Sftp {
                 }
             }
         }
-        let mut out = Vec::with_capacity(size as usize);
+        let mut out = Vec::with_capacity(prealloc(size));
         for (offset, data) in pieces {
             if eof_at.is_some_and(|e| offset >= e) {
                 break;
@@ -356,5 +364,16 @@ async fn join_one(tasks: &mut JoinSet<SftpResult<()>>) -> SftpResult<()> {
         Some(Ok(r)) => r,
         Some(Err(e)) => Err(err(e)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod prealloc_tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_size_does_not_decide_the_allocation() {
+        assert_eq!(prealloc(10), 10);
+        assert_eq!(prealloc(u64::MAX), MAX_PREALLOC as usize);
     }
 }
