@@ -137,6 +137,16 @@ fn host(inv: &Inventory, cfg: &SshConfig, n: &Node, key: &str, address: &str) ->
 }
 
 impl Host {
+    /// For a command that changes nothing (`plan`, `status`): a new host key that `accept-new`
+    /// would record is trusted for this run only, and known_hosts is left as it is.
+    pub fn read_only(&mut self) {
+        let mut t = Some(&mut self.target);
+        while let Some(cur) = t {
+            cur.record_new = false;
+            t = cur.bastion.as_deref_mut();
+        }
+    }
+
     /// The target to dial: as configured, or once or twice quickly for a host that may be dead.
     pub fn dial(&self) -> SshTarget {
         if self.required {

@@ -97,10 +97,35 @@ pub fn merge(existing: &str, ours: &str, path: &str) -> Result<String, Kubeconfi
             list.push(item);
         }
     }
-    if let Some(cur) = ours.get("current-context") {
+    // The operator's current context stays; only a file without one gets ours.
+    let has_current = map
+        .get("current-context")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.is_empty());
+    if let (false, Some(cur)) = (has_current, ours.get("current-context")) {
         map.insert("current-context".into(), cur.clone());
     }
     Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// The `current-context` of a kubeconfig text, if it names one.
+pub fn current_context(text: &str) -> Option<String> {
+    let doc: Value = serde_yaml::from_str(text).ok()?;
+    doc.get("current-context")?
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+}
+
+/// Whether a kubeconfig text has a context named `name`.
+pub fn has_context(text: &str, name: &str) -> bool {
+    serde_yaml::from_str::<Value>(text)
+        .ok()
+        .and_then(|d| d.get("contexts").and_then(Value::as_sequence).cloned())
+        .is_some_and(|l| {
+            l.iter()
+                .any(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        })
 }
 
 #[cfg(test)]
@@ -159,7 +184,10 @@ users:
         let v: Value = serde_yaml::from_str(&merged).unwrap();
         let clusters = v["clusters"].as_sequence().unwrap();
         assert_eq!(clusters.len(), 2);
+        // The first merge set the context; b's merge kept it.
         assert_eq!(v["current-context"], "a");
+        assert_eq!(current_context(&merged).as_deref(), Some("a"));
+        assert!(has_context(&merged, "b") && !has_context(&merged, "c"));
         assert!(merged.contains("https://3.3.3.3:6443"));
         assert!(!merged.contains("https://1.1.1.1:6443"));
         assert!(merged.contains("https://2.2.2.2:6443"));

@@ -48,6 +48,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     r
 }
 
+/// The file `path` names, through any symlinks (at most 40, as the kernel): what a write
+/// must replace so that a linked file (a `~/.kube/config` kept in a dotfiles repository) stays
+/// linked.
+pub fn through_links(path: &Path) -> std::path::PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&p) {
+            Ok(t) if t.is_absolute() => p = t,
+            Ok(t) => p = p.parent().unwrap_or(Path::new("")).join(t),
+            Err(_) => break,
+        }
+    }
+    p
+}
+
 /// The text of `path`, or `None` when it does not exist.
 pub fn read_optional(path: &Path) -> io::Result<Option<String>> {
     match std::fs::read_to_string(path) {
@@ -78,6 +93,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, ["secret.txt"]);
+    }
+
+    #[test]
+    fn a_linked_file_is_written_where_the_link_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("dotfiles/kubeconfig");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, "old").unwrap();
+        let link = dir.path().join("config");
+        std::os::unix::fs::symlink("dotfiles/kubeconfig", &link).unwrap();
+        write_private(&through_links(&link), b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub struct SshTarget {
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub policy: HostKeyPolicy,
+    /// With `accept-new`, whether a new host key is written to known_hosts (`false` for a
+    /// command that must change nothing, such as `plan`: the key is trusted for that run only).
+    pub record_new: bool,
     /// Reach this host through another one (ProxyJump).
     pub bastion: Option<Box<SshTarget>>,
     /// Timeout for TCP connect plus SSH handshake, per attempt.
@@ -124,6 +127,7 @@ impl SshTarget {
             identity_file: None,
             known_hosts,
             policy: HostKeyPolicy::Strict,
+            record_new: true,
             bastion: None,
             connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
             command_timeout: config::DEFAULT_COMMAND_TIMEOUT,
@@ -366,6 +370,9 @@ pub enum SshError {
     #[error("{0}")]
     HostKeyChanged(Box<ChangedHostKey>),
 
+    #[error("{0}")]
+    HostKeyTypeChanged(Box<TypeChangedHostKey>),
+
     #[error("{host}: host key {fingerprint} for {host_id} is marked @revoked in {file}:{line}; refusing to connect")]
     HostKeyRevoked {
         host: String,
@@ -458,6 +465,18 @@ pub struct UnknownHostKey {
     pub port: u16,
     pub file: PathBuf,
     pub fingerprint: String,
+}
+
+/// A server that offers only a key type known_hosts has no entry of, for a host it has keys of.
+#[derive(Debug, thiserror::Error)]
+#[error("{host}: known_hosts ({file}) records a {recorded} key for {host_id}, but the server offered only {offered_type} ({offered}); a host with a recorded key is only trusted with a recorded key, so this is treated as a changed key. If the server's keys really changed, verify the new one, remove the old entry (ssh-keygen -R '{host_id}' -f {file}) and run again")]
+pub struct TypeChangedHostKey {
+    pub host: String,
+    pub host_id: String,
+    pub file: PathBuf,
+    pub recorded: String,
+    pub offered_type: String,
+    pub offered: String,
 }
 
 /// Details of a host key that differs from the recorded one.

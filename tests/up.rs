@@ -154,6 +154,38 @@ fn seed_topology_converges_and_reruns_change_nothing() {
     let merged = std::fs::read_to_string(work.home.path().join(".kube/config")).unwrap();
     assert!(merged.contains("current-context: seed"), "{merged}");
     assert_eq!(merged.matches("name: seed").count(), 3, "{merged}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let kube = work.home.path().join(".kube");
+        let mode = std::fs::metadata(&kube).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "~/.kube is made the user's alone");
+    }
+    // A ~/.kube/config that is a link (dotfiles) and has its own current context: written
+    // through the link, the context kept, and the run says so.
+    let real = work.home.path().join("dotfiles-kubeconfig");
+    std::fs::write(
+        &real,
+        "apiVersion: v1\nkind: Config\ncurrent-context: other\ncontexts:\n- name: other\n  context: {cluster: other, user: other}\nclusters: []\nusers: []\n",
+    )
+    .unwrap();
+    let cfg = work.home.path().join(".kube/config");
+    std::fs::remove_file(&cfg).unwrap();
+    std::os::unix::fs::symlink(&real, &cfg).unwrap();
+    let out = work.run(&["kubeconfig", inv.to_str().unwrap(), "--merge"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("the current context stays other"), "{said}");
+    assert!(std::fs::symlink_metadata(&cfg)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let merged = std::fs::read_to_string(&real).unwrap();
+    assert!(merged.contains("current-context: other"), "{merged}");
+    assert!(merged.contains("name: seed"), "{merged}");
 
     // Someone else's label survives everything that follows.
     sh(

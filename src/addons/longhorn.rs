@@ -250,9 +250,12 @@ pub fn fix_script(fix: &PrereqFix) -> String {
             let pkgs = pkgs.join(" ");
             // Try with the current lists first (no network round trip when they are fresh),
             // then refresh them once.
+            // The log goes to a fresh mktemp file: a fixed path under /tmp is one another
+            // user of the host could point elsewhere with a symlink, for root to overwrite.
             format!(
                 "export DEBIAN_FRONTEND=noninteractive; opts='-y -q --no-install-recommends -o Acquire::Retries=1 -o Acquire::http::Timeout=20 -o Dpkg::Options::=--force-confold'; \
-                 apt-get install $opts {pkgs} >/tmp/.bootstrap-apt.log 2>&1 || {{ apt-get update -q -o Acquire::Retries=1 -o Acquire::http::Timeout=20 >>/tmp/.bootstrap-apt.log 2>&1; apt-get install $opts {pkgs} >>/tmp/.bootstrap-apt.log 2>&1; }} || {{ tail -n 15 /tmp/.bootstrap-apt.log >&2; rm -f /tmp/.bootstrap-apt.log; exit 1; }}; rm -f /tmp/.bootstrap-apt.log"
+                 log=$(mktemp) || exit 1; \
+                 apt-get install $opts {pkgs} >\"$log\" 2>&1 || {{ apt-get update -q -o Acquire::Retries=1 -o Acquire::http::Timeout=20 >>\"$log\" 2>&1; apt-get install $opts {pkgs} >>\"$log\" 2>&1; }} || {{ tail -n 15 \"$log\" >&2; rm -f \"$log\"; exit 1; }}; rm -f \"$log\""
             )
         }
         PrereqFix::StartIscsid => "if systemctl cat iscsid.socket >/dev/null 2>&1; then systemctl enable --now iscsid.socket; fi; systemctl enable iscsid.service >/dev/null 2>&1 || true; systemctl start iscsid.service".into(),
@@ -281,4 +284,26 @@ pub fn fix_error(node: &str, fix: &PrereqFix, stderr_tail: &str) -> String {
         PrereqFix::DisableMultipathd => "could not disable multipathd".into(),
     };
     format!("{node}: {what}; nothing else was changed on this node:\n{stderr_tail}")
+}
+
+#[cfg(test)]
+mod script_tests {
+    use super::*;
+
+    #[test]
+    fn no_fix_writes_through_a_fixed_path_under_tmp() {
+        // A fixed /tmp path lets another user of the host plant a symlink there for root to
+        // write through; every fix's script uses mktemp or nothing.
+        let fixes = [
+            PrereqFix::Install(vec!["open-iscsi".into(), "nfs-common".into()]),
+            PrereqFix::StartIscsid,
+            PrereqFix::LoadModules(vec!["iscsi_tcp".into()]),
+            PrereqFix::DisableMultipathd,
+        ];
+        for f in &fixes {
+            let s = fix_script(f);
+            assert!(!s.contains("/tmp/") && !s.contains("/var/tmp"), "{s}");
+        }
+        assert!(fix_script(&fixes[0]).contains("log=$(mktemp)"));
+    }
 }

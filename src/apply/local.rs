@@ -57,10 +57,24 @@ pub(super) async fn run(sessions: &Sessions, action: &Action, rep: &Reporter) ->
                     .with_context(|| format!("reading {}", target.display()))?
                     .unwrap_or_default();
                 let merged = kubeconfig::merge(&existing, &ours, &target.display().to_string())?;
-                crate::local::write_private(target, merged.as_bytes())
-                    .with_context(|| format!("writing {}", target.display()))?;
+                // A linked ~/.kube/config stays a link: the file it points to is replaced.
+                let file = crate::local::through_links(target);
+                crate::local::write_private(&file, merged.as_bytes())
+                    .with_context(|| format!("writing {}", file.display()))?;
+                let what = if kubeconfig::has_context(&existing, cluster) {
+                    "replaced its cluster, user and context"
+                } else {
+                    "added a cluster, user and context"
+                };
+                let current = match kubeconfig::current_context(&existing) {
+                    Some(c) if c != *cluster => format!(
+                        "; the current context stays {c} (kubectl config use-context {cluster} to switch)"
+                    ),
+                    Some(_) => String::new(),
+                    None => format!("; the current context is now {cluster}"),
+                };
                 rep.info(&format!(
-                    "merged into {} as context {cluster}",
+                    "merged into {}: {what} named {cluster}{current}",
                     target.display()
                 ));
             }

@@ -107,6 +107,7 @@ fn acquire_script(id: &str, body: &str, ttl: u64) -> String {
         r#"bootstrap_lock() {{
 d={LOCK_DIR}; f={LOCK_PATH}
 mkdir -p "$d" && chmod 700 "$d" || {{ echo "error cannot create $d"; return 1; }}
+{EXCLUSIVE}
 now=$(date +%s)
 tmp="$d/.lock.$$"
 {{ printf '%s' '{body}'; echo "since=$now"; echo "expires=$((now + {ttl}))"; }} > "$tmp" || {{ echo "error cannot write $tmp"; return 1; }}
@@ -119,24 +120,35 @@ if [ "$exp" -lt "$now" ]; then
 fi
 rm -f "$tmp"; echo "held $now"; cat "$f"; return 1
 }}
-bootstrap_lock || exit 0
+bootstrap_lock; r=$?; exec 9>&-; [ $r -eq 0 ] || exit 0
 "#
     )
 }
 
+/// Every read-then-write of the lock (acquire, renew, release) runs holding `flock` on a file
+/// beside it, so two runs never both see an expired lock and both take it. Waits at most 10 s.
+const EXCLUSIVE: &str = r#"exec 9>"/var/lib/bootstrap/.lock.flock" && flock -w 10 9 || { echo "error cannot take /var/lib/bootstrap/.lock.flock (is flock installed?)"; return 1; }"#;
+
+/// `body` run as a function holding the lock's flock (nothing when the directory is gone).
+fn exclusive(body: &str) -> String {
+    format!(
+        "[ -d {LOCK_DIR} ] || exit 0; locked() {{ {EXCLUSIVE}\n{body}\n}}; locked; r=$?; exec 9>&-; exit $r"
+    )
+}
+
 fn release_cmd(id: &str, timeout: Duration) -> Cmd {
-    Cmd::new(format!(
+    Cmd::new(exclusive(&format!(
         "grep -qx 'id={id}' {LOCK_PATH} 2>/dev/null && rm -f {LOCK_PATH}; true"
-    ))
+    )))
     .label("release the run lock")
     .timeout(timeout)
 }
 
 fn renew_script(id: &str, ttl: u64) -> String {
-    format!(
-        "f={LOCK_PATH}; grep -qx 'id={id}' $f 2>/dev/null || exit 0; now=$(date +%s); \
+    exclusive(&format!(
+        "f={LOCK_PATH}; grep -qx 'id={id}' $f 2>/dev/null || return 0; now=$(date +%s); \
          sed \"s/^expires=.*/expires=$((now + {ttl}))/\" $f > $f.renew.$$ && mv -f $f.renew.$$ $f"
-    )
+    ))
 }
 
 /// The run lock before it is taken: its id and the script every server runs first.
@@ -329,6 +341,12 @@ mod tests {
     fn acquire_script_runs_in_sh() {
         let s = acquire_script("ab", "id=ab\n", 5);
         assert!(s.contains("ln \"$tmp\" \"$f\""));
-        assert!(s.ends_with("bootstrap_lock || exit 0\n"));
+        assert!(s.ends_with("bootstrap_lock; r=$?; exec 9>&-; [ $r -eq 0 ] || exit 0\n"));
+        // Every read-then-write holds the flock.
+        assert!(s.contains("flock -w 10 9"));
+        assert!(renew_script("ab", 5).contains("flock -w 10 9"));
+        assert!(release_cmd("ab", Duration::from_secs(1))
+            .text()
+            .contains("flock -w 10 9"));
     }
 }

@@ -52,7 +52,13 @@ fn converge_request(
 }
 
 /// Read the facts without the lock, for a plan that is only shown.
-async fn read_only(cx: &Ctx, inv: &Inventory, req: Request, local: LocalFacts) -> Result<Facts> {
+async fn read_only(
+    cx: &Ctx,
+    inv: &Inventory,
+    mut req: Request,
+    local: LocalFacts,
+) -> Result<Facts> {
+    req.hosts.iter_mut().for_each(Host::read_only);
     let reads = facts::read(&req, cx.opts.parallel, &cx.rep).await;
     let (_, facts) = reads.into_facts(inv, &req, local).await?;
     Ok(facts)

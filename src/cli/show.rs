@@ -25,6 +25,7 @@ async fn cluster(
     hosts.retain(|h| h.role == crate::k3s::Role::Server);
     for h in &mut hosts {
         h.required = false;
+        h.read_only();
     }
     let req = Request {
         hosts,

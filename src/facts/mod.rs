@@ -160,6 +160,11 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
     for t in results {
         match t {
             Ok((key, Ok((session, out)))) => {
+                // What the connection learned (a host key recorded or trusted for this run)
+                // is said, not only logged.
+                for note in session.notes() {
+                    rep.warn(note);
+                }
                 if out.success() {
                     reads
                         .sections

@@ -412,6 +412,7 @@ impl SshConfig {
             identity_file,
             known_hosts,
             policy: spec.policy.unwrap_or_default(),
+            record_new: true,
             bastion,
             connect_timeout: spec.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             command_timeout: spec.command_timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),

@@ -85,6 +85,7 @@ pub(crate) struct Client {
     port: u16,
     known_hosts: PathBuf,
     policy: HostKeyPolicy,
+    record_new: bool,
     notes: Arc<StdMutex<Vec<String>>>,
 }
 
@@ -207,14 +208,44 @@ impl Client {
                     })))
                 }
                 HostKeyPolicy::AcceptNew => {
-                    known_hosts::learn(&self.known_hosts, &self.host, self.port, key)
-                        .map_err(io_err)?;
-                    let note = format!(
-                        "{}: recorded new host key {} {offered} for {host_id} in {}",
-                        self.who,
-                        key.algorithm(),
-                        self.known_hosts.display()
-                    );
+                    // Nothing recorded for this key type; a host with a key of another type
+                    // recorded is not new: a server offering only an unrecorded type is a
+                    // change (the handshake offers the recorded types first).
+                    let recorded =
+                        known_hosts::known_algorithms(&self.known_hosts, &self.host, self.port);
+                    if !recorded.is_empty() {
+                        return Err(SshError::HostKeyTypeChanged(Box::new(
+                            super::TypeChangedHostKey {
+                                host: self.who.clone(),
+                                host_id,
+                                file: self.known_hosts.clone(),
+                                recorded: recorded
+                                    .iter()
+                                    .map(|a| a.as_str().to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                offered_type: key.algorithm().as_str().to_string(),
+                                offered,
+                            },
+                        )));
+                    }
+                    let note = if self.record_new {
+                        known_hosts::learn(&self.known_hosts, &self.host, self.port, key)
+                            .map_err(io_err)?;
+                        format!(
+                            "{}: recorded new host key {} {offered} for {host_id} in {}",
+                            self.who,
+                            key.algorithm(),
+                            self.known_hosts.display()
+                        )
+                    } else {
+                        format!(
+                            "{}: new host key {} {offered} for {host_id} trusted for this run only; `bootstrap up` records it in {}",
+                            self.who,
+                            key.algorithm(),
+                            self.known_hosts.display()
+                        )
+                    };
                     info!("{note}");
                     if let Ok(mut n) = self.notes.lock() {
                         n.push(note);
@@ -375,6 +406,7 @@ impl Session {
             port: target.port,
             known_hosts: target.known_hosts.clone(),
             policy: target.policy,
+            record_new: target.record_new,
             notes,
         };
         let config = russh_config(target);

@@ -1,0 +1,135 @@
+//! Hardening (issue 14): each test reproduces an attack or a race the security review found,
+//! on lab hosts where it crosses SSH.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn spawn_up(work: &Workdir) -> std::process::Child {
+    Command::new(bin())
+        .args(["up", work.inventory().to_str().unwrap()])
+        .env("HOME", work.home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bootstrap up")
+}
+
+/// Item 1: two runs started together against an expired lock: one takes it over, the other
+/// is refused or comes after; never both "took over".
+#[test]
+fn an_expired_lock_is_taken_over_by_one_run_only() {
+    if vagrant_mode() {
+        eprintln!("skipped: lab-only test (plants a lock), BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("hd-lock", 1, 1, 0);
+    let work = Workdir::new();
+    work.write_inventory(&InventoryBuilder::new(&lab, "lock").render());
+    work.up_json();
+    for round in 0..8 {
+        let now: u64 = sh(&lab, "master-1", "date +%s").trim().parse().unwrap();
+        sh(
+            &lab,
+            "master-1",
+            &format!(
+                "printf 'id=dead\\nwho=ci@elsewhere\\npid=4242\\ncommand=up\\nsince={}\\nexpires={}\\n' > /var/lib/bootstrap/lock",
+                now - 100,
+                now - 10
+            ),
+        );
+        let a = spawn_up(&work);
+        let b = spawn_up(&work);
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let took: Vec<String> = outs
+            .iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .filter(|e| e.contains("took over a lock"))
+            .collect();
+        assert_eq!(
+            took.len(),
+            1,
+            "round {round}: {} runs took the expired lock over:\n{}",
+            took.len(),
+            took.join("\n---\n")
+        );
+        for o in &outs {
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                o.status.success() || e.contains("locked by another run"),
+                "round {round}: {e}"
+            );
+        }
+    }
+}
+
+/// Item 3: with `accept-new`, a host with a recorded key is only trusted with a recorded key
+/// (a server offering only another type is a change), a new key is said when recorded, and
+/// `plan` writes nothing to known_hosts.
+#[test]
+fn accept_new_trusts_only_recorded_key_types_and_plan_records_nothing() {
+    if vagrant_mode() {
+        eprintln!("skipped: lab-only test (reconfigures sshd), BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("hd-keys", 1, 1, 0);
+    let work = Workdir::new();
+    let kh = work.path("known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    let mut b = InventoryBuilder::new(&lab, "keys");
+    b.known_hosts = kh.clone();
+    b.policy = "accept-new";
+    work.write_inventory(&b.render());
+    let inv = work.inventory();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // plan: trusted for that run, nothing written.
+    let out = work.run(&["plan", inv.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("trusted for this run only"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), "");
+    // up: recorded, and said.
+    let out = work.run(&["up", inv.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("recorded new host key"),
+        "{}",
+        text(&out)
+    );
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(recorded.lines().count(), 1, "{recorded}");
+    assert!(!recorded.contains("ecdsa"), "{recorded}");
+    // sshd now offers only an ECDSA key, a type never recorded: refused, nothing appended.
+    // (sshd skips a HostKey whose file is missing and serves the others.)
+    sh(
+        &lab,
+        "master-1",
+        "[ -f /etc/ssh/ssh_host_ecdsa_key ] || ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key; \
+         printf 'HostKey /etc/ssh/ssh_host_ecdsa_key\\n' > /etc/ssh/sshd_config.d/00-only-ecdsa.conf; \
+         mv /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.off; systemctl restart ssh",
+    );
+    for cmd in ["plan", "up"] {
+        let out = work.run(&[cmd, inv.to_str().unwrap()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {t}");
+        assert!(t.contains("offered only ecdsa"), "{cmd}: {t}");
+        assert_eq!(std::fs::read_to_string(&kh).unwrap(), recorded, "{cmd}");
+    }
+    sh(
+        &lab,
+        "master-1",
+        "rm -f /etc/ssh/sshd_config.d/00-only-ecdsa.conf; mv /etc/ssh/ssh_host_ed25519_key.off /etc/ssh/ssh_host_ed25519_key; systemctl restart ssh",
+    );
+}
