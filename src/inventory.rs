@@ -185,6 +185,9 @@ pub struct Install {
     /// Operator-side artifact cache for `upload` (absolute).
     pub cache_dir: PathBuf,
     pub airgap_images: bool,
+    /// sha256 of release files (`k3s`, `k3s-arm64`, the images tarball) of `k3s_version`,
+    /// pinned in the inventory: they win over the mirror's sums file.
+    pub sha256: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -164,7 +164,13 @@ fn mutated_inventories_exit_0_1_or_2_and_never_panic() {
                     let k = next(lines.len());
                     let mut out = Vec::new();
                     for (j, l) in lines.iter().enumerate() {
-                        let times = if j != k { 1 } else if case % 4 == 2 { 0 } else { 2 };
+                        let times = if j != k {
+                            1
+                        } else if case % 4 == 2 {
+                            0
+                        } else {
+                            2
+                        };
                         for _ in 0..times {
                             out.extend_from_slice(l);
                             out.push(b'\n');

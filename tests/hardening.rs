@@ -133,3 +133,51 @@ fn accept_new_trusts_only_recorded_key_types_and_plan_records_nothing() {
         "rm -f /etc/ssh/sshd_config.d/00-only-ecdsa.conf; mv /etc/ssh/ssh_host_ed25519_key.off /etc/ssh/ssh_host_ed25519_key; systemctl restart ssh",
     );
 }
+
+/// Item 5: a hash pinned in the inventory wins over the mirror's sums: a mirror serving
+/// another binary with matching sums (a compromised or impersonated mirror) is refused before
+/// anything is installed; with the right pin the install goes on.
+#[test]
+fn a_pinned_sha256_wins_over_the_mirrors_sums() {
+    if vagrant_mode() {
+        eprintln!("skipped: lab-only test (the lab mirror), BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("hd-pin", 1, 1, 0);
+    let version = xtask::lab::DEFAULT_K3S_VERSION;
+    let real = std::fs::read(lab.mirror_dir().join(version).join("k3s")).unwrap();
+    let real_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&real))
+    };
+    let work = Workdir::new();
+    let base = InventoryBuilder::new(&lab, "pin").render();
+    let pinned = |sha: &str| {
+        base.replacen(
+            "\n[ssh]",
+            &format!("\n[install.sha256]\nk3s = \"{sha}\"\n\n[ssh]"),
+            1,
+        )
+    };
+    // The pin names another file than the one the mirror (and its sums) serve.
+    work.write_inventory(&pinned(&"0".repeat(64)));
+    let out = work.run(&["up", work.inventory().to_str().unwrap()]);
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("the inventory pins"), "{t}");
+    assert_eq!(
+        sh(
+            &lab,
+            "master-1",
+            "[ -e /usr/local/bin/k3s ] && echo there || echo absent"
+        )
+        .trim(),
+        "absent"
+    );
+    work.write_inventory(&pinned(&real_sha));
+    work.up_json();
+}

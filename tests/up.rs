@@ -11,7 +11,7 @@ use xtask::lab::{Lab, NodeKind};
 fn seed_inventory(lab: &Lab, extra_worker_1: &str) -> String {
     let mut s = format!(
         "[cluster]\nname = \"seed\"\nk3s_version = \"v1.36.3+k3s1\"\n\n\
-         [install]\nsource = \"download\"\nmirror = \"{}\"\n\n\
+         [install]\nsource = \"download\"\nmirror = \"{}\"\nallow_http = true\n\n\
          [ssh]\nuser = \"root\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\n",
         lab.mirror_url(),
         lab.operator_key_path().display(),

@@ -236,22 +236,28 @@ async fn install_artifact(
     mode: u32,
 ) -> Result<()> {
     let version = version.to_string();
+    let pin = release.sha256.get(file).cloned();
     let script = match release.source {
-        InstallSource::Download => {
-            artifacts::download_script(&release.mirror, &version, arch, file, dest, mode)
-        }
+        InstallSource::Download => artifacts::download_script(
+            &release.mirror,
+            &version,
+            arch,
+            file,
+            dest,
+            mode,
+            pin.as_deref(),
+        ),
         InstallSource::Upload => {
             let cache = Cache {
                 dir: release.cache_dir.clone(),
             };
             let mirror = release.mirror.clone();
             let (v, a, f) = (version.clone(), arch.to_string(), file.to_string());
-            let (path, want) =
-                tokio::task::spawn_blocking(move || cache.verified(&mirror, &v, &a, &f))
-                    .await?
-                    .with_context(|| {
-                        format!("{name}: preparing {file} of k3s {version} for upload")
-                    })?;
+            let (path, want) = tokio::task::spawn_blocking(move || {
+                cache.verified(&mirror, &v, &a, &f, pin.as_deref())
+            })
+            .await?
+            .with_context(|| format!("{name}: preparing {file} of k3s {version} for upload"))?;
             let (dir, base) = dest.rsplit_once('/').unwrap_or(("", dest));
             let tmp = format!("{dir}/.{base}.bootstrap-upload");
             s.put_file(&tmp, ssh::Source::Path(&path), mode, Some((0, 0)))

@@ -95,7 +95,13 @@ pub fn image_sums(
         }
         let file = artifacts::airgap_images_file(arch);
         let sha = cache
-            .expected(&inv.install.mirror, &version, arch, &file)
+            .expected(
+                &inv.install.mirror,
+                &version,
+                arch,
+                &file,
+                inv.install.sha256.get(&file).map(String::as_str),
+            )
             .context("looking up the air-gap images in the release sums")?;
         out.insert(arch.to_string(), (file, sha));
     }

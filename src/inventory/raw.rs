@@ -64,6 +64,8 @@ pub(crate) struct RawInstall {
     pub mirror: Option<S<String>>,
     pub cache_dir: Option<S<String>>,
     pub airgap_images: Option<bool>,
+    pub allow_http: Option<bool>,
+    pub sha256: Option<SpannedMap<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -595,3 +595,26 @@ fn storage_class_parameter_names_cannot_inject_yaml() {
     );
     assert!(parse(&ok).is_ok());
 }
+
+#[test]
+fn a_plain_http_mirror_needs_allow_http_and_pins_are_sha256() {
+    let http = "[install]\nmirror = \"http://10.0.0.1:8080\"";
+    let d = errors(&minimal(http));
+    assert!(
+        d.iter()
+            .any(|d| d.kind == ErrorKind::InvalidUrl && d.message.contains("allow_http = true")),
+        "{d:?}"
+    );
+    assert!(parse(&minimal(&format!("{http}\nallow_http = true"))).is_ok());
+    let pin = "a".repeat(64);
+    let inv = parse(&minimal(&format!(
+        "[install]\n[install.sha256]\nk3s = \"{pin}\""
+    )))
+    .unwrap();
+    assert_eq!(inv.install.sha256["k3s"], pin);
+    let d = errors(&minimal("[install]\n[install.sha256]\nk3s = \"abc\""));
+    assert!(
+        d.iter().any(|d| d.message.contains("64 hex digits")),
+        "{d:?}"
+    );
+}

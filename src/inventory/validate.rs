@@ -655,6 +655,7 @@ fn install(raw: Option<raw::RawInstall>, r: &mut Report, base: &Path) -> Install
             mirror: DEFAULT_MIRROR.into(),
             cache_dir: default_cache,
             airgap_images: false,
+            sha256: BTreeMap::new(),
         };
     };
     let source = match &i.source {
@@ -687,6 +688,46 @@ fn install(raw: Option<raw::RawInstall>, r: &mut Report, base: &Path) -> Install
             }
         },
     };
+    // The binary runs as root on every node, and over plain http its sums come over the same
+    // unauthenticated channel: only when the inventory says so.
+    if let Some(v) = &i.mirror {
+        if mirror.starts_with("http://") && i.allow_http != Some(true) {
+            r.error(
+                v.span(),
+                ErrorKind::InvalidUrl,
+                format!(
+                    "mirror \"{mirror}\" is plain http: the k3s binary every node runs as root, and the sums it is checked against, would come unauthenticated; use https, or set allow_http = true for a mirror on a network you trust (and pin the files' sha256 in [install.sha256])"
+                ),
+            );
+        }
+    }
+    let mut sha256 = BTreeMap::new();
+    for (k, v) in i.sha256.iter().flatten() {
+        let file = k.get_ref();
+        let file_ok = !file.is_empty()
+            && file
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        let hash = v.get_ref().to_ascii_lowercase();
+        if !file_ok {
+            r.error(
+                k.span(),
+                ErrorKind::InvalidName,
+                format!("install.sha256: {file:?} is not a release file name (such as \"k3s\" or \"k3s-arm64\")"),
+            );
+        } else if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            r.error(
+                v.span(),
+                ErrorKind::InvalidValue,
+                format!(
+                    "install.sha256.{file}: {:?} is not a sha256 (64 hex digits)",
+                    v.get_ref()
+                ),
+            );
+        } else {
+            sha256.insert(file.clone(), hash);
+        }
+    }
     let cache_dir = match &i.cache_dir {
         None => default_cache,
         Some(v) => path_value(r, v, "cache_dir", base).unwrap_or(default_cache),
@@ -696,6 +737,7 @@ fn install(raw: Option<raw::RawInstall>, r: &mut Report, base: &Path) -> Install
         mirror,
         cache_dir,
         airgap_images: i.airgap_images.unwrap_or(false),
+        sha256,
     }
 }
 

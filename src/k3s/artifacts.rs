@@ -48,9 +48,28 @@ pub fn download_script(
     file: &str,
     dest: &str,
     mode: u32,
+    pin: Option<&str>,
 ) -> String {
     let sums_url = release_url(mirror, version, &format!("sha256sum-{arch}.txt"));
     let file_url = release_url(mirror, version, file);
+    // A hash pinned in the inventory wins over the mirror's sums file.
+    let (want, source) = match pin {
+        Some(p) => (
+            format!("want={}", sh_quote(p)),
+            "the inventory pins",
+        ),
+        None => (
+            format!(
+                "curl -fsSL --retry 3 --connect-timeout 10 -o \"$tmp/sums\" {sums}\n\
+                 want=$(awk -v f={f} '$2 == f || $2 == \"*\" f {{print $1}}' \"$tmp/sums\" | head -n1)\n\
+                 [ -n \"$want\" ] || {{ echo \"{file} is not listed in sha256sum-{arch}.txt of {version}\" >&2; exit {code}; }}",
+                sums = sh_quote(&sums_url),
+                f = sh_quote(file),
+                code = EXIT_MISMATCH,
+            ),
+            "the release lists",
+        ),
+    };
     let dir = dest
         .rsplit_once('/')
         .map(|(d, _)| d)
@@ -61,13 +80,11 @@ pub fn download_script(
 mkdir -p {dir}
 tmp=$(mktemp -d {dir}/.bootstrap-download.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-curl -fsSL --retry 3 --connect-timeout 10 -o "$tmp/sums" {sums}
+{want}
 curl -fsSL --retry 3 --connect-timeout 10 -o "$tmp/file" {url}
-want=$(awk -v f={file} '$2 == f || $2 == "*" f {{print $1}}' "$tmp/sums" | head -n1)
-[ -n "$want" ] || {{ echo "{file} is not listed in sha256sum-{arch}.txt of {version}" >&2; exit {code}; }}
 got=$(sha256sum "$tmp/file" | cut -d' ' -f1)
 if [ "$want" != "$got" ]; then
-  echo "sha256 of the downloaded {file} is $got but the release lists $want; refusing to install it" >&2
+  echo "sha256 of the downloaded {file} is $got but {source} $want; refusing to install it" >&2
   exit {code}
 fi
 chmod {mode:o} "$tmp/file"
@@ -75,7 +92,8 @@ chown root:root "$tmp/file"
 mv -f "$tmp/file" {dest}
 "#,
         dir = sh_quote(dir),
-        sums = sh_quote(&sums_url),
+        want = want,
+        source = source,
         url = sh_quote(&file_url),
         file = sh_quote(file),
         dest = sh_quote(dest),
@@ -105,7 +123,7 @@ pub enum CacheError {
     Fetch { url: String, reason: String },
     #[error("{file} is not listed in {sums}")]
     NotListed { file: String, sums: PathBuf },
-    #[error("sha256 of {path} is {got} but the release lists {want}; delete it and run again to fetch it anew")]
+    #[error("sha256 of {path} is {got} but {want} is expected (the release sums, or the inventory's [install.sha256] pin); delete it and run again to fetch it anew")]
     Mismatch {
         path: PathBuf,
         got: String,
@@ -137,7 +155,11 @@ impl Cache {
         version: &str,
         arch: &str,
         file: &str,
+        pin: Option<&str>,
     ) -> Result<String, CacheError> {
+        if let Some(p) = pin {
+            return Ok(p.to_string());
+        }
         let sums_name = format!("sha256sum-{arch}.txt");
         let sums_path = self.path(version, &sums_name);
         fetch_if_missing(&sums_path, &release_url(mirror, version, &sums_name))?;
@@ -159,6 +181,7 @@ impl Cache {
         version: &str,
         arch: &str,
         file: &str,
+        pin: Option<&str>,
     ) -> Result<(PathBuf, String), CacheError> {
         // Hosts are prepared side by side: one fetches and hashes a file,
         // the others wait for it and reuse the result (keyed by size and
@@ -166,7 +189,7 @@ impl Cache {
         static VERIFIED: std::sync::Mutex<Vec<(PathBuf, u64, std::time::SystemTime, String)>> =
             std::sync::Mutex::new(Vec::new());
         let mut verified = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
-        let want = self.expected(mirror, version, arch, file)?;
+        let want = self.expected(mirror, version, arch, file, pin)?;
         let path = self.path(version, file);
         fetch_if_missing(&path, &release_url(mirror, version, file))?;
         let meta = std::fs::metadata(&path).map_err(|source| CacheError::Io {
@@ -314,6 +337,7 @@ mod tests {
             "k3s",
             "/usr/local/bin/k3s",
             0o755,
+            None,
         );
         assert!(s.contains("chmod 755"));
         assert!(s.contains("mktemp -d /usr/local/bin/.bootstrap-download"));
@@ -321,6 +345,20 @@ mod tests {
         let mv = s.find("mv -f").unwrap();
         assert!(check < mv);
         assert!(s.contains("http://10.0.0.1:8080/v1.36.3%2Bk3s1/sha256sum-amd64.txt"));
+        // A pinned hash: no sums file, the pin is what the file must match.
+        let pin = "c".repeat(64);
+        let s = download_script(
+            "http://10.0.0.1:8080",
+            "v1.36.3+k3s1",
+            "amd64",
+            "k3s",
+            "/usr/local/bin/k3s",
+            0o755,
+            Some(&pin),
+        );
+        assert!(s.contains(&format!("want={pin}")), "{s}");
+        assert!(!s.contains("sha256sum-amd64.txt"), "{s}");
+        assert!(s.contains("the inventory pins"), "{s}");
     }
 
     #[test]
@@ -338,17 +376,22 @@ mod tests {
             format!("{good}  k3s\n"),
         )
         .unwrap();
-        let (path, want) = cache.verified("http://unused", v, "amd64", "k3s").unwrap();
+        let (path, want) = cache
+            .verified("http://unused", v, "amd64", "k3s", None)
+            .unwrap();
         assert_eq!(path, cache.path(v, "k3s"));
         assert_eq!(want, good);
         // A different size: the check must not trust what it verified before.
         std::fs::write(cache.path(v, "k3s"), b"evil!").unwrap();
         let err = cache
-            .verified("http://unused", v, "amd64", "k3s")
+            .verified("http://unused", v, "amd64", "k3s", None)
             .unwrap_err();
-        assert!(
-            err.to_string().contains("refusing") || err.to_string().contains("release lists"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("is expected"), "{err}");
+        // A pin wins over the sums file, which here would accept the file.
+        std::fs::write(cache.path(v, "k3s"), b"good").unwrap();
+        let pin = crate::k3s::sha256_hex(b"pinned");
+        assert!(cache
+            .verified("http://unused", v, "amd64", "k3s", Some(&pin))
+            .is_err());
     }
 }

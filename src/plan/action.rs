@@ -36,6 +36,8 @@ pub struct Release {
     pub mirror: String,
     /// The operator-side cache for uploads.
     pub cache_dir: PathBuf,
+    /// Hashes pinned in the inventory, by release file name (they win over the sums file).
+    pub sha256: std::collections::BTreeMap<String, String>,
 }
 
 /// Where a secret the run saves came from.

@@ -486,6 +486,7 @@ pub fn plan_all(
         source: inv.install.source,
         mirror: inv.install.mirror.clone(),
         cache_dir: inv.install.cache_dir.clone(),
+        sha256: inv.install.sha256.clone(),
     };
     let mut plans = BTreeMap::new();
     for n in &inv.nodes {

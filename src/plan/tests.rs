@@ -592,6 +592,7 @@ fn host_plan(n: &Node, f: &HostFacts, config_for: &Inventory, version: &str) -> 
             source: crate::inventory::InstallSource::Download,
             mirror: "https://mirror".into(),
             cache_dir: "/c".into(),
+            sha256: Default::default(),
         },
     })
     .unwrap()

@@ -240,7 +240,7 @@ impl<'a> InventoryBuilder<'a> {
     pub fn render(&self) -> String {
         use xtask::lab::NodeKind;
         let mut s = format!(
-            "[cluster]\nname = \"{}\"\nk3s_version = \"{}\"\n\n[install]\nsource = \"{}\"\nmirror = \"{}\"\n",
+            "[cluster]\nname = \"{}\"\nk3s_version = \"{}\"\n\n[install]\nsource = \"{}\"\nmirror = \"{}\"\nallow_http = true\n",
             self.name,
             self.version,
             self.source,

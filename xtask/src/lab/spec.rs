@@ -203,7 +203,7 @@ pub fn render_inventory(i: &InventoryInput) -> String {
         toml_str(i.k3s_version)
     ));
     s.push_str(&format!(
-        "[install]\nsource = \"download\"\nmirror = {}\n\n",
+        "[install]\nsource = \"download\"\nmirror = {}\nallow_http = true  # the lab's mirror, on its private bridge\n\n",
         toml_str(i.mirror_url)
     ));
     s.push_str(&format!(
@@ -326,6 +326,7 @@ k3s_version = "v1.36.3+k3s1"
 [install]
 source = "download"
 mirror = "http://10.213.5.1:8080"
+allow_http = true  # the lab's mirror, on its private bridge
 
 [ssh]
 user = "root"
