@@ -180,6 +180,11 @@ impl Sessions {
         self.map.get(key)
     }
 
+    /// Every session, with its host key.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Session)> {
+        self.map.iter()
+    }
+
     /// Round trips per host, for the summary and the benchmark.
     pub fn round_trips(&self) -> BTreeMap<String, u64> {
         self.map

@@ -159,6 +159,23 @@ pub struct Cmd {
     label: Option<String>,
     timeout: Option<Duration>,
     privileged: bool,
+    marked: bool,
+}
+
+/// The run every command is marked with (`BOOTSTRAP_RUN=<id>` in its environment, inherited
+/// by what it starts), so an interrupted run can find and stop what it left running on a host.
+static RUN_MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Mark every command from now on with run `id` (hex); the first call wins.
+pub fn mark_run(id: &str) {
+    if id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let _ = RUN_MARKER.set(id.to_string());
+    }
+}
+
+/// The run marker, once set.
+pub fn run_marker() -> Option<&'static str> {
+    RUN_MARKER.get().map(String::as_str)
 }
 
 impl Cmd {
@@ -169,7 +186,18 @@ impl Cmd {
             label: None,
             timeout: None,
             privileged: true,
+            marked: true,
         }
+    }
+
+    /// Not marked with the run (the command that stops the run's marked commands).
+    pub fn unmarked(mut self) -> Self {
+        self.marked = false;
+        self
+    }
+
+    pub fn is_marked(&self) -> bool {
+        self.marked
     }
 
     /// Data written to the command's stdin, followed by EOF. This is where secrets go.

@@ -181,3 +181,72 @@ fn a_pinned_sha256_wins_over_the_mirrors_sums() {
     work.write_inventory(&pinned(&real_sha));
     work.up_json();
 }
+
+/// Item 6: SIGTERM while a step's remote command runs (Longhorn's apt-get, here a stand-in
+/// that would run five minutes): the command is stopped on the host before the run lets go of
+/// the lock, and the run exits 130.
+#[test]
+fn an_interrupted_run_stops_its_remote_commands_before_releasing_the_lock() {
+    if vagrant_mode() {
+        eprintln!("skipped: lab-only test (a stand-in apt-get), BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("hd-stop", 1, 1, 0);
+    // Longhorn's prerequisites in place but open-iscsi's iscsiadm, and an apt-get that hangs.
+    sh(
+        &lab,
+        "master-1",
+        "mkdir -p /usr/local/sbin && for b in mount.nfs cryptsetup dmsetup; do \
+           printf '#!/bin/sh\\nexit 0\\n' > /usr/local/sbin/$b; chmod 755 /usr/local/sbin/$b; done; \
+         printf '[Unit]\\nDescription=lab stand-in for iscsid\\n[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' \
+           > /etc/systemd/system/iscsid.service; systemctl daemon-reload && systemctl enable --now iscsid.service; \
+         printf '#!/bin/sh\\nexec sleep 301\\n' > /usr/local/sbin/apt-get; chmod 755 /usr/local/sbin/apt-get",
+    );
+    let work = Workdir::new();
+    let base = InventoryBuilder::new(&lab, "stop").render();
+    work.write_inventory(&format!("{base}\n[addons.longhorn]\nreplicas = 1\n"));
+    let child = spawn_up(&work);
+    let t = std::time::Instant::now();
+    while sh(
+        &lab,
+        "master-1",
+        "pgrep -x sleep -a | grep -c 'sleep 301' || true",
+    )
+    .trim()
+        == "0"
+    {
+        assert!(
+            t.elapsed().as_secs() < 90,
+            "the stand-in apt-get never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert_eq!(
+        sh(
+            &lab,
+            "master-1",
+            "pgrep -x sleep -a | grep -c 'sleep 301' || true"
+        )
+        .trim(),
+        "0",
+        "the remote command outlived the run: {err}"
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "master-1",
+            "[ -e /var/lib/bootstrap/lock ] && echo held || echo free"
+        )
+        .trim(),
+        "free"
+    );
+}

@@ -179,6 +179,11 @@ impl Prelude {
         &self.script
     }
 
+    /// The run's id (the lock's, and the mark on every command it runs).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The run stopped while the facts were read, so some servers may hold this run's lock
     /// and no session is at hand: connect to each server once, quickly, and remove the lock
     /// where it is this run's. Best effort: what cannot be reached expires.
@@ -318,6 +323,32 @@ impl Signals {
             _ = recv(&mut self.term) => "SIGTERM",
         }
     }
+}
+
+/// The command that stops what run `id` left running on a host (an interrupted step's remote
+/// command, say `apt-get`): every process marked with the run gets SIGTERM, and it waits up to
+/// `wait` seconds for them to end, printing those that did not. Unmarked itself, so it does
+/// not find its own pipeline.
+pub(super) fn stop_marked_cmd(id: &str, wait: u64) -> Cmd {
+    Cmd::new(format!(
+        r#"me=$$; pids=
+for d in /proc/[0-9]*; do
+  p=${{d#/proc/}}; [ "$p" = "$me" ] && continue
+  if tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qx 'BOOTSTRAP_RUN={id}'; then pids="$pids $p"; fi
+done
+[ -n "$pids" ] || exit 0
+kill -TERM $pids 2>/dev/null
+i=0
+while [ $i -lt {wait} ]; do
+  left=; for p in $pids; do [ -d "/proc/$p" ] && left="$left $p"; done
+  [ -n "$left" ] || {{ echo "stopped:$pids"; exit 0; }}
+  sleep 1; i=$((i + 1))
+done
+echo "still running:$left""#
+    ))
+    .unmarked()
+    .label("stop this run's commands")
+    .timeout(Duration::from_secs(wait + 15))
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ impl Writer {
     ) -> Result<(Writer, Facts)> {
         let mut signals = lock::Signals::new();
         let prelude = lock::Prelude::new(command)?;
+        crate::ssh::mark_run(prelude.id());
         req.prelude = Some(prelude.script().to_string());
         // Ctrl-C while the facts are read: let go of whatever lock was taken, then stop.
         let reads = tokio::select! {
@@ -116,7 +117,10 @@ impl Writer {
                 };
                 tokio::select! {
                     r = ex.run(&plan) => r,
-                    s = self.signals.next() => Err(anyhow!(Interrupted(s))),
+                    s = self.signals.next() => {
+                        stop_marked(&self.sessions, rep).await;
+                        Err(anyhow!(Interrupted(s)))
+                    }
                 }
             }
             Err(e) => Err(e),
@@ -131,6 +135,35 @@ impl Writer {
             report.kubeconfig = Some(self.kubeconfig.clone());
         }
         Ok(report)
+    }
+}
+
+/// After an interrupt, before the lock goes: what the stopped steps left running on the
+/// hosts (their remote commands do not end with the channel) gets SIGTERM, and the run waits
+/// for it, bounded, on every host at once. What is still running is named.
+async fn stop_marked(sessions: &Sessions, rep: &Reporter) {
+    let Some(id) = crate::ssh::run_marker() else {
+        return;
+    };
+    let cmd = lock::stop_marked_cmd(id, 20);
+    let stops = sessions.iter().map(|(host, s)| {
+        let cmd = &cmd;
+        async move { (host, s.exec(cmd).await) }
+    });
+    for (host, r) in futures::future::join_all(stops).await {
+        match r {
+            Ok(o) => {
+                let out = o.stdout_str();
+                if let Some(left) = out.trim().strip_prefix("still running:") {
+                    rep.warn(&format!(
+                        "{host}: commands of this run still running after 20 s (pids{left}); they end by themselves"
+                    ));
+                } else if let Some(pids) = out.trim().strip_prefix("stopped:") {
+                    rep.info(&format!("{host}: stopped this run's commands (pids{pids})"));
+                }
+            }
+            Err(e) => rep.warn(&format!("{host}: could not stop this run's commands: {e}")),
+        }
     }
 }
 

@@ -462,7 +462,7 @@ impl Session {
         let session = Self::connect_inner(target, false).await?;
         let limit = first.timeout_override().unwrap_or(target.command_timeout);
         let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0) + 1;
-        let body = sh_quote(first.text());
+        let body = sh_quote(&marked(first));
         let run = |sudo: &str| {
             format!(
                 "if [ \"$t\" = yes ]; then exec {sudo}timeout -k 5 {secs} sh -c {body}; else exec {sudo}sh -c {body}; fi"
@@ -615,7 +615,7 @@ impl Session {
             .timeout_override()
             .unwrap_or(self.inner.target.command_timeout);
         wrap_command(
-            cmd.text(),
+            &marked(cmd),
             cmd.is_privileged() && !self.is_root(),
             self.inner
                 .has_timeout
@@ -924,6 +924,17 @@ impl Session {
 /// command's whole process group is killed on the host when it overruns, and behind `sudo -n`
 /// when it needs root and the login user is not root. The host-side limit is one second longer
 /// than ours (rounded up), so our timer fires first and reports a timeout rather than exit 124.
+/// `cmd`'s text with the run's mark: the shell that runs it is started with
+/// `BOOTSTRAP_RUN=<id>` in its environment (inside the shell sudo starts, so the mark survives
+/// sudo's clean environment), and so is everything it starts. Stopping the marked processes
+/// stops the script itself, not only its current child.
+fn marked(cmd: &Cmd) -> String {
+    match super::run_marker().filter(|_| cmd.is_marked()) {
+        Some(id) => format!("exec env BOOTSTRAP_RUN={id} sh -c {}", sh_quote(cmd.text())),
+        None => cmd.text().to_string(),
+    }
+}
+
 pub fn wrap_command(text: &str, sudo: bool, limit: Option<Duration>) -> String {
     let inner = match limit {
         Some(limit) => {
