@@ -250,3 +250,41 @@ fn an_interrupted_run_stops_its_remote_commands_before_releasing_the_lock() {
         "free"
     );
 }
+
+/// Item 2: a symlink planted at the apt log's old fixed path (`/tmp/.bootstrap-apt.log`, which
+/// any user of the host can create) never makes root write through it: the log goes to a
+/// fresh mktemp file.
+#[test]
+fn a_symlink_planted_in_tmp_is_never_written_through_as_root() {
+    if vagrant_mode() {
+        eprintln!("skipped: lab-only test (a stand-in apt-get), BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("hd-tmp", 1, 1, 0);
+    // Longhorn's prerequisites but iscsiadm, an apt-get that prints and fails, and the trap.
+    sh(
+        &lab,
+        "master-1",
+        "mkdir -p /usr/local/sbin && for b in mount.nfs cryptsetup dmsetup; do \
+           printf '#!/bin/sh\\nexit 0\\n' > /usr/local/sbin/$b; chmod 755 /usr/local/sbin/$b; done; \
+         printf '[Unit]\\nDescription=lab stand-in for iscsid\\n[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' \
+           > /etc/systemd/system/iscsid.service; systemctl daemon-reload && systemctl enable --now iscsid.service; \
+         printf '#!/bin/sh\\necho E: no mirror here; exit 100\\n' > /usr/local/sbin/apt-get; chmod 755 /usr/local/sbin/apt-get; \
+         echo 'root only' > /etc/bootstrap-victim; chmod 600 /etc/bootstrap-victim; \
+         ln -sf /etc/bootstrap-victim /tmp/.bootstrap-apt.log",
+    );
+    let work = Workdir::new();
+    let base = InventoryBuilder::new(&lab, "tmp").render();
+    work.write_inventory(&format!("{base}\n[addons.longhorn]\nreplicas = 1\n"));
+    let out = work.run(&["up", work.inventory().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no mirror here"),
+        "the apt log was not shown: {err}"
+    );
+    assert_eq!(
+        sh(&lab, "master-1", "cat /etc/bootstrap-victim"),
+        "root only\n"
+    );
+}

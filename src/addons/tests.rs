@@ -401,7 +401,7 @@ fn a_chart_archive_is_embedded_as_chart_content() {
     // The others still come from their repositories.
     assert!(files[1]
         .content
-        .contains("repo: https://charts.longhorn.io"));
+        .contains("repo: \"https://charts.longhorn.io\""));
 }
 
 #[test]
