@@ -182,6 +182,32 @@ fn a_pinned_sha256_wins_over_the_mirrors_sums() {
     work.up_json();
 }
 
+/// master-1 with Longhorn's prerequisites in place but open-iscsi's iscsiadm, so `up` plans
+/// the apt install; `apt_get` is the body of the stand-in apt-get, `also` more set-up. Returns
+/// a workdir whose inventory (named `name`) enables Longhorn.
+fn longhorn_without_iscsiadm(
+    lab: &xtask::lab::Lab,
+    name: &str,
+    apt_get: &str,
+    also: &str,
+) -> Workdir {
+    sh(
+        lab,
+        "master-1",
+        &format!(
+        "mkdir -p /usr/local/sbin && for b in mount.nfs cryptsetup dmsetup; do \
+           printf '#!/bin/sh\\nexit 0\\n' > /usr/local/sbin/$b; chmod 755 /usr/local/sbin/$b; done; \
+         printf '[Unit]\\nDescription=lab stand-in for iscsid\\n[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' \
+           > /etc/systemd/system/iscsid.service; systemctl daemon-reload && systemctl enable --now iscsid.service; \
+             printf '#!/bin/sh\\n%s\\n' '{apt_get}' > /usr/local/sbin/apt-get; chmod 755 /usr/local/sbin/apt-get; {also}"
+        ),
+    );
+    let work = Workdir::new();
+    let base = InventoryBuilder::new(lab, name).render();
+    work.write_inventory(&format!("{base}\n[addons.longhorn]\nreplicas = 1\n"));
+    work
+}
+
 /// Item 6: SIGTERM while a step's remote command runs (Longhorn's apt-get, here a stand-in
 /// that would run five minutes): the command is stopped on the host before the run lets go of
 /// the lock, and the run exits 130.
@@ -192,19 +218,8 @@ fn an_interrupted_run_stops_its_remote_commands_before_releasing_the_lock() {
         return;
     }
     let lab = lab("hd-stop", 1, 1, 0);
-    // Longhorn's prerequisites in place but open-iscsi's iscsiadm, and an apt-get that hangs.
-    sh(
-        &lab,
-        "master-1",
-        "mkdir -p /usr/local/sbin && for b in mount.nfs cryptsetup dmsetup; do \
-           printf '#!/bin/sh\\nexit 0\\n' > /usr/local/sbin/$b; chmod 755 /usr/local/sbin/$b; done; \
-         printf '[Unit]\\nDescription=lab stand-in for iscsid\\n[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' \
-           > /etc/systemd/system/iscsid.service; systemctl daemon-reload && systemctl enable --now iscsid.service; \
-         printf '#!/bin/sh\\nexec sleep 301\\n' > /usr/local/sbin/apt-get; chmod 755 /usr/local/sbin/apt-get",
-    );
-    let work = Workdir::new();
-    let base = InventoryBuilder::new(&lab, "stop").render();
-    work.write_inventory(&format!("{base}\n[addons.longhorn]\nreplicas = 1\n"));
+    // An apt-get that would hang for five minutes.
+    let work = longhorn_without_iscsiadm(&lab, "stop", "exec sleep 301", "");
     let child = spawn_up(&work);
     let t = std::time::Instant::now();
     while sh(
@@ -261,21 +276,14 @@ fn a_symlink_planted_in_tmp_is_never_written_through_as_root() {
         return;
     }
     let lab = lab("hd-tmp", 1, 1, 0);
-    // Longhorn's prerequisites but iscsiadm, an apt-get that prints and fails, and the trap.
-    sh(
+    // An apt-get that prints and fails, and the trap at the old log path.
+    let work = longhorn_without_iscsiadm(
         &lab,
-        "master-1",
-        "mkdir -p /usr/local/sbin && for b in mount.nfs cryptsetup dmsetup; do \
-           printf '#!/bin/sh\\nexit 0\\n' > /usr/local/sbin/$b; chmod 755 /usr/local/sbin/$b; done; \
-         printf '[Unit]\\nDescription=lab stand-in for iscsid\\n[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' \
-           > /etc/systemd/system/iscsid.service; systemctl daemon-reload && systemctl enable --now iscsid.service; \
-         printf '#!/bin/sh\\necho E: no mirror here; exit 100\\n' > /usr/local/sbin/apt-get; chmod 755 /usr/local/sbin/apt-get; \
-         echo 'root only' > /etc/bootstrap-victim; chmod 600 /etc/bootstrap-victim; \
+        "tmp",
+        "echo E: no mirror here; exit 100",
+        "echo 'root only' > /etc/bootstrap-victim; chmod 600 /etc/bootstrap-victim; \
          ln -sf /etc/bootstrap-victim /tmp/.bootstrap-apt.log",
     );
-    let work = Workdir::new();
-    let base = InventoryBuilder::new(&lab, "tmp").render();
-    work.write_inventory(&format!("{base}\n[addons.longhorn]\nreplicas = 1\n"));
     let out = work.run(&["up", work.inventory().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
