@@ -93,6 +93,11 @@ pub struct State {
     /// Container logs by `ns/pod`.
     #[serde(default)]
     pub logs: BTreeMap<String, String>,
+    /// Crash-looping containers by `ns/pod`: when the kubelet starts the container again
+    /// (CrashLoopBackOff: 10 s doubling to 5 min, kubelet `pkg/kubelet/kubelet.go`
+    /// `MaxContainerBackOff`).
+    #[serde(default)]
+    pub restarts: BTreeMap<String, i64>,
     pub next_rv: u64,
     /// Set by mutations; cleared when committed. Not persisted meaningfully.
     #[serde(skip)]
@@ -313,11 +318,10 @@ impl State {
         }
         self.created_rv.remove(key);
         if kind_of(&obj) == "Pod" {
-            self.logs.remove(&format!(
-                "{}/{}",
-                meta(&obj, "namespace"),
-                meta(&obj, "name")
-            ));
+            let k = format!("{}/{}", meta(&obj, "namespace"), meta(&obj, "name"));
+            self.logs.remove(&k);
+            self.logs.remove(&format!("{k}#previous"));
+            self.restarts.remove(&k);
         }
         self.tombstones.push(Tombstone {
             rv,

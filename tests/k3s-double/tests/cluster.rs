@@ -602,7 +602,7 @@ fn server_and_agents_contract() {
     );
     let o = kubectl(&lab, "master-1", "wait --for=condition=Available deployment/sealed-secrets-controller -n kube-system --timeout=60s");
     assert!(o.status.success(), "{}", text(&o));
-    let out = apply(&lab, "master-1", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: k3s-double\n  namespace: kube-system\ndata:\n  fail-jobs: longhorn\n---\napiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: longhorn\n  namespace: kube-system\nspec:\n  chart: longhorn\n  targetNamespace: longhorn-system\n  createNamespace: true\n");
+    let out = apply(&lab, "master-1", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: k3s-double\n  namespace: kube-system\ndata:\n  fail-jobs: longhorn\n---\napiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: longhorn\n  namespace: kube-system\nspec:\n  chart: longhorn\n  targetNamespace: longhorn-system\n  createNamespace: true\n  backOffLimit: 1\n");
     assert_eq!(
         out,
         "configmap/k3s-double created\nhelmchart.helm.cattle.io/longhorn created\n"
@@ -610,17 +610,14 @@ fn server_and_agents_contract() {
     let o = kubectl(
         &lab,
         "master-1",
-        "wait --for=condition=failed job/helm-install-longhorn -n kube-system --timeout=30s",
+        "wait --for=condition=failed job/helm-install-longhorn -n kube-system --timeout=45s",
     );
+    // backOffLimit 1: the pod's container failed twice (restartPolicy OnFailure, 10 s back-off).
     assert!(o.status.success(), "{}", text(&o));
-    let logs = text(&kubectl(
-        &lab,
-        "master-1",
-        "logs job/helm-install-longhorn -n kube-system --tail 1",
-    ));
-    assert!(
-        logs.contains("timed out waiting for the condition"),
-        "{logs}"
+    let o = kubectl(&lab, "master-1", "get helmchart longhorn -n kube-system -o 'jsonpath={.status.conditions[?(@.type==\"Failed\")].message}'");
+    assert_eq!(
+        text(&o),
+        "Job has reached configured number of retries without succeeding"
     );
     let ev = events(&lab, "master-1");
     for kind in [

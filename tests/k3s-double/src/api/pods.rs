@@ -176,7 +176,8 @@ pub fn log(
         .is_some_and(|cs| {
             cs.iter().any(|c| {
                 c.get("name").and_then(Value::as_str) == Some(container.as_str())
-                    && c.pointer("/state/waiting").is_none()
+                    && (c.pointer("/state/waiting").is_none()
+                        || c.pointer("/lastState/terminated").is_some())
             })
         });
     if !started {
@@ -184,11 +185,31 @@ pub fn log(
             "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
         )));
     }
-    let text = st
-        .logs
-        .get(&format!("{ns}/{name}"))
-        .cloned()
-        .unwrap_or_default();
+    // `previous=true`: the container instance before the last restart (kubelet
+    // `pkg/kubelet/kuberuntime/kuberuntime_container.go` GetContainerLogs), an error when
+    // there is none.
+    let previous = q.get("previous").is_some_and(|v| v == "true");
+    let restarted = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("name").and_then(Value::as_str) == Some(container.as_str())
+                    && c.pointer("/lastState/terminated").is_some()
+            })
+        });
+    if previous && !restarted {
+        return Err(ApiError::bad_request(format!(
+            "previous terminated container \"{container}\" in pod \"{name}\" not found"
+        )));
+    }
+    // While it still backs off, the terminated instance is the one that logged last.
+    let key = if previous && st.logs.contains_key(&format!("{ns}/{name}#previous")) {
+        format!("{ns}/{name}#previous")
+    } else {
+        format!("{ns}/{name}")
+    };
+    let text = st.logs.get(&key).cloned().unwrap_or_default();
     let mut lines: Vec<&str> = text.lines().collect();
     if let Some(t) = q.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
         if t < lines.len() {

@@ -1,9 +1,33 @@
-//! helm-controller (k3s-io/helm-controller v0.17.7 `pkg/controllers/chart/chart.go`): a
-//! `helm-install-<name>` Job per HelmChart config (its pod runs on a node like any Job's, with
-//! the nodeSelector and tolerations upstream sets), the finalizer
-//! `wrangler.cattle.io/on-helm-chart-remove` and the `helm-delete-<name>` Job when a chart is
-//! deleted. The double runs no charts: when an install Job's pod has run two seconds it
-//! creates what the chart would (`charts.json`) and marks the Job complete.
+//! helm-controller (k3s-io/helm-controller v0.17.7 `pkg/controllers/chart/chart.go`) and the
+//! script its Job runs (k3s-io/klipper-helm `entry`), as far as the tool depends on them:
+//!
+//! - a `helm-install-<name>` Job per HelmChart config, `backoffLimit` 1000 unless
+//!   `spec.backOffLimit` (chart.go:75, 561-565), env `FAILURE_POLICY` (default `reinstall`,
+//!   chart.go:548-551), `TIMEOUT` from `spec.timeout` (chart.go:986-991), and
+//!   `EXPECTED_RELEASE_REVISION` / `CONFIG_HASH` (chart.go:681-690); its pod restarts on failure
+//!   (`restartPolicy: OnFailure`) with the kubelet's back-off, and the chart gets `Failed` only when
+//!   the retries are used up (chart.go:338-356);
+//! - a completed Job is replaced unless the newest release is `deployed` with the Job's config
+//!   hash (chart.go:646-656);
+//! - the pod does what `entry` does (`helm_update`, entry:3-104): install when there is no release,
+//!   upgrade a deployed one, and for a failed one follow the failure policy: `abort` exits 1
+//!   "waiting for operator intervention" (entry:70-75), `reinstall` uninstalls and installs
+//!   (entry:76-85), `retry` upgrades (entry:86-92);
+//! - helm's release records: Secrets `sh.helm.release.v1.<name>.v<N>` (type `helm.sh/release.v1`,
+//!   labels `owner=helm`, `name`, `status`, `version`, and `helmcharts.helm.cattle.io/configHash`
+//!   from `--labels`, entry:257-259);
+//! - deleting a HelmChart runs `helm-delete-<name>`: `helm uninstall --wait || true` (entry:14-25),
+//!   so it completes even when the chart's pre-delete hook refuses, and the finalizer
+//!   `wrangler.cattle.io/on-helm-chart-remove` goes once that Job is complete (chart.go:443-458).
+//!
+//! The double runs no charts: an attempt is judged when the pod has run two seconds. What a chart
+//! creates comes from `charts.json`. Faults tests inject through the `k3s-double` ConfigMap in
+//! kube-system: `fail-jobs` (helm fails before any release, as when the repository cannot be
+//! reached), `fail-release` (the release is recorded `failed`), `hook-seconds` (`name=secs`: the
+//! chart's post-install/upgrade hook takes that long; past the helm timeout, 5 minutes unless
+//! `spec.timeout`, the release fails as helm reports it; the double does not wait the time) and
+//! `refuse-uninstall` (the pre-delete hook fails). Longhorn's own pre-delete hook refuses while
+//! its `deleting-confirmation-flag` Setting is not "true".
 
 use serde_json::{json, Map, Value};
 
@@ -19,6 +43,13 @@ const CHARTS: &str = include_str!("../../charts.json");
 pub const FINALIZER: &str = "wrangler.cattle.io/on-helm-chart-remove";
 const JOB_IMAGE: &str = "rancher/klipper-helm:v0.13.3-build20260727";
 const CHART_LABEL: &str = "helmcharts.helm.cattle.io/chart";
+/// Release label and Job annotation (chart.go:55).
+const CONFIG_HASH_KEY: &str = "helmcharts.helm.cattle.io/configHash";
+/// chart.go:75.
+const DEFAULT_BACKOFF_LIMIT: i64 = 1000;
+/// helm's default `--timeout` (5m0s).
+const HELM_TIMEOUT_SECS: i64 = 300;
+const RELEASE_TYPE: &str = "helm.sh/release.v1";
 
 fn terminating(o: &Value) -> bool {
     o.pointer("/metadata/deletionTimestamp").is_some()
@@ -60,32 +91,186 @@ fn chart_hash(st: &State, chart: &Value) -> String {
     .to_uppercase()
 }
 
-fn job_state(j: &Value) -> Option<&'static str> {
-    let c = j.pointer("/status/conditions").and_then(Value::as_array)?;
-    if c.iter()
-        .any(|c| s(c, "/type") == "Complete" && s(c, "/status") == "True")
-    {
-        return Some("Complete");
-    }
-    if c.iter()
-        .any(|c| s(c, "/type") == "Failed" && s(c, "/status") == "True")
-    {
-        return Some("Failed");
-    }
-    None
+fn cond_true(j: &Value, t: &str) -> bool {
+    j.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| s(c, "/type") == t && s(c, "/status") == "True")
+        })
 }
 
-/// The Job helm-controller creates for a chart (`chart.go` job()).
-fn job(chart: &Value, name: &str, action: &str, hash: &str, target: &str) -> Value {
+/// The failure policy: the HelmChartConfig's, else the chart's, else `reinstall`
+/// (chart.go:548-551, 592-595).
+fn failure_policy(st: &State, chart: &Value) -> String {
+    let cfg = st
+        .get(
+            "helm.cattle.io",
+            "HelmChartConfig",
+            meta(chart, "namespace"),
+            meta(chart, "name"),
+        )
+        .map(|c| s(c, "/spec/failurePolicy").to_string())
+        .unwrap_or_default();
+    let own = s(chart, "/spec/failurePolicy");
+    if !cfg.is_empty() {
+        cfg
+    } else if !own.is_empty() {
+        own.to_string()
+    } else {
+        "reinstall".into()
+    }
+}
+
+/// A Go duration as `metav1.Duration` prints it (`10m0s`, `300s`, `1h`): seconds.
+fn go_duration_secs(d: &str) -> Option<i64> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut rest = d.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let c = rest.chars().next()?;
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            rest = &rest[1..];
+            continue;
+        }
+        let (unit, mult) = if rest.starts_with("ms") {
+            ("ms", 0.001)
+        } else if rest.starts_with('h') {
+            ("h", 3600.0)
+        } else if rest.starts_with('m') {
+            ("m", 60.0)
+        } else if rest.starts_with('s') {
+            ("s", 1.0)
+        } else {
+            return None;
+        };
+        total += num.parse::<f64>().ok()? * mult;
+        num.clear();
+        rest = &rest[unit.len()..];
+    }
+    num.is_empty().then_some(total as i64)
+}
+
+fn env_of(j: &Value, name: &str) -> Option<String> {
+    j.pointer("/spec/template/spec/containers/0/env")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|e| s(e, "/name") == name)
+        .map(|e| s(e, "/value").to_string())
+}
+
+/// The newest release record of `name` in `ns` (chart.go `latestRelease`).
+#[derive(Debug, Default, Clone)]
+struct Release {
+    revision: i64,
+    status: String,
+    hash: String,
+}
+
+fn releases(st: &State, ns: &str, name: &str) -> Vec<(i64, String)> {
+    st.list("", "Secret", Some(ns))
+        .into_iter()
+        .filter(|o| {
+            s(o, "/type") == RELEASE_TYPE
+                && s(o, "/metadata/labels/owner") == "helm"
+                && s(o, "/metadata/labels/name") == name
+        })
+        .filter_map(|o| {
+            let v = s(o, "/metadata/labels/version").parse().ok()?;
+            Some((v, meta(o, "name").to_string()))
+        })
+        .collect()
+}
+
+fn latest_release(st: &State, ns: &str, name: &str) -> Release {
+    let mut r = Release::default();
+    for o in st.list("", "Secret", Some(ns)) {
+        if s(o, "/type") != RELEASE_TYPE
+            || s(o, "/metadata/labels/owner") != "helm"
+            || s(o, "/metadata/labels/name") != name
+        {
+            continue;
+        }
+        if let Ok(v) = s(o, "/metadata/labels/version").parse::<i64>() {
+            if v > r.revision {
+                r = Release {
+                    revision: v,
+                    status: s(o, "/metadata/labels/status").to_string(),
+                    hash: o
+                        .pointer(&format!(
+                            "/metadata/labels/{}",
+                            CONFIG_HASH_KEY.replace('/', "~1")
+                        ))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                };
+            }
+        }
+    }
+    r
+}
+
+fn set_release_status(st: &mut State, ns: &str, name: &str, revision: i64, status: &str) {
+    let key = obj_key(
+        "",
+        "Secret",
+        ns,
+        &format!("sh.helm.release.v1.{name}.v{revision}"),
+    );
+    let now = util::now_secs().to_string();
+    st.update(&key, |o| {
+        o["metadata"]["labels"]["status"] = json!(status);
+        o["metadata"]["labels"]["modifiedAt"] = json!(now);
+    });
+}
+
+/// Records revision `revision` of release `name` with `status` (helm's storage driver).
+fn record_release(st: &mut State, ns: &str, name: &str, revision: i64, status: &str, hash: &str) {
+    let mut labels = json!({"name": name, "owner": "helm", "status": status,
+        "version": revision.to_string(), "modifiedAt": util::now_secs().to_string()});
+    if !hash.is_empty() {
+        labels[CONFIG_HASH_KEY] = json!(hash);
+    }
+    put(
+        st,
+        json!({"apiVersion": "v1", "kind": "Secret", "type": RELEASE_TYPE,
+        "metadata": {"name": format!("sh.helm.release.v1.{name}.v{revision}"), "namespace": ns,
+            "labels": labels},
+        "data": {"release": ""}}),
+    );
+}
+
+/// The Job helm-controller creates for a chart (`chart.go` job(), getJobAndRelatedResources).
+fn job(st: &State, chart: &Value, name: &str, action: &str, hash: &str, target: &str) -> Value {
     let chart_name = meta(chart, "name");
     let ns = meta(chart, "namespace");
+    let rel = latest_release(st, target, chart_name);
+    let (_, label_hash) = hash.split_once('=').unwrap_or(("", hash));
+    let label_hash: String = label_hash.chars().take(63).collect();
+    let mut env = vec![
+        json!({"name": "NAME", "value": chart_name}),
+        json!({"name": "VERSION", "value": chart.pointer("/spec/version").cloned().unwrap_or(json!(""))}),
+        json!({"name": "REPO", "value": chart.pointer("/spec/repo").cloned().unwrap_or(json!(""))}),
+        json!({"name": "HELM_DRIVER", "value": "secret"}),
+        json!({"name": "CHART_NAMESPACE", "value": ns}),
+        json!({"name": "CHART", "value": chart.pointer("/spec/chart").cloned().unwrap_or(json!(""))}),
+        json!({"name": "HELM_VERSION", "value": ""}),
+        json!({"name": "TARGET_NAMESPACE", "value": target}),
+    ];
+    if let Some(t) = chart.pointer("/spec/timeout").and_then(Value::as_str) {
+        env.push(json!({"name": "TIMEOUT", "value": t}));
+    }
+    env.push(json!({"name": "FAILURE_POLICY", "value": failure_policy(st, chart)}));
+    env.push(json!({"name": "EXPECTED_RELEASE_REVISION", "value": rel.revision.to_string()}));
+    env.push(json!({"name": "CONFIG_HASH", "value": label_hash}));
     let mut spec = json!({
-        "containers": [{"name": "helm", "image": JOB_IMAGE, "args": [action],
-            "env": [{"name": "NAME", "value": chart_name},
-                    {"name": "VERSION", "value": chart.pointer("/spec/version").cloned().unwrap_or(json!(""))},
-                    {"name": "REPO", "value": chart.pointer("/spec/repo").cloned().unwrap_or(json!(""))},
-                    {"name": "TARGET_NAMESPACE", "value": target},
-                    {"name": "CHART", "value": chart.pointer("/spec/chart").cloned().unwrap_or(json!(""))}]}],
+        "containers": [{"name": "helm", "image": JOB_IMAGE, "args": [action], "env": env,
+            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}],
         "restartPolicy": "OnFailure",
         "serviceAccountName": format!("helm-{chart_name}"),
         "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -106,26 +291,68 @@ fn job(chart: &Value, name: &str, action: &str, hash: &str, target: &str) -> Val
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": ns,
             "labels": {CHART_LABEL: chart_name},
-            "annotations": {"helmcharts.helm.cattle.io/configHash": hash},
+            "annotations": {CONFIG_HASH_KEY: hash},
             "ownerReferences": [controller_ref(chart)]},
-        "spec": {"backoffLimit": chart.pointer("/spec/backOffLimit").cloned().unwrap_or(json!(1000)),
+        "spec": {"backoffLimit": chart.pointer("/spec/backOffLimit").cloned().unwrap_or(json!(DEFAULT_BACKOFF_LIMIT)),
             "completions": 1, "parallelism": 1,
-            "template": {"metadata": {"annotations": {"helmcharts.helm.cattle.io/configHash": hash},
+            "template": {"metadata": {"annotations": {CONFIG_HASH_KEY: hash},
                 "labels": {CHART_LABEL: chart_name}}, "spec": spec}}
     })
 }
 
-/// The job's pod once it has been running for two seconds on a Ready node.
+/// The job's pod once its container has been running for two seconds on a Ready node.
 fn ripe_pod(st: &State, j: &Value) -> Option<String> {
     let uid = meta(j, "uid");
     let ns = meta(j, "namespace");
     st.list("", "Pod", Some(ns)).into_iter().find_map(|p| {
         let mine = super::controller_uid(p) == Some(uid);
         let running = s(p, "/status/phase") == "Running" && !terminating(p);
-        let since = util::parse_rfc3339(s(p, "/status/startTime")).map(|t| util::now_secs() - t);
+        let since =
+            util::parse_rfc3339(s(p, "/status/containerStatuses/0/state/running/startedAt"))
+                .map(|t| util::now_secs() - t);
         (mine && running && since.is_some_and(|t| t >= 2))
             .then(|| obj_key("", "Pod", ns, meta(p, "name")))
     })
+}
+
+/// The kubelet's back-off before restart number `restarts`: 10 s doubling, at most 5 min
+/// (kubelet `pkg/kubelet/kubelet.go` `MaxContainerBackOff`).
+fn backoff_secs(restarts: i64) -> i64 {
+    (10i64 << (restarts - 1).clamp(0, 5)).min(300)
+}
+
+/// The container exited 1: the kubelet restarts it after its back-off (10 s doubling, at most
+/// 5 min). `term` is what the script wrote to /dev/termination-log (the container's
+/// `lastState.terminated.message`).
+fn crash_pod(st: &mut State, key: &str, log: &str, term: &str) -> i64 {
+    let now = util::now_rfc3339();
+    let mut restarts = 0;
+    let mut id = String::new();
+    st.update(key, |pod| {
+        id = format!("{}/{}", meta(pod, "namespace"), meta(pod, "name"));
+        let pod_name = meta(pod, "name").to_string();
+        let c = &mut pod["status"]["containerStatuses"][0];
+        restarts = c.get("restartCount").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let started = c
+            .pointer("/state/running/startedAt")
+            .cloned()
+            .unwrap_or(json!(now));
+        let backoff = backoff_secs(restarts);
+        c["restartCount"] = json!(restarts);
+        c["ready"] = json!(false);
+        c["started"] = json!(false);
+        c["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "message": term,
+            "startedAt": started, "finishedAt": now}});
+        c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
+            "message": format!("back-off {backoff}s restarting failed container=helm pod={pod_name}")}});
+    });
+    if !id.is_empty() {
+        st.restarts
+            .insert(id.clone(), util::now_secs() + backoff_secs(restarts));
+        st.logs.insert(id, log.to_string());
+        st.dirty = true;
+    }
+    restarts
 }
 
 fn service_account(st: &mut State, chart: &Value) {
@@ -152,17 +379,271 @@ fn set_chart_status(st: &mut State, key: &str, job_name: &str, failed: Option<&s
             json!({"type": "JobCreated", "status": "True", "reason": "Job created",
             "message": format!("Applying HelmChart using Job {ns}/{job_name}")}),
         ];
-        if let Some(msg) = failed {
-            conds.push(
+        match failed {
+            Some(msg) => conds.push(
                 json!({"type": "Failed", "status": "True", "reason": "Job failed", "message": msg}),
-            );
+            ),
+            None => conds.push(json!({"type": "Failed", "status": "False"})),
         }
         c["status"] = json!({"jobName": job_name, "conditions": conds});
     });
 }
 
+/// Test faults for `name` from the control ConfigMap.
+struct Faults {
+    fail_jobs: bool,
+    fail_release: bool,
+    hook_secs: Option<i64>,
+    refuse_uninstall: bool,
+}
+
+fn faults(st: &State, name: &str) -> Faults {
+    let hook_secs = st.control_list("hook-seconds").iter().find_map(|e| {
+        let (n, v) = e.split_once('=')?;
+        (n.trim() == name).then(|| v.trim().trim_end_matches('s').parse().ok())?
+    });
+    Faults {
+        fail_jobs: st.control_list("fail-jobs").iter().any(|x| x == name),
+        fail_release: st.control_list("fail-release").iter().any(|x| x == name),
+        hook_secs,
+        refuse_uninstall: st
+            .control_list("refuse-uninstall")
+            .iter()
+            .any(|x| x == name),
+    }
+}
+
+/// What one run of klipper-helm's `entry` did: its log, and on failure what it wrote to the
+/// termination log.
+struct Attempt {
+    log: String,
+    failed: Option<String>,
+}
+
+impl Attempt {
+    fn say(&mut self, l: impl AsRef<str>) {
+        self.log.push_str(l.as_ref());
+        self.log.push('\n');
+    }
+}
+
+/// Everything helm-controller needs about one chart for an attempt.
+struct ChartRun<'a> {
+    chart: &'a Value,
+    name: String,
+    target: String,
+    hash: String,
+    timeout_secs: i64,
+    faults: Faults,
+}
+
+/// The chart's pre-delete hook: Longhorn's `longhorn-uninstall` Job refuses while the
+/// `deleting-confirmation-flag` Setting is not "true"; tests can make any chart's refuse.
+fn pre_delete_refusal(st: &State, run: &ChartRun) -> Option<String> {
+    let longhorn = chart_entry(run.chart)
+        .and_then(|e| e.get("deleteConfirmation").cloned())
+        .and_then(|v| v.as_str().map(str::to_string));
+    if let Some(setting) = longhorn {
+        let value = st
+            .get("longhorn.io", "Setting", &run.target, &setting)
+            .map(|o| s(o, "/value").to_string())
+            .unwrap_or_default();
+        if value != "true" {
+            return Some(format!(
+                "Error: failed pre-delete: 1 error occurred:\n\t* job {}-uninstall failed: BackoffLimitExceeded (the uninstall refuses: {setting} is \"{value}\", not \"true\")",
+                run.name
+            ));
+        }
+    }
+    run.faults.refuse_uninstall.then(|| {
+        "Error: failed pre-delete: 1 error occurred:\n\t* job failed: BackoffLimitExceeded (k3s double: refuse-uninstall)".to_string()
+    })
+}
+
+/// `helm uninstall --wait`: the pre-delete hook, then the chart's objects and the release
+/// records go.
+fn uninstall(st: &mut State, run: &ChartRun, a: &mut Attempt) -> bool {
+    a.say(format!(
+        "+ helm uninstall {} --namespace {} --wait",
+        run.name, run.target
+    ));
+    let rel = latest_release(st, &run.target, &run.name);
+    if let Some(err) = pre_delete_refusal(st, run) {
+        set_release_status(st, &run.target, &run.name, rel.revision, "uninstalling");
+        a.say(err);
+        return false;
+    }
+    let chart_id = format!("{}.{}", meta(run.chart, "namespace"), run.name);
+    let made: Vec<String> = st
+        .objects
+        .iter()
+        .filter(|(_, o)| s(o, "/metadata/labels/k3s-double~1chart") == chart_id)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in made {
+        objects::request_delete(st, &k, &objects::DeleteOptions::default(), "");
+    }
+    for (_, secret) in releases(st, &run.target, &run.name) {
+        let k = obj_key("", "Secret", &run.target, &secret);
+        objects::finish_delete(st, &k, "");
+    }
+    a.say(format!("release \"{}\" uninstalled", run.name));
+    true
+}
+
+/// `helm install` (revision 1) or `helm upgrade` (the next revision).
+fn install(st: &mut State, ctx: &Ctx, run: &ChartRun, upgrade: bool, a: &mut Attempt) {
+    let verb = if upgrade { "upgrade" } else { "install" };
+    let chart_ref = s(run.chart, "/spec/chart").to_string();
+    a.say(format!(
+        "+ helm {verb} --namespace {} {} {chart_ref}",
+        run.target, run.name
+    ));
+    let upper = if upgrade { "UPGRADE" } else { "INSTALLATION" };
+    let create_ns = run
+        .chart
+        .pointer("/spec/createNamespace")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if run.faults.fail_jobs {
+        let repo = s(run.chart, "/spec/repo");
+        a.say(format!("Error: looks like \"{repo}\" is not a valid chart repository or cannot be reached: connection refused (k3s double: fail-jobs)"));
+        a.failed = Some("Installing helm chart\n".into());
+        return;
+    }
+    if let Err(e) = app_version(run.chart) {
+        a.say(e);
+        a.failed = Some("Installing helm chart\n".into());
+        return;
+    }
+    if !st.namespace_exists(&run.target) {
+        if !create_ns {
+            a.say(format!(
+                "Error: {upper} FAILED: create: failed to create: namespaces \"{}\" not found",
+                run.target
+            ));
+            a.failed = Some("Installing helm chart\n".into());
+            return;
+        }
+        let nsobj =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": run.target}});
+        let _ = objects::create(st, &builtin("Namespace"), None, nsobj, false, "");
+    }
+    let prev = latest_release(st, &run.target, &run.name);
+    let revision = if upgrade { prev.revision + 1 } else { 1 };
+    let (_, h) = run.hash.split_once('=').unwrap_or(("", &run.hash));
+    let label_hash: String = h.chars().take(63).collect();
+    install_chart(st, ctx, run.chart, &run.target);
+    let failure = if run.faults.fail_release {
+        Some(format!(
+            "Error: {upper} FAILED: the k3s double failed this release (fail-release)"
+        ))
+    } else if run.faults.hook_secs.is_some_and(|h| h > run.timeout_secs) {
+        Some(format!("Error: {upper} FAILED: failed post-{verb}: 1 error occurred:\n\t* timed out waiting for the condition"))
+    } else {
+        None
+    };
+    if upgrade && prev.revision > 0 {
+        set_release_status(st, &run.target, &run.name, prev.revision, "superseded");
+    }
+    match failure {
+        Some(e) => {
+            record_release(st, &run.target, &run.name, revision, "failed", &label_hash);
+            a.say(e);
+            a.failed = Some(format!(
+                "{} helm chart\n",
+                if upgrade { "Upgrading" } else { "Installing" }
+            ));
+        }
+        None => {
+            record_release(
+                st,
+                &run.target,
+                &run.name,
+                revision,
+                "deployed",
+                &label_hash,
+            );
+            a.say(format!(
+                "NAME: {}\nLAST DEPLOYED: {}\nNAMESPACE: {}\nSTATUS: deployed\nREVISION: {revision}\nTEST SUITE: None",
+                run.name,
+                util::now_rfc3339(),
+                run.target
+            ));
+        }
+    }
+}
+
+/// klipper-helm `entry` `helm_update install` (entry:3-104).
+fn entry_install(st: &mut State, ctx: &Ctx, run: &ChartRun, j: &Value) -> Attempt {
+    let mut a = Attempt {
+        log: String::new(),
+        failed: None,
+    };
+    let rel = latest_release(st, &run.target, &run.name);
+    if rel.revision == 0 {
+        install(st, ctx, run, false, &mut a);
+        return a;
+    }
+    let expected = env_of(j, "EXPECTED_RELEASE_REVISION").unwrap_or_default();
+    if !expected.is_empty() && expected != rel.revision.to_string() {
+        a.say(format!(
+            "Current release revision {} does not match expected revision {expected}",
+            rel.revision
+        ));
+        return a;
+    }
+    let mut status = rel.status.clone();
+    if matches!(
+        status.as_str(),
+        "pending-install" | "pending-upgrade" | "pending-rollback" | "superseded" | "uninstalling"
+    ) {
+        a.say(format!(
+            "Previous helm job was interrupted, updating status from {status} to failed"
+        ));
+        set_release_status(st, &run.target, &run.name, rel.revision, "failed");
+        if matches!(status.as_str(), "pending-upgrade" | "superseded") {
+            install(st, ctx, run, true, &mut a);
+            return a;
+        }
+        status = "failed".into();
+    }
+    if status == "deployed" {
+        a.say(format!("Already installed {}", run.name));
+        install(st, ctx, run, true, &mut a);
+        return a;
+    }
+    let policy = env_of(j, "FAILURE_POLICY").unwrap_or_else(|| "reinstall".into());
+    match policy.as_str() {
+        "abort" => {
+            let m = format!("Release status is '{status}' and failure policy is '{policy}'; waiting for operator intervention");
+            a.say(&m);
+            a.failed = Some(m);
+        }
+        "reinstall" => {
+            if uninstall(st, run, &mut a) {
+                a.say("Deleted");
+                install(st, ctx, run, false, &mut a);
+            } else {
+                a.failed = Some(format!("Uninstalling {status} helm chart\n"));
+            }
+        }
+        "retry" => {
+            a.say(format!("Upgrading {} from failed state", run.name));
+            install(st, ctx, run, true, &mut a);
+            // entry:91: `exit 0` whatever helm said.
+            a.failed = None;
+        }
+        other => {
+            let m = format!("Unknown failure policy '{other}'");
+            a.say(&m);
+            a.failed = Some(m);
+        }
+    }
+    a
+}
+
 pub fn run(st: &mut State, ctx: &Ctx) {
-    let fails = st.control_list("fail-jobs");
     for chart in st.list_cloned("helm.cattle.io", "HelmChart", None) {
         let ns = meta(&chart, "namespace").to_string();
         let name = meta(&chart, "name").to_string();
@@ -188,17 +669,37 @@ pub fn run(st: &mut State, ctx: &Ctx) {
             .map(|j| {
                 s(
                     j,
-                    "/metadata/annotations/helmcharts.helm.cattle.io~1configHash",
+                    &format!(
+                        "/metadata/annotations/{}",
+                        CONFIG_HASH_KEY.replace('/', "~1")
+                    ),
                 )
                 .to_string()
             })
             .unwrap_or_default();
-        if cur.is_none() || cur_hash != hash {
+        let rel = latest_release(st, &target, &name);
+        let label_hash: String = hash
+            .split_once('=')
+            .map(|(_, h)| h)
+            .unwrap_or("")
+            .chars()
+            .take(63)
+            .collect();
+        // chart.go:646-656: a complete Job stays only while the newest release is deployed
+        // with its hash; otherwise the Job is applied again (with the release's revision).
+        let replace = match &cur {
+            None => true,
+            Some(_) if cur_hash != hash => true,
+            Some(j) => {
+                cond_true(j, "Complete") && !(rel.status == "deployed" && rel.hash == label_hash)
+            }
+        };
+        if replace {
             if cur.is_some() {
                 objects::finish_delete(st, &job_key, "");
             }
             service_account(st, &chart);
-            let j = job(&chart, &job_name, "install", &hash, &target);
+            let j = job(st, &chart, &job_name, "install", &hash, &target);
             if let Err(e) = objects::create(st, &builtin("Job"), Some(&ns), j, false, "") {
                 util::error(format!("helm: cannot create {job_name}: {}", e.message));
                 continue;
@@ -212,18 +713,18 @@ pub fn run(st: &mut State, ctx: &Ctx) {
             continue;
         }
         let j = cur.expect("checked");
-        match job_state(&j) {
-            Some("Complete") => continue,
-            Some(_) => {
-                if !fails.contains(&name) {
-                    // Retried once the test stops failing it (helm-controller's backoff).
-                    st.update(&job_key, |j| {
-                        j["status"] = json!({"startTime": util::now_rfc3339(), "active": 0});
-                    });
-                }
-                continue;
-            }
-            None => {}
+        if cond_true(&j, "Complete") {
+            continue;
+        }
+        if cond_true(&j, "Failed") {
+            // chart.go:338-356.
+            set_chart_status(
+                st,
+                &chart_key,
+                &job_name,
+                Some("Job has reached configured number of retries without succeeding"),
+            );
+            continue;
         }
         let Some(pod_key) = ripe_pod(st, &j) else {
             continue;
@@ -237,50 +738,60 @@ pub fn run(st: &mut State, ctx: &Ctx) {
             if j.pointer("/status/startTime").is_none() {
                 j["status"]["startTime"] = started;
             }
+            j["status"]["active"] = json!(1);
         });
-        let create_ns = chart
-            .pointer("/spec/createNamespace")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let chart_ref = s(&chart, "/spec/chart").to_string();
-        let cmd = format!("+ helm_v3 install --namespace {target} {name} {chart_ref}");
-        let now = util::now_rfc3339();
-        let failure = if fails.contains(&name) {
-            Some(format!("{cmd}\nError: INSTALLATION FAILED: failed post-install: 1 error occurred:\n\t* timed out waiting for the condition (k3s double: fail-jobs)\n"))
-        } else if !st.namespace_exists(&target) && !create_ns {
-            Some(format!("{cmd}\nError: INSTALLATION FAILED: create: failed to create: namespaces \"{target}\" not found\n"))
-        } else {
-            None
+        let timeout_secs = chart
+            .pointer("/spec/timeout")
+            .and_then(Value::as_str)
+            .and_then(go_duration_secs)
+            .unwrap_or(HELM_TIMEOUT_SECS);
+        let run = ChartRun {
+            chart: &chart,
+            name: name.clone(),
+            target: target.clone(),
+            hash: hash.clone(),
+            timeout_secs,
+            faults: faults(st, &name),
         };
-        match failure {
-            Some(log) => {
-                finish_pod(st, &pod_key, false, &log);
-                st.update(&job_key, |j| {
-                    j["status"]["failed"] = json!(1);
-                    workloads::fail(
-                        j,
-                        &now,
-                        "BackoffLimitExceeded",
-                        "Job has reached the specified backoff limit",
+        let attempt = entry_install(st, ctx, &run, &j);
+        let now = util::now_rfc3339();
+        match attempt.failed {
+            Some(term) => {
+                let restarts = crash_pod(st, &pod_key, &attempt.log, &term);
+                let limit = j
+                    .pointer("/spec/backoffLimit")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(DEFAULT_BACKOFF_LIMIT);
+                // The Job controller counts a restartPolicy OnFailure pod's restarts against
+                // backoffLimit (kubernetes `pkg/controller/job/job_controller.go`
+                // `getFailJobMessage` / `pastBackoffLimitOnFailure`).
+                if restarts > limit {
+                    objects::request_delete(st, &pod_key, &objects::DeleteOptions::default(), "");
+                    st.update(&job_key, |j| {
+                        j["status"]["failed"] = json!(1);
+                        workloads::fail(
+                            j,
+                            &now,
+                            "BackoffLimitExceeded",
+                            "Job has reached the specified backoff limit",
+                        );
+                    });
+                    set_chart_status(
+                        st,
+                        &chart_key,
+                        &job_name,
+                        Some("Job has reached configured number of retries without succeeding"),
                     );
-                });
-                set_chart_status(
-                    st,
-                    &chart_key,
-                    &job_name,
-                    Some("Job has reached the specified backoff limit"),
+                }
+                st.event(
+                    &ctx.node,
+                    "helm-job-failed",
+                    json!({"chart": name, "namespace": ns, "job": job_name,
+                    "reason": term.trim()}),
                 );
-                st.event(&ctx.node, "helm-job-failed", json!({"chart": name, "namespace": ns, "job": job_name,
-                    "reason": if fails.contains(&name) { "fail-jobs".to_string() } else { format!("namespace {target} not found") }}));
             }
             None => {
-                if !st.namespace_exists(&target) {
-                    let nsobj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}});
-                    let _ = objects::create(st, &builtin("Namespace"), None, nsobj, false, "");
-                }
-                install_chart(st, ctx, &chart, &target);
-                let log = format!("{cmd}\nNAME: {name}\nLAST DEPLOYED: {now}\nNAMESPACE: {target}\nSTATUS: deployed\nREVISION: 1\nTEST SUITE: None\n");
-                finish_pod(st, &pod_key, true, &log);
+                finish_pod(st, &pod_key, true, &attempt.log);
                 st.update(&job_key, |j| {
                     j["status"]["succeeded"] = json!(1);
                     workloads::complete(j, &now);
@@ -296,8 +807,8 @@ pub fn run(st: &mut State, ctx: &Ctx) {
     }
 }
 
-/// The OnRemove handler: run `helm-delete-<name>`, then remove what the chart made and let
-/// the HelmChart go.
+/// The OnRemove handler: run `helm-delete-<name>` (`helm uninstall --wait || true`), then
+/// remove what the chart registered and let the HelmChart go (chart.go:418-458).
 fn remove(st: &mut State, ctx: &Ctx, chart: &Value) {
     if !objects::finalizers(chart).iter().any(|f| f == FINALIZER) {
         return;
@@ -316,7 +827,7 @@ fn remove(st: &mut State, ctx: &Ctx, chart: &Value) {
         let install = obj_key("batch", "Job", &ns, &format!("helm-install-{name}"));
         objects::finish_delete(st, &install, "");
         let hash = format!("SHA256={}", chart_hash(st, chart));
-        let mut job = job(chart, &job_name, "delete", &hash, &target);
+        let mut job = job(st, chart, &job_name, "delete", &hash, &target);
         // Owned by the chart, which is going: without the owner reference the job outlives it.
         job["metadata"]
             .as_object_mut()
@@ -333,17 +844,25 @@ fn remove(st: &mut State, ctx: &Ctx, chart: &Value) {
     let Some(pod_key) = ripe_pod(st, &j) else {
         return;
     };
-    let chart_id = format!("{ns}.{name}");
-    let made: Vec<String> = st
-        .objects
-        .iter()
-        .filter(|(_, o)| s(o, "/metadata/labels/k3s-double~1chart") == chart_id)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in made {
-        objects::request_delete(st, &k, &objects::DeleteOptions::default(), "");
+    let run = ChartRun {
+        chart,
+        name: name.clone(),
+        target: target.clone(),
+        hash: String::new(),
+        timeout_secs: HELM_TIMEOUT_SECS,
+        faults: faults(st, &name),
+    };
+    let mut a = Attempt {
+        log: String::new(),
+        failed: None,
+    };
+    if latest_release(st, &target, &name).revision == 0 {
+        a.say("No helm chart installed; nothing to delete");
+    } else {
+        // `|| true` (entry:23): the Job succeeds whatever the uninstall said.
+        let _ = uninstall(st, &run, &mut a);
     }
-    finish_pod(st, &pod_key, true, &format!("+ helm_v3 uninstall {name} --namespace {target} --wait\nrelease \"{name}\" uninstalled\n"));
+    finish_pod(st, &pod_key, true, &a.log);
     st.event(
         &ctx.node,
         "helm-job-complete",
@@ -369,6 +888,72 @@ fn chart_entry(chart: &Value) -> Option<Value> {
         .iter()
         .find(|(k, _)| base == k.as_str() || base.starts_with(&format!("{k}-")))
         .map(|(_, v)| v.clone())
+}
+
+/// Whether the chart is one k3s serves from /static/charts (its own packaged charts).
+fn packaged(chart: &Value) -> bool {
+    s(chart, "/spec/chart").contains("%{KUBERNETES_API}%")
+}
+
+/// The chart's appVersion for its version, from `charts.json` `versions`. A repository chart
+/// whose version the double does not know fails as helm does for a version the repository
+/// lacks (helm `pkg/repo/index.go` `ErrNoChartVersion`); a packaged chart or an embedded
+/// archive (`chartContent`, whose `version` helm ignores) takes the entry's default.
+fn app_version(chart: &Value) -> Result<String, String> {
+    let Some(entry) = chart_entry(chart) else {
+        return Ok(String::new());
+    };
+    let version = s(chart, "/spec/version");
+    let known = entry
+        .pointer("/versions")
+        .and_then(Value::as_object)
+        .and_then(|m| m.get(version))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let fallback = entry
+        .get("defaultAppVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    // No version: helm takes the repository's newest (the double's default).
+    if packaged(chart) || chart.pointer("/spec/chartContent").is_some() || version.is_empty() {
+        return Ok(known.unwrap_or(fallback));
+    }
+    known.ok_or_else(|| {
+        format!(
+            "Error: chart \"{}\" version \"{version}\" not found in {} repository",
+            s(chart, "/spec/chart"),
+            s(chart, "/spec/repo")
+        )
+    })
+}
+
+/// An object's image: from the chart's values when the entry says where (`imageValues`), else
+/// the entry's, with `{appVersion}` filled in.
+fn image_of(spec: &Value, values: &Value, app: &str) -> Value {
+    if let Some(ptr) = spec.get("imageValues").and_then(Value::as_str) {
+        if let Some(repo) = values
+            .pointer(&format!("{ptr}/repository"))
+            .and_then(Value::as_str)
+        {
+            let reg = values
+                .pointer(&format!("{ptr}/registry"))
+                .and_then(Value::as_str)
+                .filter(|r| !r.is_empty())
+                .map(|r| format!("{r}/"))
+                .unwrap_or_default();
+            let tag = values
+                .pointer(&format!("{ptr}/tag"))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .unwrap_or(app);
+            return json!(format!("{reg}{repo}:{tag}"));
+        }
+    }
+    match spec.get("image").and_then(Value::as_str) {
+        Some(i) => json!(i.replace("{appVersion}", app)),
+        None => json!("k3s-double/placeholder:latest"),
+    }
 }
 
 fn values_of(chart: &Value) -> Value {
@@ -409,6 +994,7 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
     let Some(entry) = chart_entry(chart) else {
         return;
     };
+    let app = app_version(chart).unwrap_or_default();
     let mut labels = Map::new();
     labels.insert("app.kubernetes.io/managed-by".into(), json!("Helm"));
     labels.insert("app.kubernetes.io/instance".into(), json!(release));
@@ -423,12 +1009,8 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
     // An upstream chart (not k3s's repackaged one from /static/charts) carries the CRDs k3s
     // splits into a separate chart: traefik's upstream chart ships them in crds/
     // (reference/addons.md §4.4).
-    let packaged = chart
-        .pointer("/spec/chart")
-        .and_then(Value::as_str)
-        .is_some_and(|c| c.contains("%{KUBERNETES_API}%"));
     if let (false, Some(extra)) = (
-        packaged,
+        packaged(chart),
         entry.get("upstreamIncludes").and_then(Value::as_str),
     ) {
         let all: Value = serde_json::from_str(CHARTS).unwrap_or(Value::Null);
@@ -436,7 +1018,11 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
             .pointer(&format!("/{extra}/objects"))
             .and_then(Value::as_array)
         {
-            objs.splice(0..0, more.iter().cloned());
+            let mut more = more.clone();
+            for o in &mut more {
+                o["crdsDir"] = json!(true);
+            }
+            objs.splice(0..0, more);
         }
     }
     let nodes: Vec<Value> = st.list("", "Node", None).into_iter().cloned().collect();
@@ -456,13 +1042,51 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
             .to_string();
         let mut l = labels.clone();
         l.insert("app.kubernetes.io/name".into(), json!(name));
+        // A chart's crds/ directory: helm installs those CRDs once, never upgrades them and
+        // does not delete them on uninstall (helm `pkg/action/install.go` installCRDs; docs
+        // "Custom Resource Definitions"). They carry no release of their own.
+        let crds_dir = spec.get("crdsDir").and_then(Value::as_bool) == Some(true);
+        if crds_dir {
+            l.remove("k3s-double/chart");
+            if kind == "CustomResourceDefinition"
+                && st
+                    .get(
+                        "apiextensions.k8s.io",
+                        "CustomResourceDefinition",
+                        "",
+                        &name,
+                    )
+                    .is_some()
+            {
+                continue;
+            }
+        }
         let meta_ns =
             json!({"name": name, "namespace": ns, "labels": l, "annotations": annotations});
         let meta_cl = json!({"name": name, "labels": l, "annotations": annotations});
-        let tolerations = spec.get("tolerations").cloned().unwrap_or(json!([]));
+        // Placement from the chart's values where the chart takes it from there (Traefik's
+        // top-level `nodeSelector` and `tolerations`, values.yaml of chart 41.3.0), else the
+        // entry's fixed tolerations.
+        let (tolerations, node_selector) = match spec.get("placementValues").and_then(Value::as_str)
+        {
+            Some(ptr) => (
+                values
+                    .pointer(&format!("{ptr}/tolerations"))
+                    .cloned()
+                    .unwrap_or(json!([])),
+                values
+                    .pointer(&format!("{ptr}/nodeSelector"))
+                    .cloned()
+                    .unwrap_or(json!({})),
+            ),
+            None => (
+                spec.get("tolerations").cloned().unwrap_or(json!([])),
+                json!({}),
+            ),
+        };
         let pod_tpl = json!({"metadata": {"labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": release}},
-            "spec": {"containers": [{"name": name, "image": spec.get("image").cloned().unwrap_or(json!("k3s-double/placeholder:latest"))}],
-                     "tolerations": tolerations}});
+            "spec": {"containers": [{"name": name, "image": image_of(&spec, &values, &app)}],
+                     "tolerations": tolerations, "nodeSelector": node_selector}});
         let obj = match kind {
             "Deployment" | "StatefulSet" | "DaemonSet" => {
                 if kind == "DaemonSet"
@@ -541,6 +1165,24 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
                         {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
                         {"type": "Complete", "status": "True", "lastTransitionTime": now}]}})
             }
+            "LonghornSetting" => {
+                // longhorn-manager creates every Setting; the chart's `defaultSettings` set
+                // the value (chart/templates/default-setting.yaml).
+                if st.get("longhorn.io", "Setting", &ns, &name).is_none() {
+                    let value = spec
+                        .get("values")
+                        .and_then(Value::as_str)
+                        .and_then(|p| values.pointer(p))
+                        .filter(|v| !v.is_null())
+                        .map(|v| v.to_string().trim_matches('"').to_string())
+                        .unwrap_or_else(|| s(&spec, "/default").to_string());
+                    let o = json!({"apiVersion": "longhorn.io/v1beta2", "kind": "Setting",
+                        "metadata": {"name": name, "namespace": ns, "labels": l},
+                        "value": value, "status": {"applied": true}});
+                    put(st, o);
+                }
+                continue;
+            }
             "LonghornNodes" => {
                 for n in &nodes {
                     let nn = meta(n, "name");
@@ -558,19 +1200,36 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
         };
         put(st, obj);
     }
-    // Helm's release record.
-    put(
-        st,
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
-        "metadata": {"name": format!("sh.helm.release.v1.{release}.v1"), "namespace": target,
-            "labels": {"name": release, "owner": "helm", "status": "deployed", "version": "1", "k3s-double/chart": chart_id}},
-        "data": {"release": ""}}),
-    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration_secs("10m"), Some(600));
+        assert_eq!(go_duration_secs("10m0s"), Some(600));
+        assert_eq!(go_duration_secs("1h30m"), Some(5400));
+        assert_eq!(go_duration_secs("300s"), Some(300));
+        assert_eq!(go_duration_secs("5"), None);
+        assert_eq!(go_duration_secs(""), None);
+    }
+
+    #[test]
+    fn app_versions_follow_the_pins() {
+        let chart = |name: &str, version: &str| {
+            json!({"metadata": {"name": name, "namespace": "kube-system"},
+                "spec": {"chart": name, "repo": "https://example.invalid", "version": version}})
+        };
+        assert_eq!(app_version(&chart("traefik", "41.3.0")).unwrap(), "v3.7.11");
+        assert_eq!(
+            app_version(&chart("cert-manager", "v1.21.1")).unwrap(),
+            "v1.21.1"
+        );
+        let e = app_version(&chart("cert-manager", "v1.21.2")).unwrap_err();
+        assert!(e.contains("version \"v1.21.2\" not found"), "{e}");
+    }
 
     #[test]
     fn charts_data_parses() {

@@ -639,7 +639,19 @@ fn kubelet(st: &mut State) {
         if matches!(ph.as_str(), "Succeeded" | "Failed") {
             continue;
         }
-        let ready = node_ready && !held(st, &p);
+        // A crash-looping container (helm.rs) waits out its back-off, then runs again with
+        // its restart count and last state kept.
+        let pod_id = format!("{ns}/{name}");
+        let backoff_until = st.restarts.get(&pod_id).copied();
+        let backing_off = backoff_until.is_some_and(|t| now_s < t);
+        if backoff_until.is_some() && !backing_off {
+            st.restarts.remove(&pod_id);
+            // The new container's log starts empty; the last one is `--previous`.
+            if let Some(l) = st.logs.remove(&pod_id) {
+                st.logs.insert(format!("{pod_id}#previous"), l);
+            }
+        }
+        let ready = node_ready && !held(st, &p) && !backing_off;
         let host_ip = nodes
             .get(nn)
             .and_then(|nd| nd.pointer("/status/addresses/0/address"))
@@ -680,17 +692,30 @@ fn kubelet(st: &mut State) {
             let statuses: Vec<Value> = containers
                 .iter()
                 .map(|c| {
-                    let prev = old
+                    let old_c = old
                         .pointer("/containerStatuses")
                         .and_then(Value::as_array)
                         .and_then(|a| a.iter().find(|x| s(x, "/name") == c))
+                        .cloned();
+                    if backing_off {
+                        if let Some(o) = &old_c {
+                            return o.clone();
+                        }
+                    }
+                    let prev = old_c
+                        .as_ref()
                         .and_then(|x| x.pointer("/state/running/startedAt").cloned())
-                        .unwrap_or(started.clone());
-                    json!({"name": c, "ready": ready, "started": true, "restartCount": 0,
+                        .unwrap_or(if backoff_until.is_some() { json!(now) } else { started.clone() });
+                    let restarts = old_c.as_ref().and_then(|x| x.get("restartCount").cloned()).unwrap_or(json!(0));
+                    let mut st = json!({"name": c, "ready": ready, "started": true, "restartCount": restarts,
                         "image": images.get(c).cloned().unwrap_or_default(),
                         "imageID": format!("{}@sha256:{}", images.get(c).cloned().unwrap_or_default(), &util::sha256_hex(c.as_bytes())[..64]),
-                        "containerID": format!("containerd://{}", util::sha256_hex(format!("{ns}/{name}/{c}").as_bytes())),
-                        "state": {"running": {"startedAt": prev}}})
+                        "containerID": format!("containerd://{}", util::sha256_hex(format!("{ns}/{name}/{c}/{restarts}").as_bytes())),
+                        "state": {"running": {"startedAt": prev}}});
+                    if let Some(last) = old_c.as_ref().and_then(|x| x.get("lastState")) {
+                        st["lastState"] = last.clone();
+                    }
+                    st
                 })
                 .collect();
             pod["status"] = json!({
