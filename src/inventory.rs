@@ -41,7 +41,8 @@ pub const LONGHORN_CHART_VERSION: &str = "1.12.1";
 /// (v39+ value layout, `traefik.io/v1alpha1` CRDs).
 pub const TRAEFIK_CHART_VERSION: &str = "41.3.0";
 /// cert-manager chart (charts.jetstack.io); its versions carry a `v` (reference/addons.md §5.1).
-pub const CERT_MANAGER_CHART_VERSION: &str = "v1.21.2";
+/// v1.21.1 is the newest tag in cert-manager/cert-manager (2026-07-29); no v1.21.2 tag exists there.
+pub const CERT_MANAGER_CHART_VERSION: &str = "v1.21.1";
 /// Sealed Secrets chart (bitnami.github.io/sealed-secrets), app 0.38.4 (reference/addons.md §1).
 /// A chart with app >= 0.40.0 carries a security fix; bump once its version is confirmed.
 pub const SEALED_SECRETS_CHART_VERSION: &str = "2.19.1";
@@ -375,6 +376,27 @@ pub struct Longhorn {
     pub backup_target_credential_secret: Option<String>,
     /// Local chart archive embedded as `chartContent` (air gap); absolute.
     pub chart_archive: Option<PathBuf>,
+    /// Longhorn `RecurringJob`s (snapshots and backups on a schedule).
+    pub recurring_jobs: Vec<RecurringJob>,
+    /// `uninstall = true`: remove Longhorn, and with it every volume. The only way bootstrap
+    /// removes it: it sets Longhorn's `deleting-confirmation-flag`, without which Longhorn's
+    /// uninstall refuses.
+    pub uninstall: bool,
+}
+
+/// A Longhorn `RecurringJob` (longhorn.io/v1beta2, chart `crds.yaml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecurringJob {
+    pub name: String,
+    /// `snapshot`, `backup`, ... (the CRD's enum).
+    pub task: String,
+    /// Five-field cron, in the manager's time zone (UTC).
+    pub cron: String,
+    /// How many snapshots or backups the job keeps.
+    pub retain: u32,
+    pub concurrency: u32,
+    /// Volume groups it applies to (`default` = every volume without a job of its own).
+    pub groups: Vec<String>,
 }
 
 impl Longhorn {
@@ -437,6 +459,11 @@ pub struct Traefik {
     pub routes: Vec<WeightedRoute>,
     /// Local chart archive embedded as `chartContent` (air gap); absolute.
     pub chart_archive: Option<PathBuf>,
+    /// Pod placement: the chart's `nodeSelector` and `tolerations` (values.yaml of 41.3.0).
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Taint>,
+    /// The chart version whose crds/ the operator applied (helm never upgrades them).
+    pub crds_applied: Option<String>,
 }
 
 impl Traefik {
@@ -456,6 +483,8 @@ pub struct WeightedRoute {
     pub host: String,
     /// Certificate from this ClusterIssuer; `None` = no TLS section.
     pub tls_issuer: Option<AcmeIssuer>,
+    /// Sticky sessions: the cookie that pins a client to the service it got first.
+    pub sticky_cookie: Option<String>,
     pub services: Vec<WeightedService>,
 }
 
@@ -522,6 +551,8 @@ pub struct SealedSecrets {
     pub version: String,
     /// Local chart archive embedded as `chartContent` (air gap); absolute.
     pub chart_archive: Option<PathBuf>,
+    /// The chart version whose crds/ the operator applied (helm never upgrades them).
+    pub crds_applied: Option<String>,
 }
 
 /// An extra manifest applied through k3s's manifests directory.

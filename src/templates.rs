@@ -47,6 +47,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/addons/longhorn-storage.yaml"),
     ),
     (
+        "addons/longhorn-recurring.yaml",
+        include_str!("../templates/addons/longhorn-recurring.yaml"),
+    ),
+    (
         "addons/traefik-values.yaml",
         include_str!("../templates/addons/traefik-values.yaml"),
     ),

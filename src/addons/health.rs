@@ -1,7 +1,12 @@
-//! What "healthy" means for each add-on (reference/addons.md §3.5, §4.6, §5.5, §6.5): its
-//! `helm-install-<name>` Job completed (klipper-helm runs without `--wait`, so that alone proves
-//! little), its CRDs exist, and its own Deployments and DaemonSets are ready. Everything is read
-//! with one `kubectl get` and judged by pure functions.
+//! What "healthy" means for each add-on (reference/addons.md §3.5, §4.6, §5.5, §6.5): the
+//! newest helm release record is `deployed` with the config hash of the current
+//! `helm-install-<name>` Job (what helm-controller itself checks, `chart.go`:646-656; a completed
+//! Job alone proves little: klipper-helm runs without `--wait`, and `entry` exits 0 without
+//! touching the release in some paths), that Job is complete for the chart version written, the
+//! CRDs exist, and the add-on's own Deployments and DaemonSets are ready. Failures are read from
+//! the same snapshot: the install pod's terminated attempts, a failed release, the chart's
+//! `Failed` condition. Everything is read with one shell command ([`get_all`]) and judged by pure
+//! functions.
 
 use std::collections::BTreeMap;
 
@@ -12,20 +17,114 @@ use super::{AddonKind, ManifestFile};
 /// The kinds the health checks look at, read together with one `kubectl get -A`.
 pub const KINDS: &str = "customresourcedefinitions,csidrivers,storageclasses,ingressclasses,deployments,daemonsets,services,jobs,helmcharts,addons";
 
-/// One read of everything the health checks look at.
-pub fn get_all() -> String {
-    format!("k3s kubectl get {KINDS} -A -o json")
+/// Marks the part of [`get_all`]'s output with helm's release records.
+pub const RELEASES_MARK: &str = "#bootstrap-releases";
+/// Marks the part with helm-controller's pods.
+pub const PODS_MARK: &str = "#bootstrap-helm-pods";
+
+/// helm's release records, metadata only (a record's data holds the whole chart, hundreds of
+/// KB): one line each, `namespace name revision status config-hash`. helm's Secret driver
+/// labels them `owner=helm`, `name`, `version`, `status` (helm `pkg/storage/driver/secrets.go`);
+/// klipper-helm adds `helmcharts.helm.cattle.io/configHash` (`entry`:257-259).
+pub fn get_releases() -> String {
+    r#"k3s kubectl get secrets -A -l owner=helm --field-selector type=helm.sh/release.v1 -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{.metadata.labels.name}{" "}{.metadata.labels.version}{" "}{.metadata.labels.status}{" "}{.metadata.labels.helmcharts\.helm\.cattle\.io/configHash}{"\n"}{end}'"#.to_string()
 }
 
-/// Objects by (kind, namespace, name).
+/// helm-controller's Job pods (label `helmcharts.helm.cattle.io/chart`, chart.go job()).
+pub const GET_HELM_PODS: &str =
+    "k3s kubectl get pods -n kube-system -l helmcharts.helm.cattle.io/chart -o json";
+
+/// One read of everything the health checks look at: `kubectl get` of [`KINDS`] (plus
+/// `extra_kinds`), then the release records and the helm pods after their marks.
+pub fn get_all_with(extra_kinds: &str, opts: &str) -> String {
+    format!(
+        "k3s kubectl get {extra_kinds}{KINDS} -A -o json {opts} && printf '\n{RELEASES_MARK}\n' && {} {opts} && printf '\n{PODS_MARK}\n' && {GET_HELM_PODS} {opts}",
+        get_releases()
+    )
+}
+
+/// [`get_all_with`] for the add-on kinds alone.
+pub fn get_all() -> String {
+    get_all_with("", "")
+}
+
+/// The `kubectl get -o json` List at the start of [`get_all`]'s output.
+pub fn objects_part(text: &str) -> &str {
+    text.split(&format!("\n{RELEASES_MARK}\n"))
+        .next()
+        .unwrap_or(text)
+}
+
+/// One helm release record (metadata only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    pub namespace: String,
+    pub name: String,
+    pub revision: u64,
+    pub status: String,
+    pub config_hash: String,
+}
+
+/// Objects by (kind, namespace, name), and helm's release records.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     objects: BTreeMap<(String, String, String), Value>,
+    releases: Vec<ReleaseRecord>,
+    /// Whether the output had the release records at all (an old reader did not ask).
+    has_releases: bool,
 }
 
 impl Snapshot {
-    /// Parse `kubectl get ... -o json` (a List).
-    pub fn parse(json: &str) -> Result<Snapshot, String> {
+    /// Parse [`get_all`]'s output, or a bare `kubectl get ... -o json` (a List).
+    pub fn parse(text: &str) -> Result<Snapshot, String> {
+        let (json, rest) = match text.split_once(&format!("\n{RELEASES_MARK}\n")) {
+            Some((a, b)) => (a, Some(b)),
+            None => (text, None),
+        };
+        let mut s = Snapshot::parse_list(json)?;
+        if let Some(rest) = rest {
+            let (rel, pods) = rest
+                .split_once(&format!("\n{PODS_MARK}\n"))
+                .unwrap_or((rest, ""));
+            s.has_releases = true;
+            for line in rel.lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() < 4 {
+                    continue;
+                }
+                let Ok(revision) = f[2].parse() else {
+                    continue;
+                };
+                s.releases.push(ReleaseRecord {
+                    namespace: f[0].into(),
+                    name: f[1].into(),
+                    revision,
+                    status: f[3].into(),
+                    config_hash: f.get(4).copied().unwrap_or("").into(),
+                });
+            }
+            if !pods.trim().is_empty() {
+                let p = Snapshot::parse_list(pods)?;
+                s.objects.extend(p.objects);
+            }
+        }
+        Ok(s)
+    }
+
+    /// The newest release record of `name` in `namespace` (helm-controller `latestRelease`).
+    pub fn latest_release(&self, namespace: &str, name: &str) -> Option<&ReleaseRecord> {
+        self.releases
+            .iter()
+            .filter(|r| r.namespace == namespace && r.name == name)
+            .max_by_key(|r| r.revision)
+    }
+
+    /// Every release record of `name`, in any namespace.
+    pub fn releases_named(&self, name: &str) -> Vec<&ReleaseRecord> {
+        self.releases.iter().filter(|r| r.name == name).collect()
+    }
+
+    fn parse_list(json: &str) -> Result<Snapshot, String> {
         let v: Value = serde_json::from_str(json)
             .map_err(|e| format!("could not read `kubectl get -o json`: {e}"))?;
         let mut s = Snapshot::default();
@@ -194,35 +293,94 @@ pub enum JobState {
     Failed,
 }
 
+/// A failed attempt of the install Job, as its pod shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attempt {
+    /// The pod (one per Job; its container restarts, `restartPolicy: OnFailure`).
+    pub pod: String,
+    /// Failed attempts so far (the container's restarts, or 1 for a terminated container).
+    pub failures: u64,
+    /// What klipper-helm wrote to the termination log (`lastState.terminated.message`).
+    pub message: String,
+}
+
 /// One add-on's health.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AddonHealth {
     pub addon: AddonKind,
     pub job: JobState,
+    /// The newest release record: (revision, status).
+    pub release: Option<(u64, String)>,
+    /// The newest release carries the current Job's config hash.
+    pub release_current: bool,
+    /// The last failed attempt of the current install Job, if any.
+    pub failed_attempt: Option<Attempt>,
+    /// The HelmChart's `Failed` condition (the Job used up its retries, or could not be made).
+    pub chart_failed: Option<String>,
     /// What is missing or not ready (empty = healthy).
     pub problems: Vec<String>,
 }
 
 impl AddonHealth {
     pub fn healthy(&self) -> bool {
-        self.job == JobState::Complete && self.problems.is_empty()
+        self.job == JobState::Complete
+            && self.release_current
+            && self.release.as_ref().is_some_and(|(_, s)| s == "deployed")
+            && self.chart_failed.is_none()
+            && self.problems.is_empty()
     }
 
-    /// One line: `ok` or the first problems.
+    /// The release is failed (with the current config, or under `abort` with any): what
+    /// helm-controller's next attempt does with it depends on the failure policy.
+    pub fn release_failed(&self) -> bool {
+        self.release.as_ref().is_some_and(|(_, s)| s == "failed")
+    }
+
+    /// One line: `healthy` or the first problems.
     pub fn summary(&self) -> String {
         if self.healthy() {
             return "healthy".into();
         }
         let mut parts = Vec::new();
+        if let Some(m) = &self.chart_failed {
+            parts.push(format!(
+                "HelmChart kube-system/{} failed: {m}",
+                self.addon.chart_name()
+            ));
+        }
         match self.job {
             JobState::Pending => parts.push("waiting for the HelmChart's install Job".to_string()),
             JobState::Running => {
-                parts.push(format!("Job kube-system/{} running", self.addon.job_name()))
+                let mut p = format!("Job kube-system/{} running", self.addon.job_name());
+                if let Some(a) = &self.failed_attempt {
+                    p.push_str(&format!(
+                        " ({} failed attempt{}: {})",
+                        a.failures,
+                        if a.failures == 1 { "" } else { "s" },
+                        a.message.trim()
+                    ));
+                }
+                parts.push(p)
             }
             JobState::Failed => {
                 parts.push(format!("Job kube-system/{} failed", self.addon.job_name()))
             }
             JobState::Complete => {}
+        }
+        match &self.release {
+            None if self.job == JobState::Complete => {
+                parts.push(format!("no helm release {}", self.addon.chart_name()))
+            }
+            Some((rev, status)) if status != "deployed" => parts.push(format!(
+                "helm release {} revision {rev} is {status}",
+                self.addon.chart_name()
+            )),
+            Some((rev, _)) if !self.release_current && self.job == JobState::Complete => parts
+                .push(format!(
+                    "helm release {} revision {rev} is not of the current chart config",
+                    self.addon.chart_name()
+                )),
+            _ => {}
         }
         parts.extend(self.problems.iter().take(4).cloned());
         if self.problems.len() > 4 {
@@ -232,35 +390,119 @@ impl AddonHealth {
     }
 }
 
-fn job_state(s: &Snapshot, kind: AddonKind) -> JobState {
-    let chart = s.get("HelmChart", "kube-system", kind.chart_name());
-    let Some(chart) = chart else {
-        return JobState::Pending;
-    };
-    let cond_true = |v: &Value, t: &str| {
-        v.pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|c| c.iter().any(|c| c["type"] == t && c["status"] == "True"))
-    };
-    let Some(job) = s.get("Job", "kube-system", &kind.job_name()) else {
-        return if cond_true(chart, "Failed") {
-            JobState::Failed
-        } else {
-            JobState::Pending
-        };
-    };
-    if cond_true(job, "Failed") || cond_true(chart, "Failed") {
-        JobState::Failed
-    } else if int(job, "/status/succeeded").unwrap_or(0) >= 1 || cond_true(job, "Complete") {
-        JobState::Complete
-    } else {
-        JobState::Running
-    }
+fn cond<'a>(v: &'a Value, t: &str) -> Option<&'a Value> {
+    v.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["type"] == t && c["status"] == "True")
 }
 
-/// Judge one add-on from a snapshot.
+fn env<'a>(job: &'a Value, name: &str) -> Option<&'a str> {
+    job.pointer("/spec/template/spec/containers/0/env")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+}
+
+/// The config hash helm-controller gave the Job (`SHA256=<hex>`), as klipper-helm labels the
+/// release with it: the part after `=`, at most 63 characters (chart.go:628-631).
+fn job_config_hash(job: &Value) -> String {
+    let a = job["metadata"]["annotations"]["helmcharts.helm.cattle.io/configHash"]
+        .as_str()
+        .unwrap_or("");
+    let h = a.split_once('=').map(|(_, h)| h).unwrap_or(a);
+    h.chars().take(63).collect()
+}
+
+/// The Job is the one helm-controller made for the chart version written (helm-controller
+/// replaces it within moments of a change; until then the old Job and release would look
+/// current). A values-only change is not caught here: the release's hash is then compared
+/// with the old Job's for those moments.
+fn job_matches_chart(job: &Value, chart: &Value) -> bool {
+    let want_version = chart["spec"]["version"].as_str().unwrap_or("");
+    env(job, "VERSION").unwrap_or("") == want_version
+}
+
+/// The last failed attempt of `job`'s pod.
+fn failed_attempt(s: &Snapshot, job: &Value) -> Option<Attempt> {
+    let uid = job["metadata"]["uid"].as_str();
+    let name = job["metadata"]["name"].as_str().unwrap_or("");
+    s.objects
+        .iter()
+        .filter(|((k, ns, _), _)| k == "Pod" && ns == "kube-system")
+        .map(|(_, p)| p)
+        .filter(|p| {
+            let owner = &p["metadata"]["ownerReferences"][0];
+            owner["name"] == name && (uid.is_none() || owner["uid"].as_str() == uid)
+        })
+        .filter_map(|p| {
+            let c = &p["status"]["containerStatuses"][0];
+            let restarts = c["restartCount"].as_u64().unwrap_or(0);
+            let term = if c["state"]["terminated"]["exitCode"].as_i64().unwrap_or(0) != 0 {
+                Some((&c["state"]["terminated"], restarts + 1))
+            } else if c["lastState"]["terminated"]["exitCode"]
+                .as_i64()
+                .unwrap_or(0)
+                != 0
+            {
+                Some((&c["lastState"]["terminated"], restarts))
+            } else {
+                None
+            }?;
+            Some(Attempt {
+                pod: p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                failures: term.1.max(1),
+                message: term.0["message"].as_str().unwrap_or("").trim().to_string(),
+            })
+        })
+        .max_by_key(|a| a.failures)
+}
+
+/// Judge one add-on from a snapshot (`traefik_ns`: where the Traefik release lives).
 pub fn evaluate(s: &Snapshot, kind: AddonKind, traefik_ns: &str) -> AddonHealth {
-    let job = job_state(s, kind);
+    let release_ns = kind.fixed_namespace().unwrap_or(traefik_ns);
+    let chart = s.get("HelmChart", "kube-system", kind.chart_name());
+    let job = s.get("Job", "kube-system", &kind.job_name());
+    let chart_failed = chart
+        .and_then(|c| cond(c, "Failed"))
+        .map(|c| c["message"].as_str().unwrap_or("Failed").to_string());
+    let job_state = match (chart, job) {
+        (None, _) | (_, None) => JobState::Pending,
+        (Some(c), Some(j)) => {
+            if cond(j, "Failed").is_some() {
+                JobState::Failed
+            } else if !job_matches_chart(j, c) {
+                // helm-controller has not replaced the Job for the new chart yet.
+                JobState::Pending
+            } else if j["status"]["succeeded"].as_i64().unwrap_or(0) >= 1
+                || cond(j, "Complete").is_some()
+            {
+                JobState::Complete
+            } else {
+                JobState::Running
+            }
+        }
+    };
+    let latest = s.latest_release(release_ns, kind.chart_name());
+    let release_current = match (latest, job) {
+        // helm-controller from v0.17.4 passes the hash (`CONFIG_HASH`) for klipper-helm
+        // (v0.13.0+) to label the release with; an older pair labels nothing, and then the
+        // newest release is all there is to judge.
+        (Some(r), Some(j)) if env(j, "CONFIG_HASH").is_some() => {
+            !r.config_hash.is_empty() && r.config_hash == job_config_hash(j)
+        }
+        (Some(_), Some(_)) => true,
+        // A reader that did not ask for the records judges by the Job alone.
+        _ => !s.has_releases && job_state == JobState::Complete,
+    };
+    let release = latest
+        .map(|r| (r.revision, r.status.clone()))
+        .or_else(|| (!s.has_releases).then(|| (0, "deployed".to_string())));
+    let failed_attempt = match (job_state.clone(), job) {
+        (JobState::Running | JobState::Failed, Some(j)) => failed_attempt(s, j),
+        _ => None,
+    };
     let mut problems = Vec::new();
     for w in wants(kind, traefik_ns) {
         let what = if w.namespace.is_empty() {
@@ -290,9 +532,105 @@ pub fn evaluate(s: &Snapshot, kind: AddonKind, traefik_ns: &str) -> AddonHealth 
     }
     AddonHealth {
         addon: kind,
-        job,
+        job: job_state,
+        release,
+        release_current,
+        failed_attempt,
+        chart_failed,
         problems,
     }
+}
+
+/// Indent log lines for an error message (`(no log)` when there are none).
+pub fn indent(text: &str) -> String {
+    let t: Vec<String> = text
+        .trim_end()
+        .lines()
+        .map(|l| format!("    {l}"))
+        .collect();
+    if t.is_empty() {
+        "    (no log)".into()
+    } else {
+        t.join("\n")
+    }
+}
+
+/// The error for an add-on whose install failed: what failed, the pod's log (`logs`), and the
+/// exact way out. Pure.
+pub fn failure_report(h: &AddonHealth, traefik_ns: &str, logs: &str) -> String {
+    let name = h.addon.chart_name();
+    let ns = h.addon.fixed_namespace().unwrap_or(traefik_ns);
+    let policy = h.addon.failure_policy();
+    let mut head = format!("add-on {name}: helm-controller could not install the chart");
+    if let Some(a) = &h.failed_attempt {
+        head.push_str(&format!(
+            " (pod kube-system/{}, failed attempt {}",
+            a.pod, a.failures
+        ));
+        if !a.message.is_empty() {
+            head.push_str(&format!(": \"{}\"", a.message.lines().last().unwrap_or("")));
+        }
+        head.push(')');
+    }
+    if let Some((rev, status)) = &h.release {
+        if status != "deployed" {
+            head.push_str(&format!("; helm release {name} revision {rev} is {status}"));
+        }
+    }
+    let mut out = head;
+    if !logs.trim().is_empty() {
+        out.push_str(&format!(":\n{}", indent(logs)));
+    }
+    let mut hints = Vec::new();
+    let text = format!(
+        "{logs}\n{}",
+        h.failed_attempt
+            .as_ref()
+            .map(|a| a.message.as_str())
+            .unwrap_or("")
+    );
+    if text.contains("timed out waiting for the condition") {
+        let limit = h.addon.helm_timeout().unwrap_or("5m (helm's default)");
+        hints.push(format!(
+            "a hook of the chart did not finish within helm's timeout ({limit}){}; the usual cause is image pulls on a slow link: see `k3s kubectl -n {ns} get pods` and `k3s kubectl -n {ns} describe pods`",
+            if h.addon == AddonKind::CertManager {
+                " (cert-manager's startupapicheck waits for the API and its webhook)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if text.contains("not a valid chart repository")
+        || text.contains("cannot be reached")
+        || (text.contains("version") && text.contains("not found in"))
+    {
+        hints.push(format!(
+            "the server could not fetch the chart: check that the chart version exists and its repository is reachable from the servers, or give `chart_archive` under [addons.{}]",
+            h.addon.inventory_name()
+        ));
+    }
+    let fix = if h.chart_failed.is_some() || h.job == JobState::Failed {
+        format!(
+            "the Job used up its retries and helm-controller makes no new one for an unchanged chart: remove the cause, then `k3s kubectl -n kube-system delete job {}` on a server (helm-controller creates it again) and run `bootstrap up`",
+            h.addon.job_name()
+        )
+    } else if policy == "abort"
+        && (h.release_failed() || text.contains("waiting for operator intervention"))
+    {
+        let rev = h.release.as_ref().map(|(r, _)| *r).unwrap_or(1);
+        format!(
+            "failurePolicy is abort for {name} (a reinstall would delete its volumes), so helm-controller waits for you: remove the cause, then on a server `k3s kubectl -n {ns} delete secret sh.helm.release.v1.{name}.v{rev}` (the failed release record; helm-controller then upgrades from the revision before it, or installs again over what is there) and run `bootstrap up`"
+        )
+    } else {
+        format!(
+            "helm-controller tries again by itself (failurePolicy {policy}: it uninstalls a failed release and installs again), next after the kubelet's back-off of at most 5 minutes: remove the cause, then run `bootstrap up` again; it waits for that attempt"
+        )
+    };
+    for hint in hints {
+        out.push_str(&format!("\n  {hint}"));
+    }
+    out.push_str(&format!("\n  {fix}"));
+    out
 }
 
 /// The command that prints the install Job's last log lines.

@@ -13,7 +13,12 @@ pub const REPO: &str = "https://charts.longhorn.io";
 pub const NAMESPACE: &str = "longhorn-system";
 /// Kernel modules Longhorn's V1 data engine needs (§3.2; longhornctl skips `iscsi_tcp` on apt
 /// hosts, but the Longhorn docs require it).
-pub const MODULES: [&str; 2] = ["iscsi_tcp", "dm_crypt"];
+/// `nfs` for RWX volumes: the manager's NFS-client check wants NFSv4 built in or the module
+/// loaded (longhorn-manager v1.12.1 `node` conditions, reference/addons.md §3.2 item 4).
+pub const MODULES: [&str; 3] = ["iscsi_tcp", "dm_crypt", "nfs"];
+/// The longest one apt-get call of the package fix may take: three calls at most, so a host
+/// whose package manager cannot reach a mirror fails in under five minutes.
+pub const APT_STEP_SECS: u32 = 90;
 /// (binary Longhorn probes, Debian package that provides it).
 pub const PACKAGES: [(&str, &str); 4] = [
     ("iscsiadm", "open-iscsi"),
@@ -90,7 +95,41 @@ pub fn files(l: &Longhorn, chart_content: Option<&str>) -> Result<Vec<ManifestFi
             stage: Stage::Base,
         });
     }
+    if !l.recurring_jobs.is_empty() {
+        let jobs: Vec<RecurringCtx> = l
+            .recurring_jobs
+            .iter()
+            .map(|j| RecurringCtx {
+                name: &j.name,
+                task: &j.task,
+                cron: &j.cron,
+                retain: j.retain,
+                concurrency: j.concurrency,
+                groups: &j.groups,
+            })
+            .collect();
+        let mut ctx = tera::Context::new();
+        ctx.insert("jobs", &jobs);
+        out.push(ManifestFile {
+            file: format!("{PREFIX}longhorn-recurring.yaml"),
+            content: templates::render("addons/longhorn-recurring.yaml", &ctx)?,
+            mode: 0o600,
+            owner: Owner::Addon(AddonKind::Longhorn),
+            // RecurringJob is a Longhorn CRD.
+            stage: Stage::After(vec![AddonKind::Longhorn]),
+        });
+    }
     Ok(out)
+}
+
+#[derive(Serialize)]
+struct RecurringCtx<'a> {
+    name: &'a str,
+    task: &'a str,
+    cron: &'a str,
+    retain: u32,
+    concurrency: u32,
+    groups: &'a [String],
 }
 
 /// What the facts script found about Longhorn's prerequisites on one host.
@@ -230,6 +269,10 @@ pub fn plan_prereqs(node: &str, os_id: &str, f: &PrereqFacts) -> PrereqPlan {
                 Some(c) => p.warnings.push(format!(
                     "{node}: kernel module {m} is not loaded and cannot be loaded from inside a container ({c}); load it on the container host or Longhorn volumes will not attach there"
                 )),
+                // Without NFS only RWX volumes and NFS backup targets fail.
+                None if m == "nfs" => p.warnings.push(format!(
+                    "{node}: this kernel has no NFSv4 client (module nfs: modinfo finds nothing, no nfs4 in /proc/filesystems); Longhorn's RWX volumes and NFS backup targets will not work there"
+                )),
                 None => p.errors.push(format!(
                     "{node}: kernel module {m} is not loaded and this kernel does not provide it (modinfo {m} finds nothing); install the kernel's extra modules package (e.g. linux-modules-extra-$(uname -r)) and re-run"
                 )),
@@ -249,13 +292,15 @@ pub fn fix_script(fix: &PrereqFix) -> String {
         PrereqFix::Install(pkgs) => {
             let pkgs = pkgs.join(" ");
             // Try with the current lists first (no network round trip when they are fresh),
-            // then refresh them once.
+            // then refresh them once. Each apt-get call is bounded ([`APT_STEP_SECS`]): with no
+            // reachable mirror apt retries connections for many minutes otherwise.
             // The log goes to a fresh mktemp file: a fixed path under /tmp is one another
             // user of the host could point elsewhere with a symlink, for root to overwrite.
             format!(
                 "export DEBIAN_FRONTEND=noninteractive; opts='-y -q --no-install-recommends -o Acquire::Retries=1 -o Acquire::http::Timeout=20 -o Dpkg::Options::=--force-confold'; \
-                 log=$(mktemp) || exit 1; \
-                 apt-get install $opts {pkgs} >\"$log\" 2>&1 || {{ apt-get update -q -o Acquire::Retries=1 -o Acquire::http::Timeout=20 >>\"$log\" 2>&1; apt-get install $opts {pkgs} >>\"$log\" 2>&1; }} || {{ tail -n 15 \"$log\" >&2; rm -f \"$log\"; exit 1; }}; rm -f \"$log\""
+                 log=$(mktemp) || exit 1; t='timeout -k 5 {APT_STEP_SECS}'; \
+                 run() {{ $t \"$@\" >>\"$log\" 2>&1; rc=$?; [ $rc -eq 124 ] && echo \"$1 $2: no answer within {APT_STEP_SECS}s (is a package mirror reachable from this host?)\" >>\"$log\"; return $rc; }}; \
+                 run apt-get install $opts {pkgs} || {{ run apt-get update -q -o Acquire::Retries=1 -o Acquire::http::Timeout=20; run apt-get install $opts {pkgs}; }} || {{ tail -n 15 \"$log\" >&2; rm -f \"$log\"; exit 1; }}; rm -f \"$log\""
             )
         }
         PrereqFix::StartIscsid => "if systemctl cat iscsid.socket >/dev/null 2>&1; then systemctl enable --now iscsid.socket; fi; systemctl enable iscsid.service >/dev/null 2>&1 || true; systemctl start iscsid.service".into(),
@@ -276,8 +321,9 @@ pub fn fix_script(fix: &PrereqFix) -> String {
 pub fn fix_error(node: &str, fix: &PrereqFix, stderr_tail: &str) -> String {
     let what = match fix {
         PrereqFix::Install(p) => format!(
-            "apt-get could not install {} (Longhorn prerequisites)",
-            p.join(", ")
+            "apt-get could not install {} (Longhorn prerequisites); install them by hand (`apt-get install {}`) or make a package mirror reachable, then re-run",
+            p.join(", "),
+            p.join(" ")
         ),
         PrereqFix::StartIscsid => "iscsid (open-iscsi) did not start".into(),
         PrereqFix::LoadModules(m) => format!("could not load kernel module(s) {}", m.join(", ")),

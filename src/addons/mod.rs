@@ -91,6 +91,49 @@ impl AddonKind {
     pub fn job_name(&self) -> String {
         format!("helm-install-{}", self.chart_name())
     }
+
+    /// helm-controller's `failurePolicy` for the chart: what the install Job does when it finds
+    /// the release failed (klipper-helm `entry`:68-99).
+    pub fn failure_policy(&self) -> &'static str {
+        match self {
+            // `reinstall` uninstalls first, and uninstalling Longhorn deletes every volume
+            // (reference/addons.md §2, kube-hetzner#2054): a failed Longhorn release waits for
+            // the operator instead.
+            AddonKind::Longhorn => "abort",
+            // A reinstall loses nothing of these: Traefik's and Sealed Secrets' CRDs live in the
+            // charts' crds/ directories, which `helm uninstall` never deletes, cert-manager's
+            // carry `helm.sh/resource-policy: keep` (`crds.keep`, cert-manager-values.yaml), and
+            // the sealing key is bootstrap's own Secret. So helm-controller repairs a failed
+            // release by itself (uninstall, install), and no re-run is ever stuck on it.
+            AddonKind::Traefik | AddonKind::CertManager | AddonKind::SealedSecrets => "reinstall",
+        }
+    }
+
+    /// `spec.timeout`, helm's `--timeout` for install and upgrade (helm-controller `chart.go`:986-991;
+    /// 5 minutes when unset). Hooks run inside it: cert-manager's post-install
+    /// `startupapicheck` waits up to its own 5 minutes (cert-manager-values.yaml) for the API
+    /// and webhook, after image pulls that take minutes on a small VPS.
+    pub fn helm_timeout(&self) -> Option<&'static str> {
+        match self {
+            AddonKind::CertManager => Some("10m"),
+            _ => None,
+        }
+    }
+
+    /// The namespace of the release and its workloads, when fixed by the add-on.
+    pub fn fixed_namespace(&self) -> Option<&'static str> {
+        match self {
+            AddonKind::Longhorn => Some(longhorn::NAMESPACE),
+            AddonKind::Traefik => None,
+            AddonKind::CertManager => Some(cert_manager::NAMESPACE),
+            AddonKind::SealedSecrets => Some(sealed_secrets::NAMESPACE),
+        }
+    }
+
+    /// The add-on whose HelmChart file is `file`.
+    pub fn of_chart_file(file: &str) -> Option<AddonKind> {
+        AddonKind::ALL.into_iter().find(|k| k.chart_file() == file)
+    }
 }
 
 impl std::fmt::Display for AddonKind {
@@ -169,6 +212,8 @@ pub struct AddonsSpec {
     pub chart_content: BTreeMap<AddonKind, String>,
     /// `.bootstrap/` beside the inventory (the sealing key backup lives there).
     pub state_dir: PathBuf,
+    /// `[addons.longhorn] uninstall = true`: Longhorn is to be removed (and is not enabled).
+    pub longhorn_uninstall: bool,
 }
 
 /// Errors rendering add-on manifests.
@@ -221,7 +266,8 @@ impl AddonsSpec {
             }
         }
         Ok(AddonsSpec {
-            longhorn: a.longhorn.clone(),
+            longhorn: a.longhorn.clone().filter(|l| !l.uninstall),
+            longhorn_uninstall: a.longhorn.as_ref().is_some_and(|l| l.uninstall),
             traefik: a.traefik.clone(),
             cert_manager: a.cert_manager.clone(),
             sealed_secrets: a.sealed_secrets.clone(),
@@ -316,6 +362,8 @@ pub(crate) fn helmchart(
     ctx.insert("create_namespace", &create_namespace);
     ctx.insert("values", values.trim());
     ctx.insert("chart_content", &chart_content);
+    ctx.insert("failure_policy", kind.failure_policy());
+    ctx.insert("timeout", &kind.helm_timeout());
     Ok(ManifestFile {
         file: kind.chart_file(),
         content: templates::render("addons/helmchart.yaml", &ctx)?,

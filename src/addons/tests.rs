@@ -75,6 +75,7 @@ fn seed_manifests_match_the_golden_files() {
             "namespaces.yaml",
             "bootstrap-longhorn.yaml",
             "bootstrap-longhorn-storage.yaml",
+            "bootstrap-longhorn-recurring.yaml",
             "bootstrap-traefik.yaml",
             "bootstrap-traefik-routes.yaml",
             "bootstrap-cert-manager.yaml",
@@ -92,7 +93,7 @@ fn variant_manifests_match_the_golden_files() {
     let text = std::fs::read_to_string(root().join("inventory/seed.toml"))
         .unwrap()
         .replace("version = \"41.3.0\"", "version = \"36.3.0\"")
-        .replace("version = \"v1.21.2\"", "version = \"v1.14.5\"")
+        .replace("version = \"v1.21.1\"", "version = \"v1.14.5\"")
         .replace(
             "# backup_target = \"s3://dirtbikechina-longhorn@us-east-1/\"",
             "backup_target = \"s3://dirtbikechina-longhorn@us-east-1/\"",
@@ -130,7 +131,20 @@ fn every_manifest_is_valid_yaml_with_the_contract() {
         assert!(!docs.is_empty(), "{} is empty", f.file);
         for d in &docs {
             if d["kind"] == "HelmChart" {
-                assert_eq!(d["spec"]["failurePolicy"], "abort", "{}", f.file);
+                // abort only where a reinstall would lose data (Longhorn's volumes).
+                let want = if d["metadata"]["name"] == "longhorn" {
+                    "abort"
+                } else {
+                    "reinstall"
+                };
+                assert_eq!(d["spec"]["failurePolicy"], want, "{}", f.file);
+                let timeout = d["spec"]["timeout"].as_str();
+                assert_eq!(
+                    timeout.is_some(),
+                    d["metadata"]["name"] == "cert-manager",
+                    "{}",
+                    f.file
+                );
                 assert_eq!(d["metadata"]["namespace"], "kube-system");
                 let values: serde_yaml::Value =
                     serde_yaml::from_str(d["spec"]["valuesContent"].as_str().unwrap()).unwrap();
@@ -211,7 +225,7 @@ fn facts(lines: &str) -> PrereqFacts {
 const ALL_OK: &str =
     "bin.iscsiadm\tyes\nbin.mount.nfs\tyes\nbin.cryptsetup\tyes\nbin.dmsetup\tyes\n\
 iscsid\tinactive/active\nmultipathd\tinactive/inactive\nmultipath.maps\t0\n\
-mod.iscsi_tcp\tloaded\nmod.dm_crypt\tloaded\ncontainer\t\n";
+mod.iscsi_tcp\tloaded\nmod.dm_crypt\tloaded\nmod.nfs\tloaded\ncontainer\t\n";
 
 #[test]
 fn prerequisites_satisfied_need_nothing() {
@@ -260,6 +274,20 @@ fn unfixable_prerequisites_name_the_node() {
     assert!(p.errors.iter().any(|e| e.contains("cryptsetup")));
     assert!(p.errors.iter().any(|e| e.contains("iscsi_tcp")));
     assert!(p.errors.iter().any(|e| e.contains("multipathd")));
+}
+
+#[test]
+fn a_missing_nfs_module_is_a_warning() {
+    // Only RWX volumes and NFS backup targets need it; the rest of Longhorn works.
+    let f = facts(&ALL_OK.replace("mod.nfs\tloaded", "mod.nfs\tmissing"));
+    let p = plan_prereqs("w1", "debian", &f);
+    assert!(p.errors.is_empty() && p.fixes.is_empty(), "{p:?}");
+    assert!(p.warnings[0].contains("nfs"), "{p:?}");
+    let f = facts(&ALL_OK.replace("mod.nfs\tloaded", "mod.nfs\tavailable"));
+    assert_eq!(
+        plan_prereqs("w1", "debian", &f).fixes,
+        vec![PrereqFix::LoadModules(vec!["nfs".into()])]
+    );
 }
 
 #[test]
@@ -313,6 +341,7 @@ fn sealing_key_is_rsa_4096_and_round_trips_through_backup_and_secret() {
         sealed_secrets: Some(crate::inventory::SealedSecrets {
             version: "2.19.1".into(),
             chart_archive: None,
+            crds_applied: None,
         }),
         ..Default::default()
     };
@@ -430,4 +459,118 @@ fn chart_archive_is_validated_and_read() {
     let inv = Inventory::from_str_at(&with("charts/ss.tgz"), &path).unwrap();
     let spec = AddonsSpec::from_inventory(&inv).unwrap();
     assert_eq!(spec.chart_content[&AddonKind::SealedSecrets], "H4tmYWtl");
+}
+
+#[test]
+fn health_is_the_release_not_the_job() {
+    use health::{evaluate, Snapshot, PODS_MARK, RELEASES_MARK};
+    let list = r#"{"items": [
+        {"kind": "HelmChart", "metadata": {"name": "sealed-secrets", "namespace": "kube-system"},
+         "spec": {"version": "2.19.1", "failurePolicy": "reinstall"}},
+        {"kind": "Job", "metadata": {"name": "helm-install-sealed-secrets", "namespace": "kube-system", "uid": "j1",
+           "annotations": {"helmcharts.helm.cattle.io/configHash": "SHA256=ABC"}},
+         "spec": {"template": {"spec": {"containers": [{"env": [{"name": "VERSION", "value": "2.19.1"}, {"name": "FAILURE_POLICY", "value": "reinstall"}, {"name": "CONFIG_HASH", "value": "ABC"}]}]}}},
+         "status": {"succeeded": 1}},
+        {"kind": "CustomResourceDefinition", "metadata": {"name": "sealedsecrets.bitnami.com"}},
+        {"kind": "Deployment", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system"}, "spec": {"replicas": 1}, "status": {"readyReplicas": 1}},
+        {"kind": "Service", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system"}}]}"#;
+    let snap = |releases: &str| {
+        Snapshot::parse(&format!(
+            "{list}\n{RELEASES_MARK}\n{releases}\n{PODS_MARK}\n{{\"items\": []}}"
+        ))
+        .unwrap()
+    };
+    let h = |releases: &str| evaluate(&snap(releases), AddonKind::SealedSecrets, "");
+    assert!(h("kube-system sealed-secrets 1 deployed ABC").healthy());
+    // A completed Job with a failed release is not healthy, nor is no release at all.
+    let failed =
+        h("kube-system sealed-secrets 1 deployed ABC\nkube-system sealed-secrets 2 failed ABC");
+    assert!(!failed.healthy() && failed.release_failed());
+    assert!(
+        failed.summary().contains("revision 2 is failed"),
+        "{}",
+        failed.summary()
+    );
+    assert!(!h("").healthy());
+    // Deployed, but of an older config (helm-controller is about to run the Job again).
+    let old = h("kube-system sealed-secrets 1 deployed OLD");
+    assert!(!old.healthy());
+    assert!(
+        old.summary().contains("not of the current chart config"),
+        "{}",
+        old.summary()
+    );
+    // helm-controller before v0.17.4 passes no hash, and klipper-helm labels none.
+    let unhashed = list.replace(r#", {"name": "CONFIG_HASH", "value": "ABC"}"#, "");
+    let s = Snapshot::parse(&format!(
+        "{unhashed}\n{RELEASES_MARK}\nkube-system sealed-secrets 1 deployed\n{PODS_MARK}\n{{\"items\": []}}"
+    ))
+    .unwrap();
+    assert!(evaluate(&s, AddonKind::SealedSecrets, "").healthy());
+    // Another namespace's release of the same name is not this one.
+    assert!(!h("default sealed-secrets 1 deployed ABC").healthy());
+    // A Job still of the previous chart version is not judged complete.
+    let bumped = list.replace(
+        r#""spec": {"version": "2.19.1", "failurePolicy""#,
+        r#""spec": {"version": "2.19.2", "failurePolicy""#,
+    );
+    let s = Snapshot::parse(&format!(
+        "{bumped}\n{RELEASES_MARK}\nkube-system sealed-secrets 1 deployed ABC\n{PODS_MARK}\n{{\"items\": []}}"
+    ))
+    .unwrap();
+    assert!(!evaluate(&s, AddonKind::SealedSecrets, "").healthy());
+}
+
+#[test]
+fn a_failed_attempt_is_read_from_the_pod_and_reported_with_the_way_out() {
+    use health::{evaluate, failure_report, Snapshot, PODS_MARK, RELEASES_MARK};
+    let text = format!(
+        r#"{{"items": [
+        {{"kind": "HelmChart", "metadata": {{"name": "longhorn", "namespace": "kube-system"}}, "spec": {{"version": "1.12.1", "failurePolicy": "abort"}}}},
+        {{"kind": "Job", "metadata": {{"name": "helm-install-longhorn", "namespace": "kube-system", "uid": "j1",
+           "annotations": {{"helmcharts.helm.cattle.io/configHash": "SHA256=ABC"}}}},
+         "spec": {{"template": {{"spec": {{"containers": [{{"env": [{{"name": "VERSION", "value": "1.12.1"}}, {{"name": "FAILURE_POLICY", "value": "abort"}}]}}]}}}}}}, "status": {{"active": 1}}}}]}}
+{RELEASES_MARK}
+longhorn-system longhorn 1 failed ABC
+{PODS_MARK}
+{{"items": [{{"kind": "Pod", "metadata": {{"name": "helm-install-longhorn-abcde", "namespace": "kube-system",
+   "ownerReferences": [{{"kind": "Job", "name": "helm-install-longhorn", "uid": "j1"}}]}},
+  "status": {{"containerStatuses": [{{"name": "helm", "restartCount": 2,
+     "state": {{"waiting": {{"reason": "CrashLoopBackOff"}}}},
+     "lastState": {{"terminated": {{"exitCode": 1, "message": "Release status is 'failed' and failure policy is 'abort'; waiting for operator intervention"}}}}}}]}}}}]}}"#
+    );
+    let h = evaluate(&Snapshot::parse(&text).unwrap(), AddonKind::Longhorn, "");
+    let a = h.failed_attempt.clone().expect("the pod's failed attempt");
+    assert_eq!(
+        (a.pod.as_str(), a.failures),
+        ("helm-install-longhorn-abcde", 2)
+    );
+    assert!(h.release_failed() && !h.healthy());
+    let msg = failure_report(&h, "", "some log line");
+    assert!(msg.starts_with("add-on longhorn: helm-controller could not install the chart (pod kube-system/helm-install-longhorn-abcde, failed attempt 2"), "{msg}");
+    assert!(msg.contains("waiting for operator intervention"), "{msg}");
+    assert!(msg.contains("    some log line"), "{msg}");
+    assert!(
+        msg.contains("k3s kubectl -n longhorn-system delete secret sh.helm.release.v1.longhorn.v1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn every_apt_get_call_of_the_package_fix_is_bounded() {
+    let s = longhorn::fix_script(&longhorn::PrereqFix::Install(vec!["open-iscsi".into()]));
+    let calls = s.matches("run apt-get").count();
+    assert_eq!(calls, 3, "{s}");
+    assert!(
+        s.contains(&format!("t='timeout -k 5 {}'", longhorn::APT_STEP_SECS)),
+        "{s}"
+    );
+    assert!(
+        !s.contains("; apt-get ") && !s.contains("|| apt-get"),
+        "an unbounded call: {s}"
+    );
+    assert!(
+        s.contains("is a package mirror reachable from this host?"),
+        "{s}"
+    );
 }

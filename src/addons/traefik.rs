@@ -35,7 +35,17 @@ struct RouteCtx<'a> {
     namespace: &'a str,
     host: &'a str,
     issuer: Option<&'static str>,
+    sticky_cookie: Option<&'a str>,
     services: Vec<ServiceCtx<'a>>,
+}
+
+#[derive(Serialize)]
+struct TolerationCtx {
+    key: String,
+    /// `Equal` with a value, `Exists` without.
+    operator: &'static str,
+    value: Option<String>,
+    effect: &'static str,
 }
 
 /// The HelmChart, and the routes file when the inventory has routes.
@@ -54,6 +64,21 @@ pub fn files(
             ""
         },
     );
+    // Placement: the chart's top-level `nodeSelector` and `tolerations` (traefik-helm-chart
+    // v41.3.0 `traefik/values.yaml`:1236-1238).
+    let tolerations: Vec<TolerationCtx> = t
+        .tolerations
+        .iter()
+        .map(|x| TolerationCtx {
+            key: x.key.clone(),
+            operator: if x.value.is_some() { "Equal" } else { "Exists" },
+            value: x.value.clone(),
+            effect: x.effect.as_str(),
+        })
+        .collect();
+    let node_selector: Vec<(&String, &String)> = t.node_selector.iter().collect();
+    ctx.insert("node_selector", &node_selector);
+    ctx.insert("tolerations", &tolerations);
     let values = templates::render("addons/traefik-values.yaml", &ctx)?;
     let chart = helmchart(
         AddonKind::Traefik,
@@ -74,6 +99,7 @@ pub fn files(
                 namespace: &r.namespace,
                 host: &r.host,
                 issuer: r.tls_issuer.filter(|_| with_cert_manager).map(|i| i.name()),
+                sticky_cookie: r.sticky_cookie.as_deref(),
                 services: r
                     .services
                     .iter()

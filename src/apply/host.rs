@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use super::runner::Learned;
 use super::Options;
-use crate::addons::{self, longhorn, EXTRA_RECORD, MANIFESTS_DIR};
+use crate::addons::{self, longhorn, AddonKind, EXTRA_RECORD, MANIFESTS_DIR};
 use crate::inventory::{InstallSource, K3sVersion};
 use crate::k3s::artifacts::{self, Cache};
 use crate::k3s::{self, token, Role};
@@ -153,6 +153,7 @@ pub(super) async fn run(
         Action::RemoveManifest {
             file,
             delete_objects,
+            release,
         } => {
             let q = sh_quote(&format!("{MANIFESTS_DIR}/{file}"));
             // kubectl waits (up to the run's timeout) until the objects are gone: a HelmChart
@@ -160,17 +161,57 @@ pub(super) async fn run(
             // file stays until then, so a failed or interrupted removal is tried again.
             let mut script = String::new();
             if *delete_objects {
+                if let Some(k) = release {
+                    // The release's namespace, from our own file (the HelmChart may be gone).
+                    script.push_str(&format!(
+                        "ns=$(sed -n 's/^  targetNamespace: \"\\(.*\\)\"$/\\1/p' {q} 2>/dev/null | head -n 1); ns=${{ns:-{default_ns}}}\n",
+                        default_ns = k.fixed_namespace().unwrap_or("kube-system"),
+                    ));
+                    if *k == AddonKind::Longhorn {
+                        // `uninstall = true`: the confirmation Longhorn's uninstall asks for
+                        // (Longhorn docs "Uninstall Longhorn", `deleting-confirmation-flag`).
+                        script.push_str(
+                            "k3s kubectl -n \"$ns\" patch settings.longhorn.io deleting-confirmation-flag --type merge -p '{\"value\":\"true\"}' >/dev/null 2>&1 || true\n",
+                        );
+                    }
+                }
                 script.push_str(&format!(
-                    "if [ -f {q} ]; then k3s kubectl delete -f {q} --ignore-not-found --timeout={secs}s >/dev/null || exit 1; fi; \
-                     k3s kubectl delete addons.k3s.cattle.io {addon} -n kube-system --ignore-not-found --wait=false >/dev/null || exit 1\n",
+                    "if [ -f {q} ]; then k3s kubectl delete -f {q} --ignore-not-found --timeout={secs}s >/dev/null || exit 1; fi\n",
                     secs = opts.timeout.as_secs().max(1),
+                ));
+                if let Some(k) = release {
+                    // The HelmChart is gone, so its delete Job completed; the release must be
+                    // gone too, or the chart's workloads run on with nothing managing them.
+                    script.push_str(&format!(
+                        "left=$(k3s kubectl get secrets -n \"$ns\" -l owner=helm,name={rel} --field-selector type=helm.sh/release.v1 -o jsonpath='{{range .items[*]}}{{.metadata.labels.version}}:{{.metadata.labels.status}} {{end}}') || exit 1\n\
+                         if [ -n \"$left\" ]; then echo \"release-left $ns $left\"; exit 3; fi\n",
+                        rel = sh_quote(k.chart_name()),
+                    ));
+                }
+                script.push_str(&format!(
+                    "k3s kubectl delete addons.k3s.cattle.io {addon} -n kube-system --ignore-not-found --wait=false >/dev/null || exit 1\n",
                     addon = sh_quote(addons::addon_name(file)),
                 ));
             }
             script.push_str(&format!("rm -f -- {q}"));
-            s.run_ok(&Cmd::new(script).label("remove a dropped add-on manifest"))
+            let out = s
+                .exec(&Cmd::new(script).label("remove a dropped add-on manifest"))
                 .await
                 .with_context(|| format!("{name}: removing {file}"))?;
+            if out.exit_code == Some(3) {
+                let k = release.unwrap_or(AddonKind::Longhorn);
+                let line = out.stdout_str();
+                let mut f = line.split_whitespace().skip(1);
+                let ns = f.next().unwrap_or("").to_string();
+                let left: Vec<&str> = f.collect();
+                bail!(
+                    "add-on {k}: helm-controller ran the uninstall and dropped the HelmChart, but helm's release {k} is still in namespace {ns} (revision:status {}), so the chart's workloads keep running with nothing managing them. `helm uninstall` failed, most often because a pre-delete hook of the chart refused; see `k3s kubectl -n {ns} get jobs,pods` and `k3s kubectl get events -n {ns}` on {name}. Once the cause is fixed, put the add-on back in the inventory, run `bootstrap up`, and remove it again. {file} stays in place until then.",
+                    left.join(" ")
+                );
+            }
+            if !out.success() {
+                bail!("{name}: removing {file} failed:\n{}", out.stderr_tail(10));
+            }
         }
         Action::WriteExtraRecord { names } => {
             let path = sh_quote(&format!("{MANIFESTS_DIR}/{EXTRA_RECORD}"));

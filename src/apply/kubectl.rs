@@ -1,13 +1,13 @@
 //! The steps that run through a server's `k3s kubectl`: waits for Nodes, drain, uncordon,
 //! Node deletion, label and taint changes, and the add-on health wait.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
 use super::Options;
-use crate::addons::health::{self, AddonHealth, JobState, Snapshot};
+use crate::addons::health::{self, indent, AddonHealth, JobState, Snapshot};
 use crate::addons::AddonKind;
 use crate::facts::cluster::{parse_nodes, ObservedNode, GET_NODES};
 use crate::inventory::K3sVersion;
@@ -367,7 +367,11 @@ async fn delete_node(api: &Session, name: &str, opts: &Options) -> Result<()> {
 }
 
 /// Wait until `addons` are healthy and every file of `applied` is applied by k3s's deploy
-/// controller. A failed install Job ends the wait at once with its logs.
+/// controller. A failure helm-controller will not repair by itself (the Job used up its
+/// retries, a failed release under `failurePolicy: abort`), or a failed attempt seen during
+/// this wait, ends it at once with the pod's log and the recovery step. An attempt that had
+/// already failed when the wait began is not reported again: helm-controller's next attempt
+/// (after the kubelet's back-off, at most 5 minutes) is what this run waits for.
 #[allow(clippy::too_many_arguments)]
 async fn wait_addons(
     api: &Session,
@@ -381,6 +385,7 @@ async fn wait_addons(
 ) -> Result<()> {
     let deadline = Instant::now() + opts.timeout;
     let mut reported: BTreeSet<AddonKind> = BTreeSet::new();
+    let mut baseline: BTreeMap<AddonKind, Option<(String, u64)>> = BTreeMap::new();
     let mut last: Option<String> = None;
     loop {
         let out = api
@@ -391,26 +396,25 @@ async fn wait_addons(
             .iter()
             .map(|k| health::evaluate(&snap, *k, traefik_ns))
             .collect();
-        let failed: Vec<&AddonHealth> = states
-            .iter()
-            .filter(|h| h.job == JobState::Failed)
-            .collect();
         let mut msg = Vec::new();
-        for h in failed {
-            let logs = job_logs(api, h.addon).await;
-            if logs.contains("(NotFound)") {
-                // helm-controller replaced the Job since the read (the chart's config hash
-                // changed): a new attempt runs; judge that one.
-                msg.clear();
-                break;
+        for h in states.iter().filter(|h| !h.healthy()) {
+            let attempt = h
+                .failed_attempt
+                .as_ref()
+                .map(|a| (a.pod.clone(), a.failures));
+            let first = baseline.entry(h.addon).or_insert_with(|| attempt.clone());
+            let new_failure = attempt.is_some() && attempt != *first;
+            let stuck = h.chart_failed.is_some()
+                || h.job == JobState::Failed
+                || (h.release_failed() && h.addon.failure_policy() == "abort");
+            if !(stuck || new_failure) {
+                continue;
             }
-            msg.push(format!(
-                    "add-on {}: the helm install Job kube-system/{} failed (HelmChart kube-system/{}, failurePolicy abort); last log lines:\n{}",
-                    h.addon,
-                    h.addon.job_name(),
-                    h.addon.chart_name(),
-                indent(&logs)
-            ));
+            let logs = match &h.failed_attempt {
+                Some(a) => pod_logs(api, &a.pod).await,
+                None => String::new(),
+            };
+            msg.push(health::failure_report(h, traefik_ns, &logs));
         }
         if !msg.is_empty() {
             bail!("{}", msg.join("\n"));
@@ -469,16 +473,16 @@ async fn wait_addons(
     }
 }
 
-fn indent(text: &str) -> String {
-    let t: Vec<String> = text
-        .trim_end()
-        .lines()
-        .map(|l| format!("    {l}"))
-        .collect();
-    if t.is_empty() {
-        "    (no log)".into()
-    } else {
-        t.join("\n")
+/// The last lines a helm pod logged in its failed attempt: the terminated container's
+/// (`--previous`, kubelet keeps it across the restart), or the current one's.
+async fn pod_logs(api: &Session, pod: &str) -> String {
+    let p = sh_quote(pod);
+    let cmd = format!(
+        "k3s kubectl logs -n kube-system {p} --previous --tail 20 2>/dev/null || k3s kubectl logs -n kube-system {p} --tail 20 2>&1"
+    );
+    match api.exec(&Cmd::new(cmd).label("helm pod logs")).await {
+        Ok(o) => ssh::redact(&o.stdout_str()),
+        Err(e) => format!("(could not read the logs: {e})"),
     }
 }
 

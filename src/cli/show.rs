@@ -48,7 +48,7 @@ pub async fn status(cx: &Ctx) -> Result<()> {
         .iter()
         .map(|a| {
             serde_json::json!({
-                "addon": a.addon.chart_name(), "healthy": a.healthy(), "job": a.job,
+                "addon": a.addon.chart_name(), "healthy": a.healthy(), "job": a.job, "release": a.release,
                 "problems": a.problems, "summary": a.summary(),
             })
         })

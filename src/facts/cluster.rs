@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::addons::health::{Snapshot, KINDS};
+use crate::addons::health::{self, Snapshot};
 use crate::addons::sealed_secrets::{self, SealingKey};
 use crate::inventory::{K3sVersion, Taint, TaintEffect};
 
@@ -59,10 +59,10 @@ impl ClusterFacts {
 /// reads, never writes. `addons` adds the add-on health kinds to the one `kubectl get`;
 /// `sealing_key` reads the key Secret too.
 pub fn query_script(addons: bool, sealing_key: bool) -> String {
-    let kinds = if addons {
-        format!("nodes,{KINDS}")
+    let get = if addons {
+        health::get_all_with("nodes,", "--request-timeout=20s")
     } else {
-        "nodes".to_string()
+        "k3s kubectl get nodes -A -o json --request-timeout=20s".to_string()
     };
     let key = if sealing_key {
         format!(
@@ -74,7 +74,7 @@ pub fn query_script(addons: bool, sealing_key: bool) -> String {
     };
     format!(
         r#"if [ -x /usr/local/bin/k3s ] && systemctl is-active -q k3s 2>/dev/null; then
-  if o=$(k3s kubectl get {kinds} -A -o json --request-timeout=20s 2>&1); then
+  if o=$({get} 2>&1); then
     printf 'cluster.objects\t%s\n' "$(printf '%s' "$o" | base64 -w0)"
   else
     printf 'cluster.error\t%s\n' "$(printf '%s' "$o" | tail -n 1 | tr '\t' ' ')"
@@ -131,7 +131,7 @@ pub fn from_answer(
     json: &str,
     key: Option<Option<&str>>,
 ) -> Result<ClusterFacts, String> {
-    let nodes = parse_nodes(json).map_err(|e| e.to_string())?;
+    let nodes = parse_nodes(health::objects_part(json)).map_err(|e| e.to_string())?;
     let objects = Snapshot::parse(json)?;
     let sealing_key = match key.flatten() {
         Some(k) => SealingKey::from_secret_json(k).map_err(|e| e.to_string())?,

@@ -66,7 +66,7 @@ p addons.extra "$x"
 PATH="$PATH:/usr/sbin:/sbin"
 for b in iscsiadm mount.nfs cryptsetup dmsetup; do if command -v $b >/dev/null 2>&1; then p addons.lh.bin.$b yes; else p addons.lh.bin.$b no; fi; done
 p addons.lh.multipath.maps "$(dmsetup ls --target multipath 2>/dev/null | grep -vc 'No devices' || true)"
-for m in iscsi_tcp dm_crypt; do if [ -d /sys/module/$m ]; then v=loaded; elif modinfo $m >/dev/null 2>&1; then v=available; else v=missing; fi; p addons.lh.mod.$m $v; done
+for m in iscsi_tcp dm_crypt nfs; do if [ -d /sys/module/$m ] || { [ $m = nfs ] && grep -qw nfs4 /proc/filesystems 2>/dev/null; }; then v=loaded; elif modinfo $m >/dev/null 2>&1; then v=available; else v=missing; fi; p addons.lh.mod.$m $v; done
 c=; if [ -r /run/systemd/container ]; then read -r c </run/systemd/container || true; fi
 if [ -z "$c" ]; then c=$(systemd-detect-virt -c 2>/dev/null || true); fi
 p addons.lh.container "$c"

@@ -121,6 +121,20 @@ pub(crate) struct RawLonghorn {
     pub backup_target: Option<S<String>>,
     pub backup_target_credential_secret: Option<S<String>>,
     pub chart_archive: Option<S<String>>,
+    #[serde(default)]
+    pub recurring_jobs: Vec<RawRecurringJob>,
+    pub uninstall: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRecurringJob {
+    pub name: S<String>,
+    pub task: S<String>,
+    pub cron: S<String>,
+    pub retain: S<i64>,
+    pub concurrency: Option<S<i64>>,
+    pub groups: Option<Vec<S<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +148,7 @@ pub(crate) struct RawStorageClass {
     pub volume_binding_mode: Option<S<String>>,
     pub fs_type: Option<S<String>>,
     pub data_locality: Option<S<String>>,
+    pub disk_selector: Option<Vec<S<String>>>,
     #[serde(default)]
     pub parameters: SpannedMap<String>,
 }
@@ -146,6 +161,10 @@ pub(crate) struct RawTraefik {
     pub redirect_https: Option<bool>,
     pub chart_archive: Option<S<String>>,
     #[serde(default)]
+    pub node_selector: SpannedMap<String>,
+    pub tolerations: Option<Vec<S<String>>>,
+    pub crds_applied: Option<S<String>>,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
 
@@ -156,6 +175,7 @@ pub(crate) struct RawRoute {
     pub namespace: S<String>,
     pub host: S<String>,
     pub tls_issuer: Option<S<String>>,
+    pub sticky_cookie: Option<S<String>>,
     pub services: Vec<RawWeightedService>,
 }
 
@@ -190,6 +210,7 @@ pub(crate) struct RawIssuers {
 pub(crate) struct RawSealedSecrets {
     pub version: Option<S<String>>,
     pub chart_archive: Option<S<String>>,
+    pub crds_applied: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -100,6 +100,45 @@ fn seed_example_matches_the_seed() {
     assert_eq!(tr.routes[0].services[1].namespace, "stage");
     assert!(tr.needs_cross_namespace());
     assert_eq!(tr.routes[0].tls_issuer, Some(AcmeIssuer::Production));
+    // The plan's placement, sticky A/B, backups and SSD class.
+    assert_eq!(
+        tr.node_selector
+            .get("node-role.kubernetes.io/control-plane")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        tr.tolerations[0].to_string(),
+        "node-role.kubernetes.io/control-plane:NoSchedule"
+    );
+    assert!(tr
+        .routes
+        .iter()
+        .all(|r| r.sticky_cookie.as_deref() == Some("dbc_variant")));
+    let jobs: Vec<_> = lh
+        .recurring_jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.task.as_str(), j.cron.as_str(), j.retain))
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            ("snapshot-6h", "snapshot", "0 */6 * * *", 28),
+            ("backup-daily", "backup", "0 3 * * *", 30)
+        ]
+    );
+    assert_eq!(
+        lh.storage_classes[1]
+            .parameters
+            .get("diskSelector")
+            .map(String::as_str),
+        Some("ssd")
+    );
+    assert!(!lh.storage_classes[0]
+        .parameters
+        .contains_key("diskSelector"));
+    assert!(lh.backup_target.is_some() && lh.backup_target_credential_secret.is_some());
+    assert!(!lh.uninstall);
     let cm = inv.addons.cert_manager.as_ref().expect("cert-manager");
     assert_eq!(cm.issuers(), [AcmeIssuer::Staging, AcmeIssuer::Production]);
     assert!(inv.addons.sealed_secrets.is_some());
@@ -617,4 +656,36 @@ fn a_plain_http_mirror_needs_allow_http_and_pins_are_sha256() {
         d.iter().any(|d| d.message.contains("64 hex digits")),
         "{d:?}"
     );
+}
+
+#[test]
+fn addon_placement_schedules_and_confirmations_are_checked() {
+    let e = errors(&minimal(
+        "[addons.traefik]\nnode_selector = { \"bad key!\" = \"x\" }\ntolerations = [\"nokey\"]\n\n[[addons.traefik.routes]]\nname = \"r\"\nnamespace = \"prod\"\nhost = \"a.example.com\"\nsticky_cookie = \"bad cookie\"\nservices = [{ name = \"s\", port = 80 }]\n\n[addons.longhorn]\nstorage_classes = [{ name = \"fast\", disk_selector = [\"s sd\"] }]\n\n[[addons.longhorn.recurring_jobs]]\nname = \"b\"\ntask = \"backup\"\ncron = \"daily\"\nretain = 0\n",
+    ));
+    let text: Vec<String> = e.iter().map(|d| d.message.clone()).collect();
+    let all = text.join("\n");
+    for want in [
+        "node_selector key \"bad key!\"",
+        "toleration \"nokey\"",
+        "sticky_cookie \"bad cookie\"",
+        "disk tag \"s sd\"",
+        "a backup job needs backup_target",
+        "cron \"daily\"",
+        "retain is 0",
+    ] {
+        assert!(all.contains(want), "{want} not in:\n{all}");
+    }
+    let e = errors(&minimal(
+        "[[addons.longhorn.recurring_jobs]]\nname = \"s\"\ntask = \"snap\"\ncron = \"0 * * * *\"\nretain = 3\n",
+    ));
+    assert!(
+        e[0].message
+            .contains("task \"snap\" is not one Longhorn knows"),
+        "{e:?}"
+    );
+    let inv = parse(&minimal("[addons.longhorn]\nuninstall = true\n")).unwrap();
+    assert!(inv.addons.longhorn.as_ref().unwrap().uninstall);
+    let spec = crate::addons::AddonsSpec::from_inventory(&inv).unwrap();
+    assert!(spec.longhorn.is_none() && spec.longhorn_uninstall);
 }

@@ -1190,6 +1190,15 @@ fn addons(a: raw::RawAddons, r: &mut Report, nodes: &[Node], base: &Path) -> Add
                 SEALED_SECRETS_CHART_VERSION,
             ),
             chart_archive: ss_archive,
+            crds_applied: s.crds_applied.as_ref().map(|v| {
+                chart_version_value(
+                    r,
+                    Some(v),
+                    "sealed_secrets crds_applied",
+                    false,
+                    SEALED_SECRETS_CHART_VERSION,
+                )
+            }),
         }),
     }
 }
@@ -1395,6 +1404,36 @@ fn longhorn(l: raw::RawLonghorn, r: &mut Report, schedulable: usize) -> Longhorn
             }
             parameters.insert(key.clone(), v.get_ref().clone());
         }
+        // `diskSelector`: the volume's replicas only on disks carrying every tag listed
+        // (Longhorn docs `nodes-and-volumes/nodes/storage-tags.md`; comma-separated).
+        if let Some(tags) = &sc.disk_selector {
+            let mut ok = Vec::new();
+            for t in tags {
+                let v = t.get_ref();
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    r.error(
+                        t.span(),
+                        ErrorKind::InvalidName,
+                        format!("{ctx}: disk tag {v:?} is not valid; use letters, digits, '.', '_' and '-'"),
+                    );
+                } else {
+                    ok.push(v.clone());
+                }
+            }
+            if parameters.contains_key("diskSelector") {
+                r.error(
+                    tags.first().map(|t| t.span()).unwrap_or(sc.name.span()),
+                    ErrorKind::Conflict,
+                    format!("{ctx}: diskSelector is set twice (disk_selector and parameters); keep disk_selector"),
+                );
+            } else if !ok.is_empty() {
+                parameters.insert("diskSelector".into(), ok.join(","));
+            }
+        }
         classes.push(StorageClass {
             name,
             reclaim_policy,
@@ -1423,6 +1462,7 @@ fn longhorn(l: raw::RawLonghorn, r: &mut Report, schedulable: usize) -> Longhorn
     if let Some(s) = &l.backup_target_credential_secret {
         subdomain_value(r, s, "backup_target_credential_secret");
     }
+    let recurring_jobs = recurring_jobs(&l.recurring_jobs, r, l.backup_target.is_some());
     Longhorn {
         version,
         replicas,
@@ -1431,7 +1471,151 @@ fn longhorn(l: raw::RawLonghorn, r: &mut Report, schedulable: usize) -> Longhorn
         backup_target: l.backup_target.map(|v| v.into_inner()),
         backup_target_credential_secret: l.backup_target_credential_secret.map(|v| v.into_inner()),
         chart_archive: None,
+        recurring_jobs,
+        uninstall: l.uninstall.unwrap_or(false),
     }
+}
+
+/// Tasks of a Longhorn `RecurringJob` (the CRD's enum, longhorn v1.12.1
+/// `chart/templates/crds.yaml`, kind RecurringJob).
+const RECURRING_TASKS: [&str; 8] = [
+    "snapshot",
+    "snapshot-force-create",
+    "snapshot-cleanup",
+    "snapshot-delete",
+    "backup",
+    "backup-force-create",
+    "filesystem-trim",
+    "system-backup",
+];
+
+fn recurring_jobs(
+    raw: &[raw::RawRecurringJob],
+    r: &mut Report,
+    has_backup_target: bool,
+) -> Vec<RecurringJob> {
+    let mut out: Vec<RecurringJob> = Vec::new();
+    for j in raw {
+        let name = j.name.get_ref().clone();
+        let ctx = format!("recurring job \"{name}\"");
+        // The name is the object's, and Longhorn puts it in volume labels (63 characters).
+        dns_label_value(r, &j.name, "recurring job name");
+        if out.iter().any(|x| x.name == name) {
+            r.error(
+                j.name.span(),
+                ErrorKind::Duplicate,
+                format!("{ctx} is defined twice"),
+            );
+        }
+        let task = j.task.get_ref().clone();
+        if !RECURRING_TASKS.contains(&task.as_str()) {
+            r.error(
+                j.task.span(),
+                ErrorKind::InvalidValue,
+                format!(
+                    "{ctx}: task \"{task}\" is not one Longhorn knows; expected one of {}",
+                    RECURRING_TASKS.join(", ")
+                ),
+            );
+        } else if task.starts_with("backup") && !has_backup_target {
+            r.error(
+                j.task.span(),
+                ErrorKind::MissingKey,
+                format!("{ctx}: a backup job needs backup_target (and usually backup_target_credential_secret) under [addons.longhorn]"),
+            );
+        }
+        let cron = j.cron.get_ref().trim().to_string();
+        let fields: Vec<&str> = cron.split_whitespace().collect();
+        let cron_ok = fields.len() == 5
+            && fields.iter().all(|f| {
+                f.chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '*' | '/' | ',' | '-'))
+            });
+        if !cron_ok {
+            r.error(
+                j.cron.span(),
+                ErrorKind::InvalidValue,
+                format!("{ctx}: cron \"{cron}\" is not a five-field schedule such as \"0 */6 * * *\" (minute hour day month weekday)"),
+            );
+        }
+        let retain = count(r, &j.retain, &format!("{ctx}: retain")).unwrap_or(1);
+        let concurrency = match &j.concurrency {
+            Some(v) => count(r, v, &format!("{ctx}: concurrency"))
+                .unwrap_or(1)
+                .max(1),
+            None => 1,
+        };
+        let mut groups = Vec::new();
+        for g in j.groups.iter().flatten() {
+            if dns_label_value(r, g, &format!("{ctx}: group")) {
+                groups.push(g.get_ref().clone());
+            }
+        }
+        if j.groups.is_none() {
+            groups.push("default".into());
+        }
+        out.push(RecurringJob {
+            name,
+            task,
+            cron,
+            retain,
+            concurrency,
+            groups,
+        });
+    }
+    out
+}
+
+/// Pod placement of an add-on: a node selector (label syntax) and tolerations in taint syntax
+/// (`key=value:Effect` → operator Equal, `key:Effect` → Exists).
+fn placement(
+    node_selector: &SpannedMap<String>,
+    tolerations: Option<&Vec<S<String>>>,
+    r: &mut Report,
+    ctx: &str,
+) -> (BTreeMap<String, String>, Vec<Taint>) {
+    let mut sel = BTreeMap::new();
+    for (k, v) in node_selector {
+        // Any label a node carries may be selected, k3s's own included: syntax only.
+        let bad = syntax::label_key(k.get_ref())
+            .err()
+            .map(|e| {
+                (
+                    k.span(),
+                    format!("key \"{}\" is not a label key ({e})", k.get_ref()),
+                )
+            })
+            .or_else(|| {
+                syntax::label_value(v.get_ref()).err().map(|e| {
+                    (
+                        v.span(),
+                        format!("value \"{}\" is not a label value ({e})", v.get_ref()),
+                    )
+                })
+            });
+        match bad {
+            Some((span, why)) => r.error(
+                span,
+                ErrorKind::InvalidLabel,
+                format!("{ctx}: node_selector {why}"),
+            ),
+            None => {
+                sel.insert(k.get_ref().clone(), v.get_ref().clone());
+            }
+        }
+    }
+    let mut tols = Vec::new();
+    for t in tolerations.into_iter().flatten() {
+        match Taint::parse(t.get_ref()) {
+            Ok(x) => tols.push(x),
+            Err(e) => r.error(
+                t.span(),
+                ErrorKind::InvalidTaint,
+                format!("{ctx}: toleration \"{}\" is not valid ({e}); expected key=value:Effect or key:Effect, the taint it tolerates", t.get_ref()),
+            ),
+        }
+    }
+    (sel, tols)
 }
 
 fn cert_manager(c: raw::RawCertManager, r: &mut Report) -> CertManager {
@@ -1609,20 +1793,54 @@ fn traefik(t: raw::RawTraefik, r: &mut Report, cm: Option<&CertManager>) -> Trae
                 format!("{ctx}: every weight is 0, so no traffic would be served; give at least one service a weight above 0"),
             );
         }
+        // A cookie name is an RFC 6265 token; Traefik sets it on the first answer.
+        let sticky_cookie = rt.sticky_cookie.as_ref().and_then(|c| {
+            let v = c.get_ref();
+            let ok = !v.is_empty()
+                && v.len() <= 64
+                && v.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
+            if !ok {
+                r.error(
+                    c.span(),
+                    ErrorKind::InvalidName,
+                    format!("{ctx}: sticky_cookie {v:?} is not a cookie name; use letters, digits, '_', '-' and '.'"),
+                );
+            }
+            ok.then(|| v.clone())
+        });
         routes.push(WeightedRoute {
             name,
             namespace: rt.namespace.get_ref().clone(),
             host: host.clone(),
             tls_issuer,
+            sticky_cookie,
             services,
         });
     }
+    let (node_selector, tolerations) = placement(
+        &t.node_selector,
+        t.tolerations.as_ref(),
+        r,
+        "[addons.traefik]",
+    );
+    let crds_applied = t.crds_applied.as_ref().map(|v| {
+        chart_version_value(
+            r,
+            Some(v),
+            "traefik crds_applied",
+            false,
+            TRAEFIK_CHART_VERSION,
+        )
+    });
     Traefik {
         version,
         namespace,
         redirect_https: t.redirect_https.unwrap_or(true),
         routes,
         chart_archive: None,
+        node_selector,
+        tolerations,
+        crds_applied,
     }
 }
 

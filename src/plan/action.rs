@@ -134,6 +134,10 @@ pub enum Action {
     RemoveManifest {
         file: String,
         delete_objects: bool,
+        /// The file is an add-on's HelmChart: its release, which must be gone once the
+        /// HelmChart is (helm-controller's delete Job succeeds even when the uninstall did
+        /// not, klipper-helm `entry`:23).
+        release: Option<AddonKind>,
     },
     /// The record of the extra manifests bootstrap wrote on this server.
     WriteExtraRecord {
@@ -268,6 +272,20 @@ impl std::fmt::Display for Action {
             Action::RemoveManifest {
                 file,
                 delete_objects: true,
+                release: Some(AddonKind::Longhorn),
+            } => write!(
+                f,
+                "remove {file} (uninstalls Longhorn: every Longhorn volume and its data is deleted)"
+            ),
+            Action::RemoveManifest {
+                file,
+                delete_objects: true,
+                release: Some(k),
+            } => write!(f, "remove {file} (uninstalls {k}, file removed)"),
+            Action::RemoveManifest {
+                file,
+                delete_objects: true,
+                ..
             } => write!(f, "remove {file} (objects deleted, file removed)"),
             Action::RemoveManifest { file, .. } => write!(f, "remove {file}"),
             Action::WriteExtraRecord { names: n } if n.is_empty() => {

@@ -73,11 +73,29 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
     if spec.is_empty() && !leftovers {
         return Ok(vec![]);
     }
+    if let Some(snap) = cx.facts.cluster.objects.as_ref() {
+        crd_upgrades(spec, snap)?;
+    }
     let mut files = spec.files(cx.sealing_key.as_ref())?;
     // Sorted by name: the deploy controller's order, so the key Secret precedes its chart.
     files.sort_by(|a, b| a.file.cmp(&b.file));
     let desired: BTreeSet<String> = files.iter().map(|f| f.file.clone()).collect();
     let stale = stale_files(&servers, &desired);
+    // Uninstalling Longhorn deletes every volume, so it happens only when the inventory says
+    // so; Longhorn's own uninstall refuses without its `deleting-confirmation-flag` as well
+    // (longhorn-manager v1.12.1 `controller/uninstall_controller.go`:407-409).
+    let longhorn_file = AddonKind::Longhorn.chart_file();
+    if stale.iter().any(|s| s.file == longhorn_file) && !spec.longhorn_uninstall {
+        let on: Vec<&str> = servers
+            .iter()
+            .filter(|(_, f)| holds(f, &longhorn_file))
+            .map(|(n, _)| *n)
+            .collect();
+        anyhow::bail!(
+            "the inventory has no [addons.longhorn] but Longhorn is installed ({longhorn_file} on {}); removing it would delete every Longhorn volume and its data, so bootstrap does it only when told: put back [addons.longhorn] with `uninstall = true` to remove it, or put back its settings to keep it. Nothing was changed.",
+            on.join(", ")
+        );
+    }
     let mut record: Vec<String> = spec.extras.iter().map(|(n, _)| n.clone()).collect();
     record.sort();
     let missing_on = |f: &ManifestFile| -> Vec<&str> {
@@ -106,6 +124,7 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
                 Action::RemoveManifest {
                     file: st.file.clone(),
                     delete_objects: first == Some(*name),
+                    release: AddonKind::of_chart_file(&st.file),
                 },
             ));
         }
@@ -192,4 +211,103 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
     ));
     out.push(Phase::single("add-on health", "add-ons", steps));
     Ok(out)
+}
+
+/// Charts that keep their CRDs in `crds/` (Traefik, Sealed Secrets: reference/addons.md §1)
+/// get them installed once and never upgraded: helm skips `crds/` on upgrade (helm docs,
+/// "Custom Resource Definitions"). A version change is refused until the operator has
+/// applied the new version's CRDs, as the chart says (traefik-helm-chart v41.3.0
+/// `README.md`:159), and says so with `crds_applied`.
+fn crd_upgrades(spec: &crate::addons::AddonsSpec, snap: &health::Snapshot) -> Result<()> {
+    let charts = [
+        spec.traefik.as_ref().map(|t| {
+            (
+                AddonKind::Traefik,
+                t.version.clone(),
+                t.crds_applied.clone(),
+                format!(
+                    "helm show crds traefik --repo {} --version {} | kubectl apply --server-side --force-conflicts -f -",
+                    crate::addons::traefik::REPO,
+                    t.version
+                ),
+            )
+        }),
+        spec.sealed_secrets.as_ref().map(|x| {
+            (
+                AddonKind::SealedSecrets,
+                x.version.clone(),
+                x.crds_applied.clone(),
+                format!(
+                    "helm show crds sealed-secrets --repo {} --version {} | kubectl apply --server-side --force-conflicts -f -",
+                    crate::addons::sealed_secrets::REPO,
+                    x.version
+                ),
+            )
+        }),
+    ];
+    let mut errors = Vec::new();
+    for (kind, want, applied, how) in charts.into_iter().flatten() {
+        let Some(have) = snap
+            .get("HelmChart", "kube-system", kind.chart_name())
+            .and_then(|c| c["spec"]["version"].as_str())
+        else {
+            continue;
+        };
+        if have == want || applied.as_deref() == Some(want.as_str()) {
+            continue;
+        }
+        errors.push(format!(
+            "add-on {kind}: the chart goes from {have} to {want}, but helm never upgrades the CRDs in a chart's crds/ directory, so the new chart would run against the old CRDs. Apply the new ones first (with the cluster's kubeconfig: {how}), then confirm with `crds_applied = \"{want}\"` under [addons.{}] and run again. Nothing was changed.",
+            kind.inventory_name()
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", errors.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addons::AddonsSpec;
+
+    #[test]
+    fn a_chart_bump_that_leaves_crds_behind_is_refused_until_confirmed() {
+        let snap = health::Snapshot::parse(
+            r#"{"items": [{"kind": "HelmChart", "metadata": {"name": "traefik", "namespace": "kube-system"}, "spec": {"version": "41.3.0"}}]}"#,
+        )
+        .unwrap();
+        let traefik = |version: &str, applied: Option<&str>| crate::inventory::Traefik {
+            version: version.into(),
+            namespace: "ingress-system".into(),
+            redirect_https: true,
+            routes: vec![],
+            chart_archive: None,
+            node_selector: Default::default(),
+            tolerations: vec![],
+            crds_applied: applied.map(str::to_string),
+        };
+        let spec = |t| AddonsSpec {
+            traefik: Some(t),
+            ..Default::default()
+        };
+        assert!(crd_upgrades(&spec(traefik("41.3.0", None)), &snap).is_ok());
+        let e = crd_upgrades(&spec(traefik("41.4.0", None)), &snap)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("from 41.3.0 to 41.4.0"), "{e}");
+        assert!(
+            e.contains(
+                "helm show crds traefik --repo https://traefik.github.io/charts --version 41.4.0"
+            ),
+            "{e}"
+        );
+        assert!(crd_upgrades(&spec(traefik("41.4.0", Some("41.4.0"))), &snap).is_ok());
+        // Confirmed for another version: still refused.
+        assert!(crd_upgrades(&spec(traefik("41.4.0", Some("41.3.1"))), &snap).is_err());
+        // A fresh install gets crds/ from helm.
+        assert!(crd_upgrades(&spec(traefik("41.4.0", None)), &health::Snapshot::default()).is_ok());
+    }
 }

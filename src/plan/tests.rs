@@ -750,7 +750,7 @@ fn addon_difference_writes_what_differs_and_removes_what_was_dropped() {
     assert_eq!(
         t,
         [
-            "add-ons m1: remove bootstrap-traefik.yaml (objects deleted, file removed)",
+            "add-ons m1: remove bootstrap-traefik.yaml (uninstalls traefik, file removed)",
             "add-ons m1: record the extra manifests (app)",
             "add-ons m1: manifest app: write app.yaml",
             "add-ons m2: remove bootstrap-traefik.yaml",
@@ -806,10 +806,14 @@ fn crd_dependent_files_wait_for_their_chart() {
                 .map(|b| (b.to_string(), true))
                 .collect(),
             iscsid: ("active".into(), String::new()),
-            modules: [("iscsi_tcp", "loaded"), ("dm_crypt", "loaded")]
-                .iter()
-                .map(|(m, s)| (m.to_string(), s.to_string()))
-                .collect(),
+            modules: [
+                ("iscsi_tcp", "loaded"),
+                ("dm_crypt", "loaded"),
+                ("nfs", "loaded"),
+            ]
+            .iter()
+            .map(|(m, s)| (m.to_string(), s.to_string()))
+            .collect(),
             ..Default::default()
         };
     }
