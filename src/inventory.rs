@@ -41,9 +41,11 @@ pub const LONGHORN_CHART_VERSION: &str = "1.12.1";
 /// (v39+ value layout, `traefik.io/v1alpha1` CRDs).
 pub const TRAEFIK_CHART_VERSION: &str = "41.3.0";
 /// cert-manager chart (charts.jetstack.io); its versions carry a `v` (reference/addons.md §5.1).
-/// v1.21.1 is the newest tag in cert-manager/cert-manager (2026-07-29); no v1.21.2 tag exists there.
+/// v1.21.1 is the newest v1.21 tag of cert-manager/cert-manager (2026-07-29): no v1.21.2 tag
+/// exists there, so the pin stays on the release that can be confirmed.
 pub const CERT_MANAGER_CHART_VERSION: &str = "v1.21.1";
-/// Sealed Secrets chart (bitnami.github.io/sealed-secrets), app 0.38.4 (reference/addons.md §1).
+/// Sealed Secrets chart (bitnami.github.io/sealed-secrets), app 0.38.4: tag helm-v2.19.1 of
+/// bitnami/sealed-secrets, `helm/sealed-secrets/Chart.yaml`:4,17 (reference/addons.md §1).
 /// A chart with app >= 0.40.0 carries a security fix; bump once its version is confirmed.
 pub const SEALED_SECRETS_CHART_VERSION: &str = "2.19.1";
 /// Namespace the Traefik add-on is installed into (the seed's `ingress-system`).
