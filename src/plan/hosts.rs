@@ -307,15 +307,23 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
         }
     }
     let daemon_reload = unit_changed || fresh;
-    if !svc.is_active() || svc.enabled != "enabled" {
-        actions.push(Action::Start {
-            role,
-            daemon_reload,
-        });
-    } else if !restart_reasons.is_empty() {
+    // A unit that is running, or still starting (an agent retrying a join that cannot
+    // succeed stays `activating`), reads a changed config only when restarted: `systemctl
+    // start` on it joins the start job already under way (systemd merges the jobs) and changes
+    // nothing. So a change restarts whatever is not inactive.
+    let running = matches!(
+        svc.active.as_str(),
+        "active" | "activating" | "reloading" | "deactivating"
+    );
+    if running && !restart_reasons.is_empty() {
         actions.push(Action::Restart {
             role,
             reason: restart_reasons.join(", "),
+            daemon_reload,
+        });
+    } else if !svc.is_active() || svc.enabled != "enabled" {
+        actions.push(Action::Start {
+            role,
             daemon_reload,
         });
     }

@@ -1018,3 +1018,31 @@ fn versions_compare_and_urls_bracket_ipv6() {
     assert_eq!(server_url("10.0.0.1"), "https://10.0.0.1:6443");
     assert_eq!(server_url("fd00::1"), "https://[fd00::1]:6443");
 }
+
+#[test]
+fn a_changed_config_restarts_an_agent_stuck_activating() {
+    // A first run whose agents could not join leaves k3s-agent `activating`; `systemctl start`
+    // would do nothing to it, so the corrected config restarts it.
+    let inv = seed();
+    let mut f = cluster(&inv);
+    let w = f.hosts.get_mut("worker-2").unwrap();
+    w.agent.active = "activating".into();
+    w.config_sha256 = Some("stale".into());
+    w.config = Some("server: https://10.9.9.9:6443\n".into());
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    let t = texts(&plan);
+    assert!(
+        t.iter()
+            .any(|s| s.contains("worker-2: restart k3s-agent (configuration changed)")),
+        "{t:#?}"
+    );
+    assert!(
+        !t.iter().any(|s| s.contains("worker-2: enable and start")),
+        "{t:#?}"
+    );
+    // Nothing changed: left to go on starting.
+    let mut f = cluster(&inv);
+    f.hosts.get_mut("worker-2").unwrap().agent.active = "activating".into();
+    let t = texts(&up(&inv, &f, &SETTINGS).unwrap());
+    assert!(!t.iter().any(|s| s.contains("worker-2: restart")), "{t:#?}");
+}
