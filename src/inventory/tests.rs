@@ -689,3 +689,31 @@ fn addon_placement_schedules_and_confirmations_are_checked() {
     let spec = crate::addons::AddonsSpec::from_inventory(&inv).unwrap();
     assert!(spec.longhorn.is_none() && spec.longhorn_uninstall);
 }
+
+#[test]
+fn an_api_endpoint_only_one_machine_reaches_is_refused() {
+    for ep in [
+        "127.0.0.1",
+        "127.0.1.1",
+        "localhost",
+        "::1",
+        "169.254.10.1",
+        "fe80::1",
+        "0.0.0.0",
+    ] {
+        let e = errors(&minimal(&format!("api_endpoint = \"{ep}\"")));
+        assert!(
+            e.iter().any(
+                |d| d.message.contains(&format!("api_endpoint \"{ep}\" is a"))
+                    || d.message.contains(&format!("api_endpoint \"{ep}\" is the"))
+            ),
+            "{ep}: {e:?}"
+        );
+    }
+    for ep in ["10.0.0.5", "k8s.example.com", "2001:db8::5"] {
+        assert!(
+            parse(&minimal(&format!("api_endpoint = \"{ep}\""))).is_ok(),
+            "{ep}"
+        );
+    }
+}

@@ -185,6 +185,24 @@ fn path_value(r: &mut Report, v: &S<String>, what: &str, base: &Path) -> Option<
     }
 }
 
+/// Why `host` names only the machine it is used on (or no machine): loopback, link-local or
+/// unspecified addresses, `localhost`.
+fn local_only(host: &str) -> Option<&'static str> {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h.eq_ignore_ascii_case("localhost") || h.to_ascii_lowercase().ends_with(".localhost") {
+        return Some("a loopback name");
+    }
+    match h.parse::<std::net::IpAddr>().ok()? {
+        a if a.is_loopback() => Some("a loopback address"),
+        a if a.is_unspecified() => Some("the unspecified address"),
+        std::net::IpAddr::V4(a) if a.is_link_local() => Some("a link-local address"),
+        std::net::IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80 => {
+            Some("a link-local address")
+        }
+        _ => None,
+    }
+}
+
 fn host_value(r: &mut Report, v: &S<String>, what: &str) -> bool {
     match syntax::host(v.get_ref()) {
         Ok(()) => true,
@@ -336,7 +354,20 @@ fn cluster(c: raw::RawCluster, r: &mut Report) -> Cluster {
     };
 
     if let Some(ep) = &c.api_endpoint {
-        host_value(r, ep, "api_endpoint");
+        if host_value(r, ep, "api_endpoint") {
+            if let Some(why) = local_only(ep.get_ref()) {
+                // Agents join through it and the kubeconfig points at it: from any other
+                // machine such an address is that machine itself, or nothing.
+                r.error(
+                    ep.span(),
+                    ErrorKind::InvalidHost,
+                    format!(
+                        "api_endpoint \"{}\" is {why}, so other nodes and your kubeconfig could not reach the servers through it; give a DNS name, VIP or address of a server that every node reaches, or leave api_endpoint out to use the first server's host",
+                        ep.get_ref()
+                    ),
+                );
+            }
+        }
     }
     for san in &c.tls_san {
         host_value(r, san, "tls_san entry");
