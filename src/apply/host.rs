@@ -140,6 +140,21 @@ pub(super) async fn run(
                 bail!("{name}: uninstalling k3s failed:\n{}", out.stderr_tail(10));
             }
         }
+        Action::RemoveLeftovers { paths } => {
+            let list: Vec<String> = paths
+                .iter()
+                .filter(|p| crate::facts::host::is_leftover(p))
+                .map(|p| sh_quote(p))
+                .collect();
+            if !list.is_empty() {
+                s.run_ok(
+                    &Cmd::new(format!("rm -f -- {}", list.join(" ")))
+                        .label("remove an interrupted run's temp files"),
+                )
+                .await
+                .with_context(|| format!("{name}: removing {}", paths.join(", ")))?;
+            }
+        }
         Action::WriteManifest(f) => {
             s.put_file(
                 &f.path(),

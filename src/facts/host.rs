@@ -9,6 +9,32 @@ use crate::addons::AddonFacts;
 use crate::inventory::K3sVersion;
 use crate::k3s::{self, Role};
 
+/// Directories bootstrap writes files into through a temp file beside them.
+const TEMP_DIRS: [&str; 6] = [
+    "/usr/local/bin",
+    "/etc/systemd/system",
+    "/etc/rancher/k3s",
+    "/etc/rancher/k3s/config.yaml.d",
+    "/var/lib/rancher/k3s/agent/images",
+    "/var/lib/rancher/k3s/server/manifests",
+];
+
+/// A temp file of bootstrap's: `.<name>.bootstrap-tmp-<hex>` (put_file) or
+/// `.<name>.bootstrap-upload` (an upload before its checksum was verified), directly in one of
+/// [`TEMP_DIRS`]. Nothing else is ever removed as a leftover.
+pub fn is_leftover(path: &str) -> bool {
+    let Some((dir, name)) = path.rsplit_once('/') else {
+        return false;
+    };
+    let tmp = name
+        .rsplit_once(".bootstrap-tmp-")
+        .is_some_and(|(_, hex)| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()));
+    TEMP_DIRS.contains(&dir)
+        && name.starts_with('.')
+        && !name.contains(['/', '\n'])
+        && (tmp || name.ends_with(".bootstrap-upload"))
+}
+
 /// The script run (as root) on every host: `key<TAB>value` lines, file contents base64. It
 /// reads, never writes, and forks as little as it can (every process costs a millisecond or
 /// two, and a run reads 30 hosts side by side): one `sha256sum` for every file the plan
@@ -42,6 +68,8 @@ stat --printf 'stat:%n\t%a\t%N\n' $R/config.yaml \
 # kubectl, crictl or ctr elsewhere in PATH (install.sh makes no link then); builtins only.
 o=$IFS; IFS=:; for d in $PATH; do [ "$d" = $B ] && continue; for c in kubectl crictl ctr; do [ -e "$d/$c" ] && p which.$c "$d/$c"; done; done; IFS=$o
 systemctl show -p Id,ActiveState,UnitFileState {units} 2>/dev/null | while IFS= read -r l; do p sys "$l"; done
+# Temp files an interrupted upload or write left (ssh/session.rs put_file, apply/host.rs).
+for f in $B/.*.bootstrap-tmp-* $B/.*.bootstrap-upload $S/.*.bootstrap-tmp-* $R/.*.bootstrap-tmp-* $R/config.yaml.d/.*.bootstrap-tmp-* $D/agent/images/.*.bootstrap-tmp-* $D/agent/images/.*.bootstrap-upload $D/server/manifests/.*.bootstrap-tmp-*; do if [ -e "$f" ]; then p leftover "$f"; fi; done
 if [ -d $D/server/db ]; then p server.db yes; fi
 if [ -s $D/server/token ]; then p server.token.b64 "$(base64 -w0 $D/server/token)"; fi
 if [ -s $D/server/agent-token ]; then p server.agent_token.b64 "$(base64 -w0 $D/server/agent-token)"; fi
@@ -107,6 +135,8 @@ pub struct HostFacts {
     pub has_curl: bool,
     /// `/usr/local/bin/k3s` exists.
     pub bin_present: bool,
+    /// Temp files of bootstrap an interrupted run left (see [`is_leftover`]).
+    pub leftovers: Vec<String>,
     /// `k3s --version`'s version, e.g. `v1.36.3+k3s1`.
     pub bin_version: Option<K3sVersion>,
     /// What is at `/usr/local/bin/{kubectl,crictl,ctr}`: link name → target (`k3s` for a
@@ -203,6 +233,7 @@ impl HostFacts {
                 "server.token.b64" => f.token_file = b64(value.trim()),
                 "server.agent_token.b64" => f.agent_token_file = b64(value.trim()),
                 "node.password" => f.node_password = value == "yes",
+                "leftover" if is_leftover(value) => f.leftovers.push(value.to_string()),
                 "residue" => f.residue = value.split_whitespace().map(String::from).collect(),
                 "config.b64" => f.config = b64(value.trim()),
                 "kubeconfig.b64" => f.kubeconfig = b64(value.trim()),
@@ -333,6 +364,38 @@ mod tests {
 sys\tId=k3s.service\nsys\tActiveState=inactive\nsys\tUnitFileState=\nsys\t\n\
 sys\tId=k3s-agent.service\nsys\tActiveState=inactive\nsys\tUnitFileState=\n\
 residue\t\naddons.extra\t\nend\tok\n";
+
+    #[test]
+    fn leftovers_are_only_bootstraps_own_temp_files() {
+        for p in [
+            "/usr/local/bin/..k3s.bootstrap-upload.bootstrap-tmp-0a1b2c",
+            "/usr/local/bin/.k3s.bootstrap-upload",
+            "/etc/rancher/k3s/.config.yaml.bootstrap-tmp-ff00",
+            "/var/lib/rancher/k3s/server/manifests/.bootstrap-longhorn.yaml.bootstrap-tmp-12",
+        ] {
+            assert!(is_leftover(p), "{p}");
+        }
+        for p in [
+            "/usr/local/bin/k3s",
+            "/usr/local/bin/.k3s.bootstrap-tmp-",
+            "/usr/local/bin/.k3s.bootstrap-tmp-xyz",
+            "/tmp/.k3s.bootstrap-tmp-00",
+            "/usr/local/bin/sub/.k3s.bootstrap-tmp-00",
+            "/etc/.passwd.bootstrap-tmp-00",
+            "/usr/local/bin/k3s.bootstrap-upload",
+        ] {
+            assert!(!is_leftover(p), "{p}");
+        }
+        let text = FRESH.replace(
+            "residue\t",
+            "leftover\t/usr/local/bin/..k3s.bootstrap-upload.bootstrap-tmp-0a1b\nleftover\t/etc/shadow\nresidue\t",
+        );
+        let f = HostFacts::parse(&text).unwrap();
+        assert_eq!(
+            f.leftovers,
+            ["/usr/local/bin/..k3s.bootstrap-upload.bootstrap-tmp-0a1b"]
+        );
+    }
 
     #[test]
     fn parses_a_fresh_host() {

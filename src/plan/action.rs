@@ -89,6 +89,10 @@ pub enum Action {
         staged: bool,
         release: Release,
     },
+    /// Remove temp files of bootstrap an interrupted run left on this host.
+    RemoveLeftovers {
+        paths: Vec<String>,
+    },
     /// The release's air-gap images tarball into the images directory.
     InstallImages {
         version: K3sVersion,
@@ -256,6 +260,11 @@ impl std::fmt::Display for Action {
                 ..
             } => write!(f, "replace k3s {old} with {to}"),
             Action::InstallImages { file, .. } => write!(f, "install air-gap images {file}"),
+            Action::RemoveLeftovers { paths } => write!(
+                f,
+                "remove what an interrupted run left: {}",
+                names(paths)
+            ),
             Action::PlaceStagedBinary { from: Some(old), to } => {
                 write!(f, "replace k3s {old} with {to}")
             }

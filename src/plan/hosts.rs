@@ -88,7 +88,9 @@ impl HostPlan {
             .filter(|a| {
                 matches!(
                     a,
-                    Action::InstallBinary { .. } | Action::InstallImages { .. }
+                    Action::RemoveLeftovers { .. }
+                        | Action::InstallBinary { .. }
+                        | Action::InstallImages { .. }
                 )
             })
             .cloned()
@@ -109,7 +111,9 @@ impl HostPlan {
                     from: *from,
                     to: *to,
                 }),
-                Action::InstallBinary { .. } | Action::InstallImages { .. } => None,
+                Action::RemoveLeftovers { .. }
+                | Action::InstallBinary { .. }
+                | Action::InstallImages { .. } => None,
                 other => Some(other.clone()),
             })
             .collect()
@@ -173,6 +177,13 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
     let svc = facts.service(role);
     let fresh = !svc.is_installed();
     let mut actions = Vec::new();
+    // An upload or write cut off mid-way (a lost link, a killed run) leaves its temp file;
+    // the next run removes it, in the artifacts phase, before anything else.
+    if !facts.leftovers.is_empty() {
+        actions.push(Action::RemoveLeftovers {
+            paths: facts.leftovers.clone(),
+        });
+    }
     let mut restart_reasons: Vec<String> = Vec::new();
 
     if facts.bin_version != Some(*version) || !facts.bin_present {

@@ -1046,3 +1046,18 @@ fn a_changed_config_restarts_an_agent_stuck_activating() {
     let t = texts(&up(&inv, &f, &SETTINGS).unwrap());
     assert!(!t.iter().any(|s| s.contains("worker-2: restart")), "{t:#?}");
 }
+
+#[test]
+fn an_interrupted_runs_temp_files_are_removed_first_and_nothing_else_moves() {
+    let inv = seed();
+    let mut f = cluster(&inv);
+    let tmp = "/usr/local/bin/..k3s.bootstrap-upload.bootstrap-tmp-0a1b";
+    f.hosts.get_mut("worker-1").unwrap().leftovers = vec![tmp.into()];
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    assert_eq!(
+        texts(&plan),
+        [format!(
+            "artifacts worker-1: remove what an interrupted run left: {tmp}"
+        )]
+    );
+}
