@@ -30,13 +30,20 @@ fn prepare_longhorn_host(lab: &Lab, node: &str) {
     );
 }
 
-/// A lab of `nodes` (one server) whose every node is prepared for Longhorn.
-fn longhorn_lab(name: &str, nodes: usize) -> xtask::lab::LabGuard {
+/// A lab of `nodes` (one server) whose every node is prepared for Longhorn; `None`, said so,
+/// against Vagrant VMs, where the stand-ins have no place.
+fn longhorn_lab(name: &str, nodes: usize) -> Option<xtask::lab::LabGuard> {
+    if vagrant_mode() {
+        eprintln!(
+            "skipped: lab-only test (stand-in Longhorn prerequisites), BOOTSTRAP_E2E=vagrant"
+        );
+        return None;
+    }
     let lab = lab(name, nodes, 1, 0);
     for n in lab.nodes() {
         prepare_longhorn_host(&lab, &n.name);
     }
-    lab
+    Some(lab)
 }
 
 const ADDONS: &str = r#"
@@ -117,13 +124,9 @@ fn output(out: &std::process::Output) -> String {
 
 #[test]
 fn seed_addons_install_healthy_rerun_recover_and_remove() {
-    if vagrant_mode() {
-        eprintln!(
-            "skipped: lab-only test (stand-in Longhorn prerequisites), BOOTSTRAP_E2E=vagrant"
-        );
+    let Some(lab) = longhorn_lab("addons-seed", 3) else {
         return;
-    }
-    let lab = longhorn_lab("addons-seed", 3);
+    };
     let work = Workdir::new();
     write_namespaces(&work);
     let base = InventoryBuilder::new(&lab, "seed").render();
@@ -371,15 +374,7 @@ fn a_failing_helm_job_names_the_addon_and_the_job() {
     let base = InventoryBuilder::new(&lab, "fail").render();
     work.write_inventory(&base);
     work.up_json();
-    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: k3s-double\n  namespace: kube-system\ndata:\n  fail-jobs: traefik\n";
-    let o = lab
-        .exec_stdin(
-            "master-1",
-            &["k3s", "kubectl", "apply", "-f", "-"],
-            cm.as_bytes(),
-        )
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    double_faults(&lab, "  fail-jobs: traefik\n");
     work.write_inventory(&format!(
         "{base}\n[addons.traefik]\nnamespace = \"ingress-system\"\n"
     ));
@@ -399,13 +394,9 @@ fn a_failing_helm_job_names_the_addon_and_the_job() {
 
 #[test]
 fn longhorn_prerequisites_are_fixed_or_named() {
-    if vagrant_mode() {
-        eprintln!(
-            "skipped: lab-only test (stand-in Longhorn prerequisites), BOOTSTRAP_E2E=vagrant"
-        );
+    let Some(lab) = longhorn_lab("addons-prereq", 2) else {
         return;
-    }
-    let lab = longhorn_lab("addons-prereq", 2);
+    };
     let worker = lab
         .nodes()
         .iter()
@@ -587,13 +578,9 @@ fn a_hook_past_helms_timeout_is_reported_at_once_and_the_next_up_converges() {
 /// as removed. A chart bump that would leave crds/ behind is refused with the way to do it.
 #[test]
 fn longhorn_is_removed_only_when_confirmed_and_a_refused_uninstall_is_reported() {
-    if vagrant_mode() {
-        eprintln!(
-            "skipped: lab-only test (stand-in Longhorn prerequisites), BOOTSTRAP_E2E=vagrant"
-        );
+    let Some(lab) = longhorn_lab("helm-remove", 1) else {
         return;
-    }
-    let lab = longhorn_lab("helm-remove", 1);
+    };
     let work = Workdir::new();
     let base = InventoryBuilder::new(&lab, "remove").render();
     let with_all = format!("{base}\n[addons.longhorn]\nreplicas = 1\n{SEALED}");
@@ -678,13 +665,9 @@ fn manifest_list(lab: &Lab) -> String {
 /// re-run changes nothing.
 #[test]
 fn the_seed_inventory_converges_on_the_lab_as_the_plan_draws_it() {
-    if vagrant_mode() {
-        eprintln!(
-            "skipped: lab-only test (stand-in Longhorn prerequisites), BOOTSTRAP_E2E=vagrant"
-        );
+    let Some(lab) = longhorn_lab("helm-seed", 3) else {
         return;
-    }
-    let lab = longhorn_lab("helm-seed", 3);
+    };
     let seed =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/seed.toml"))
             .unwrap();
