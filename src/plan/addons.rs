@@ -219,34 +219,31 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
 /// applied the new version's CRDs, as the chart says (traefik-helm-chart v41.3.0
 /// `README.md`:159), and says so with `crds_applied`.
 fn crd_upgrades(spec: &crate::addons::AddonsSpec, snap: &health::Snapshot) -> Result<()> {
+    // (add-on, its repository, the version wanted, the version whose CRDs were applied)
     let charts = [
         spec.traefik.as_ref().map(|t| {
             (
                 AddonKind::Traefik,
-                t.version.clone(),
-                t.crds_applied.clone(),
-                format!(
-                    "helm show crds traefik --repo {} --version {} | kubectl apply --server-side --force-conflicts -f -",
-                    crate::addons::traefik::REPO,
-                    t.version
-                ),
+                crate::addons::traefik::REPO,
+                &t.version,
+                &t.crds_applied,
             )
         }),
         spec.sealed_secrets.as_ref().map(|x| {
             (
                 AddonKind::SealedSecrets,
-                x.version.clone(),
-                x.crds_applied.clone(),
-                format!(
-                    "helm show crds sealed-secrets --repo {} --version {} | kubectl apply --server-side --force-conflicts -f -",
-                    crate::addons::sealed_secrets::REPO,
-                    x.version
-                ),
+                crate::addons::sealed_secrets::REPO,
+                &x.version,
+                &x.crds_applied,
             )
         }),
     ];
     let mut errors = Vec::new();
-    for (kind, want, applied, how) in charts.into_iter().flatten() {
+    for (kind, repo, want, applied) in charts.into_iter().flatten() {
+        let how = format!(
+            "helm show crds {} --repo {repo} --version {want} | kubectl apply --server-side --force-conflicts -f -",
+            kind.chart_name()
+        );
         let Some(have) = snap
             .get("HelmChart", "kube-system", kind.chart_name())
             .and_then(|c| c["spec"]["version"].as_str())
