@@ -314,10 +314,28 @@ fn same_key_type(a: &Algorithm, b: &Algorithm) -> bool {
     (is_rsa(a) && is_rsa(b)) || a == b
 }
 
+/// How long sent data may stay unacknowledged before the connection counts as lost.
+pub const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an idle connection is probed (SSH keepalive), so a dead peer is noticed within
+/// `KEEPALIVE_INTERVAL + DEAD_PEER_TIMEOUT` even when nothing is being sent.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// A peer that powered off or whose link was cut sends nothing back, not even a reset: Linux
+/// keeps retransmitting queued data for about 15 minutes (tcp_retries2 = 15, tcp(7)) and the
+/// SSH keepalive never gets a turn behind it. `TCP_USER_TIMEOUT` (RFC 5482, tcp(7)) makes the
+/// kernel drop the connection once sent data, a keepalive included, has gone unacknowledged
+/// for [`DEAD_PEER_TIMEOUT`]; every read and write then fails and the session reports the
+/// connection lost.
+fn set_dead_peer_timeout(tcp: &tokio::net::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(DEAD_PEER_TIMEOUT)) {
+        debug!("cannot set TCP_USER_TIMEOUT: {e}");
+    }
+}
+
 fn russh_config(target: &SshTarget) -> Arc<client::Config> {
     let mut cfg = client::Config {
         nodelay: true,
-        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
         keepalive_max: 4,
         // A larger receive window keeps downloads streaming on links with latency.
         window_size: 8 * 1024 * 1024,
@@ -438,6 +456,7 @@ impl Session {
                         .await
                         .map_err(|e| AttemptError::Retry(e.to_string()))?;
                     let _ = tcp.set_nodelay(true);
+                    set_dead_peer_timeout(&tcp);
                     client::connect_stream(config, tcp, handler)
                         .await
                         .map_err(classify)
@@ -696,6 +715,12 @@ impl Session {
                     return Err(self.channel_err(&format!("cannot send stdin to `{label}`"), e));
                 }
             }
+            // sshd reports how every command ended, with exit-status or exit-signal (RFC 4254
+            // 6.10); a channel that closes with neither lost its connection (the host powered
+            // off, its sshd was killed, the link went dead).
+            if out.exit_code.is_none() && out.signal.is_none() {
+                return Err(self.lost(format!("`{label}` did not finish")));
+            }
             Ok(out)
         };
         match tokio::time::timeout(limit, run).await {
@@ -765,6 +790,46 @@ impl Session {
         }
     }
 
+    /// A failed SFTP write, explained. OpenSSH's sftp-server answers a full disk (ENOSPC) with
+    /// the generic SSH_FX_FAILURE, "Failure" (sftp-server.c errno_to_portable), so the free
+    /// space of `dir` is read to say so when it is what failed.
+    async fn write_err(
+        &self,
+        remote: &str,
+        dir: &str,
+        size: u64,
+        e: impl std::fmt::Display,
+    ) -> SshError {
+        let err = self.sftp_err(remote, "write", &e);
+        if matches!(err, SshError::Disconnected { .. }) {
+            return err;
+        }
+        let df = Cmd::new(format!("df -Pk -- {} | tail -n 1", sh_quote(dir)))
+            .label(format!("free space of {dir}"));
+        let Ok(out) = self.run_ok(&df).await else {
+            return err;
+        };
+        let line = out.stdout_str();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(avail), Some(mount)) = (f.get(3).and_then(|a| a.parse::<u64>().ok()), f.get(5))
+        else {
+            return err;
+        };
+        if avail.saturating_mul(1024) >= size {
+            return err;
+        }
+        SshError::Sftp {
+            host: self.inner.who.clone(),
+            path: remote.to_string(),
+            op: "write".into(),
+            message: format!(
+                "no space left on {mount} ({} free, {} needed); free some space on the host and run again (the server said: {e})",
+                human_bytes(avail.saturating_mul(1024)),
+                human_bytes(size)
+            ),
+        }
+    }
+
     /// Writes `remote` atomically with `mode` and `owner` (uid, gid; `None` means root when the
     /// file is created), unless its sha256, mode and owner already match.
     ///
@@ -830,9 +895,9 @@ impl Session {
         if self.is_root() {
             let tmp = format!("{}/{tmp_name}", dir.trim_end_matches('/'));
             let res = async {
-                sftp.write_new(&tmp, mode, Some(want_owner), source)
-                    .await
-                    .map_err(|e| self.sftp_err(remote, "write", e))?;
+                if let Err(e) = sftp.write_new(&tmp, mode, Some(want_owner), source).await {
+                    return Err(self.write_err(remote, dir, size, e).await);
+                }
                 if !sftp.can_fsync() {
                     self.run_ok(
                         &Cmd::new(format!("sync -- {}", sh_quote(&tmp)))
@@ -871,9 +936,9 @@ impl Session {
             }
             let staged = format!("{stage}/data");
             let res = async {
-                sftp.write_new(&staged, 0o600, None, source)
-                    .await
-                    .map_err(|e| self.sftp_err(remote, "write", e))?;
+                if let Err(e) = sftp.write_new(&staged, 0o600, None, source).await {
+                    return Err(self.write_err(remote, &stage, size, e).await);
+                }
                 let tmp = format!("{}/{tmp_name}", dir.trim_end_matches('/'));
                 // umask 077 keeps the copy private until install sets the final mode; sync makes
                 // the data durable before the rename publishes it.
@@ -917,6 +982,17 @@ impl Session {
         sftp.read_all(remote)
             .await
             .map_err(|e| self.sftp_err(remote, "read", e))
+    }
+}
+
+/// `bytes` for a person: KiB, MiB or GiB with one decimal.
+fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..=1023 => format!("{bytes} B"),
+        1024..=1_048_575 => format!("{:.1} KiB", b / 1024.0),
+        1_048_576..=1_073_741_823 => format!("{:.1} MiB", b / 1_048_576.0),
+        _ => format!("{:.1} GiB", b / 1_073_741_824.0),
     }
 }
 
