@@ -121,6 +121,9 @@ pub enum Action {
     Start {
         role: Role,
         daemon_reload: bool,
+        /// The node this host joins through while it starts (an agent, a server without
+        /// data), watched during the wait so that its death is noticed and named.
+        via: Option<String>,
     },
     /// Restart the service (the binary, unit or a setting k3s reads only at start changed),
     /// then wait until it is ready.
@@ -128,6 +131,8 @@ pub enum Action {
         role: Role,
         reason: String,
         daemon_reload: bool,
+        /// As for `Start`.
+        via: Option<String>,
     },
     /// Stop and uninstall k3s as k3s-uninstall.sh does.
     Uninstall,

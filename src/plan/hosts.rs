@@ -151,6 +151,9 @@ pub struct HostInput<'a> {
     pub join: Option<&'a Join>,
     /// The token a joining server's drop-in gives it (pinned to the cluster CA).
     pub join_token: Option<&'a str>,
+    /// The node of the inventory this host joins through when it has not joined yet (its
+    /// `server:` names that node's host), watched while k3s starts.
+    pub via: Option<&'a str>,
     /// This host starts a new cluster that others join in the same run: read its CA hash
     /// once it runs.
     pub learn_ca: bool,
@@ -168,6 +171,7 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
         config,
         join,
         join_token,
+        via,
         learn_ca,
         version,
         images,
@@ -300,7 +304,15 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
         };
         actions.push(Action::WriteFile { file: cfg, reason });
     }
-    if role == Role::Server && fresh && !facts.server_db {
+    // Whether a server joins is decided by its etcd data, never by its unit file: a run
+    // stopped after the unit was written but before this drop-in leaves a host with a unit
+    // and no data, and a server started without `server:` there forms a cluster of its own
+    // (k3s pkg/cluster/managed.go:84-103, assignManagedDriver: data on disk is used as it is,
+    // and without it etcd joins only with `server` and a token, else kine starts a one-node
+    // SQLite datastore; k3s ignores both keys once data exists). So every server without data gets the
+    // drop-in, rewritten whenever its target changed, and one that is already running (an
+    // activating server retrying a join that cannot succeed) restarts to read it.
+    if role == Role::Server && !facts.server_db {
         if let Some(join) = join.filter(|j| **j != Join::Sqlite) {
             let path = format!("{}/{}", k3s::CONFIG_DROPIN_DIR, JOIN_DROPIN);
             let file = FileSpec {
@@ -310,6 +322,9 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
                 secret: true,
             };
             if facts.dropins.get(JOIN_DROPIN).map(String::as_str) != Some(file.sha256().as_str()) {
+                if !fresh {
+                    restart_reasons.push("join target".into());
+                }
                 actions.push(Action::WriteFile {
                     file,
                     reason: "join",
@@ -326,16 +341,24 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
         svc.active.as_str(),
         "active" | "activating" | "reloading" | "deactivating"
     );
+    // A host that has joined needs nobody to start; one that has not waits on its target.
+    let joined = match role {
+        Role::Server => facts.server_db,
+        Role::Agent => !fresh,
+    };
+    let via = (!joined).then(|| via.map(str::to_string)).flatten();
     if running && !restart_reasons.is_empty() {
         actions.push(Action::Restart {
             role,
             reason: restart_reasons.join(", "),
             daemon_reload,
+            via,
         });
     } else if !svc.is_active() || svc.enabled != "enabled" {
         actions.push(Action::Start {
             role,
             daemon_reload,
+            via,
         });
     }
     if *learn_ca {
@@ -526,6 +549,17 @@ pub fn plan_all(
             ca.as_deref(),
         );
         let join = join_of(inv, facts, n);
+        // The node whose host this one's `server:` names (none behind an api_endpoint).
+        let target_url = match (&join, n.role) {
+            (Some(Join::Via(u)), _) => Some(u.clone()),
+            (_, Role::Agent) => Some(current.clone().unwrap_or_else(|| agent.clone())),
+            _ => None,
+        };
+        let via = target_url.and_then(|u| {
+            inv.servers()
+                .find(|s| s.name != n.name && server_url(&s.host) == u)
+                .map(|s| s.name.as_str())
+        });
         let starts_cluster =
             matches!(join, Some(Join::Init | Join::Sqlite)) && new_cluster && inv.nodes.len() > 1;
         let images = f
@@ -539,6 +573,7 @@ pub fn plan_all(
             config: &config,
             join: join.as_ref(),
             join_token: Some(server_join_token.as_str()),
+            via,
             learn_ca: starts_cluster,
             version: inv.cluster.k3s_version,
             images,

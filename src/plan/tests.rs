@@ -585,6 +585,7 @@ fn host_plan(n: &Node, f: &HostFacts, config_for: &Inventory, version: &str) -> 
         config: &c,
         join: Some(&Join::Init),
         join_token: None,
+        via: None,
         learn_ca: false,
         version: v(version),
         images: None,
@@ -611,7 +612,8 @@ fn fresh_server_gets_everything_and_cluster_init() {
         p.actions.last(),
         Some(&Action::Start {
             role: Role::Server,
-            daemon_reload: true
+            daemon_reload: true,
+            via: None,
         })
     );
     assert_eq!(p.artifacts().len(), 1);
@@ -1060,4 +1062,49 @@ fn an_interrupted_runs_temp_files_are_removed_first_and_nothing_else_moves() {
             "artifacts worker-1: remove what an interrupted run left: {tmp}"
         )]
     );
+}
+
+#[test]
+fn a_server_with_a_unit_but_no_data_still_joins_and_a_stale_target_restarts_it() {
+    // A run stopped after master-2's unit was written, before its config and drop-in: the
+    // unit file makes it look installed, but it has no etcd data, so it joins.
+    let inv = ha();
+    let mut f = cluster(&inv);
+    let m2 = f.hosts.get_mut("master-2").unwrap();
+    m2.server_db = false;
+    m2.token_file = None;
+    m2.agent_token_file = None;
+    m2.config = None;
+    m2.config_sha256 = None;
+    m2.server.active = "inactive".into();
+    m2.server.enabled = "disabled".into();
+    f.cluster.nodes.retain(|n| n.name != "master-2");
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    let first = server_url(&inv.node("master-1").unwrap().host);
+    let dropin = join_dropin_of(&plan, "master-2").expect("master-2 gets its join drop-in");
+    assert!(dropin.contains(&first), "{dropin}");
+    assert!(!dropin.contains("cluster-init"), "{dropin}");
+    let t = texts(&plan);
+    assert!(
+        t.iter().any(|s| s.contains("master-2: enable and start")),
+        "{t:#?}"
+    );
+    // The same host still activating, its drop-in naming a server that is gone: rewritten,
+    // and the unit restarted to read it.
+    let m2 = f.hosts.get_mut("master-2").unwrap();
+    m2.server.active = "activating".into();
+    m2.server.enabled = "enabled".into();
+    m2.dropins.insert(
+        JOIN_DROPIN.into(),
+        k3s::sha256_hex(b"server: https://10.9.9.9:6443\n"),
+    );
+    let t = texts(&up(&inv, &f, &SETTINGS).unwrap());
+    assert!(
+        t.iter()
+            .any(|s| s.contains("master-2: restart k3s (") && s.contains("join target)")),
+        "{t:#?}"
+    );
+    // A server with data never gets one: k3s ignores it, and rewriting it would restart it.
+    let t = texts(&up(&inv, &cluster(&inv), &SETTINGS).unwrap());
+    assert!(t.is_empty(), "{t:#?}");
 }
