@@ -47,6 +47,7 @@ pub(super) async fn run(
     opts: &Options,
     rep: &Reporter,
     learned: &Learned,
+    via: Option<(&str, &Session)>,
 ) -> Result<Duration> {
     match action {
         Action::Prerequisite(fix) => {
@@ -122,12 +123,13 @@ pub(super) async fn run(
         Action::Start {
             role,
             daemon_reload,
-        } => return service(s, name, *role, "start", *daemon_reload, opts, rep).await,
+            ..
+        } => return service(s, name, *role, "start", *daemon_reload, opts, rep, via).await,
         Action::Restart {
             role,
             daemon_reload,
             ..
-        } => return service(s, name, *role, "restart", *daemon_reload, opts, rep).await,
+        } => return service(s, name, *role, "restart", *daemon_reload, opts, rep, via).await,
         Action::Uninstall => {
             let out = s
                 .exec(
@@ -248,6 +250,7 @@ pub(super) async fn run(
 }
 
 /// Start or restart the service, then wait until it is ready.
+#[allow(clippy::too_many_arguments)]
 async fn service(
     s: &Session,
     name: &str,
@@ -256,6 +259,7 @@ async fn service(
     daemon_reload: bool,
     opts: &Options,
     rep: &Reporter,
+    via: Option<(&str, &Session)>,
 ) -> Result<Duration> {
     let svc = role.service();
     let reload = if daemon_reload {
@@ -273,8 +277,54 @@ async fn service(
     )
     .await?;
     let t = Instant::now();
-    wait_active(s, name, role, opts, rep).await?;
+    match via {
+        // A host that joins waits on its target as much as on itself: when the target stops
+        // answering, the wait ends at once with its name instead of at the deadline.
+        Some((target, ts)) => tokio::select! {
+            r = wait_active(s, name, role, opts, rep) => r?,
+            e = watch_target(name, role, target, ts) => return Err(e),
+        },
+        None => wait_active(s, name, role, opts, rep).await?,
+    }
     Ok(t.elapsed())
+}
+
+/// How often the join target is checked while a host joins through it, and how many checks
+/// in a row may fail before the run gives up on it.
+const TARGET_CHECK_EVERY: Duration = Duration::from_secs(5);
+const TARGET_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+const TARGET_CHECKS_FAILED: u32 = 2;
+
+/// Resolves only when `target`, the server `name` joins through, stops answering over SSH or
+/// its k3s stops running: the error says so. k3s's agent retries its join forever (k3s
+/// pkg/agent/config/config.go:56-75, `Get`: "Waiting to retrieve agent configuration; server
+/// is not ready" every 5 s until it succeeds), so without this the wait would only end at the
+/// deadline.
+async fn watch_target(name: &str, role: Role, target: &str, ts: &Session) -> anyhow::Error {
+    let svc = role.service();
+    let mut failed = 0;
+    loop {
+        tokio::time::sleep(TARGET_CHECK_EVERY).await;
+        let probe = Cmd::new("systemctl is-active k3s")
+            .label("check k3s on the join target")
+            .timeout(TARGET_CHECK_TIMEOUT);
+        let why = match ts.exec(&probe).await {
+            Ok(o) if o.stdout_str().trim() == "active" => None,
+            Ok(o) => Some(format!("k3s there is {}", o.stdout_str().trim())),
+            Err(e) => Some(format!("{e}")),
+        };
+        match why {
+            None => failed = 0,
+            Some(why) => {
+                failed += 1;
+                if failed >= TARGET_CHECKS_FAILED {
+                    return anyhow::anyhow!(
+                        "{name}: {svc} cannot join: {target}, the server it joins through, stopped answering ({why}); bring {target} back and run again"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Put release file `file` at `dest` on the host: downloaded there, or uploaded from the

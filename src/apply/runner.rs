@@ -47,7 +47,22 @@ impl Executor<'_> {
         let waited = match &s.on {
             On::Host(h) => {
                 let session = self.session(h)?;
-                host::run(session, h, &s.action, self.opts, self.rep, &self.learned).await?
+                let via = match &s.action {
+                    Action::Start { via: Some(v), .. } | Action::Restart { via: Some(v), .. } => {
+                        self.sessions.get(v).map(|t| (v.as_str(), t))
+                    }
+                    _ => None,
+                };
+                host::run(
+                    session,
+                    h,
+                    &s.action,
+                    self.opts,
+                    self.rep,
+                    &self.learned,
+                    via,
+                )
+                .await?
             }
             On::Api(via) => {
                 kubectl::run(
