@@ -28,6 +28,26 @@ pub struct HostSummary {
     pub elapsed: Duration,
 }
 
+impl HostSummary {
+    /// The summary's word for how the host ended: `unchanged`, `changed`, `failed`, and for
+    /// a host the run did not finish, `changed, then stopped` (it was changed before the run
+    /// stopped elsewhere), `stopped` (it was being worked on) or `not reached`.
+    pub fn result(&self) -> &'static str {
+        match (
+            &self.status,
+            self.changes.is_empty(),
+            self.started.is_some(),
+        ) {
+            (Some(Ok(())), true, _) => "unchanged",
+            (Some(Ok(())), false, _) => "changed",
+            (Some(Err(_)), _, _) => "failed",
+            (None, false, _) => "changed, then stopped",
+            (None, true, true) => "stopped",
+            (None, true, false) => "not reached",
+        }
+    }
+}
+
 /// The version of the JSON events' shape: bumped when a field changes meaning or goes.
 pub const SCHEMA: u32 = 1;
 
@@ -255,6 +275,17 @@ impl Reporter {
         }
     }
 
+    /// The changes made so far, as the `action` events counted them: the summary's figure
+    /// and the headline's come from here, so they cannot disagree.
+    pub fn changes(&self) -> usize {
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|h| h.changes.len())
+            .sum()
+    }
+
     /// Print the summary: a table (text) or one `summary` event (JSON) with
     /// `extra` fields merged in (counters, kubeconfig path...).
     pub fn finish(&self, ok: bool, headline: &str, extra: serde_json::Value) {
@@ -266,7 +297,14 @@ impl Reporter {
             }
             let _ = m.clear();
         }
-        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // A host the run touched but did not finish (a later phase, or another host, stopped
+        // it) is timed until now.
+        for h in hosts.values_mut() {
+            if let (None, Some(s)) = (&h.status, h.started) {
+                h.elapsed = s.elapsed();
+            }
+        }
         let changes: usize = hosts.values().map(|h| h.changes.len()).sum();
         match self.format {
             OutputFormat::Json => {
@@ -279,6 +317,7 @@ impl Reporter {
                     "hosts": hosts.iter().map(|(name, h)| json!({
                         "host": name, "role": h.role, "changes": h.changes,
                         "ok": h.status.as_ref().map(|s| s.is_ok()),
+                        "result": h.result(),
                         "error": h.status.as_ref().and_then(|s| s.as_ref().err()),
                         "seconds": seconds(h.elapsed),
                     })).collect::<Vec<_>>(),
@@ -301,11 +340,9 @@ impl Reporter {
                     "HOST", "ROLE", "CHANGES", "TIME"
                 );
                 for (name, h) in &hosts {
-                    let result = match &h.status {
-                        Some(Ok(())) if h.changes.is_empty() => "unchanged".to_string(),
-                        Some(Ok(())) => "changed".to_string(),
-                        Some(Err(_)) => "FAILED".to_string(),
-                        None => "not reached".to_string(),
+                    let result = match h.result() {
+                        "failed" => "FAILED",
+                        r => r,
                     };
                     let _ = writeln!(
                         out,

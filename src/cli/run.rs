@@ -116,7 +116,9 @@ fn finish(
     match result {
         Ok(None) => Ok(()),
         Err(e) if plan_only => Err(e),
-        Ok(Some(report)) => {
+        Ok(Some(mut report)) => {
+            // What was done, as reported step by step (label changes through the API too).
+            report.changes = cx.rep.changes();
             cx.rep.finish(
                 true,
                 &ok(&report),
