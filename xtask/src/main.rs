@@ -74,7 +74,7 @@ enum LabCmd {
     /// Inject a fault into one node.
     Fault {
         node: String,
-        /// stop|start|cut|heal|kill-sshd|restart-sshd
+        /// stop|start|cut|heal|kill-sshd|restart-sshd|throttle|unthrottle|block-join|unblock-join
         fault: Fault,
         #[arg(long, default_value = "default")]
         name: String,

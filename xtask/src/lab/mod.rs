@@ -48,7 +48,8 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Power the node off (its disk survives).
+    /// Power the node off (its disk survives). Its address goes silent: packets to it are
+    /// dropped, not refused, as for a real host that is off.
     Stop,
     /// Boot a stopped node again on the same disk, wait for sshd.
     Start,
@@ -60,6 +61,14 @@ pub enum Fault {
     KillSshd,
     /// Start ssh.service again and wait for its banner.
     RestartSshd,
+    /// Slow the node's link to 2 Mbit/s each way (a long upload).
+    Throttle,
+    /// Give the link its speed back.
+    Unthrottle,
+    /// Drop what the node sends to port 6443: it cannot reach a supervisor, so it cannot join.
+    BlockJoin,
+    /// Let it through again.
+    UnblockJoin,
 }
 
 impl std::str::FromStr for Fault {
@@ -72,7 +81,13 @@ impl std::str::FromStr for Fault {
             "heal" => Fault::Heal,
             "kill-sshd" => Fault::KillSshd,
             "restart-sshd" => Fault::RestartSshd,
-            _ => bail!("unknown fault {s:?} (stop|start|cut|heal|kill-sshd|restart-sshd)"),
+            "throttle" => Fault::Throttle,
+            "unthrottle" => Fault::Unthrottle,
+            "block-join" => Fault::BlockJoin,
+            "unblock-join" => Fault::UnblockJoin,
+            _ => bail!(
+                "unknown fault {s:?} (stop|start|cut|heal|kill-sshd|restart-sshd|throttle|unthrottle|block-join|unblock-join)"
+            ),
         })
     }
 }
@@ -508,6 +523,7 @@ impl Lab {
                     }
                 }
                 node::remove_cgroups(&n.machine);
+                net::set_silent(&n.netns, true)?;
                 let mut st = self.state();
                 if let Some(ns) = st.node_mut(node) {
                     ns.nspawn = None;
@@ -520,6 +536,7 @@ impl Lab {
                 }
                 let p = NodePaths::new(&self.dir, node);
                 let rootfs = self.state().rootfs.clone().context("no rootfs in state")?;
+                net::set_silent(&n.netns, false)?;
                 node::mount_overlay(&rootfs, &p)?;
                 let proc_ref = node::boot(&p, &n.machine, &n.netns)?;
                 {
@@ -537,6 +554,10 @@ impl Lab {
             }
             Fault::Cut => net::set_peer_link(&bridge, &n.peer_if, false)?,
             Fault::Heal => net::set_peer_link(&bridge, &n.peer_if, true)?,
+            Fault::Throttle => net::set_throttle(&bridge, &n.peer_if, &n.netns, Some(2000))?,
+            Fault::Unthrottle => net::set_throttle(&bridge, &n.peer_if, &n.netns, None)?,
+            Fault::BlockJoin => net::set_port_blocked(&n.netns, 6443, true)?,
+            Fault::UnblockJoin => net::set_port_blocked(&n.netns, 6443, false)?,
             Fault::KillSshd => {
                 // Debian's ssh.service uses KillMode=process: stopping it leaves sessions
                 // alive, hence the kill of every sshd left.

@@ -112,6 +112,72 @@ pub fn set_peer_link(bridge_ns: &str, peer_if: &str, up: bool) -> Result<()> {
     Ok(())
 }
 
+/// Make a node's address silent (`true`) or answer again: every IP packet that reaches the
+/// node's namespace is dropped (netfilter INPUT), so a connection to a powered-off node times
+/// out the way it does to a real one, instead of being refused by its namespace's kernel. ARP
+/// still answers, so nothing reports the host unreachable either.
+pub fn set_silent(node_ns: &str, silent: bool) -> Result<()> {
+    set_drop(node_ns, "INPUT", "lab-silent", &[], silent)
+}
+
+/// Drop (`true`) or pass again what the node sends to TCP port `port` anywhere: a node that
+/// cannot reach the supervisor port (6443) cannot join, and k3s on it retries.
+pub fn set_port_blocked(node_ns: &str, port: u16, blocked: bool) -> Result<()> {
+    let port = port.to_string();
+    set_drop(
+        node_ns,
+        "OUTPUT",
+        "lab-block-port",
+        &["-p", "tcp", "--dport", &port],
+        blocked,
+    )
+}
+
+/// One DROP rule of `chain` in the node's namespace, found again by its comment `tag`.
+fn set_drop(node_ns: &str, chain: &str, tag: &str, matcher: &[&str], on: bool) -> Result<()> {
+    let rule = |op: &str| -> Vec<String> {
+        let mut a = vec!["netns", "exec", node_ns, "iptables", op, chain];
+        a.extend_from_slice(matcher);
+        a.extend_from_slice(&["-m", "comment", "--comment", tag, "-j", "DROP"]);
+        a.iter().map(|s| s.to_string()).collect()
+    };
+    let run = |op: &str| {
+        let v = rule(op);
+        sh("ip", &v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // Idempotent: every copy of the rule goes first.
+    while run("-D").is_ok() {}
+    if on {
+        run("-I")?;
+    }
+    Ok(())
+}
+
+/// Slow a node's link to `kbit` (`None`: its speed back), on both veth ends, so uploads to the
+/// node and its answers are slow alike. A token bucket with a short queue: TCP sees a slow
+/// link, not a buffer that holds seconds of data.
+pub fn set_throttle(
+    bridge_ns: &str,
+    peer_if: &str,
+    node_ns: &str,
+    kbit: Option<u32>,
+) -> Result<()> {
+    for (ns, dev) in [(bridge_ns, peer_if), (node_ns, "eth0")] {
+        let _ = sh("tc", &["-n", ns, "qdisc", "del", "dev", dev, "root"]);
+        if let Some(k) = kbit {
+            let rate = format!("{k}kbit");
+            sh(
+                "tc",
+                &[
+                    "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst",
+                    "32kb", "latency", "200ms",
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 pub fn peer_link_up(bridge_ns: &str, peer_if: &str) -> bool {
     sh("ip", &["-n", bridge_ns, "-o", "link", "show", peer_if])
         .map(|s| s.contains(",UP"))
