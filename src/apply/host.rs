@@ -311,7 +311,11 @@ async fn watch_target(name: &str, role: Role, target: &str, ts: &Session) -> any
         let why = match ts.exec(&probe).await {
             Ok(o) if o.stdout_str().trim() == "active" => None,
             Ok(o) => Some(format!("k3s there is {}", o.stdout_str().trim())),
-            Err(e) => Some(format!("{e}")),
+            Err(ssh::SshError::Disconnected { .. }) => Some("the connection to it was lost".into()),
+            Err(ssh::SshError::Timeout { after, .. }) => {
+                Some(format!("no answer within {}s", after.as_secs()))
+            }
+            Err(e) => Some(e.to_string()),
         };
         match why {
             None => failed = 0,

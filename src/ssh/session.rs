@@ -845,7 +845,18 @@ impl Session {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<PutOutcome> {
-        let source = source.into();
+        let what = format!("the transfer of {remote}");
+        self.unless_lost(&what, self.put_file_now(remote, source.into(), mode, owner))
+            .await
+    }
+
+    async fn put_file_now(
+        &self,
+        remote: &str,
+        source: Source<'_>,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<PutOutcome> {
         let mode = mode & 0o7777;
         let (dir, name) = split_remote(remote).ok_or_else(|| {
             self.sftp_err(
@@ -978,10 +989,36 @@ impl Session {
             return Ok(out.stdout);
         }
         self.inner.transfers.fetch_add(1, Ordering::Relaxed);
-        let sftp = self.sftp().await?;
-        sftp.read_all(remote)
+        let read = async {
+            let sftp = self.sftp().await?;
+            sftp.read_all(remote)
+                .await
+                .map_err(|e| self.sftp_err(remote, "read", e))
+        };
+        self.unless_lost(&format!("the transfer of {remote}"), read)
             .await
-            .map_err(|e| self.sftp_err(remote, "read", e))
+    }
+
+    /// Runs the SFTP work `fut` unless the connection ends first. russh-sftp settles a pending
+    /// request only by its reply or its own timeout (russh-sftp 3.0.1 src/client/rawsession.rs
+    /// 254-263): when the channel under it ends, its reader stops (src/client/mod.rs 107-124)
+    /// but nothing fails what is pending, so a peer that died mid-upload would be waited on
+    /// for the whole request timeout. The session's end (the dead-peer timeout on the socket
+    /// or the keepalive) is watched instead.
+    async fn unless_lost<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let closed = async {
+            while !self.inner.handle.is_closed() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        tokio::select! {
+            r = fut => r,
+            _ = closed => Err(self.lost(format!("{what} did not finish"))),
+        }
     }
 }
 

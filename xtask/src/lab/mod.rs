@@ -516,6 +516,8 @@ impl Lab {
         let bridge = self.state().bridge_netns.clone();
         match fault {
             Fault::Stop => {
+                // Silent first: a powered-off host says nothing, not even a last FIN.
+                net::set_silent(&n.netns, true)?;
                 if let Some(p) = n.nspawn {
                     util::terminate_all(&[p], STOP_GRACE);
                     if p.alive() {
@@ -523,7 +525,6 @@ impl Lab {
                     }
                 }
                 node::remove_cgroups(&n.machine);
-                net::set_silent(&n.netns, true)?;
                 let mut st = self.state();
                 if let Some(ns) = st.node_mut(node) {
                     ns.nspawn = None;

@@ -113,11 +113,13 @@ pub fn set_peer_link(bridge_ns: &str, peer_if: &str, up: bool) -> Result<()> {
 }
 
 /// Make a node's address silent (`true`) or answer again: every IP packet that reaches the
-/// node's namespace is dropped (netfilter INPUT), so a connection to a powered-off node times
-/// out the way it does to a real one, instead of being refused by its namespace's kernel. ARP
-/// still answers, so nothing reports the host unreachable either.
+/// node's namespace is dropped (netfilter INPUT), and every one it would send (OUTPUT, so the
+/// FIN or RST of its dying processes never leaves), so a connection to a powered-off node
+/// times out the way it does to a real one, instead of being closed or refused by its
+/// namespace's kernel. ARP still answers, so nothing reports the host unreachable either.
 pub fn set_silent(node_ns: &str, silent: bool) -> Result<()> {
-    set_drop(node_ns, "INPUT", "lab-silent", &[], silent)
+    set_drop(node_ns, "INPUT", "lab-silent", &[], silent)?;
+    set_drop(node_ns, "OUTPUT", "lab-silent", &[], silent)
 }
 
 /// Drop (`true`) or pass again what the node sends to TCP port `port` anywhere: a node that
