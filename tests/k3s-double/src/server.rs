@@ -90,10 +90,14 @@ impl Server {
             .cloned()
     }
 
+    /// Leading takes a quorum: a raft candidate becomes leader only once a majority voted for
+    /// it (go.etcd.io/raft `raft.go`, `stepCandidate`: `becomeLeader` on `quorum.VoteWon`
+    /// only). A member cut off from the others (a node going silent while it shuts down)
+    /// must not start a new epoch of its own, or its stale state would win when it returns.
     pub fn is_leader(&self, st: &State) -> bool {
         match self.leader(st) {
             None => true,
-            Some(m) => m.node == self.ctx.node,
+            Some(m) => m.node == self.ctx.node && self.has_quorum(st),
         }
     }
 
