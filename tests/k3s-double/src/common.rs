@@ -49,6 +49,16 @@ pub enum Op {
         node: String,
         name: String,
     },
+    /// This node's ETCDSnapshotFile objects become these (k3s `reconcileSnapshotData`).
+    SyncSnapshotFiles {
+        node: String,
+        items: Vec<Value>,
+    },
+    /// The first start after a cluster reset drops the node's password Secret (k3s
+    /// `pkg/cluster/managed.go` 58-62, `deleteNodePasswdSecret`).
+    DeleteNodePassword {
+        node: String,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 const SERVER_FLAGS: &str = include_str!("data/k3s-server-flags.txt");
 const AGENT_FLAGS: &str = include_str!("data/k3s-agent-flags.txt");
+/// `cmds.EtcdSnapshotFlags` (k3s `pkg/cli/cmds/etcd_snapshot.go` 12-165) plus `ls`'s `output`.
+const ETCD_SNAPSHOT_FLAGS: &str = include_str!("data/k3s-etcd-snapshot-flags.txt");
 const FLAG_TYPES: &str = include_str!("data/flag-types.txt");
 
 /// Flags k3s splits on commas itself; all others are taken whole.
@@ -25,6 +27,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
 pub enum Role {
     Server,
     Agent,
+    /// `k3s etcd-snapshot <sub>`.
+    EtcdSnapshot,
 }
 
 impl Role {
@@ -32,6 +36,7 @@ impl Role {
         match self {
             Role::Server => "server",
             Role::Agent => "agent",
+            Role::EtcdSnapshot => "etcd-snapshot",
         }
     }
 }
@@ -57,6 +62,7 @@ pub fn flags(role: Role) -> Vec<Flag> {
     let list = match role {
         Role::Server => SERVER_FLAGS,
         Role::Agent => AGENT_FLAGS,
+        Role::EtcdSnapshot => ETCD_SNAPSHOT_FLAGS,
     };
     let mut types: BTreeMap<&str, (&str, Option<&str>)> = BTreeMap::new();
     for line in FLAG_TYPES.lines() {
@@ -248,9 +254,12 @@ pub fn load_with(
     // Config file values become `--key=value` args placed before CLI args.
     let mut argv: Vec<(String, String)> = Vec::new();
     for (key, vals) in file_vals {
-        if find(&flags, key).is_none() {
+        // `output` is `ls`'s own flag, not one of `EtcdSnapshotFlags`, which the config file is
+        // checked against (k3s `pkg/configfilearg/parser.go` stripInvalidFlags).
+        let snapshot_only_cli = role == Role::EtcdSnapshot && (key == "output" || key == "o");
+        if find(&flags, key).is_none() || snapshot_only_cli {
             match role {
-                Role::Server => {
+                Role::Server | Role::EtcdSnapshot => {
                     cfg.warnings.push(format!(
                         "Unknown flag --{key} found in config.yaml, skipping"
                     ));

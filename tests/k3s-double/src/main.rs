@@ -16,8 +16,10 @@ mod nodes;
 mod notify;
 mod objects;
 mod pki;
+mod reset;
 mod server;
 mod serving;
+mod snapshot;
 mod status;
 mod store;
 mod token;
@@ -43,6 +45,7 @@ fn run_role(role: Role, args: &[String]) -> ! {
         Ok(cfg) => match role {
             Role::Server => server::run(cfg),
             Role::Agent => agent::run(cfg),
+            Role::EtcdSnapshot => snapshot::main(args),
         },
         Err(e) => {
             eprintln!("{e}");
@@ -77,10 +80,10 @@ fn main() {
         Some("server") => run_role(Role::Server, rest),
         Some("agent") => run_role(Role::Agent, rest),
         Some("kubectl") => kubectl::main(rest),
+        Some("etcd-snapshot") => snapshot::main(rest),
         Some("crictl")
         | Some("ctr")
         | Some("token")
-        | Some("etcd-snapshot")
         | Some("certificate")
         | Some("secrets-encrypt")
         | Some("check-config")

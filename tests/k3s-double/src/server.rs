@@ -33,6 +33,11 @@ pub struct Ctx {
     pub disable: Vec<String>,
 }
 
+/// Headers a server sends with its replication requests to a peer: its node name and its
+/// cluster ID, which etcd's rafthttp checks on every message (`X-Etcd-Cluster-ID`).
+pub const PEER_NODE: &str = "X-K3s-Double-Peer";
+pub const PEER_CLUSTER: &str = "X-K3s-Double-Cluster";
+
 pub struct Server {
     pub ctx: Ctx,
     pub state: Mutex<State>,
@@ -42,6 +47,8 @@ pub struct Server {
     push: (Mutex<u64>, Condvar),
     refused: Mutex<HashMap<String, Instant>>,
     events_written: Mutex<u64>,
+    /// When a cluster ID mismatch with a peer was last logged, by peer.
+    mismatch_logged: Mutex<HashMap<String, Instant>>,
     member_name: Option<String>,
     /// False until a restarted clustered server has caught up with a quorum of peers.
     synced: std::sync::atomic::AtomicBool,
@@ -55,7 +62,7 @@ pub enum Auth {
     Server,
 }
 
-fn read_token(cfg: &Config, key: &str, file_key: &str) -> Option<String> {
+pub(crate) fn read_token(cfg: &Config, key: &str, file_key: &str) -> Option<String> {
     if let Some(t) = cfg.get(key) {
         return Some(t.to_string());
     }
@@ -74,6 +81,11 @@ fn json_resp(code: u16, v: &Value) -> HttpResponse {
 }
 
 impl Server {
+    /// This server's etcd member name; None without embedded etcd.
+    pub fn member_name(&self) -> Option<&str> {
+        self.member_name.as_deref()
+    }
+
     fn db_dir(&self) -> PathBuf {
         self.ctx.data_dir.join("server/db")
     }
@@ -245,6 +257,35 @@ impl Server {
         }
     }
 
+    /// Runs `log` unless a mismatch with this peer was logged in the last 30 s.
+    fn note_mismatch(&self, key: &str, log: impl FnOnce()) {
+        let mut seen = self.mismatch_logged.lock().expect("mismatch lock");
+        if seen
+            .get(key)
+            .map(|t| t.elapsed() > Duration::from_secs(30))
+            .unwrap_or(true)
+        {
+            seen.insert(key.to_string(), Instant::now());
+            log();
+        }
+    }
+
+    /// A peer answered with another cluster ID: etcd ignores it (it is not counted).
+    fn peer_mismatch(&self, peer: &str, theirs: &str, mine: &str) {
+        self.note_mismatch(&format!("to/{peer}"), || {
+            util::etcd_log(
+                "warn",
+                "rafthttp/stream.go:653",
+                "request sent was ignored by remote peer due to cluster ID mismatch",
+                &[
+                    ("remote-peer", peer),
+                    ("remote-peer-cluster-id", theirs),
+                    ("local-member-cluster-id", mine),
+                ],
+            )
+        });
+    }
+
     fn note_refused(&self, st: &mut State, node: &str, reason: &str) {
         let key = format!("{node}/{reason}");
         let mut seen = self.refused.lock().expect("refused lock");
@@ -270,6 +311,7 @@ impl Server {
     }
 
     /// The double's own paths under `/v1-k3s-double/` (replication, joins, heartbeats).
+    #[allow(clippy::too_many_arguments)] // the request's parts, as the listener read them
     pub fn supervisor(
         &self,
         method: &str,
@@ -277,9 +319,29 @@ impl Server {
         auth_h: &str,
         forwarded: bool,
         origin: &str,
+        (peer_node, peer_cluster): (&str, &str),
         body: Vec<u8>,
     ) -> HttpResponse {
         let auth = self.check_basic(auth_h);
+        if matches!(path, "ping" | "state") && !peer_cluster.is_empty() {
+            // etcd's rafthttp refuses a peer of another cluster (`http.go` checkClusterCompatibilityFromHeader).
+            let mine = self.state.lock().expect("state lock").cluster_id.clone();
+            if peer_cluster != mine {
+                self.note_mismatch(&format!("from/{peer_node}"), || {
+                    util::etcd_log(
+                        "warn",
+                        "rafthttp/http.go:500",
+                        "request cluster ID mismatch",
+                        &[
+                            ("local-member-cluster-id", &mine),
+                            ("remote-peer", peer_node),
+                            ("remote-peer-cluster-id", peer_cluster),
+                        ],
+                    )
+                });
+                return json_resp(412, &json!({"cluster": mine}));
+            }
+        }
         match (method, path) {
             ("GET", "ping") => {
                 if !self.synced.load(std::sync::atomic::Ordering::SeqCst) {
@@ -506,6 +568,30 @@ impl Server {
                 self.commit(&mut st);
                 (200, json!({}))
             }
+            Op::SyncSnapshotFiles { node, items } => {
+                if auth != Auth::Server {
+                    return (401, json!({"error": "Unauthorized"}));
+                }
+                let mut st = self.state.lock().expect("state lock");
+                crate::snapshot::sync_objects(&mut st, &node, items);
+                self.commit(&mut st);
+                (200, json!({}))
+            }
+            Op::DeleteNodePassword { node } => {
+                if auth != Auth::Server {
+                    return (401, json!({"error": "Unauthorized"}));
+                }
+                let mut st = self.state.lock().expect("state lock");
+                let key = crate::store::obj_key(
+                    "",
+                    "Secret",
+                    "kube-system",
+                    &format!("{node}.node-password.k3s"),
+                );
+                st.remove(&key);
+                self.commit(&mut st);
+                (200, json!({}))
+            }
             Op::AddServingNames { names } => {
                 if auth != Auth::Server {
                     return (401, json!({"error": "Unauthorized"}));
@@ -632,7 +718,7 @@ fn admin_cert(tls_dir: &Path, b: &Bootstrap) -> Result<(String, String), String>
     Ok((c, k))
 }
 
-fn write_files(ctx: &Ctx, st: &State) -> Result<(), String> {
+pub(crate) fn write_files(ctx: &Ctx, st: &State) -> Result<(), String> {
     let b = &st.bootstrap;
     let server = ctx.data_dir.join("server");
     let tls = server.join("tls");
@@ -716,7 +802,7 @@ fn ca_pair(tls: &Path, what: &str) -> Result<pki::Ca, String> {
     }
 }
 
-fn new_cluster(ctx: &Ctx, etcd: bool) -> Result<State, String> {
+pub(crate) fn new_cluster(ctx: &Ctx, etcd: bool) -> Result<State, String> {
     let tls = ctx.data_dir.join("server/tls");
     let server_ca = ca_pair(&tls, "server")?;
     let client_ca = ca_pair(&tls, "client")?;
@@ -757,7 +843,7 @@ fn new_cluster(ctx: &Ctx, etcd: bool) -> Result<State, String> {
     Ok(st)
 }
 
-fn my_member(ctx: &Ctx) -> Member {
+pub(crate) fn my_member(ctx: &Ctx) -> Member {
     Member {
         name: format!("{}-{}", ctx.node, util::random_hex(4)),
         node: ctx.node.clone(),
@@ -842,6 +928,10 @@ fn join_cluster(ctx: &Ctx, url: &str, tok: &str) -> (State, Member) {
 
 fn peer(srv: &Server, api: &str, req: Request, timeout: Duration) -> Option<client::Response> {
     let t = Target::from_host_port(api, 6443).ok()?;
+    let cluster = srv.state.lock().expect("state lock").cluster_id.clone();
+    let req = req
+        .header(PEER_NODE, &srv.ctx.node)
+        .header(PEER_CLUSTER, &cluster);
     client::call(&t, &Trust::Ca(srv.server_ca()), None, req, timeout).ok()
 }
 
@@ -864,12 +954,16 @@ fn sync_loop(srv: Arc<Server>) {
                 Request::get("/v1-k3s-double/ping"),
                 Duration::from_millis(1500),
             )
-            .filter(|r| r.status == 200)
+            .filter(|r| r.status == 200 || r.status == 412)
             .map(|r| r.json());
-            let ok = info
+            let theirs = info
                 .as_ref()
-                .map(|v| v.get("cluster").and_then(Value::as_str) == Some(cluster.as_str()))
-                .unwrap_or(false);
+                .and_then(|v| v.get("cluster").and_then(Value::as_str))
+                .map(str::to_string);
+            let ok = theirs.as_deref() == Some(cluster.as_str());
+            if let (false, Some(t)) = (ok, &theirs) {
+                srv.peer_mismatch(&m.node, t, &cluster);
+            }
             srv.peers_up
                 .lock()
                 .expect("peers lock")
@@ -961,6 +1055,12 @@ fn initial_sync(srv: &Server) {
             ) else {
                 continue;
             };
+            if r.status == 412 {
+                let theirs = r.json();
+                let theirs = theirs.get("cluster").and_then(Value::as_str).unwrap_or("");
+                srv.peer_mismatch(&m.node, theirs, &cluster);
+                continue;
+            }
             if r.status != 200 {
                 continue;
             }
@@ -968,6 +1068,8 @@ fn initial_sync(srv: &Server) {
                 if s.cluster_id == cluster {
                     reachable += 1;
                     srv.adopt(s);
+                } else {
+                    srv.peer_mismatch(&m.node, &s.cluster_id, &cluster);
                 }
             }
         }
@@ -1086,7 +1188,14 @@ pub fn run(cfg: Config) -> ! {
         ip,
         port,
     };
+    crate::reset::check_flags(&ctx);
+    if ctx.cfg.bool("cluster-reset") {
+        crate::reset::run(&ctx);
+    }
+    crate::snapshot::check_s3(&ctx.cfg);
     let db = ctx.data_dir.join("server/db");
+    // Set by a cluster reset, cleared once this first normal start is up (`managed.go` 58-64).
+    let reset_done = crate::reset::reset_flag(&ctx.data_dir).exists();
     if db.join("removed").exists() {
         util::fatal("etcd cluster join failed: the member has been permanently removed from the cluster; data-dir used by this member must be removed");
     }
@@ -1156,6 +1265,7 @@ pub fn run(cfg: Config) -> ! {
         push: (Mutex::new(0), Condvar::new()),
         refused: Mutex::new(HashMap::new()),
         events_written: Mutex::new(0),
+        mismatch_logged: Mutex::new(HashMap::new()),
         member_name: member_name.clone(),
         synced: std::sync::atomic::AtomicBool::new(false),
     });
@@ -1228,6 +1338,21 @@ pub fn run(cfg: Config) -> ! {
         node: info,
         member: None,
     };
+    if reset_done {
+        // The restored Secret may hold another password than this host's.
+        let del = Op::DeleteNodePassword {
+            node: srv.ctx.node.clone(),
+        };
+        while let Err(e) = srv.submit(&del) {
+            util::error(format!(
+                "Failed to delete node password secret for {}: {e}",
+                srv.ctx.node
+            ));
+            if common::sleep_or_stop(Duration::from_secs(1)) {
+                std::process::exit(0);
+            }
+        }
+    }
     loop {
         match srv.submit(&join) {
             Ok(_) => break,
@@ -1259,6 +1384,22 @@ pub fn run(cfg: Config) -> ! {
     }
     util::info("k3s is up and running");
     crate::notify::ready();
+    if member_name.is_some() {
+        crate::snapshot::reconcile_loop(srv.clone());
+        if !srv.ctx.cfg.bool("etcd-disable-snapshots") {
+            crate::snapshot::schedule(srv.clone());
+        }
+    }
+    if reset_done {
+        // metadata_controller (`pkg/etcd/metadata_controller.go` 62-94).
+        let flag = crate::reset::reset_flag(&srv.ctx.data_dir);
+        if std::fs::remove_file(&flag).is_ok() {
+            util::info(format!(
+                "Cleared etcd member removal annotations from node {} after cluster reset",
+                srv.ctx.node
+            ));
+        }
+    }
     while !common::sleep_or_stop(Duration::from_secs(3600)) {}
     util::info("Received SIGTERM, shutting down");
     let _ = srv.submit(&Op::Event {

@@ -204,6 +204,19 @@ pub fn fatal(msg: impl AsRef<str>) -> ! {
     std::process::exit(1);
 }
 
+/// A line of embedded etcd's own log (zap JSON on stderr, as under k3s).
+pub fn etcd_log(level: &str, caller: &str, msg: &str, fields: &[(&str, &str)]) {
+    let mut m = serde_json::Map::new();
+    m.insert("level".into(), level.into());
+    m.insert("ts".into(), now_rfc3339().into());
+    m.insert("caller".into(), caller.into());
+    m.insert("msg".into(), msg.into());
+    for (k, v) in fields {
+        m.insert(k.to_string(), (*v).into());
+    }
+    eprintln!("{}", serde_json::Value::Object(m));
+}
+
 pub fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())

@@ -157,10 +157,25 @@ pub async fn handle(srv: Arc<Server>, conn: Conn, req: hyper::Request<Incoming>)
     if path == "/ping" {
         return full(200, "text/plain", "pong");
     }
+    if path == "/db/snapshot" || path == "/db/snapshot/" {
+        let auth = header(&req, "Authorization");
+        let body = match read_body(req.into_body()).await {
+            Ok(b) => b,
+            Err(e) => return full(400, "text/plain", e),
+        };
+        let srv2 = srv.clone();
+        return tokio::task::spawn_blocking(move || {
+            crate::snapshot::handle(srv2, &method, &auth, &body)
+        })
+        .await
+        .unwrap_or_else(|_| full(500, "text/plain", "internal error"));
+    }
     if let Some(rest) = path.strip_prefix("/v1-k3s-double/") {
         let auth = header(&req, "Authorization");
         let fwd = header(&req, "X-K3s-Double-Forwarded");
         let origin = header(&req, ORIGIN);
+        let peer_node = header(&req, crate::server::PEER_NODE);
+        let peer_cluster = header(&req, crate::server::PEER_CLUSTER);
         let rest = rest.to_string();
         let body = match read_body(req.into_body()).await {
             Ok(b) => b,
@@ -168,7 +183,8 @@ pub async fn handle(srv: Arc<Server>, conn: Conn, req: hyper::Request<Incoming>)
         };
         let srv2 = srv.clone();
         return tokio::task::spawn_blocking(move || {
-            srv2.supervisor(&method, &rest, &auth, !fwd.is_empty(), &origin, body)
+            let peer = (peer_node.as_str(), peer_cluster.as_str());
+            srv2.supervisor(&method, &rest, &auth, !fwd.is_empty(), &origin, peer, body)
         })
         .await
         .unwrap_or_else(|_| full(500, "text/plain", "internal error"));

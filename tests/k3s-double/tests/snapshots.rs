@@ -1,0 +1,609 @@
+//! Lab tests for the double's etcd snapshots and cluster resets: `k3s etcd-snapshot`, the
+//! ETCDSnapshotFile objects, scheduled snapshots, `k3s server --cluster-reset` with and
+//! without a restore path, and a stale peer after a restore. Like cluster.rs, each test owns
+//! a lab (names `dsnap-*`) and needs root.
+
+use std::io::Read;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use xtask::lab::{build_double, Lab, LabGuard, LabSpec, DEFAULT_K3S_VERSION};
+
+const DB: &str = "/var/lib/rancher/k3s/server/db";
+const SNAPS: &str = "/var/lib/rancher/k3s/server/db/snapshots";
+const RESET_DONE: &str = "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. Backup and delete ${datadir}/server/db on each peer etcd server and rejoin the nodes";
+
+fn lab(spec: LabSpec) -> LabGuard {
+    Lab::down_by_name(&spec.name).expect("clearing a leftover lab");
+    LabGuard::up(&spec).unwrap_or_else(|e| panic!("lab up {}: {e:#}", spec.name))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn sh(lab: &Lab, node: &str, script: &str) -> Output {
+    lab.exec(node, &["sh", "-c", script]).expect("exec")
+}
+
+fn ok(lab: &Lab, node: &str, script: &str) -> String {
+    let o = sh(lab, node, script);
+    assert!(
+        o.status.success(),
+        "{node}: `{script}` failed: {}",
+        text(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn write(lab: &Lab, node: &str, path: &str, content: &str) {
+    let o = lab
+        .exec_stdin(
+            node,
+            &[
+                "sh",
+                "-c",
+                &format!("mkdir -p \"$(dirname {path})\" && cat > {path}"),
+            ],
+            content.as_bytes(),
+        )
+        .expect("exec");
+    assert!(o.status.success(), "writing {path} on {node}: {}", text(&o));
+}
+
+/// The unit install.sh writes (as in cluster.rs).
+fn unit() -> String {
+    "[Unit]\nDescription=Lightweight Kubernetes\nDocumentation=https://k3s.io\nWants=network-online.target\nAfter=network-online.target\n\n[Install]\nWantedBy=multi-user.target\n\n[Service]\nType=notify\nEnvironmentFile=-/etc/default/%N\nEnvironmentFile=-/etc/sysconfig/%N\nEnvironmentFile=-/etc/systemd/system/k3s.service.env\nKillMode=process\nDelegate=yes\nUser=root\nLimitNOFILE=1048576\nLimitNPROC=infinity\nLimitCORE=infinity\nTasksMax=infinity\nTimeoutStartSec=0\nRestart=always\nRestartSec=5s\nExecStartPre=-/sbin/modprobe br_netfilter\nExecStartPre=-/sbin/modprobe overlay\nExecStart=/usr/local/bin/k3s \\\n    server \\\n\n".to_string()
+}
+
+fn install(lab: &Lab, node: &str, config: &str) {
+    let bin = build_double(DEFAULT_K3S_VERSION).expect("building the double");
+    let bytes = std::fs::read(&bin).expect("reading the double");
+    let o = lab
+        .exec_stdin(node, &["sh", "-c", "cat > /usr/local/bin/k3s.tmp && chmod 755 /usr/local/bin/k3s.tmp && mv /usr/local/bin/k3s.tmp /usr/local/bin/k3s && ln -sf k3s /usr/local/bin/kubectl"], &bytes)
+        .expect("exec");
+    assert!(o.status.success(), "{}", text(&o));
+    write(lab, node, "/etc/systemd/system/k3s.service", &unit());
+    write(lab, node, "/etc/rancher/k3s/config.yaml", config);
+}
+
+fn start(lab: &Lab, node: &str) {
+    ok(
+        lab,
+        node,
+        "systemctl daemon-reload && systemctl enable k3s 2>/dev/null; systemctl start --no-block k3s",
+    );
+}
+
+fn state(lab: &Lab, node: &str) -> String {
+    String::from_utf8_lossy(&sh(lab, node, "systemctl is-active k3s").stdout)
+        .trim()
+        .to_string()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn wait_active(lab: &Lab, node: &str) {
+    wait_for(
+        &format!("k3s on {node} to be active"),
+        Duration::from_secs(60),
+        || state(lab, node) == "active",
+    );
+}
+
+fn kubectl(lab: &Lab, node: &str, args: &str) -> Output {
+    sh(lab, node, &format!("k3s kubectl {args}"))
+}
+
+fn journal(lab: &Lab, node: &str) -> String {
+    ok(lab, node, "journalctl -u k3s --no-pager -n 400")
+}
+
+fn members(lab: &Lab, server: &str) -> Vec<Value> {
+    serde_json::from_str::<Value>(&ok(
+        lab,
+        server,
+        "cat /var/lib/rancher/k3s/server/double/members.json",
+    ))
+    .expect("members")
+    .as_array()
+    .cloned()
+    .unwrap_or_default()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// `k3s etcd-snapshot save ARGS`: the name of the one snapshot saved (from stderr's
+/// `Snapshot <name> saved.`).
+fn save(lab: &Lab, node: &str, args: &str) -> String {
+    let o = sh(lab, node, &format!("k3s etcd-snapshot save {args}"));
+    assert!(o.status.success(), "save: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.stdout.is_empty(),
+        "save prints on stderr only: {}",
+        text(&o)
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains(" saved.\""))
+        .unwrap_or_else(|| panic!("no saved line: {err}"));
+    assert!(
+        line.starts_with("time=\"") && line.contains(" level=info msg=\"Snapshot "),
+        "{line}"
+    );
+    line.split("msg=\"Snapshot ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(" saved.\""))
+        .expect("name")
+        .to_string()
+}
+
+fn snapshot_files(lab: &Lab, node: &str) -> Vec<Value> {
+    let o = kubectl(lab, node, "get etcdsnapshotfiles -o json");
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn cr_for<'a>(items: &'a [Value], file: &str) -> Option<&'a Value> {
+    items.iter().find(|o| o["spec"]["snapshotName"] == file)
+}
+
+/// A foreground `k3s server ARGS` (the unit stopped), as an operator runs a reset.
+fn foreground(lab: &Lab, node: &str, args: &str) -> Output {
+    sh(lab, node, &format!("k3s server {args}"))
+}
+
+#[test]
+fn save_list_prune_delete_and_schedule() {
+    let lab = lab(LabSpec::new("dsnap-save", 1));
+    install(
+        &lab,
+        "master-1",
+        "cluster-init: true\ntoken: s3cret\netcd-snapshot-schedule-cron: \"* * * * *\"\n",
+    );
+    let started = Instant::now();
+    start(&lab, "master-1");
+    wait_active(&lab, "master-1");
+
+    // save: the file, its mode, the CLI's lines; keys not valid for etcd-snapshot are dropped.
+    let o = sh(&lab, "master-1", "k3s etcd-snapshot save");
+    assert!(o.status.success(), "{}", text(&o));
+    for k in ["token", "cluster-init", "etcd-snapshot-schedule-cron"] {
+        assert!(
+            text(&o).contains(&format!(
+                "level=warning msg=\"Unknown flag --{k} found in config.yaml, skipping\""
+            )),
+            "{}",
+            text(&o)
+        );
+    }
+    let name = save(&lab, "master-1", "");
+    assert!(name.starts_with("on-demand-master-1-"), "{name}");
+    let ts: i64 = name.rsplit('-').next().unwrap().parse().expect("unix time");
+    let modes = ok(
+        &lab,
+        "master-1",
+        &format!("stat -c '%a %s' {SNAPS}/{name} && stat -c %a {SNAPS}"),
+    );
+    let mut l = modes.lines();
+    let (mode, size) = l.next().unwrap().split_once(' ').unwrap();
+    assert_eq!(mode, "600");
+    assert_eq!(l.next(), Some("700"));
+    // The snapshot is the double's state JSON.
+    let content: Value =
+        serde_json::from_str(&ok(&lab, "master-1", &format!("cat {SNAPS}/{name}"))).unwrap();
+    assert!(content["cluster_id"].is_string());
+
+    // The ETCDSnapshotFile, read by upstream kubectl.
+    let location = format!("file://{SNAPS}/{name}");
+    let items = snapshot_files(&lab, "master-1");
+    let cr = cr_for(&items, &name).unwrap_or_else(|| panic!("no CR for {name}: {items:?}"));
+    let digest = sha256_hex(format!("master-1{location}").as_bytes());
+    assert_eq!(
+        cr["metadata"]["name"],
+        format!("local-{name}-{}", &digest[..6])
+    );
+    assert_eq!(cr["apiVersion"], "k3s.cattle.io/v1");
+    assert_eq!(cr["kind"], "ETCDSnapshotFile");
+    assert!(cr["metadata"]["namespace"].is_null(), "cluster-scoped");
+    assert_eq!(
+        cr["metadata"]["labels"]["etcd.k3s.cattle.io/snapshot-storage-node"],
+        "master-1"
+    );
+    assert_eq!(
+        cr["metadata"]["annotations"]["etcd.k3s.cattle.io/snapshot-token-hash"],
+        sha256_hex(b"s3cret")[..12]
+    );
+    assert_eq!(cr["spec"]["nodeName"], "master-1");
+    assert_eq!(cr["spec"]["location"], location);
+    assert_eq!(cr["status"]["readyToUse"], true);
+    assert_eq!(cr["status"]["size"], size);
+    assert_eq!(
+        cr["status"]["creationTime"].as_str().map(|s| s.len()),
+        Some(20)
+    );
+
+    // ls: the table and json; a bad format.
+    let table = ok(&lab, "master-1", "k3s etcd-snapshot ls 2>/dev/null");
+    let mut rows = table.lines();
+    let header = rows.next().unwrap();
+    assert!(header.starts_with("Name "), "{table}");
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(cols, ["Name", "Location", "Size", "Created"]);
+    let row = rows
+        .find(|r| r.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], location);
+    assert_eq!(cells[2], size);
+    assert!(cells[3].ends_with('Z') && cells[3].len() == 20, "{row}");
+    // Column starts line up (tabwriter).
+    assert_eq!(header.find("Location"), row.find("file://"), "{table}");
+    let o = sh(
+        &lab,
+        "master-1",
+        "k3s etcd-snapshot list -o json 2>/dev/null",
+    );
+    let list: Value = serde_json::from_slice(&o.stdout).expect("ls json");
+    assert_eq!(list["kind"], "List");
+    let item = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["spec"]["snapshotName"] == name.as_str())
+        .expect("item");
+    assert_eq!(item["metadata"]["name"], format!("local-{name}"));
+    let o = sh(&lab, "master-1", "k3s etcd-snapshot ls -o wide");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("level=fatal msg=\"Error: invalid output format: wide\""),
+        "{}",
+        text(&o)
+    );
+
+    // Compressed: one Deflate entry named like the uncompressed snapshot, mode 0600.
+    let zipped = save(&lab, "master-1", "--snapshot-compress --name zipped");
+    assert!(
+        zipped.starts_with("zipped-master-1-") && zipped.ends_with(".zip"),
+        "{zipped}"
+    );
+    assert_eq!(
+        ok(&lab, "master-1", &format!("stat -c %a {SNAPS}/{zipped}")).trim(),
+        "600"
+    );
+    let bytes = lab
+        .exec("master-1", &["cat", &format!("{SNAPS}/{zipped}")])
+        .expect("cat")
+        .stdout;
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
+    assert_eq!(z.len(), 1);
+    let mut e = z.by_index(0).unwrap();
+    assert_eq!(e.name(), zipped.trim_end_matches(".zip"));
+    assert_eq!(e.compression(), zip::CompressionMethod::Deflated);
+    let mut inner = String::new();
+    e.read_to_string(&mut inner).unwrap();
+    assert!(serde_json::from_str::<Value>(&inner).is_ok());
+    assert!(!ok(&lab, "master-1", &format!("ls {SNAPS}"))
+        .contains(&format!("{}\n", zipped.trim_end_matches(".zip"))));
+
+    // A non-default dir must exist; the server keeps the details in its log.
+    let o = sh(&lab, "master-1", "k3s etcd-snapshot save --dir /nope");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("level=fatal msg=\"Error: see server log for details: Internal error occurred: etcd-snapshot error ID "),
+        "{}",
+        text(&o)
+    );
+    wait_for("the server's reason", Duration::from_secs(5), || {
+        journal(&lab, "master-1")
+            .contains("failed to get etcd-snapshot-dir: stat /nope: no such file or directory")
+    });
+
+    // prune keeps the newest N with the prefix; save never prunes.
+    let mut pruned = Vec::new();
+    for _ in 0..3 {
+        pruned.push(save(&lab, "master-1", "--name p"));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let o = sh(
+        &lab,
+        "master-1",
+        "k3s etcd-snapshot prune --name p --snapshot-retention 1",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for gone in &pruned[..2] {
+        assert!(
+            text(&o).contains(&format!("msg=\"Snapshot {gone} deleted.\"")),
+            "{}",
+            text(&o)
+        );
+    }
+    let left = ok(&lab, "master-1", &format!("ls {SNAPS}"));
+    assert!(
+        left.contains(&pruned[2]) && !left.contains(&pruned[0]),
+        "{left}"
+    );
+    assert!(left.contains(&name), "other prefixes stay: {left}");
+    let items = snapshot_files(&lab, "master-1");
+    assert!(cr_for(&items, &pruned[0]).is_none() && cr_for(&items, &pruned[2]).is_some());
+
+    // delete: found and not found.
+    let o = sh(
+        &lab,
+        "master-1",
+        &format!("k3s etcd-snapshot delete {zipped} nope"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("level=info msg=\"Snapshot {zipped} deleted.\""))
+            && text(&o).contains("level=warning msg=\"Snapshot nope not found.\""),
+        "{}",
+        text(&o)
+    );
+    assert!(cr_for(&snapshot_files(&lab, "master-1"), &zipped).is_none());
+
+    // The schedule (`* * * * *`): a scheduled snapshot within about a minute of the start.
+    let remaining = Duration::from_secs(75).saturating_sub(started.elapsed());
+    wait_for(
+        "a scheduled snapshot",
+        remaining.max(Duration::from_secs(5)),
+        || ok(&lab, "master-1", &format!("ls {SNAPS}")).contains("etcd-snapshot-master-1-"),
+    );
+    wait_for("its ETCDSnapshotFile", Duration::from_secs(10), || {
+        snapshot_files(&lab, "master-1").iter().any(|o| {
+            o["spec"]["snapshotName"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("etcd-snapshot-master-1-")
+        })
+    });
+    assert!(ts > 0);
+}
+
+#[test]
+fn cluster_reset_restores_one_server() {
+    let lab = lab(LabSpec::new("dsnap-reset", 1));
+    install(&lab, "master-1", "cluster-init: true\ntoken: s3cret\n");
+    start(&lab, "master-1");
+    wait_active(&lab, "master-1");
+    ok(
+        &lab,
+        "master-1",
+        "k3s kubectl create configmap keep-me -n default --from-literal=a=1",
+    );
+    let snap = save(&lab, "master-1", "");
+    let zipped = save(&lab, "master-1", "--snapshot-compress --name zipped");
+    ok(
+        &lab,
+        "master-1",
+        "k3s kubectl delete configmap keep-me -n default",
+    );
+    ok(&lab, "master-1", "systemctl stop k3s");
+
+    // Flag checks, before anything is touched.
+    let o = foreground(
+        &lab,
+        "master-1",
+        &format!("--cluster-reset-restore-path={SNAPS}/{snap}"),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("level=fatal msg=\"Error: invalid flag use; --cluster-reset required with --cluster-reset-restore-path\""), "{}", text(&o));
+    write(
+        &lab,
+        "master-1",
+        "/etc/rancher/k3s/config.yaml.d/90-join.yaml",
+        "server: https://192.0.2.1:6443\n",
+    );
+    let o = foreground(&lab, "master-1", "--cluster-reset");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("cannot perform cluster-reset while server URL is set - remove server from configuration before resetting"), "{}", text(&o));
+    ok(
+        &lab,
+        "master-1",
+        "rm /etc/rancher/k3s/config.yaml.d/90-join.yaml",
+    );
+    let o = foreground(
+        &lab,
+        "master-1",
+        "--cluster-reset --cluster-reset-restore-path=/nope",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("level=fatal msg=\"Error: starting kubernetes: failed to start cluster: start managed database: etcd: snapshot path does not exist: /nope\""), "{}", text(&o));
+    let o = foreground(
+        &lab,
+        "master-1",
+        &format!("--cluster-reset --cluster-reset-restore-path={SNAPS}"),
+    );
+    assert!(
+        text(&o).contains(&format!(
+            "etcd: snapshot path must be a file, not a directory: {SNAPS}"
+        )),
+        "{}",
+        text(&o)
+    );
+
+    // An absolute .zip path: this k3s joins it to the snapshot dir (#14526) and fails first.
+    let o = foreground(
+        &lab,
+        "master-1",
+        &format!("--cluster-reset --cluster-reset-restore-path={SNAPS}/{zipped}"),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains(&format!(
+            "open {SNAPS}{SNAPS}/{zipped}: no such file or directory"
+        )),
+        "{}",
+        text(&o)
+    );
+    let db = ok(&lab, "master-1", &format!("ls {DB}"));
+    assert!(
+        !db.contains("etcd-old-") && db.contains("state.json") && !db.contains("reset-flag"),
+        "{db}"
+    );
+
+    // The wrong token: the data is moved and restored, then the bootstrap check is fatal.
+    let o = foreground(
+        &lab,
+        "master-1",
+        &format!("--cluster-reset --cluster-reset-restore-path={SNAPS}/{snap} --token wrong"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "level=fatal msg=\"bootstrap data already found and encrypted with different token\""
+        ),
+        "{}",
+        text(&o)
+    );
+    let db = ok(&lab, "master-1", &format!("ls {DB}"));
+    assert!(
+        db.contains("etcd-old-") && db.contains("reset-flag"),
+        "{db}"
+    );
+
+    // The restore.
+    let o = foreground(
+        &lab,
+        "master-1",
+        &format!("--cluster-reset --cluster-reset-restore-path={SNAPS}/{snap}"),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains(
+            "msg=\"Pre-restore etcd database moved to /var/lib/rancher/k3s/server/db/etcd-old-"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "level=error msg=\"Shutdown request received: \\\"{RESET_DONE}\\\"\""
+        )),
+        "{out}"
+    );
+    let old = ok(&lab, "master-1", &format!("ls -d {DB}/etcd-old-*/ && ls {DB}/etcd-old-*/ && stat -c %a {DB}/reset-flag && stat -c %s {DB}/reset-flag"));
+    assert!(
+        old.contains("state.json") && old.contains("600\n0\n"),
+        "{old}"
+    );
+    let m = members(&lab, "master-1");
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(m[0]["name"].as_str().unwrap().starts_with("master-1-"));
+    // A second plain reset is refused while the reset-flag is there.
+    let o = foreground(&lab, "master-1", "--cluster-reset");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains(&format!("Managed etcd cluster membership was previously reset, please remove the cluster-reset flag and start k3s normally. If you need to perform another cluster reset, you must first manually delete the file at {DB}/reset-flag")), "{}", text(&o));
+
+    // A normal start: the deleted object is back, the reset-flag goes.
+    start(&lab, "master-1");
+    wait_active(&lab, "master-1");
+    let o = kubectl(
+        &lab,
+        "master-1",
+        "get configmap keep-me -n default -o jsonpath={.data.a}",
+    );
+    assert_eq!(text(&o), "1");
+    wait_for("the reset-flag cleared", Duration::from_secs(10), || {
+        !ok(&lab, "master-1", &format!("ls {DB}")).contains("reset-flag")
+    });
+    assert!(journal(&lab, "master-1").contains(
+        "Cleared etcd member removal annotations from node master-1 after cluster reset"
+    ));
+    assert_eq!(members(&lab, "master-1").len(), 1);
+}
+
+#[test]
+fn restore_on_one_of_three_and_stale_peers() {
+    let mut spec = LabSpec::new("dsnap-ha", 3);
+    spec.servers = 3;
+    let lab = lab(spec);
+    let first = lab.node("master-1").expect("master-1").addr;
+    install(&lab, "master-1", "cluster-init: true\ntoken: s3cret\n");
+    start(&lab, "master-1");
+    wait_active(&lab, "master-1");
+    for n in ["master-2", "master-3"] {
+        install(
+            &lab,
+            n,
+            &format!("server: https://{first}:6443\ntoken: s3cret\n"),
+        );
+        start(&lab, n);
+        wait_active(&lab, n);
+    }
+    assert_eq!(members(&lab, "master-1").len(), 3);
+    let snap = save(&lab, "master-1", "");
+    ok(
+        &lab,
+        "master-2",
+        "k3s kubectl create namespace after-snapshot",
+    );
+    for n in ["master-1", "master-2", "master-3"] {
+        ok(&lab, n, "systemctl stop k3s");
+    }
+    let o = foreground(
+        &lab,
+        "master-1",
+        &format!("--cluster-reset --cluster-reset-restore-path={SNAPS}/{snap}"),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    start(&lab, "master-1");
+    wait_active(&lab, "master-1");
+    assert_eq!(members(&lab, "master-1").len(), 1);
+    assert!(!kubectl(&lab, "master-1", "get namespace after-snapshot")
+        .status
+        .success());
+
+    // A peer with its pre-restore data stays out: another cluster ID.
+    start(&lab, "master-2");
+    wait_for("the cluster ID mismatch", Duration::from_secs(30), || {
+        journal(&lab, "master-2")
+            .contains("request sent was ignored by remote peer due to cluster ID mismatch")
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(state(&lab, "master-2"), "activating");
+    assert!(journal(&lab, "master-1").contains("request cluster ID mismatch"));
+    assert_eq!(members(&lab, "master-1").len(), 1);
+    assert!(!kubectl(&lab, "master-1", "get namespace after-snapshot")
+        .status
+        .success());
+
+    // Its db moved aside, it joins the restored cluster as a new member; so does master-3.
+    for n in ["master-2", "master-3"] {
+        ok(
+            &lab,
+            n,
+            &format!("systemctl stop k3s; mv {DB} {DB}.pre-restore"),
+        );
+        start(&lab, n);
+        wait_active(&lab, n);
+    }
+    wait_for("three members", Duration::from_secs(30), || {
+        members(&lab, "master-1").len() == 3
+    });
+    for n in ["master-2", "master-3"] {
+        assert_eq!(members(&lab, n).len(), 3, "{n}");
+        assert!(!kubectl(&lab, n, "get namespace after-snapshot")
+            .status
+            .success());
+    }
+}
