@@ -15,6 +15,7 @@
 
 pub mod edit;
 mod error;
+mod etcd;
 mod flags;
 pub mod init;
 mod raw;
@@ -25,6 +26,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use etcd::{Etcd, EtcdS3, Key as EtcdKey, S3Credentials};
 
 /// A node's role and the SSH host-key policy are the k3s and SSH layers' own types.
 pub use crate::k3s::Role;
@@ -81,6 +84,8 @@ pub struct Inventory {
     pub variables: BTreeMap<String, String>,
     pub addons: Addons,
     pub manifests: Vec<Manifest>,
+    /// `[etcd]`: snapshots and their S3 copies (none: k3s's defaults).
+    pub etcd: Option<Etcd>,
     path: PathBuf,
     base_dir: PathBuf,
     warnings: Vec<Warning>,
@@ -619,6 +624,11 @@ impl Inventory {
     /// `<state_dir>/tokens.json`: the backup of the cluster's tokens.
     pub fn token_backup_path(&self) -> PathBuf {
         self.state_dir().join("tokens.json")
+    }
+
+    /// `<state_dir>/snapshots`: the copies of etcd snapshots `etcd snapshot` fetched.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.state_dir().join("snapshots")
     }
 
     /// `<base_dir>/<cluster>.kubeconfig`: where the admin kubeconfig is written.

@@ -45,6 +45,19 @@ pub fn read(inv: &Inventory) -> Result<LocalFacts> {
         crate::ssh::register_secret(t.server.clone());
         crate::ssh::register_secret(t.agent.clone());
     }
+    if let Some(s3) = inv.etcd.as_ref().and_then(|e| e.s3.as_ref()) {
+        let c = &s3.credentials;
+        for s in [
+            Some(&c.access_key),
+            Some(&c.secret_key),
+            c.session_token.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::ssh::register_secret(s.clone());
+        }
+    }
     let sealing_backup = if inv.addons.sealed_secrets.is_some() {
         SealingKey::load_backup(&inv.state_dir())?
     } else {

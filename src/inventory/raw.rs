@@ -33,6 +33,33 @@ pub(crate) struct RawInventory {
     pub addons: Option<RawAddons>,
     #[serde(default)]
     pub manifests: Vec<RawManifest>,
+    #[serde(default)]
+    pub etcd: Option<RawEtcd>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcd {
+    pub snapshot_schedule: Option<S<String>>,
+    pub snapshot_retention: Option<S<i64>>,
+    pub snapshot_dir: Option<S<String>>,
+    pub snapshot_compress: Option<bool>,
+    pub disable_snapshots: Option<bool>,
+    pub s3: Option<RawEtcdS3>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcdS3 {
+    pub endpoint: Option<S<String>>,
+    pub bucket: S<String>,
+    pub folder: Option<S<String>>,
+    pub region: Option<S<String>>,
+    pub endpoint_ca: Option<S<String>>,
+    pub skip_ssl_verify: Option<bool>,
+    pub insecure: Option<bool>,
+    pub retention: Option<S<i64>>,
+    pub credentials_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -717,3 +717,105 @@ fn an_api_endpoint_only_one_machine_reaches_is_refused() {
         );
     }
 }
+
+#[test]
+fn etcd_table_renders_k3s_flags_and_keeps_credentials_out_of_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv_path = dir.path().join("inventory.toml");
+    std::fs::write(
+        dir.path().join("s3.toml"),
+        "access_key = \"AKIA1\"\nsecret_key = \"s3cr3t\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let text = minimal(
+        "[etcd]\nsnapshot_schedule = \"0 */6 * * *\"\nsnapshot_retention = 10\nsnapshot_compress = true\n\
+         [etcd.s3]\nendpoint = \"minio.example.com:9000\"\nbucket = \"k3s-backups\"\nfolder = \"prod\"\n\
+         endpoint_ca = \"ca.pem\"\ncredentials_file = \"s3.toml\"\n",
+    );
+    let inv = Inventory::from_str_at(&text, &inv_path).unwrap();
+    let e = inv.etcd.as_ref().unwrap();
+    let keys: BTreeMap<&str, EtcdKey> = e.server_keys().into_iter().collect();
+    let s = |k: &str| match keys.get(k) {
+        Some(EtcdKey::Str(v)) => v.clone(),
+        Some(EtcdKey::Bool) => "true".into(),
+        None => panic!("{k} missing from {keys:?}"),
+    };
+    assert_eq!(s("etcd-snapshot-schedule-cron"), "0 */6 * * *");
+    assert_eq!(s("etcd-snapshot-retention"), "10");
+    assert_eq!(s("etcd-snapshot-compress"), "true");
+    assert_eq!(s("etcd-s3"), "true");
+    assert_eq!(s("etcd-s3-bucket"), "k3s-backups");
+    assert_eq!(s("etcd-s3-endpoint"), "minio.example.com:9000");
+    assert_eq!(s("etcd-s3-folder"), "prod");
+    assert_eq!(s("etcd-s3-access-key"), "AKIA1");
+    assert_eq!(s("etcd-s3-secret-key"), "s3cr3t");
+    // base64 of the PEM: k3s reads that as well as a path (pkg/etcd/s3/s3.go:563-585).
+    assert!(s("etcd-s3-endpoint-ca").starts_with("LS0tLS1CRUdJTi"));
+    // Every key is a real k3s server flag.
+    for k in keys.keys() {
+        assert_eq!(flags::lookup(Role::Server, k), flags::Lookup::Flag, "{k}");
+    }
+    // Debug output never shows the secret.
+    assert!(!format!("{inv:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn etcd_table_errors() {
+    let msgs = |extra: &str| -> Vec<String> {
+        errors(&minimal(extra))
+            .into_iter()
+            .map(|d| d.message)
+            .collect()
+    };
+    let m = msgs("[etcd]\nsnapshot_schedule = \"every day\"\nsnapshot_dir = \"backups\"\nsnapshot_retention = 0\n");
+    assert!(
+        m.iter().any(|x| x.contains("is not a cron schedule")),
+        "{m:?}"
+    );
+    assert!(
+        m.iter().any(|x| x.contains("must be an absolute path")),
+        "{m:?}"
+    );
+    assert!(
+        m.iter().any(|x| x.contains("snapshot_retention is 0")),
+        "{m:?}"
+    );
+    let m = msgs("[etcd]\nsnapshot_schedul = \"0 * * * *\"\n");
+    assert!(m.iter().any(|x| x.contains("snapshot_schedul")), "{m:?}");
+    let m = msgs("[etcd.s3]\nbucket = \"B\"\ncredentials_file = \"/nonexistent/creds.toml\"\n");
+    assert!(
+        m.iter().any(|x| x.contains("not a valid bucket name")),
+        "{m:?}"
+    );
+    assert!(m.iter().any(|x| x.contains("credentials_file")), "{m:?}");
+    let m = msgs("datastore = \"sqlite\"\n[etcd]\nsnapshot_schedule = \"0 * * * *\"\n");
+    assert!(
+        m.iter()
+            .any(|x| x.contains("[etcd] needs datastore = \"etcd\"")),
+        "{m:?}"
+    );
+    let m = msgs(
+        "[cluster.server_config]\netcd-snapshot-retention = 3\n[etcd]\nsnapshot_retention = 4\n",
+    );
+    assert!(
+        m.iter()
+            .any(|x| x.contains("is what [etcd] renders (as snapshot_retention)")),
+        "{m:?}"
+    );
+    // Without [etcd] the flag still works, with a warning.
+    let inv = parse(&minimal(
+        "[cluster.server_config]\netcd-s3-bucket = \"b\"\n",
+    ))
+    .unwrap();
+    let w: Vec<String> = inv.warnings().iter().map(|w| w.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|x| x.contains("belongs in [etcd] as [etcd.s3] bucket")),
+        "{w:?}"
+    );
+}

@@ -279,12 +279,21 @@ fn chart_version_value(
 
 fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> Inventory {
     let cluster_span = raw.cluster.name.span();
+    // Snapshot flags written as server_config keys (before `[etcd]` existed).
+    let etcd_flags: Vec<(String, Range<usize>)> = raw
+        .cluster
+        .server_config
+        .keys()
+        .filter_map(|k| {
+            super::etcd::key_for_flag(k.get_ref()).map(|_| (k.get_ref().clone(), k.span()))
+        })
+        .collect();
     let cluster = cluster(raw.cluster, r);
     let install = install(raw.install, r, base);
     let ssh = ssh(raw.ssh, r, base);
 
     let nodes: Vec<Node> = raw.nodes.iter().filter_map(|n| node(n, r, base)).collect();
-    cross_node_checks(&raw.nodes, &nodes, &ssh, &cluster, r, cluster_span);
+    cross_node_checks(&raw.nodes, &nodes, &ssh, &cluster, r, cluster_span.clone());
 
     let mut variables = BTreeMap::new();
     for (k, v) in &raw.variables {
@@ -307,6 +316,41 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
     };
     let shown_base = path.parent().unwrap_or(Path::new(""));
     let manifests = manifests(&raw.manifests, r, base, shown_base, &variables);
+    let etcd = raw.etcd.map(|e| {
+        if cluster.datastore != Datastore::Etcd {
+            if let Some(s) = &e.snapshot_schedule {
+                r.error(
+                    s.span(),
+                    ErrorKind::Conflict,
+                    "[etcd] needs datastore = \"etcd\": a SQLite cluster has no etcd to snapshot"
+                        .to_string(),
+                );
+            } else {
+                r.error(
+                    cluster_span.clone(),
+                    ErrorKind::Conflict,
+                    "[etcd] needs datastore = \"etcd\": a SQLite cluster has no etcd to snapshot"
+                        .to_string(),
+                );
+            }
+        }
+        super::etcd::etcd(e, r, base)
+    });
+    for (flag, span) in etcd_flags {
+        let key = super::etcd::key_for_flag(&flag).unwrap_or_default();
+        if etcd.is_some() {
+            r.error(
+                span,
+                ErrorKind::Conflict,
+                format!("[cluster.server_config] key \"{flag}\" is what [etcd] renders (as {key}); set it there only"),
+            );
+        } else {
+            r.warn(
+                span,
+                format!("[cluster.server_config] key \"{flag}\" still works, but belongs in [etcd] as {key}"),
+            );
+        }
+    }
 
     Inventory {
         cluster,
@@ -316,6 +360,7 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
         variables,
         addons,
         manifests,
+        etcd,
         path: path.to_path_buf(),
         base_dir: base.to_path_buf(),
         warnings: Vec::new(),

@@ -6,6 +6,7 @@
 pub mod artifacts;
 pub mod config;
 pub mod flags;
+pub mod snapshot;
 pub mod token;
 pub mod unit;
 
@@ -20,6 +21,9 @@ pub const DATA_DIR: &str = "/var/lib/rancher/k3s";
 pub const SERVER_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
 pub const AGENT_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/agent-token";
 pub const ETCD_DB_DIR: &str = "/var/lib/rancher/k3s/server/db";
+/// Where k3s keeps etcd snapshots by default (k3s pkg/etcd/snapshot.go:72-102,
+/// `<data-dir>/server/db/snapshots`, created 0700).
+pub const SNAPSHOT_DIR: &str = "/var/lib/rancher/k3s/server/db/snapshots";
 pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
 pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 pub const NODE_PASSWORD_PATH: &str = "/etc/rancher/node/password";

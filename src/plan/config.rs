@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::inventory::{
-    Datastore, FlannelBackend, Inventory, Node, DEFAULT_CLUSTER_CIDR, DEFAULT_CLUSTER_DOMAIN,
-    DEFAULT_SERVICE_CIDR,
+    Datastore, EtcdKey, FlannelBackend, Inventory, Node, DEFAULT_CLUSTER_CIDR,
+    DEFAULT_CLUSTER_DOMAIN, DEFAULT_SERVICE_CIDR,
 };
 use crate::k3s::config::{K3sConfig, Value};
 use crate::k3s::token::{self, TokenBackup};
@@ -64,6 +64,13 @@ fn server_keys(inv: &Inventory) -> BTreeMap<String, Value> {
     }
     if let Some(dns) = &c.cluster_dns {
         keys.insert("cluster-dns".into(), Value::Str(dns.clone()));
+    }
+    for (k, v) in inv.etcd.iter().flat_map(|e| e.server_keys()) {
+        let v = match v {
+            EtcdKey::Str(s) => Value::Str(s),
+            EtcdKey::Bool => Value::Bool(true),
+        };
+        keys.insert(k.into(), v);
     }
     keys
 }
