@@ -3,6 +3,7 @@
 //! concerns, a plan, and that plan rendered (`plan`, `--plan`) or executed under the run
 //! lock. [`run`] holds the commands that converge, [`show`] those that only read.
 
+mod etcd;
 mod init;
 mod run;
 mod show;
@@ -81,6 +82,43 @@ enum SealedSecretsCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum EtcdCommand {
+    /// Take an etcd snapshot on a server and copy it, with its record (the server token it
+    /// needs), to `.bootstrap/snapshots/` beside the inventory.
+    Snapshot {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        /// The snapshot's base name (k3s adds the node name and the time).
+        #[arg(long)]
+        name: Option<String>,
+        /// Keep the snapshot on the server only.
+        #[arg(long)]
+        no_fetch: bool,
+    },
+    /// The snapshots the cluster knows (on its servers and in S3) and the copies here.
+    List {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+    },
+    /// Put the cluster back to a snapshot: a copy here (a path, or a name in
+    /// `.bootstrap/snapshots/`) or one on the first server, by name.
+    Restore {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        /// The snapshot.
+        snapshot: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Show what it would do, and change nothing.
+        #[arg(long)]
+        plan: bool,
+        #[command(flatten)]
+        waits: Waits,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Write a commented inventory for these hosts to stdout (`bootstrap init ... > cluster.toml`).
     Init {
@@ -145,6 +183,11 @@ enum Command {
     SealedSecrets {
         #[command(subcommand)]
         command: SealedSecretsCommand,
+    },
+    /// etcd snapshots: take one, list them, restore one.
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
     },
     /// Stop and uninstall k3s from every host (or one), as k3s-uninstall.sh does.
     Reset {
@@ -247,6 +290,12 @@ impl Command {
             | Command::SealedSecrets {
                 command: SealedSecretsCommand::Cert { inventory },
             }
+            | Command::Etcd {
+                command:
+                    EtcdCommand::Snapshot { inventory, .. }
+                    | EtcdCommand::List { inventory }
+                    | EtcdCommand::Restore { inventory, .. },
+            }
             | Command::Node {
                 command:
                     NodeCommand::Add { inventory, .. }
@@ -261,6 +310,9 @@ impl Command {
         let w = match self {
             Command::Up { waits, .. }
             | Command::Reset { waits, .. }
+            | Command::Etcd {
+                command: EtcdCommand::Restore { waits, .. },
+            }
             | Command::Node {
                 command:
                     NodeCommand::Add { waits, .. }
@@ -402,6 +454,18 @@ pub fn main() -> ExitCode {
                 ..
             } => run::reset(&cx, node.as_deref(), *force, *yes, *plan).await,
             Command::Status { .. } => show::status(&cx).await,
+            Command::Etcd { command } => match command {
+                EtcdCommand::Snapshot { name, no_fetch, .. } => {
+                    etcd::snapshot(&cx, name.as_deref(), !no_fetch).await
+                }
+                EtcdCommand::List { .. } => etcd::list(&cx).await,
+                EtcdCommand::Restore {
+                    snapshot,
+                    yes,
+                    plan,
+                    ..
+                } => etcd::restore(&cx, snapshot, *yes, *plan).await,
+            },
             Command::Kubeconfig { merge, .. } => show::kubeconfig(&cx, *merge).await,
             Command::SealedSecrets {
                 command: SealedSecretsCommand::Cert { .. },

@@ -244,9 +244,139 @@ pub(super) async fn run(
             s.run_ok(&Cmd::new(line).label("record the extra manifests"))
                 .await?;
         }
+        Action::EtcdSnapshot { name: base, dir } => {
+            let mut cmd = format!(
+                "mkdir -p -m 0700 {} && k3s etcd-snapshot save",
+                sh_quote(dir)
+            );
+            if let Some(b) = base {
+                cmd.push_str(&format!(" --name {}", sh_quote(b)));
+            }
+            let out = s
+                .exec(
+                    &Cmd::new(cmd)
+                        .label("k3s etcd-snapshot save")
+                        .timeout(Duration::from_secs(180)),
+                )
+                .await?;
+            let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+            let saved = k3s::snapshot::saved_name(&text).map(str::to_string);
+            match (out.success(), saved) {
+                (true, Some(file)) => {
+                    let path = format!("{}/{file}", dir.trim_end_matches('/'));
+                    rep.info(&format!("{name}: etcd snapshot {path}"));
+                    *learned.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+                }
+                _ => bail!(
+                    "{name}: k3s etcd-snapshot save failed:\n{}",
+                    ssh::redact(&tail(&text, 10))
+                ),
+            }
+        }
+        Action::CheckSnapshot { path } => {
+            let out = s
+                .exec(&Cmd::new(format!("test -f {}", sh_quote(path))).label("find the snapshot"))
+                .await?;
+            if !out.success() {
+                bail!("{name}: the snapshot {path} is not there (anymore); nothing was stopped");
+            }
+        }
+        Action::UploadSnapshot {
+            local,
+            remote,
+            sha256,
+        } => {
+            let bytes =
+                std::fs::read(local).with_context(|| format!("reading {}", local.display()))?;
+            if k3s::sha256_hex(&bytes) != *sha256 {
+                bail!(
+                    "{} does not match the sha256 its record gives ({sha256}): the copy is damaged; nothing was stopped",
+                    local.display()
+                );
+            }
+            let bytes = if local.extension().is_some_and(|e| e == "zip") {
+                k3s::snapshot::unzip(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", local.display()))?
+            } else {
+                bytes
+            };
+            s.put_file(remote, ssh::Source::Bytes(&bytes), 0o600, Some((0, 0)))
+                .await
+                .with_context(|| format!("{name}: uploading the snapshot to {remote}"))?;
+        }
+        Action::Stop { role } => {
+            let svc = role.service();
+            let out = s
+                .exec(
+                    &Cmd::new(format!(
+                        "systemctl stop {svc}; systemctl is-active {svc} || true"
+                    ))
+                    .label(format!("stop {svc}"))
+                    .timeout(Duration::from_secs(180)),
+                )
+                .await?;
+            let state = out.stdout_str().trim().to_string();
+            if matches!(state.as_str(), "active" | "activating" | "deactivating") {
+                bail!("{name}: {svc} did not stop (it is {state})");
+            }
+        }
+        Action::ClusterReset { path, no_s3 } => {
+            // A `server:` makes k3s refuse ("cannot perform cluster-reset while server URL is
+            // set", pkg/cli/server/server.go:483-487); this server's join drop-in is read only
+            // by a server without data anyway, so it goes. With S3 configured the restore
+            // path would be read as an S3 object name (pkg/etcd/etcd.go:390-409).
+            let dropin = format!("{}/{}", k3s::CONFIG_DROPIN_DIR, crate::plan::JOIN_DROPIN);
+            let cmd = format!(
+                "if grep -qs '^server:' {d}; then rm -f {d}; fi\n\
+                 log=$(mktemp)\n\
+                 k3s server --cluster-reset --cluster-reset-restore-path={p}{s3} >\"$log\" 2>&1; rc=$?\n\
+                 tail -n 40 \"$log\"; rm -f \"$log\"; exit $rc",
+                d = sh_quote(&dropin),
+                p = sh_quote(path),
+                s3 = if *no_s3 { " --etcd-s3=false" } else { "" },
+            );
+            let out = s
+                .exec(
+                    &Cmd::new(cmd)
+                        .label("k3s server --cluster-reset")
+                        .timeout(opts.timeout),
+                )
+                .await?;
+            let text = out.stdout_str();
+            // k3s ends a successful reset with this request to shut down, and exits 0
+            // (pkg/etcd/etcd.go:359-363, pkg/signals/signals.go:30-33).
+            if !(out.success() && text.contains("Managed etcd cluster membership has been reset")) {
+                let why = if text.contains("encrypted with different token") {
+                    "the snapshot is encrypted with another server token; "
+                } else {
+                    ""
+                };
+                bail!(
+                    "{name}: restoring etcd from {path} failed ({why}k3s moved the data it had to {}/etcd-old-<time>; run the same restore again once the cause is fixed):\n{}",
+                    k3s::ETCD_DB_DIR,
+                    ssh::redact(&tail(&text, 12))
+                );
+            }
+        }
+        Action::MoveDataAside { stamp } => {
+            let db = k3s::ETCD_DB_DIR;
+            s.run_ok(
+                &Cmd::new(format!(
+                    "if [ -e {db} ]; then mv {db} {db}-before-restore-{stamp}; fi"
+                ))
+                .label("move the etcd data aside"),
+            )
+            .await?;
+        }
         other => bail!("{name}: `{other}` does not run on a host"),
     }
     Ok(Duration::ZERO)
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Start or restart the service, then wait until it is ready.

@@ -53,6 +53,19 @@ pub(super) async fn run(
             .await?;
         }
         Action::DeleteNode { node } => delete_node(api, node, opts).await?,
+        Action::ForgetNodePassword { node } => {
+            // k3s keeps a node's password hash in `kube-system/<node>.node-password.k3s`
+            // (pkg/nodepassword/nodepassword.go) and creates it when the node registers and
+            // it is missing.
+            api.run_ok(
+                &Cmd::new(format!(
+                    "k3s kubectl -n kube-system delete secret {} --ignore-not-found --request-timeout=30s >/dev/null",
+                    sh_quote(&format!("{node}.node-password.k3s"))
+                ))
+                .label("kubectl delete node-password secret"),
+            )
+            .await?;
+        }
         Action::Labels { node, drift } => {
             api.run_ok(
                 &Cmd::new(format!("set -e\n{}", drift_script(node, drift)))

@@ -5,15 +5,88 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::runner::Learned;
 use crate::connect::Sessions;
 use crate::inventory::edit;
-use crate::k3s::{self, token};
+use crate::k3s::{self, snapshot, token};
 use crate::kubeconfig;
 use crate::plan::Action;
 use crate::report::Reporter;
+use crate::ssh::{sh_quote, Cmd};
 
-pub(super) async fn run(sessions: &Sessions, action: &Action, rep: &Reporter) -> Result<Duration> {
+pub(super) async fn run(
+    sessions: &Sessions,
+    action: &Action,
+    rep: &Reporter,
+    learned: &Learned,
+) -> Result<Duration> {
     match action {
+        Action::FetchSnapshot {
+            from,
+            remote,
+            dir,
+            cluster,
+            token_hash,
+            server_token,
+        } => {
+            let path = match remote {
+                Some(p) => p.clone(),
+                None => learned
+                    .snapshot
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .context("no snapshot was taken before the copy")?,
+            };
+            let s = sessions
+                .get(from)
+                .with_context(|| format!("{from}: not connected"))?;
+            let info = s
+                .run_ok(
+                    &Cmd::new(format!(
+                        "stat -c %s {p} && date -u -r {p} +%Y-%m-%dT%H:%M:%SZ",
+                        p = sh_quote(&path)
+                    ))
+                    .label("stat the snapshot"),
+                )
+                .await?
+                .stdout_str();
+            let mut lines = info.lines();
+            let size: u64 = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
+            let created = lines.next().unwrap_or("").trim().to_string();
+            let bytes = s
+                .get_file(&path)
+                .await
+                .with_context(|| format!("{from}: copying {path}"))?;
+            if bytes.len() as u64 != size {
+                anyhow::bail!(
+                    "{from}: {path} is {size} bytes but {} arrived; nothing was written",
+                    bytes.len()
+                );
+            }
+            let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+            let file = dir.join(&name);
+            let record = snapshot::Record {
+                cluster: cluster.clone(),
+                name: name.clone(),
+                node: from.clone(),
+                path: path.clone(),
+                created,
+                size,
+                sha256: k3s::sha256_hex(&bytes),
+                token_hash: token_hash
+                    .clone()
+                    .unwrap_or_else(|| snapshot::token_hash(server_token)),
+                server_token: server_token.clone(),
+            };
+            snapshot::save_copy(&file, &bytes, &record)
+                .with_context(|| format!("writing {}", file.display()))?;
+            rep.info(&format!(
+                "snapshot {name} copied to {} with its record {} (it holds the server token: keep both safe, 0600)",
+                file.display(),
+                snapshot::record_path(&file).display()
+            ));
+        }
         Action::SaveTokens { path, tokens, .. } => {
             token::save_backup(path, tokens)
                 .with_context(|| format!("writing the token backup {}", path.display()))?;

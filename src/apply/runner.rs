@@ -30,6 +30,8 @@ pub(super) struct Executor<'a> {
 pub(super) struct Learned {
     /// The cluster CA's hash, once the first server of a new cluster wrote its token.
     pub ca_hash: std::sync::Mutex<Option<String>>,
+    /// The snapshot this run's `k3s etcd-snapshot save` made: its path on the server.
+    pub snapshot: std::sync::Mutex<Option<String>>,
 }
 
 impl Executor<'_> {
@@ -75,7 +77,7 @@ impl Executor<'_> {
                 )
                 .await?
             }
-            On::Local => local::run(self.sessions, &s.action, self.rep).await?,
+            On::Local => local::run(self.sessions, &s.action, self.rep, &self.learned).await?,
         };
         self.rep
             .action(phase.name, host, &text, s.action.is_change());

@@ -20,7 +20,11 @@ use crate::report::OutputFormat;
 
 /// Every host's facts, and the cluster through the servers of `inv` but `exclude` (a node on
 /// its way out).
-fn take_out_request(inv: &Inventory, hosts: Vec<Host>, exclude: Option<&str>) -> Request {
+pub(super) fn take_out_request(
+    inv: &Inventory,
+    hosts: Vec<Host>,
+    exclude: Option<&str>,
+) -> Request {
     Request {
         hosts,
         host_facts: true,
@@ -81,7 +85,7 @@ fn show(cx: &Ctx, plan: &Plan, hosts: &[Host], command: &str) {
 }
 
 /// Plan (or refuse) and execute under the lock taken while reading the facts.
-async fn converge(
+pub(super) async fn converge(
     cx: &Ctx,
     inv: &Inventory,
     req: Request,
@@ -106,7 +110,7 @@ async fn converge(
 }
 
 /// The summary line and event (none for a plan that was only shown, or for bad input).
-fn finish(
+pub(super) fn finish(
     cx: &Ctx,
     plan_only: bool,
     result: Result<Option<Report>>,
@@ -261,7 +265,7 @@ pub async fn node_replace(
 
 /// The hosts a command that takes nodes out talks to: every server (for the lock and the
 /// API) and the nodes it works on, none of them required (they may be dead).
-fn tolerant_hosts(inv: &Inventory, also: impl Fn(&str) -> bool) -> Result<Vec<Host>> {
+pub(super) fn tolerant_hosts(inv: &Inventory, also: impl Fn(&str) -> bool) -> Result<Vec<Host>> {
     let mut hosts = connect::hosts(inv)?;
     hosts.retain(|h| h.role == Role::Server || also(&h.key));
     for h in &mut hosts {

@@ -13,11 +13,22 @@ use crate::report::OutputFormat;
 
 /// The cluster through the first server that answers; `host_facts` also reads the servers'
 /// own facts (the kubeconfig is among them).
-async fn cluster(
+pub(super) async fn cluster(
     cx: &Ctx,
     host_facts: bool,
     sealing_key: bool,
     merge: bool,
+) -> Result<(connect::Sessions, Facts)> {
+    read(cx, host_facts, sealing_key, merge, false).await
+}
+
+/// As [`cluster`], with the etcd snapshots the cluster records when `snapshots`.
+pub(super) async fn read(
+    cx: &Ctx,
+    host_facts: bool,
+    sealing_key: bool,
+    merge: bool,
+    snapshots: bool,
 ) -> Result<(connect::Sessions, Facts)> {
     let inv = &cx.inv;
     let local = facts::local::read(inv)?;
@@ -31,9 +42,10 @@ async fn cluster(
         hosts,
         host_facts,
         api_from: inv.servers().map(|s| s.name.clone()).collect(),
-        addons: !local.addons.enabled().is_empty(),
+        addons: !snapshots && !local.addons.enabled().is_empty(),
         sealing_key,
         merge_target: merge,
+        snapshots,
         ..Default::default()
     };
     let reads = facts::read(&req, cx.opts.parallel, &cx.rep).await;

@@ -47,6 +47,89 @@ pub struct ClusterFacts {
     pub sealing_key: Option<SealingKey>,
     /// Whether the key Secret was read (it may not exist); when not, nobody may make a key.
     pub sealing_key_read: bool,
+    /// The etcd snapshots the cluster records (when they were asked for).
+    pub snapshots: Vec<SnapshotFile>,
+}
+
+/// An etcd snapshot as k3s records it in an ETCDSnapshotFile (k3s-io/api
+/// `k3s.cattle.io/v1/types.go:32-115`; filled by k3s pkg/etcd/snapshot/types.go:234-241).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotFile {
+    /// The file name (`spec.snapshotName`), `.zip` included.
+    pub name: String,
+    /// The server holding it, or `s3`.
+    pub node: String,
+    /// `file:///...` or `s3://bucket/key`.
+    pub location: String,
+    pub size: u64,
+    /// RFC 3339.
+    pub created: String,
+    /// The first 12 hex digits of sha256 of the server token it is encrypted with
+    /// (annotation `etcd.k3s.cattle.io/snapshot-token-hash`).
+    pub token_hash: Option<String>,
+}
+
+impl SnapshotFile {
+    /// The path on its server, for a local one.
+    pub fn path(&self) -> Option<&str> {
+        self.location.strip_prefix("file://")
+    }
+}
+
+/// A Kubernetes Quantity as k3s writes a snapshot's size: `resource.NewQuantity(size,
+/// DecimalSI)` (k3s pkg/etcd/snapshot/types.go:190), whose canonical form has an SI suffix
+/// (`5062688` stays, `12000` is `12k`); binary suffixes are read too.
+fn quantity(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, suffix) = q.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// The ETCDSnapshotFile items of a `kubectl get -o json` List.
+pub fn parse_snapshots(json: &str) -> Result<Vec<SnapshotFile>, ParseError> {
+    let list: List = serde_json::from_str(json)?;
+    let s = |v: &serde_json::Value, p: &str| {
+        v.pointer(p)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut out: Vec<SnapshotFile> = list
+        .items
+        .iter()
+        .filter(|i| i.get("kind").and_then(|k| k.as_str()) == Some("ETCDSnapshotFile"))
+        .map(|i| SnapshotFile {
+            name: s(i, "/spec/snapshotName"),
+            node: s(i, "/spec/nodeName"),
+            location: s(i, "/spec/location"),
+            size: match i.pointer("/status/size") {
+                Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
+                Some(serde_json::Value::String(q)) => quantity(q).unwrap_or(0),
+                _ => 0,
+            },
+            created: s(i, "/status/creationTime"),
+            token_hash: i
+                .pointer("/metadata/annotations/etcd.k3s.cattle.io~1snapshot-token-hash")
+                .and_then(|x| x.as_str())
+                .map(String::from),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
+    Ok(out)
 }
 
 impl ClusterFacts {
@@ -58,9 +141,12 @@ impl ClusterFacts {
 /// The script that reads the cluster on a server: `cluster.*` lines, contents base64. It
 /// reads, never writes. `addons` adds the add-on health kinds to the one `kubectl get`;
 /// `sealing_key` reads the key Secret too.
-pub fn query_script(addons: bool, sealing_key: bool) -> String {
+pub fn query_script(addons: bool, sealing_key: bool, snapshots: bool) -> String {
     let get = if addons {
         health::get_all_with("nodes,", "--request-timeout=20s")
+    } else if snapshots {
+        "k3s kubectl get nodes,etcdsnapshotfiles.k3s.cattle.io -o json --request-timeout=20s"
+            .to_string()
     } else {
         "k3s kubectl get nodes -A -o json --request-timeout=20s".to_string()
     };
@@ -133,6 +219,7 @@ pub fn from_answer(
 ) -> Result<ClusterFacts, String> {
     let nodes = parse_nodes(health::objects_part(json)).map_err(|e| e.to_string())?;
     let objects = Snapshot::parse(json)?;
+    let snapshots = parse_snapshots(health::objects_part(json)).map_err(|e| e.to_string())?;
     let sealing_key = match key.flatten() {
         Some(k) => SealingKey::from_secret_json(k).map_err(|e| e.to_string())?,
         None => None,
@@ -144,6 +231,7 @@ pub fn from_answer(
         objects: Some(objects),
         sealing_key,
         sealing_key_read: key.is_some(),
+        snapshots,
     })
 }
 
@@ -271,6 +359,30 @@ pub fn parse_nodes(json: &str) -> Result<Vec<ObservedNode>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_files_as_k3s_records_them() {
+        let json = r#"{"items":[
+          {"kind":"Node","metadata":{"name":"m"}},
+          {"kind":"ETCDSnapshotFile","metadata":{"name":"local-b-m-2-abcdef",
+             "annotations":{"etcd.k3s.cattle.io/snapshot-token-hash":"0123456789ab"}},
+           "spec":{"snapshotName":"b-m-2","nodeName":"m","location":"file:///d/b-m-2"},
+           "status":{"size":"12k","creationTime":"2026-12-03T12:00:02Z","readyToUse":true}},
+          {"kind":"ETCDSnapshotFile","metadata":{"name":"s3-a-m-1-abcdef"},
+           "spec":{"snapshotName":"a-m-1","nodeName":"s3","location":"s3://bk/a-m-1"},
+           "status":{"size":"5062688","creationTime":"2026-12-03T12:00:01Z"}}]}"#;
+        let s = parse_snapshots(json).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].name.as_str(), s[0].size, s[0].token_hash.as_deref()),
+            ("a-m-1", 5_062_688, None)
+        );
+        assert_eq!(s[1].size, 12_000);
+        assert_eq!(s[1].path(), Some("/d/b-m-2"));
+        assert_eq!(s[1].token_hash.as_deref(), Some("0123456789ab"));
+        assert_eq!(quantity("3Mi"), Some(3 << 20));
+        assert_eq!(quantity("1.5k"), None);
+    }
 
     const NODES: &str = r#"{"apiVersion":"v1","items":[
       {"kind":"Node","metadata":{"name":"master-1","labels":{"node-role.kubernetes.io/control-plane":"true"},

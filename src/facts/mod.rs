@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use tokio::sync::Semaphore;
 
-pub use cluster::{ClusterFacts, ObservedNode};
+pub use cluster::{ClusterFacts, ObservedNode, SnapshotFile};
 pub use host::{HostFacts, ServiceFacts};
 pub use local::LocalFacts;
 
@@ -61,6 +61,8 @@ pub struct Request {
     pub longhorn: bool,
     /// Read the sealing key Secret (Sealed Secrets is on and there is no backup).
     pub sealing_key: bool,
+    /// Read the etcd snapshots the cluster knows (its ETCDSnapshotFile objects).
+    pub snapshots: bool,
     /// Make the secrets a new cluster needs when nobody holds them yet.
     pub new_secrets: bool,
     /// Also find the kubeconfig `kubeconfig --merge` merges into.
@@ -110,7 +112,7 @@ fn split_sections(out: &str) -> BTreeMap<String, String> {
 /// cluster query. When that server does not answer, the next ones are asked in turn.
 pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
     let started = Instant::now();
-    let query = cluster::query_script(req.addons, req.sealing_key);
+    let query = cluster::query_script(req.addons, req.sealing_key, req.snapshots);
     let host_script = host::script(req.longhorn);
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
     // A JoinSet: when the read is dropped (Ctrl-C), no host gets a command after that.

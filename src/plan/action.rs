@@ -152,6 +152,41 @@ pub enum Action {
     WriteExtraRecord {
         names: Vec<String>,
     },
+    /// `k3s etcd-snapshot save` on this server (`name`: the base name, k3s's `on-demand`
+    /// when none); the file it made is learned for the steps after it.
+    EtcdSnapshot {
+        name: Option<String>,
+        dir: String,
+    },
+    /// Check, before anything stops, that the snapshot file is on this server.
+    CheckSnapshot {
+        path: String,
+    },
+    /// Put the operator's copy `local` at `remote` (0600), its sha256 checked first; a
+    /// `.zip` goes uncompressed (k3s v1.36.3 cannot restore a compressed snapshot from an
+    /// absolute path, k3s issue #14526).
+    UploadSnapshot {
+        local: PathBuf,
+        remote: String,
+        sha256: String,
+    },
+    /// Stop the service and wait until it is inactive.
+    Stop {
+        role: Role,
+    },
+    /// `k3s server --cluster-reset --cluster-reset-restore-path=PATH` in the foreground:
+    /// etcd restored from the snapshot with this server its only member; k3s exits by
+    /// itself once done.
+    ClusterReset {
+        path: String,
+        /// `--etcd-s3=false`: the path is a file, not an S3 object name.
+        no_s3: bool,
+    },
+    /// Move this server's etcd data (`server/db`) aside, never deleting it, so that it joins
+    /// the restored cluster as a new member.
+    MoveDataAside {
+        stamp: String,
+    },
 
     // ---- through a server's kubectl
     /// Wait until the Node is Ready (on `version`, when given).
@@ -174,6 +209,12 @@ pub enum Action {
     },
     /// Delete the Node (in k3s: its node-password Secret and, for a server, its etcd member).
     DeleteNode {
+        node: String,
+    },
+    /// Delete the node-password Secret of a node that joins the restored cluster: the
+    /// snapshot holds the one of the host it was taken with, which a new host's password
+    /// would not match; k3s records the current one when the node registers.
+    ForgetNodePassword {
         node: String,
     },
     /// Label and taint changes on one Node.
@@ -216,6 +257,17 @@ pub enum Action {
         path: PathBuf,
         text: String,
     },
+    /// Copy the snapshot at `remote` on host `from` (`None`: the one this run's save made)
+    /// into `dir`, with its record, 0600.
+    FetchSnapshot {
+        from: String,
+        remote: Option<String>,
+        dir: PathBuf,
+        cluster: String,
+        /// The token hash k3s recorded for it, when known (else the server's own token's).
+        token_hash: Option<String>,
+        server_token: String,
+    },
 }
 
 /// Where a step runs.
@@ -243,6 +295,8 @@ impl Action {
                 | Action::WriteKubeconfig { .. }
                 | Action::WriteInventory { .. }
                 | Action::LearnCaHash
+                | Action::CheckSnapshot { .. }
+                | Action::FetchSnapshot { .. }
         )
     }
 }
@@ -367,6 +421,35 @@ impl std::fmt::Display for Action {
                 Ok(())
             }
             Action::WriteInventory { path, .. } => write!(f, "write {}", path.display()),
+            Action::EtcdSnapshot { name, dir } => write!(
+                f,
+                "take an etcd snapshot ({}-<node>-<time>) into {dir}",
+                name.as_deref().unwrap_or("on-demand")
+            ),
+            Action::CheckSnapshot { path } => write!(f, "check that {path} is there"),
+            Action::UploadSnapshot { local, remote, .. } => {
+                write!(f, "upload {} to {remote}", local.display())
+            }
+            Action::Stop { role } => write!(f, "stop {}", role.service()),
+            Action::ClusterReset { path, .. } => write!(
+                f,
+                "restore etcd from {path} (k3s server --cluster-reset; this server becomes the only member)"
+            ),
+            Action::MoveDataAside { stamp } => write!(
+                f,
+                "move the etcd data aside to {}-before-restore-{stamp} (rejoins as a new member)",
+                crate::k3s::ETCD_DB_DIR
+            ),
+            Action::ForgetNodePassword { node } => write!(
+                f,
+                "delete {node}'s node-password Secret (recorded again when it registers)"
+            ),
+            Action::FetchSnapshot { from, remote, dir, .. } => write!(
+                f,
+                "copy {} from {from} to {}",
+                remote.as_deref().unwrap_or("the snapshot"),
+                dir.display()
+            ),
         }
     }
 }

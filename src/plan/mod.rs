@@ -14,6 +14,7 @@ mod addons;
 mod agents;
 mod artifacts;
 pub mod config;
+pub mod etcd;
 pub mod hosts;
 mod kubeconfig;
 pub mod labels;

@@ -1108,3 +1108,207 @@ fn a_server_with_a_unit_but_no_data_still_joins_and_a_stale_target_restarts_it()
     let t = texts(&up(&inv, &cluster(&inv), &SETTINGS).unwrap());
     assert!(t.is_empty(), "{t:#?}");
 }
+
+#[test]
+fn an_etcd_table_reaches_every_server_config_one_restart_at_a_time() {
+    let before = ha();
+    let facts = cluster(&before);
+    let nodes = [
+        ("master-1", "server", ""),
+        ("master-2", "server", ""),
+        ("master-3", "server", ""),
+        ("worker-1", "agent", ""),
+        ("worker-2", "agent", ""),
+    ];
+    let after = inventory(
+        "[etcd]\nsnapshot_schedule = \"0 */6 * * *\"\nsnapshot_retention = 10\n",
+        &nodes,
+    );
+    let cfg = node_config(&after, after.node("master-2").unwrap(), &tokens(), "", None)
+        .render()
+        .unwrap();
+    assert!(
+        cfg.contains("etcd-snapshot-schedule-cron: \"0 */6 * * *\"\n"),
+        "{cfg}"
+    );
+    assert!(cfg.contains("etcd-snapshot-retention: \"10\"\n"), "{cfg}");
+    let agent = node_config(&after, after.node("worker-1").unwrap(), &tokens(), "", None)
+        .render()
+        .unwrap();
+    assert!(!agent.contains("etcd-"), "{agent}");
+    let plan = up(&after, &facts, &SETTINGS).unwrap();
+    let servers = plan
+        .phases
+        .iter()
+        .find(|p| p.name == "servers")
+        .expect("a servers phase");
+    assert_eq!(servers.mode, Mode::Serial);
+    let t = texts(&plan);
+    for m in ["master-1", "master-2", "master-3"] {
+        assert!(
+            t.iter()
+                .any(|s| s.contains(&format!("{m}: restart k3s (configuration changed)"))),
+            "{t:#?}"
+        );
+    }
+    assert!(
+        !t.iter()
+            .any(|s| s.contains(" worker-1:") || s.contains(" worker-2:")),
+        "{t:#?}"
+    );
+}
+
+// ---------------------------------------------------------------- etcd snapshots
+
+fn with_snapshot(inv: &Inventory, on: &str, hash: Option<String>) -> Facts {
+    let mut f = cluster(inv);
+    f.cluster.snapshots = vec![crate::facts::SnapshotFile {
+        name: format!("on-demand-{on}-1764763200"),
+        node: on.into(),
+        location: format!("file://{}/on-demand-{on}-1764763200", k3s::SNAPSHOT_DIR),
+        size: 4096,
+        created: "2026-12-03T12:00:00Z".into(),
+        token_hash: hash,
+    }];
+    f
+}
+
+fn held_hash(inv: &Inventory, f: &Facts) -> String {
+    let (t, _) = secrets::tokens(inv, f).unwrap();
+    crate::k3s::snapshot::token_hash(&t.server)
+}
+
+#[test]
+fn a_restore_follows_k3s_order_and_every_other_server_rejoins() {
+    let inv = ha();
+    let f0 = cluster(&inv);
+    let f = with_snapshot(&inv, "master-1", Some(held_hash(&inv, &f0)));
+    let src = etcd::Source::Named("on-demand-master-1-1764763200".into());
+    let plan = etcd::restore(&inv, &f, &src, "1764770000").unwrap();
+    let names: Vec<&str> = plan.phases.iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        [
+            "check",
+            "stop servers",
+            "restore",
+            "rejoin servers",
+            "rejoin agents",
+            "nodes-ready"
+        ]
+    );
+    assert_eq!(plan.phases[1].mode, Mode::Parallel);
+    assert_eq!(plan.phases[1].groups.len(), 3);
+    assert_eq!(plan.phases[3].mode, Mode::Serial);
+    let t = texts(&plan);
+    let path = format!("{}/on-demand-master-1-1764763200", k3s::SNAPSHOT_DIR);
+    let want = [
+        format!("check master-1: check that {path} is there"),
+        format!("restore master-1: restore etcd from {path} (k3s server --cluster-reset; this server becomes the only member)"),
+        "restore master-1: enable and start k3s".to_string(),
+        "restore master-1: read the cluster CA hash joins are pinned to".to_string(),
+        "rejoin servers master-2: move the etcd data aside to /var/lib/rancher/k3s/server/db-before-restore-1764770000 (rejoins as a new member)".to_string(),
+        "rejoin servers master-2: write /etc/rancher/k3s/config.yaml.d/50-bootstrap-join.yaml (join)".to_string(),
+        "rejoin servers master-2: delete master-2's node-password Secret (recorded again when it registers)".to_string(),
+        "rejoin servers master-2: enable and start k3s".to_string(),
+        "rejoin agents worker-1: restart k3s-agent (the cluster was restored)".to_string(),
+    ];
+    for w in &want {
+        assert!(t.contains(w), "missing {w}\n{t:#?}");
+    }
+    // The join drop-in and the agents' configs are pinned to the restored CA, learned once
+    // the first server runs again.
+    let files: Vec<&FileSpec> = plan
+        .steps()
+        .filter_map(|(_, _, s)| match &s.action {
+            Action::WriteFile { file, .. } => Some(file),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(files.len(), 4);
+    for file in files {
+        let text = String::from_utf8_lossy(&file.content);
+        assert!(text.contains(crate::k3s::token::PENDING_CA_HASH), "{text}");
+        assert!(text.contains("server: \"https://10."), "{text}");
+    }
+    // The first server is never moved aside.
+    assert!(!t.iter().any(|s| s.contains("master-1: move")), "{t:#?}");
+}
+
+#[test]
+fn a_restore_with_another_token_or_a_server_missing_is_refused_before_anything_stops() {
+    let inv = ha();
+    let src = etcd::Source::Named("on-demand-master-1-1764763200".into());
+    let f = with_snapshot(&inv, "master-1", Some("0123456789ab".into()));
+    let e = etcd::restore(&inv, &f, &src, "1").unwrap_err();
+    assert!(crate::outcome::is_usage(&e), "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains("Nothing was stopped") && m.contains("0123456789ab"),
+        "{m}"
+    );
+    // No token hash recorded: cannot be checked, refused.
+    let f = with_snapshot(&inv, "master-1", None);
+    let e = etcd::restore(&inv, &f, &src, "1").unwrap_err();
+    assert!(e.to_string().contains("records no token hash"), "{e}");
+    // A server that cannot be reached.
+    let f0 = cluster(&inv);
+    let mut f = with_snapshot(&inv, "master-1", Some(held_hash(&inv, &f0)));
+    f.hosts.remove("master-3");
+    f.unreachable
+        .insert("master-3".into(), "connection timed out".into());
+    let e = etcd::restore(&inv, &f, &src, "1").unwrap_err();
+    assert!(
+        e.to_string().contains("master-3 (connection timed out)"),
+        "{e}"
+    );
+    // A snapshot on another server must come through this machine.
+    let f = with_snapshot(&inv, "master-2", Some(held_hash(&inv, &f0)));
+    let src = etcd::Source::Named("on-demand-master-2-1764763200".into());
+    let e = etcd::restore(&inv, &f, &src, "1").unwrap_err();
+    assert!(e.to_string().contains("is on master-2"), "{e}");
+}
+
+#[test]
+fn a_copy_is_uploaded_first_and_a_snapshot_needs_the_api() {
+    let inv = seed();
+    let f = cluster(&inv);
+    let record = crate::k3s::snapshot::Record {
+        cluster: "t".into(),
+        name: "on-demand-master-1-1.zip".into(),
+        node: "master-1".into(),
+        path: "/x".into(),
+        created: "2026-12-03T12:00:00Z".into(),
+        size: 1,
+        sha256: "00".repeat(32),
+        token_hash: held_hash(&inv, &f),
+        server_token: "s".into(),
+    };
+    let src = etcd::Source::Copy {
+        file: "/ops/.bootstrap/snapshots/on-demand-master-1-1.zip".into(),
+        record,
+    };
+    let plan = etcd::restore(&inv, &f, &src, "1").unwrap();
+    let t = texts(&plan);
+    assert_eq!(
+        t[0],
+        "upload master-1: upload /ops/.bootstrap/snapshots/on-demand-master-1-1.zip to /var/lib/rancher/k3s/server/restore/on-demand-master-1-1"
+    );
+    // One server: nobody rejoins but the agents.
+    assert!(!plan.phases.iter().any(|p| p.name == "rejoin servers"));
+
+    let p = etcd::snapshot(&inv, &f, Some("before-upgrade"), true).unwrap();
+    let t = texts(&p);
+    assert_eq!(
+        t,
+        [
+            format!("snapshot master-1: take an etcd snapshot (before-upgrade-<node>-<time>) into {}", k3s::SNAPSHOT_DIR),
+            "snapshot master-1: copy the snapshot from master-1 to /nonexistent/t/.bootstrap/snapshots".to_string(),
+        ]
+    );
+    let mut down = f.clone();
+    down.cluster.api = None;
+    down.cluster.unanswered = vec!["master-1: etcdserver: request timed out".into()];
+    let e = etcd::snapshot(&inv, &down, None, true).unwrap_err();
+    assert!(e.to_string().contains("request timed out"), "{e}");
+}

@@ -1,0 +1,351 @@
+//! `etcd snapshot` and `etcd restore`: k3s's own procedure (docs.k3s.io/cli/etcd-snapshot,
+//! "Restoring Snapshots"; upstream's test tests/docker/snapshotrestore/snapshotrestore_test.go
+//! :84-133 in the same order): stop k3s on every server; on the first, restore with
+//! `--cluster-reset --cluster-reset-restore-path` (k3s exits by itself once etcd holds the
+//! snapshot and this server is its only member, pkg/etcd/etcd.go:321-432) and start it; move
+//! each other server's `server/db` aside ("otherwise the nodes may join the old cluster",
+//! snapshotrestore_test.go:122-123) and start it joined to the first, one at a time. Every
+//! step can run again: an interrupted restore is finished by the same command.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+
+use super::hosts::{join_dropin, Join, JOIN_DROPIN};
+use super::{Action, FileSpec, Group, Mode, Phase, Plan, Step};
+use crate::facts::{Facts, SnapshotFile};
+use crate::inventory::{Datastore, Inventory, Node};
+use crate::k3s::snapshot::{self, Record};
+use crate::k3s::token::{self, PENDING_CA_HASH};
+use crate::k3s::{self, server_url, Role};
+use crate::outcome::usage;
+
+/// Where a restore reads its snapshot: an operator's copy, with its record, uploaded to the
+/// first server; or a snapshot the cluster knows, used where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Copy { file: PathBuf, record: Record },
+    Named(String),
+}
+
+/// Where an uploaded snapshot waits on the first server: outside the snapshot directory,
+/// which k3s lists and prunes whole (pkg/etcd/snapshot.go:420-456, 932-980).
+pub const RESTORE_DIR: &str = "/var/lib/rancher/k3s/server/restore";
+
+fn needs_etcd(inv: &Inventory) -> Result<()> {
+    if inv.cluster.datastore != Datastore::Etcd {
+        return Err(usage(format!(
+            "cluster {} runs on SQLite (datastore = \"sqlite\"): there is no etcd to snapshot or restore",
+            inv.cluster.name
+        )));
+    }
+    Ok(())
+}
+
+/// `etcd snapshot [--name N]`: a snapshot on the server whose API answered, and unless
+/// `keep_remote_only`, its copy in `.bootstrap/snapshots/` with its record.
+pub fn snapshot(inv: &Inventory, facts: &Facts, name: Option<&str>, fetch: bool) -> Result<Plan> {
+    needs_etcd(inv)?;
+    let api = facts.cluster.api.clone().ok_or_else(|| {
+        anyhow!(
+            "a snapshot needs a server whose etcd has quorum, and no server's API answered: {}",
+            facts.cluster.unanswered.join("; ")
+        )
+    })?;
+    let (tokens, _) = super::secrets::tokens(inv, facts)?;
+    // Where k3s's CLI saves: the `etcd-snapshot-dir` of config.yaml (k3s
+    // pkg/cli/etcdsnapshot/etcd_snapshot.go:45-47), whichever way the inventory sets it.
+    let dir = match (
+        &inv.etcd,
+        inv.cluster.server_config.get("etcd-snapshot-dir"),
+    ) {
+        (Some(e), _) => e.dir().to_string(),
+        (None, Some(toml::Value::String(d))) => d.trim_end_matches('/').to_string(),
+        _ => k3s::SNAPSHOT_DIR.to_string(),
+    };
+    let mut plan = Plan::new(inv, &api);
+    let mut steps = vec![Step::host(
+        &api,
+        Action::EtcdSnapshot {
+            name: name.map(String::from),
+            dir,
+        },
+    )];
+    if fetch {
+        steps.push(Step::local(Action::FetchSnapshot {
+            from: api.clone(),
+            remote: None,
+            dir: inv.snapshots_dir(),
+            cluster: inv.cluster.name.clone(),
+            token_hash: None,
+            server_token: tokens.server.clone(),
+        }));
+    }
+    plan.phases.push(Phase::single("snapshot", &api, steps));
+    Ok(plan)
+}
+
+/// The snapshot the cluster knows by `name` (not an S3 copy).
+fn named<'a>(facts: &'a Facts, name: &str) -> Result<&'a SnapshotFile> {
+    if facts.cluster.api.is_none() {
+        return Err(usage(format!(
+            "no server's API answered, so the snapshots the cluster knows cannot be read ({}); restore a copy on this machine instead (bootstrap etcd list shows them)",
+            facts.cluster.unanswered.join("; ")
+        )));
+    }
+    let all: Vec<&SnapshotFile> = facts
+        .cluster
+        .snapshots
+        .iter()
+        .filter(|s| s.name == name)
+        .collect();
+    if let Some(s) = all.iter().find(|s| s.node != "s3") {
+        return Ok(s);
+    }
+    if !all.is_empty() {
+        return Err(usage(format!(
+            "{name} is only in S3; bootstrap restores a snapshot that is on a server or on this machine (every save also keeps it on the server that took it)"
+        )));
+    }
+    let known: Vec<&str> = facts
+        .cluster
+        .snapshots
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    Err(usage(format!(
+        "the cluster knows no snapshot {name}{}",
+        if known.is_empty() {
+            String::new()
+        } else {
+            format!(" (it knows {})", known.join(", "))
+        }
+    )))
+}
+
+/// `etcd restore SNAPSHOT`: refused, before anything stops, when the token this tool holds
+/// is not the one the snapshot is encrypted with (k3s would find out only after moving the
+/// data aside: `bootstrap data already found and encrypted with different token`,
+/// pkg/cluster/storage.go:341, checked after the restore, etcd.go:347-352).
+pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> Result<Plan> {
+    needs_etcd(inv)?;
+    let down: Vec<String> = inv
+        .servers()
+        .filter(|s| facts.host(&s.name).is_none())
+        .map(|s| {
+            format!(
+                "{} ({})",
+                s.name,
+                facts
+                    .unreachable
+                    .get(&s.name)
+                    .map(String::as_str)
+                    .unwrap_or("not connected")
+            )
+        })
+        .collect();
+    if !down.is_empty() {
+        return Err(anyhow!(
+            "a restore stops and restarts every server, and these cannot be reached: {}; bring them back, or replace them (bootstrap node replace) first",
+            down.join(", ")
+        ));
+    }
+    let first = inv.first_server();
+    let (tokens, _) = super::secrets::tokens(inv, facts)?;
+    let ours = snapshot::token_hash(&tokens.server);
+    let (name, theirs) = match source {
+        Source::Copy { record, .. } => (record.name.clone(), Some(record.token_hash.clone())),
+        Source::Named(n) => (n.clone(), named(facts, n)?.token_hash.clone()),
+    };
+    match theirs {
+        Some(t) if t == ours => {}
+        Some(t) => {
+            return Err(usage(format!(
+                "refusing to restore {name}: it was taken with a server token whose hash is {t}, and this cluster's token (from {}) hashes to {ours}; k3s would move the etcd data aside and then fail with \"bootstrap data already found and encrypted with different token\". Nothing was stopped. Put the token of that cluster in {} (its record beside the copy holds it), or restore a snapshot of this cluster",
+                inv.token_backup_path().display(),
+                inv.token_backup_path().display(),
+            )))
+        }
+        None => {
+            return Err(usage(format!(
+                "refusing to restore {name}: the cluster records no token hash for it (k3s records one only when the snapshot is taken, not for files it finds later), so whether this cluster's token opens it cannot be checked; restore the copy `bootstrap etcd snapshot` fetched into {}",
+                inv.snapshots_dir().display()
+            )))
+        }
+    }
+    let api = first.name.clone();
+    let mut plan = Plan::new(inv, &api);
+    // Where the snapshot is on the first server, and how it gets there.
+    let path = match source {
+        Source::Copy { file, record } => {
+            let base = record.name.trim_end_matches(".zip");
+            let remote = format!("{RESTORE_DIR}/{base}");
+            plan.phases.push(Phase::single(
+                "upload",
+                &first.name,
+                vec![Step::host(
+                    &first.name,
+                    Action::UploadSnapshot {
+                        local: file.clone(),
+                        remote: remote.clone(),
+                        sha256: record.sha256.clone(),
+                    },
+                )],
+            ));
+            remote
+        }
+        Source::Named(n) => {
+            let s = named(facts, n)?;
+            let path = s
+                .path()
+                .ok_or_else(|| anyhow!("{n}: unexpected location {}", s.location))?
+                .to_string();
+            if s.node != first.name || n.ends_with(".zip") {
+                return Err(usage(format!(
+                    "{n} is on {}{}; fetch it first with `bootstrap etcd snapshot`'s copy, or pass the copy in {}",
+                    s.node,
+                    if n.ends_with(".zip") {
+                        " and compressed (k3s v1.36.3 cannot restore a .zip from its path, k3s issue #14526)"
+                    } else {
+                        ", not on the first server"
+                    },
+                    inv.snapshots_dir().display()
+                )));
+            }
+            plan.phases.push(Phase::single(
+                "check",
+                &first.name,
+                vec![Step::host(
+                    &first.name,
+                    Action::CheckSnapshot { path: path.clone() },
+                )],
+            ));
+            path
+        }
+    };
+    let stops = inv
+        .servers()
+        .filter_map(|s| Group::on_host(&s.name, vec![Action::Stop { role: Role::Server }]))
+        .collect();
+    plan.phases
+        .extend(Phase::of("stop servers", Mode::Parallel, stops));
+    plan.phases.push(Phase::single(
+        "restore",
+        &first.name,
+        [
+            Action::ClusterReset {
+                path,
+                no_s3: inv.etcd.as_ref().is_some_and(|e| e.s3.is_some()),
+            },
+            Action::Start {
+                role: Role::Server,
+                daemon_reload: false,
+                via: None,
+            },
+            Action::LearnCaHash,
+        ]
+        .into_iter()
+        .map(|a| Step::host(&first.name, a))
+        .collect(),
+    ));
+    // The restored cluster's CA is the snapshot's: joins are pinned to it once the first
+    // server wrote its token (PENDING_CA_HASH is replaced then).
+    let target = server_url(inv.cluster.api_endpoint.as_deref().unwrap_or(&first.host));
+    let join_token = token::join_token(&tokens.server, "server", Some(PENDING_CA_HASH));
+    let mut servers = Vec::new();
+    for s in inv.servers().filter(|s| s.name != first.name) {
+        let dropin = FileSpec {
+            path: format!("{}/{}", k3s::CONFIG_DROPIN_DIR, JOIN_DROPIN),
+            mode: 0o600,
+            content: join_dropin(&Join::Via(target.clone()), Some(&join_token)).into_bytes(),
+            secret: true,
+        };
+        servers.push(rejoin(
+            s,
+            &api,
+            vec![
+                Action::MoveDataAside {
+                    stamp: stamp.to_string(),
+                },
+                Action::WriteFile {
+                    file: dropin,
+                    reason: "join",
+                },
+            ],
+            Action::Start {
+                role: Role::Server,
+                daemon_reload: false,
+                via: Some(first.name.clone()),
+            },
+        ));
+    }
+    plan.phases
+        .extend(Phase::of("rejoin servers", Mode::Serial, servers));
+    let mut agents = Vec::new();
+    for a in inv.agents() {
+        if facts.host(&a.name).is_none() {
+            plan.unreachable.push(format!(
+                "{}: {}",
+                a.name,
+                facts
+                    .unreachable
+                    .get(&a.name)
+                    .map(String::as_str)
+                    .unwrap_or("not connected")
+            ));
+            continue;
+        }
+        let config = super::config::node_config(inv, a, &tokens, &target, Some(PENDING_CA_HASH));
+        let file = FileSpec {
+            path: k3s::CONFIG_PATH.to_string(),
+            mode: 0o600,
+            content: config.render()?.into_bytes(),
+            secret: true,
+        };
+        agents.push(rejoin(
+            a,
+            &api,
+            vec![Action::WriteFile {
+                file,
+                reason: "configuration",
+            }],
+            Action::Restart {
+                role: Role::Agent,
+                reason: "the cluster was restored".into(),
+                daemon_reload: false,
+                via: Some(first.name.clone()),
+            },
+        ));
+    }
+    plan.phases
+        .extend(Phase::of("rejoin agents", Mode::Serial, agents));
+    let nodes: Vec<String> = inv
+        .nodes
+        .iter()
+        .filter(|n| facts.host(&n.name).is_some())
+        .map(|n| n.name.clone())
+        .collect();
+    plan.phases.push(Phase::single(
+        "nodes-ready",
+        &api,
+        vec![Step::api(&api, Action::WaitNodesReady { nodes })],
+    ));
+    Ok(plan)
+}
+
+/// A node's steps to join the restored cluster: `before` on its host, its node-password
+/// Secret forgotten through the first server, then `start`.
+fn rejoin(n: &Node, api: &str, before: Vec<Action>, start: Action) -> Group {
+    let mut steps: Vec<Step> = before.into_iter().map(|a| Step::host(&n.name, a)).collect();
+    steps.push(Step::api(
+        api,
+        Action::ForgetNodePassword {
+            node: n.name.clone(),
+        },
+    ));
+    steps.push(Step::host(&n.name, start));
+    Group {
+        host: n.name.clone(),
+        steps,
+    }
+}
