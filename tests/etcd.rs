@@ -14,25 +14,6 @@ use common::*;
 use serde_json::Value;
 use xtask::lab::Lab;
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run_ok(work: &Workdir, args: &[&str]) -> std::process::Output {
-    let out = work.run(args);
-    assert!(
-        out.status.success(),
-        "bootstrap {args:?} failed ({:?}):\n{}",
-        out.status,
-        text(&out)
-    );
-    out
-}
-
 fn inv(work: &Workdir) -> String {
     work.inventory().to_str().unwrap().to_string()
 }

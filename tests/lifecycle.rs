@@ -16,26 +16,6 @@ fn addr(lab: &Lab, node: &str) -> String {
     lab.node(node).unwrap().addr.to_string()
 }
 
-fn run_ok(work: &Workdir, args: &[&str]) -> std::process::Output {
-    let out = work.run(args);
-    assert!(
-        out.status.success(),
-        "bootstrap {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Nothing of k3s left on `node`: no unit, binary, config, data, links.
 fn assert_clean(lab: &Lab, node: &str) {
     let left = sh(

@@ -7,25 +7,6 @@ mod common;
 use common::*;
 use xtask::lab::{Lab, LabSpec};
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run_ok(work: &Workdir, args: &[&str]) -> std::process::Output {
-    let out = work.run(args);
-    assert!(
-        out.status.success(),
-        "bootstrap {args:?} failed ({:?}):\n{}",
-        out.status,
-        text(&out)
-    );
-    out
-}
-
 /// These tests plant what they check through the lab's own access to its nodes (mounts,
 /// processes, partitions, files): under `BOOTSTRAP_E2E=vagrant` they say so and skip.
 fn lab_only() -> bool {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 
 use super::hosts::{join_dropin, Join, JOIN_DROPIN};
+use super::lifecycle::unreachable;
 use super::{Action, FileSpec, Group, Mode, Phase, Plan, Step};
 use crate::facts::{Facts, SnapshotFile};
 use crate::inventory::{Datastore, Inventory, Node};
@@ -132,22 +133,12 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
     let down: Vec<String> = inv
         .servers()
         .filter(|s| facts.host(&s.name).is_none())
-        .map(|s| {
-            format!(
-                "{} ({})",
-                s.name,
-                facts
-                    .unreachable
-                    .get(&s.name)
-                    .map(String::as_str)
-                    .unwrap_or("not connected")
-            )
-        })
+        .map(|s| unreachable(facts, &s.name))
         .collect();
     if !down.is_empty() {
         return Err(anyhow!(
             "a restore stops and restarts every server, and these cannot be reached: {}; bring them back, or replace them (bootstrap node replace) first",
-            down.join(", ")
+            down.join("; ")
         ));
     }
     let first = inv.first_server();
@@ -284,15 +275,7 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
     let mut agents = Vec::new();
     for a in inv.agents() {
         if facts.host(&a.name).is_none() {
-            plan.unreachable.push(format!(
-                "{}: {}",
-                a.name,
-                facts
-                    .unreachable
-                    .get(&a.name)
-                    .map(String::as_str)
-                    .unwrap_or("not connected")
-            ));
+            plan.unreachable.push(unreachable(facts, &a.name));
             continue;
         }
         let config = super::config::node_config(inv, a, &tokens, &target, Some(PENDING_CA_HASH));

@@ -234,7 +234,7 @@ pub fn remove(inv: &Inventory, text: &str, name: &str, force: bool, facts: &Fact
 }
 
 /// `name: why it could not be reached`, for the plan's list of hosts left as they are.
-fn unreachable(facts: &Facts, name: &str) -> String {
+pub(crate) fn unreachable(facts: &Facts, name: &str) -> String {
     let why = facts.unreachable.get(name).map(String::as_str);
     format!("{name}: {}", why.unwrap_or("not connected"))
 }

@@ -1259,7 +1259,7 @@ fn a_restore_with_another_token_or_a_server_missing_is_refused_before_anything_s
         .insert("master-3".into(), "connection timed out".into());
     let e = etcd::restore(&inv, &f, &src, "1").unwrap_err();
     assert!(
-        e.to_string().contains("master-3 (connection timed out)"),
+        e.to_string().contains("master-3: connection timed out"),
         "{e}"
     );
     // A snapshot on another server must come through this machine.

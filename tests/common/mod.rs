@@ -310,3 +310,24 @@ pub fn events(lab: &xtask::lab::Lab, server: &str) -> Vec<(String, String, serde
     })
     .collect()
 }
+
+/// What a command printed, stdout then stderr.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Run `bootstrap ARGS...`, asserting success.
+pub fn run_ok(work: &Workdir, args: &[&str]) -> std::process::Output {
+    let out = work.run(args);
+    assert!(
+        out.status.success(),
+        "bootstrap {args:?} failed ({:?}):\n{}",
+        out.status,
+        text(&out)
+    );
+    out
+}

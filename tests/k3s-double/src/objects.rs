@@ -21,7 +21,7 @@ pub fn key(ki: &KindInfo, ns: &str, name: &str) -> String {
     )
 }
 
-fn is_dns1123_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {

@@ -227,24 +227,12 @@ pub fn quantity(n: u64) -> String {
     format!("{v}{}", SUFFIX[i])
 }
 
-fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
-
 /// `File.GenerateName` (`types.go` 91-115).
 pub fn cr_name(node: &str, f: &LocalFile) -> String {
     let location = format!("file://{}", f.path.display());
     let digest = util::sha256_hex(format!("{node}{location}").as_bytes());
     let mut name = f.name.to_lowercase();
-    if !is_dns1123_subdomain(&name) || name.len() + 13 > 253 {
+    if !crate::objects::is_dns1123_subdomain(&name) || name.len() + 13 > 253 {
         let short = node.split('.').next().unwrap_or(node);
         name = format!("etcd-snapshot-{short}-{}", f.ts);
         if f.name.ends_with(COMPRESSED_EXT) {

@@ -3,132 +3,20 @@
 //! without a restore path, and a stale peer after a restore. Like cluster.rs, each test owns
 //! a lab (names `dsnap-*`) and needs root.
 
+mod common;
+
+use common::*;
+
 use std::io::Read;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xtask::lab::{build_double, Lab, LabGuard, LabSpec, DEFAULT_K3S_VERSION};
+use xtask::lab::{Lab, LabSpec};
 
 const DB: &str = "/var/lib/rancher/k3s/server/db";
 const SNAPS: &str = "/var/lib/rancher/k3s/server/db/snapshots";
 const RESET_DONE: &str = "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. Backup and delete ${datadir}/server/db on each peer etcd server and rejoin the nodes";
-
-fn lab(spec: LabSpec) -> LabGuard {
-    Lab::down_by_name(&spec.name).expect("clearing a leftover lab");
-    LabGuard::up(&spec).unwrap_or_else(|e| panic!("lab up {}: {e:#}", spec.name))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn sh(lab: &Lab, node: &str, script: &str) -> Output {
-    lab.exec(node, &["sh", "-c", script]).expect("exec")
-}
-
-fn ok(lab: &Lab, node: &str, script: &str) -> String {
-    let o = sh(lab, node, script);
-    assert!(
-        o.status.success(),
-        "{node}: `{script}` failed: {}",
-        text(&o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn write(lab: &Lab, node: &str, path: &str, content: &str) {
-    let o = lab
-        .exec_stdin(
-            node,
-            &[
-                "sh",
-                "-c",
-                &format!("mkdir -p \"$(dirname {path})\" && cat > {path}"),
-            ],
-            content.as_bytes(),
-        )
-        .expect("exec");
-    assert!(o.status.success(), "writing {path} on {node}: {}", text(&o));
-}
-
-/// The unit install.sh writes (as in cluster.rs).
-fn unit() -> String {
-    "[Unit]\nDescription=Lightweight Kubernetes\nDocumentation=https://k3s.io\nWants=network-online.target\nAfter=network-online.target\n\n[Install]\nWantedBy=multi-user.target\n\n[Service]\nType=notify\nEnvironmentFile=-/etc/default/%N\nEnvironmentFile=-/etc/sysconfig/%N\nEnvironmentFile=-/etc/systemd/system/k3s.service.env\nKillMode=process\nDelegate=yes\nUser=root\nLimitNOFILE=1048576\nLimitNPROC=infinity\nLimitCORE=infinity\nTasksMax=infinity\nTimeoutStartSec=0\nRestart=always\nRestartSec=5s\nExecStartPre=-/sbin/modprobe br_netfilter\nExecStartPre=-/sbin/modprobe overlay\nExecStart=/usr/local/bin/k3s \\\n    server \\\n\n".to_string()
-}
-
-fn install(lab: &Lab, node: &str, config: &str) {
-    let bin = build_double(DEFAULT_K3S_VERSION).expect("building the double");
-    let bytes = std::fs::read(&bin).expect("reading the double");
-    let o = lab
-        .exec_stdin(node, &["sh", "-c", "cat > /usr/local/bin/k3s.tmp && chmod 755 /usr/local/bin/k3s.tmp && mv /usr/local/bin/k3s.tmp /usr/local/bin/k3s && ln -sf k3s /usr/local/bin/kubectl"], &bytes)
-        .expect("exec");
-    assert!(o.status.success(), "{}", text(&o));
-    write(lab, node, "/etc/systemd/system/k3s.service", &unit());
-    write(lab, node, "/etc/rancher/k3s/config.yaml", config);
-}
-
-fn start(lab: &Lab, node: &str) {
-    ok(
-        lab,
-        node,
-        "systemctl daemon-reload && systemctl enable k3s 2>/dev/null; systemctl start --no-block k3s",
-    );
-}
-
-fn state(lab: &Lab, node: &str) -> String {
-    String::from_utf8_lossy(&sh(lab, node, "systemctl is-active k3s").stdout)
-        .trim()
-        .to_string()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
-fn wait_active(lab: &Lab, node: &str) {
-    wait_for(
-        &format!("k3s on {node} to be active"),
-        Duration::from_secs(60),
-        || state(lab, node) == "active",
-    );
-}
-
-fn kubectl(lab: &Lab, node: &str, args: &str) -> Output {
-    sh(lab, node, &format!("k3s kubectl {args}"))
-}
-
-fn journal(lab: &Lab, node: &str) -> String {
-    ok(lab, node, "journalctl -u k3s --no-pager -n 400")
-}
-
-fn members(lab: &Lab, server: &str) -> Vec<Value> {
-    serde_json::from_str::<Value>(&ok(
-        lab,
-        server,
-        "cat /var/lib/rancher/k3s/server/double/members.json",
-    ))
-    .expect("members")
-    .as_array()
-    .cloned()
-    .unwrap_or_default()
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
-}
 
 /// `k3s etcd-snapshot save ARGS`: the name of the one snapshot saved (from stderr's
 /// `Snapshot <name> saved.`).
@@ -178,11 +66,12 @@ fn save_list_prune_delete_and_schedule() {
     install(
         &lab,
         "master-1",
+        "server",
         "cluster-init: true\ntoken: s3cret\netcd-snapshot-schedule-cron: \"* * * * *\"\n",
     );
     let started = Instant::now();
-    start(&lab, "master-1");
-    wait_active(&lab, "master-1");
+    start(&lab, "master-1", "server");
+    wait_active(&lab, "master-1", "server");
 
     // save: the file, its mode, the CLI's lines; keys not valid for etcd-snapshot are dropped.
     let o = sh(&lab, "master-1", "k3s etcd-snapshot save");
@@ -314,7 +203,7 @@ fn save_list_prune_delete_and_schedule() {
         text(&o)
     );
     wait_for("the server's reason", Duration::from_secs(5), || {
-        journal(&lab, "master-1")
+        journal(&lab, "master-1", "server")
             .contains("failed to get etcd-snapshot-dir: stat /nope: no such file or directory")
     });
 
@@ -382,9 +271,14 @@ fn save_list_prune_delete_and_schedule() {
 #[test]
 fn cluster_reset_restores_one_server() {
     let lab = lab(LabSpec::new("dsnap-reset", 1));
-    install(&lab, "master-1", "cluster-init: true\ntoken: s3cret\n");
-    start(&lab, "master-1");
-    wait_active(&lab, "master-1");
+    install(
+        &lab,
+        "master-1",
+        "server",
+        "cluster-init: true\ntoken: s3cret\n",
+    );
+    start(&lab, "master-1", "server");
+    wait_active(&lab, "master-1", "server");
     ok(
         &lab,
         "master-1",
@@ -515,8 +409,8 @@ fn cluster_reset_restores_one_server() {
     assert!(text(&o).contains(&format!("Managed etcd cluster membership was previously reset, please remove the cluster-reset flag and start k3s normally. If you need to perform another cluster reset, you must first manually delete the file at {DB}/reset-flag")), "{}", text(&o));
 
     // A normal start: the deleted object is back, the reset-flag goes.
-    start(&lab, "master-1");
-    wait_active(&lab, "master-1");
+    start(&lab, "master-1", "server");
+    wait_active(&lab, "master-1", "server");
     let o = kubectl(
         &lab,
         "master-1",
@@ -526,7 +420,7 @@ fn cluster_reset_restores_one_server() {
     wait_for("the reset-flag cleared", Duration::from_secs(10), || {
         !ok(&lab, "master-1", &format!("ls {DB}")).contains("reset-flag")
     });
-    assert!(journal(&lab, "master-1").contains(
+    assert!(journal(&lab, "master-1", "server").contains(
         "Cleared etcd member removal annotations from node master-1 after cluster reset"
     ));
     assert_eq!(members(&lab, "master-1").len(), 1);
@@ -538,17 +432,23 @@ fn restore_on_one_of_three_and_stale_peers() {
     spec.servers = 3;
     let lab = lab(spec);
     let first = lab.node("master-1").expect("master-1").addr;
-    install(&lab, "master-1", "cluster-init: true\ntoken: s3cret\n");
-    start(&lab, "master-1");
-    wait_active(&lab, "master-1");
+    install(
+        &lab,
+        "master-1",
+        "server",
+        "cluster-init: true\ntoken: s3cret\n",
+    );
+    start(&lab, "master-1", "server");
+    wait_active(&lab, "master-1", "server");
     for n in ["master-2", "master-3"] {
         install(
             &lab,
             n,
+            "server",
             &format!("server: https://{first}:6443\ntoken: s3cret\n"),
         );
-        start(&lab, n);
-        wait_active(&lab, n);
+        start(&lab, n, "server");
+        wait_active(&lab, n, "server");
     }
     assert_eq!(members(&lab, "master-1").len(), 3);
     let snap = save(&lab, "master-1", "");
@@ -566,22 +466,22 @@ fn restore_on_one_of_three_and_stale_peers() {
         &format!("--cluster-reset --cluster-reset-restore-path={SNAPS}/{snap}"),
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    start(&lab, "master-1");
-    wait_active(&lab, "master-1");
+    start(&lab, "master-1", "server");
+    wait_active(&lab, "master-1", "server");
     assert_eq!(members(&lab, "master-1").len(), 1);
     assert!(!kubectl(&lab, "master-1", "get namespace after-snapshot")
         .status
         .success());
 
     // A peer with its pre-restore data stays out: another cluster ID.
-    start(&lab, "master-2");
+    start(&lab, "master-2", "server");
     wait_for("the cluster ID mismatch", Duration::from_secs(30), || {
-        journal(&lab, "master-2")
+        journal(&lab, "master-2", "server")
             .contains("request sent was ignored by remote peer due to cluster ID mismatch")
     });
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(state(&lab, "master-2"), "activating");
-    assert!(journal(&lab, "master-1").contains("request cluster ID mismatch"));
+    assert_eq!(state(&lab, "master-2", "server"), "activating");
+    assert!(journal(&lab, "master-1", "server").contains("request cluster ID mismatch"));
     assert_eq!(members(&lab, "master-1").len(), 1);
     assert!(!kubectl(&lab, "master-1", "get namespace after-snapshot")
         .status
@@ -594,8 +494,8 @@ fn restore_on_one_of_three_and_stale_peers() {
             n,
             &format!("systemctl stop k3s; mv {DB} {DB}.pre-restore"),
         );
-        start(&lab, n);
-        wait_active(&lab, n);
+        start(&lab, n, "server");
+        wait_active(&lab, n, "server");
     }
     wait_for("three members", Duration::from_secs(30), || {
         members(&lab, "master-1").len() == 3
