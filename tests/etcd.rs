@@ -297,4 +297,44 @@ fn ha_restore_leaves_three_members() {
     }
     no_changes(&work, "after the HA restore");
     eprintln!("HA restore: ok at {:?}", t0.elapsed());
+
+    // Scheduled snapshots from [etcd]: the servers restart one at a time with the flags,
+    // and the schedule makes snapshots the cluster lists.
+    let base = InventoryBuilder::new(&lab, "et-ha").render();
+    let with_etcd = base.replacen(
+        "\n[install]",
+        "\n[etcd]\nsnapshot_schedule = \"* * * * *\"\nsnapshot_retention = 2\n\n[install]",
+        1,
+    );
+    work.write_inventory(&with_etcd);
+    let (s, out) = work.up_json();
+    let restarts = text(&out)
+        .matches("restart k3s (configuration changed)")
+        .count();
+    assert!(restarts >= 3, "{s}\n{}", text(&out));
+    for m in ["master-1", "master-2", "master-3"] {
+        let cfg = sh(&lab, m, "cat /etc/rancher/k3s/config.yaml");
+        assert!(
+            cfg.contains("etcd-snapshot-schedule-cron: \"* * * * *\""),
+            "{m}: {cfg}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let out = run_ok(&work, &["etcd", "list", &inv(&work)]);
+        let listed = text(&out);
+        if listed
+            .lines()
+            .any(|l| l.starts_with("etcd-snapshot-master-"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled snapshot listed:\n{listed}"
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    no_changes(&work, "with [etcd]");
+    eprintln!("scheduled snapshots: ok at {:?}", t0.elapsed());
 }
