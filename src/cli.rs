@@ -101,7 +101,7 @@ enum EtcdCommand {
         inventory: PathBuf,
     },
     /// Put the cluster back to a snapshot: a copy here (a path, or a name in
-    /// `.bootstrap/snapshots/`) or one on the first server, by name.
+    /// `.bootstrap/snapshots/`), or one the cluster knows, by name.
     Restore {
         /// The inventory file (TOML).
         inventory: PathBuf,

@@ -298,6 +298,46 @@ fn ha_restore_leaves_three_members() {
     no_changes(&work, "after the HA restore");
     eprintln!("HA restore: ok at {:?}", t0.elapsed());
 
+    // A snapshot another server took, restored by its name: copied here from master-2 (its
+    // token hash from the cluster's record of it), then uploaded to the first server.
+    sh(&lab, "master-2", "k3s etcd-snapshot save --name m2");
+    sh(
+        &lab,
+        "master-1",
+        "k3s kubectl create configmap later -n default --from-literal=a=b",
+    );
+    let out = run_ok(&work, &["etcd", "list", &inv(&work)]);
+    let listed = text(&out);
+    let name = listed
+        .lines()
+        .find(|l| l.starts_with("m2-master-2-"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no m2 snapshot listed:\n{listed}"))
+        .to_string();
+    let out = run_ok(&work, &["etcd", "restore", &inv(&work), &name, "--yes"]);
+    assert!(text(&out).contains("copied to"), "{}", text(&out));
+    assert!(configmap(&lab, "master-1"));
+    let later = lab
+        .exec(
+            "master-1",
+            &[
+                "k3s",
+                "kubectl",
+                "get",
+                "configmap",
+                "-n",
+                "default",
+                "later",
+            ],
+        )
+        .unwrap();
+    assert!(!later.status.success(), "made after the snapshot, so gone");
+    assert_eq!(members(&lab, "master-1"), 3);
+    assert!(work
+        .path(&format!(".bootstrap/snapshots/{name}.json"))
+        .is_file());
+    eprintln!("restore by name from master-2: ok at {:?}", t0.elapsed());
+
     // Scheduled snapshots from [etcd]: the servers restart one at a time with the flags,
     // and the schedule makes snapshots the cluster lists.
     let base = InventoryBuilder::new(&lab, "et-ha").render();

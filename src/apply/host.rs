@@ -281,17 +281,17 @@ pub(super) async fn run(
                 bail!("{name}: the snapshot {path} is not there (anymore); nothing was stopped");
             }
         }
-        Action::UploadSnapshot {
-            local,
-            remote,
-            sha256,
-        } => {
+        Action::UploadSnapshot { local, remote } => {
             let bytes =
                 std::fs::read(local).with_context(|| format!("reading {}", local.display()))?;
-            if k3s::sha256_hex(&bytes) != *sha256 {
+            let record = k3s::snapshot::load_record(local)
+                .with_context(|| format!("reading the record of {}", local.display()))?
+                .with_context(|| format!("{} has no record beside it", local.display()))?;
+            if k3s::sha256_hex(&bytes) != record.sha256 {
                 bail!(
-                    "{} does not match the sha256 its record gives ({sha256}): the copy is damaged; nothing was stopped",
-                    local.display()
+                    "{} does not match the sha256 its record gives ({}): the copy is damaged; nothing was stopped",
+                    local.display(),
+                    record.sha256
                 );
             }
             let bytes = if local.extension().is_some_and(|e| e == "zip") {

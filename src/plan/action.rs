@@ -162,13 +162,12 @@ pub enum Action {
     CheckSnapshot {
         path: String,
     },
-    /// Put the operator's copy `local` at `remote` (0600), its sha256 checked first; a
-    /// `.zip` goes uncompressed (k3s v1.36.3 cannot restore a compressed snapshot from an
-    /// absolute path, k3s issue #14526).
+    /// Put the operator's copy `local` at `remote` (0600), checked first against the sha256
+    /// of its record; a `.zip` goes uncompressed (k3s v1.36.3 cannot restore a compressed
+    /// snapshot from an absolute path, k3s issue #14526).
     UploadSnapshot {
         local: PathBuf,
         remote: String,
-        sha256: String,
     },
     /// Stop the service and wait until it is inactive.
     Stop {

@@ -22,7 +22,8 @@ use crate::k3s::{self, server_url, Role};
 use crate::outcome::usage;
 
 /// Where a restore reads its snapshot: an operator's copy, with its record, uploaded to the
-/// first server; or a snapshot the cluster knows, used where it is.
+/// first server; or a snapshot the cluster knows, used where it is when that is the first
+/// server (uncompressed), else copied here and uploaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Copy { file: PathBuf, record: Record },
@@ -167,24 +168,23 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
     let api = first.name.clone();
     let mut plan = Plan::new(inv, &api);
     // Where the snapshot is on the first server, and how it gets there.
-    let path = match source {
-        Source::Copy { file, record } => {
-            let base = record.name.trim_end_matches(".zip");
-            let remote = format!("{RESTORE_DIR}/{base}");
-            plan.phases.push(Phase::single(
-                "upload",
+    let upload = |plan: &mut Plan, local: PathBuf, name: &str| {
+        let remote = format!("{RESTORE_DIR}/{}", name.trim_end_matches(".zip"));
+        plan.phases.push(Phase::single(
+            "upload",
+            &first.name,
+            vec![Step::host(
                 &first.name,
-                vec![Step::host(
-                    &first.name,
-                    Action::UploadSnapshot {
-                        local: file.clone(),
-                        remote: remote.clone(),
-                        sha256: record.sha256.clone(),
-                    },
-                )],
-            ));
-            remote
-        }
+                Action::UploadSnapshot {
+                    local,
+                    remote: remote.clone(),
+                },
+            )],
+        ));
+        remote
+    };
+    let path = match source {
+        Source::Copy { file, record } => upload(&mut plan, file.clone(), &record.name),
         Source::Named(n) => {
             let s = named(facts, n)?;
             let path = s
@@ -192,26 +192,40 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
                 .ok_or_else(|| anyhow!("{n}: unexpected location {}", s.location))?
                 .to_string();
             if s.node != first.name || n.ends_with(".zip") {
-                return Err(usage(format!(
-                    "{n} is on {}{}; fetch it first with `bootstrap etcd snapshot`'s copy, or pass the copy in {}",
-                    s.node,
-                    if n.ends_with(".zip") {
-                        " and compressed (k3s v1.36.3 cannot restore a .zip from its path, k3s issue #14526)"
-                    } else {
-                        ", not on the first server"
-                    },
-                    inv.snapshots_dir().display()
-                )));
-            }
-            plan.phases.push(Phase::single(
-                "check",
-                &first.name,
-                vec![Step::host(
+                // Through this machine: from the server that holds it (the restore runs on
+                // the first server), and uncompressed on the way (k3s issue #14526).
+                if facts.host(&s.node).is_none() {
+                    return Err(anyhow!(
+                        "{n} is on {}, which cannot be reached ({}); restore a copy on this machine instead",
+                        s.node,
+                        unreachable(facts, &s.node)
+                    ));
+                }
+                plan.phases.push(Phase::single(
+                    "fetch",
+                    &s.node,
+                    vec![Step::local(Action::FetchSnapshot {
+                        from: s.node.clone(),
+                        remote: Some(path.clone()),
+                        dir: inv.snapshots_dir(),
+                        cluster: inv.cluster.name.clone(),
+                        token_hash: s.token_hash.clone(),
+                        server_token: tokens.server.clone(),
+                    })],
+                ));
+                let local = inv.snapshots_dir().join(n);
+                upload(&mut plan, local, n)
+            } else {
+                plan.phases.push(Phase::single(
+                    "check",
                     &first.name,
-                    Action::CheckSnapshot { path: path.clone() },
-                )],
-            ));
-            path
+                    vec![Step::host(
+                        &first.name,
+                        Action::CheckSnapshot { path: path.clone() },
+                    )],
+                ));
+                path
+            }
         }
     };
     let stops = inv

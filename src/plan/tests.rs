@@ -1262,11 +1262,22 @@ fn a_restore_with_another_token_or_a_server_missing_is_refused_before_anything_s
         e.to_string().contains("master-3: connection timed out"),
         "{e}"
     );
-    // A snapshot on another server must come through this machine.
-    let f = with_snapshot(&inv, "master-2", Some(held_hash(&inv, &f0)));
-    let src = etcd::Source::Named("on-demand-master-2-1764763200".into());
-    let e = etcd::restore(&inv, &f, &src, "1").unwrap_err();
-    assert!(e.to_string().contains("is on master-2"), "{e}");
+    // A snapshot on another server comes through this machine, uncompressed on the way.
+    let mut f = with_snapshot(&inv, "master-2", Some(held_hash(&inv, &f0)));
+    f.cluster.snapshots[0].name.push_str(".zip");
+    f.cluster.snapshots[0].location.push_str(".zip");
+    let src = etcd::Source::Named("on-demand-master-2-1764763200.zip".into());
+    let plan = etcd::restore(&inv, &f, &src, "1").unwrap();
+    let t = texts(&plan);
+    assert_eq!(
+        t[..2],
+        [
+            format!("fetch master-2: copy {}/on-demand-master-2-1764763200.zip from master-2 to /nonexistent/t/.bootstrap/snapshots", k3s::SNAPSHOT_DIR),
+            "upload master-1: upload /nonexistent/t/.bootstrap/snapshots/on-demand-master-2-1764763200.zip to /var/lib/rancher/k3s/server/restore/on-demand-master-2-1764763200".to_string(),
+        ]
+    );
+    let reset = format!("restore master-1: restore etcd from {}/on-demand-master-2-1764763200 (k3s server --cluster-reset; this server becomes the only member)", etcd::RESTORE_DIR);
+    assert!(t.contains(&reset), "{t:#?}");
 }
 
 #[test]
