@@ -133,22 +133,35 @@ fn interrupted_restore(work: &Workdir, snapshot: &str, server: &str) -> (Option<
     (o.status.code(), seen)
 }
 
-#[test]
-fn seed_snapshot_restore_refusal_interrupt_and_wiped_hosts() {
+/// A lab cluster `name` converged by `up`, with the ConfigMap `default/keepme` the restores
+/// must bring back; `None` (skipped) under `BOOTSTRAP_E2E=vagrant`.
+fn cluster_with_configmap(
+    name: &str,
+    nodes: usize,
+    servers: usize,
+) -> Option<(xtask::lab::LabGuard, Workdir)> {
     if vagrant_mode() {
         eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
-        return;
+        return None;
     }
-    let lab = lab("et-seed", 3, 1, 0);
+    let lab = lab(name, nodes, servers, 0);
     let work = Workdir::new();
-    work.write_inventory(&InventoryBuilder::new(&lab, "et-seed").render());
-    let t0 = Instant::now();
+    work.write_inventory(&InventoryBuilder::new(&lab, name).render());
     work.up_json();
     sh(
         &lab,
         "master-1",
         "k3s kubectl create configmap keepme -n default --from-literal=a=b",
     );
+    Some((lab, work))
+}
+
+#[test]
+fn seed_snapshot_restore_refusal_interrupt_and_wiped_hosts() {
+    let Some((lab, work)) = cluster_with_configmap("et-seed", 3, 1) else {
+        return;
+    };
+    let t0 = Instant::now();
 
     let copy = snapshot(&work, "before");
     let record: Value = serde_json::from_str(
@@ -244,20 +257,10 @@ fn seed_snapshot_restore_refusal_interrupt_and_wiped_hosts() {
 
 #[test]
 fn ha_restore_leaves_three_members() {
-    if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+    let Some((lab, work)) = cluster_with_configmap("et-ha", 4, 3) else {
         return;
-    }
-    let lab = lab("et-ha", 4, 3, 0);
-    let work = Workdir::new();
-    work.write_inventory(&InventoryBuilder::new(&lab, "et-ha").render());
+    };
     let t0 = Instant::now();
-    work.up_json();
-    sh(
-        &lab,
-        "master-1",
-        "k3s kubectl create configmap keepme -n default --from-literal=a=b",
-    );
     let copy = snapshot(&work, "ha");
     sh(
         &lab,

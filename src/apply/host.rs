@@ -269,7 +269,7 @@ pub(super) async fn run(
                 }
                 _ => bail!(
                     "{name}: k3s etcd-snapshot save failed:\n{}",
-                    ssh::redact(&tail(&text, 10))
+                    ssh::tail(&text, 10)
                 ),
             }
         }
@@ -354,7 +354,7 @@ pub(super) async fn run(
                 bail!(
                     "{name}: restoring etcd from {path} failed ({why}k3s moved the data it had to {}/etcd-old-<time>; run the same restore again once the cause is fixed):\n{}",
                     k3s::ETCD_DB_DIR,
-                    ssh::redact(&tail(&text, 12))
+                    ssh::tail(&text, 12)
                 );
             }
         }
@@ -371,12 +371,6 @@ pub(super) async fn run(
         other => bail!("{name}: `{other}` does not run on a host"),
     }
     Ok(Duration::ZERO)
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Start or restart the service, then wait until it is ready.

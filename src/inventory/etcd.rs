@@ -240,20 +240,7 @@ fn go_duration(s: &str) -> bool {
 }
 
 fn retention(r: &mut Report, v: &S<i64>, what: &str) -> Option<u32> {
-    match u32::try_from(*v.get_ref()) {
-        Ok(n) if (1..=1000).contains(&n) => Some(n),
-        _ => {
-            r.error(
-                v.span(),
-                ErrorKind::InvalidNumber,
-                format!(
-                    "{what} is {}; expected a number from 1 to 1000",
-                    v.get_ref()
-                ),
-            );
-            None
-        }
-    }
+    super::validate::count_up_to(r, v, what, 1000)
 }
 
 /// Reads S3 credentials from a TOML file (`access_key`, `secret_key`, optional

@@ -162,13 +162,21 @@ fn port(r: &mut Report, v: &S<i64>, what: &str) -> Option<u16> {
 }
 
 fn count(r: &mut Report, v: &S<i64>, what: &str) -> Option<u32> {
+    count_up_to(r, v, what, 100)
+}
+
+/// A number from 1 to `max`.
+pub(super) fn count_up_to(r: &mut Report, v: &S<i64>, what: &str, max: u32) -> Option<u32> {
     match u32::try_from(*v.get_ref()) {
-        Ok(n) if (1..=100).contains(&n) => Some(n),
+        Ok(n) if (1..=max).contains(&n) => Some(n),
         _ => {
             r.error(
                 v.span(),
                 ErrorKind::InvalidNumber,
-                format!("{what} is {}; expected a number from 1 to 100", v.get_ref()),
+                format!(
+                    "{what} is {}; expected a number from 1 to {max}",
+                    v.get_ref()
+                ),
             );
             None
         }
@@ -318,21 +326,16 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
     let manifests = manifests(&raw.manifests, r, base, shown_base, &variables);
     let etcd = raw.etcd.map(|e| {
         if cluster.datastore != Datastore::Etcd {
-            if let Some(s) = &e.snapshot_schedule {
-                r.error(
-                    s.span(),
-                    ErrorKind::Conflict,
-                    "[etcd] needs datastore = \"etcd\": a SQLite cluster has no etcd to snapshot"
-                        .to_string(),
-                );
-            } else {
-                r.error(
-                    cluster_span.clone(),
-                    ErrorKind::Conflict,
-                    "[etcd] needs datastore = \"etcd\": a SQLite cluster has no etcd to snapshot"
-                        .to_string(),
-                );
-            }
+            let span = e
+                .snapshot_schedule
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or_else(|| cluster_span.clone());
+            r.error(
+                span,
+                ErrorKind::Conflict,
+                "[etcd] needs datastore = \"etcd\": a SQLite cluster has no etcd to snapshot",
+            );
         }
         super::etcd::etcd(e, r, base)
     });

@@ -145,9 +145,13 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
     let first = inv.first_server();
     let (tokens, _) = super::secrets::tokens(inv, facts)?;
     let ours = snapshot::token_hash(&tokens.server);
-    let (name, theirs) = match source {
-        Source::Copy { record, .. } => (record.name.clone(), Some(record.token_hash.clone())),
-        Source::Named(n) => (n.clone(), named(facts, n)?.token_hash.clone()),
+    // A named snapshot's record in the cluster, found once.
+    let (name, theirs, known) = match source {
+        Source::Copy { record, .. } => (record.name.clone(), Some(record.token_hash.clone()), None),
+        Source::Named(n) => {
+            let s = named(facts, n)?;
+            (n.clone(), s.token_hash.clone(), Some(s))
+        }
     };
     match theirs {
         Some(t) if t == ours => {}
@@ -183,10 +187,10 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
         ));
         remote
     };
-    let path = match source {
-        Source::Copy { file, record } => upload(&mut plan, file.clone(), &record.name),
-        Source::Named(n) => {
-            let s = named(facts, n)?;
+    let path = match (source, known) {
+        (Source::Copy { file, record }, _) => upload(&mut plan, file.clone(), &record.name),
+        (Source::Named(n), None) => unreachable!("{n} was found above"),
+        (Source::Named(n), Some(s)) => {
             let path = s
                 .path()
                 .ok_or_else(|| anyhow!("{n}: unexpected location {}", s.location))?

@@ -686,28 +686,7 @@ fn joins_check_the_certificate_names() {
 
 #[test]
 fn ha_embedded_etcd() {
-    let mut spec = LabSpec::new("dbl-ha", 3);
-    spec.servers = 3;
-    let lab = lab(spec);
-    let first = lab.node("master-1").expect("master-1").addr;
-    install(
-        &lab,
-        "master-1",
-        "server",
-        "cluster-init: true\ntoken: s3cret\n",
-    );
-    start(&lab, "master-1", "server");
-    wait_active(&lab, "master-1", "server");
-    for n in ["master-2", "master-3"] {
-        install(
-            &lab,
-            n,
-            "server",
-            &format!("server: https://{first}:6443\ntoken: s3cret\n"),
-        );
-        start(&lab, n, "server");
-        wait_active(&lab, n, "server");
-    }
+    let lab = three_servers("dbl-ha");
     for n in ["master-1", "master-2", "master-3"] {
         let m = members(&lab, n);
         assert_eq!(m.len(), 3, "{n}: {m:?}");

@@ -428,28 +428,7 @@ fn cluster_reset_restores_one_server() {
 
 #[test]
 fn restore_on_one_of_three_and_stale_peers() {
-    let mut spec = LabSpec::new("dsnap-ha", 3);
-    spec.servers = 3;
-    let lab = lab(spec);
-    let first = lab.node("master-1").expect("master-1").addr;
-    install(
-        &lab,
-        "master-1",
-        "server",
-        "cluster-init: true\ntoken: s3cret\n",
-    );
-    start(&lab, "master-1", "server");
-    wait_active(&lab, "master-1", "server");
-    for n in ["master-2", "master-3"] {
-        install(
-            &lab,
-            n,
-            "server",
-            &format!("server: https://{first}:6443\ntoken: s3cret\n"),
-        );
-        start(&lab, n, "server");
-        wait_active(&lab, n, "server");
-    }
+    let lab = three_servers("dsnap-ha");
     assert_eq!(members(&lab, "master-1").len(), 3);
     let snap = save(&lab, "master-1", "");
     ok(

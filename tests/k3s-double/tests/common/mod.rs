@@ -140,3 +140,31 @@ pub fn svc(role: &str) -> &'static str {
         "k3s-agent"
     }
 }
+
+/// A lab `name` of three servers running the double with embedded etcd: master-1 starts the
+/// cluster (token `s3cret`), the others join through it.
+pub fn three_servers(name: &str) -> LabGuard {
+    let mut spec = LabSpec::new(name, 3);
+    spec.servers = 3;
+    let lab = lab(spec);
+    let first = lab.node("master-1").expect("master-1").addr;
+    install(
+        &lab,
+        "master-1",
+        "server",
+        "cluster-init: true\ntoken: s3cret\n",
+    );
+    start(&lab, "master-1", "server");
+    wait_active(&lab, "master-1", "server");
+    for n in ["master-2", "master-3"] {
+        install(
+            &lab,
+            n,
+            "server",
+            &format!("server: https://{first}:6443\ntoken: s3cret\n"),
+        );
+        start(&lab, n, "server");
+        wait_active(&lab, n, "server");
+    }
+    lab
+}
