@@ -119,8 +119,14 @@ pub fn run(ctx: &Ctx) -> ! {
             }
         }
         Some(p) => {
+            // With etcd-s3 the restore path names an S3 object, downloaded first (k3s
+            // pkg/etcd/etcd.go:390-409). The double has no S3: it refuses rather than read a
+            // local file k3s would not read.
             if cfg.bool("etcd-s3") {
-                util::warn("etcd-s3 is set, but the k3s double does not talk to S3: the restore path is read as a local file");
+                util::info(format!("Retrieving etcd snapshot {p} from S3"));
+                fail_db(format!(
+                    "failed to download {p} from S3: the k3s double has no S3 (pass --etcd-s3=false to restore a local file)"
+                ));
             }
             let path = PathBuf::from(p);
             match std::fs::metadata(&path) {

@@ -335,6 +335,20 @@ fn cluster_reset_restores_one_server() {
         text(&o)
     );
 
+    // With etcd-s3 the path names an S3 object, and the lab has no S3: refused, not read
+    // as a local file.
+    let o = foreground(
+        &lab,
+        "master-1",
+        &format!("--cluster-reset --cluster-reset-restore-path={SNAPS}/{zipped} --etcd-s3"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("from S3: the k3s double has no S3"),
+        "{}",
+        text(&o)
+    );
+
     // An absolute .zip path: this k3s joins it to the snapshot dir (#14526) and fails first.
     let o = foreground(
         &lab,
