@@ -13,6 +13,7 @@
 //! and accepted only in `api_labels`, which must never be rendered into config.yaml: they are
 //! applied through the API after the node has registered.
 
+mod charts;
 pub mod edit;
 mod error;
 mod etcd;
@@ -84,6 +85,8 @@ pub struct Inventory {
     pub variables: BTreeMap<String, String>,
     pub addons: Addons,
     pub manifests: Vec<Manifest>,
+    /// `[[charts]]`: Helm charts beside the add-ons, in inventory order.
+    pub charts: Vec<Chart>,
     /// `[etcd]`: snapshots and their S3 copies (none: k3s's defaults).
     pub etcd: Option<Etcd>,
     path: PathBuf,
@@ -569,6 +572,79 @@ pub struct Manifest {
     pub path: PathBuf,
     /// AddOn name (file name in the manifests dir without `.yaml`): RFC 1123, unique.
     pub name: String,
+    /// Charts and add-ons (HelmChart names) that must be healthy before the file is written.
+    pub after: Vec<String>,
+}
+
+/// A `[[charts]]` entry: a Helm chart installed through k3s's HelmChart CRD.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    /// The HelmChart's name in kube-system, and the helm release's.
+    pub name: String,
+    pub repo: ChartRepo,
+    /// The chart's name in the repository.
+    pub chart: String,
+    /// Pinned: MAJOR.MINOR.PATCH, with the repository's `v` when it uses one.
+    pub version: String,
+    /// The release namespace (created).
+    pub namespace: String,
+    /// Inline `values`, as JSON (an object).
+    pub values: serde_json::Value,
+    /// `values_file`, absolute; rendered with `[variables]`, then `values` merged over it.
+    pub values_file: Option<PathBuf>,
+    /// Local chart archive embedded as `chartContent` (air gap); absolute.
+    pub chart_archive: Option<PathBuf>,
+    /// helm's `--timeout` for install and upgrade (5 minutes when unset).
+    pub timeout: Option<std::time::Duration>,
+    /// helm-controller's `failurePolicy`: `reinstall`, `abort` or `retry`.
+    pub failure_policy: String,
+    /// Pod placement: the chart's top-level `nodeSelector` and `tolerations` values.
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Taint>,
+    /// Charts and add-ons (HelmChart names) that must be healthy before this one is written.
+    pub after: Vec<String>,
+    /// Objects that must exist and be ready for the chart to count as healthy.
+    pub wait_for: Vec<WaitFor>,
+}
+
+/// Where a chart comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChartRepo {
+    /// A classic chart repository (`index.yaml`), https only.
+    Https(String),
+    /// An OCI registry path, `oci://host/path` (the chart's name is appended).
+    Oci(String),
+}
+
+/// An object a chart's health waits for: `namespace/Kind/name` (namespace empty when
+/// cluster-scoped; `group` empty when not given).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct WaitFor {
+    pub namespace: String,
+    pub kind: String,
+    pub group: String,
+    pub name: String,
+}
+
+impl WaitFor {
+    /// What `kubectl get` takes for its kind: `Kind` or `Kind.group`.
+    pub fn resource(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+}
+
+impl std::fmt::Display for WaitFor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.resource(), self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.namespace, self.resource(), self.name)
+        }
+    }
 }
 
 impl Inventory {

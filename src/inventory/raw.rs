@@ -34,6 +34,8 @@ pub(crate) struct RawInventory {
     #[serde(default)]
     pub manifests: Vec<RawManifest>,
     #[serde(default)]
+    pub charts: Vec<RawChart>,
+    #[serde(default)]
     pub etcd: Option<RawEtcd>,
 }
 
@@ -245,4 +247,29 @@ pub(crate) struct RawSealedSecrets {
 pub(crate) struct RawManifest {
     pub path: S<String>,
     pub name: Option<S<String>>,
+    #[serde(default)]
+    pub after: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawChart {
+    pub name: S<String>,
+    pub repo: S<String>,
+    pub chart: S<String>,
+    pub version: Option<S<String>>,
+    pub namespace: S<String>,
+    /// Not spanned: a table built from dotted keys has no span (see the top of this file).
+    pub values: Option<toml::Table>,
+    pub values_file: Option<S<String>>,
+    pub chart_archive: Option<S<String>>,
+    pub timeout: Option<S<toml::Value>>,
+    pub failure_policy: Option<S<String>>,
+    #[serde(default)]
+    pub node_selector: SpannedMap<String>,
+    pub tolerations: Option<Vec<S<String>>>,
+    #[serde(default)]
+    pub after: Vec<S<String>>,
+    #[serde(default)]
+    pub wait_for: Vec<S<String>>,
 }

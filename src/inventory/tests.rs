@@ -819,3 +819,150 @@ fn etcd_table_errors() {
         "{w:?}"
     );
 }
+
+const CHART: &str = r#"
+[[charts]]
+name = "cnpg"
+repo = "https://cloudnative-pg.github.io/charts"
+chart = "cloudnative-pg"
+version = "0.29.0"
+namespace = "cnpg-system"
+"#;
+
+#[test]
+fn a_chart_entry_is_read_with_its_defaults() {
+    let text = minimal(&format!(
+        "{CHART}values = {{ crds = {{ create = true }} }}\ntimeout = \"10m\"\nwait_for = [\"cnpg-system/Deployment/cnpg-cloudnative-pg\", \"CustomResourceDefinition.apiextensions.k8s.io/clusters.postgresql.cnpg.io\"]\n\n[[charts]]\nname = \"flagger\"\nrepo = \"oci://ghcr.io/fluxcd/charts\"\nchart = \"flagger\"\nversion = \"1.44.0\"\nnamespace = \"flagger-system\"\nafter = [\"cnpg\"]\nfailure_policy = \"abort\"\nnode_selector = {{ \"node-role\" = \"infra\" }}\ntolerations = [\"dedicated=infra:NoSchedule\"]\n"
+    ));
+    let inv = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let c = &inv.charts[0];
+    assert_eq!(
+        c.repo,
+        ChartRepo::Https("https://cloudnative-pg.github.io/charts".into())
+    );
+    assert_eq!(c.failure_policy, "reinstall");
+    assert_eq!(c.timeout, Some(Duration::from_secs(600)));
+    assert_eq!(c.values, serde_json::json!({"crds": {"create": true}}));
+    assert_eq!(
+        c.wait_for[0].to_string(),
+        "cnpg-system/Deployment/cnpg-cloudnative-pg"
+    );
+    assert_eq!(c.wait_for[1].group, "apiextensions.k8s.io");
+    assert_eq!(c.wait_for[1].namespace, "");
+    let f = &inv.charts[1];
+    assert_eq!(f.repo, ChartRepo::Oci("oci://ghcr.io/fluxcd/charts".into()));
+    assert_eq!(f.after, vec!["cnpg".to_string()]);
+    assert_eq!(f.failure_policy, "abort");
+    assert_eq!(
+        f.node_selector.get("node-role").map(String::as_str),
+        Some("infra")
+    );
+    assert_eq!(f.tolerations.len(), 1);
+}
+
+#[test]
+fn chart_entries_are_checked_strictly() {
+    let bad = |extra: &str| -> Vec<String> {
+        errors(&minimal(extra))
+            .into_iter()
+            .map(|d| d.message)
+            .collect()
+    };
+    let base = "[[charts]]\nname = \"x\"\nrepo = \"https://charts.example.com\"\nchart = \"x\"\nnamespace = \"x\"\n";
+    let e = bad(base);
+    assert!(
+        e.iter().any(|m| m.contains("`version` is missing; pin")),
+        "{e:?}"
+    );
+    let e = bad(&format!("{base}version = \"^1.2.0\"\n"));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("not a pinned version: a range")),
+        "{e:?}"
+    );
+    let e = bad(&format!("{base}version = \"1.2.0\"\nvalue = {{}}\n"));
+    assert!(
+        e.iter().any(|m| m.contains("unknown field `value`")),
+        "{e:?}"
+    );
+    for name in ["traefik", "longhorn", "traefik-crd"] {
+        let e = bad(&base
+            .replace("name = \"x\"", &format!("name = \"{name}\""))
+            .replace("namespace", "version = \"1.0.0\"\nnamespace"));
+        assert!(
+            e.iter()
+                .any(|m| m.contains("used by k3s or a bootstrap add-on")),
+            "{name}: {e:?}"
+        );
+    }
+    let e = bad(&format!(
+        "{base}version = \"1.0.0\"\n{base}version = \"1.0.1\"\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("used by another [[charts]] entry")),
+        "{e:?}"
+    );
+    let e = bad(&format!(
+        "{}version = \"1.0.0\"\n",
+        base.replace("https://charts", "http://charts")
+    ));
+    assert!(e.iter().any(|m| m.contains("plain http")), "{e:?}");
+    let e = bad(&format!("{base}version = \"1.0.0\"\nfailure_policy = \"ignore\"\nwait_for = [\"x/deployment/y\"]\nafter = [\"cert-manager\", \"y\"]\n"));
+    assert!(
+        e.iter().any(|m| m.contains("failure_policy \"ignore\"")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("kind \"deployment\" is not a Kind")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("after \"cert-manager\"") && m.contains("not enabled")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.contains("after \"y\" names no chart")),
+        "{e:?}"
+    );
+    let e = bad(&format!(
+        "{base}version = \"1.0.0\"\nvalues = {{ from = 2024-04-01 }}\n"
+    ));
+    assert!(
+        e.iter().any(|m| m.contains("values.from is a TOML date")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_cycle_in_after_is_an_error_naming_both_places() {
+    let chart = |name: &str, after: &str| {
+        format!("[[charts]]\nname = \"{name}\"\nrepo = \"https://charts.example.com\"\nchart = \"{name}\"\nversion = \"1.0.0\"\nnamespace = \"ns\"\nafter = [\"{after}\"]\n")
+    };
+    let text = minimal(&format!("{}{}", chart("a", "b"), chart("b", "a")));
+    let d = errors(&text);
+    let cyc: Vec<&Diagnostic> = d.iter().filter(|d| d.message.contains("cycle")).collect();
+    assert_eq!(cyc.len(), 1, "{d:?}");
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("after"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(cyc[0].line, lines[0]);
+    for l in &lines {
+        assert!(
+            cyc[0].message.contains(&format!("line {l},")),
+            "{}",
+            cyc[0].message
+        );
+    }
+    // A chart after itself is a cycle too; a manifest may follow a chart.
+    let e = errors(&minimal(&chart("a", "a")));
+    assert!(
+        e.iter().any(|d| d.message.contains("\"a\" after \"a\"")),
+        "{e:?}"
+    );
+}

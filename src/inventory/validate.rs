@@ -183,7 +183,12 @@ pub(super) fn count_up_to(r: &mut Report, v: &S<i64>, what: &str, max: u32) -> O
     }
 }
 
-fn path_value(r: &mut Report, v: &S<String>, what: &str, base: &Path) -> Option<PathBuf> {
+pub(super) fn path_value(
+    r: &mut Report,
+    v: &S<String>,
+    what: &str,
+    base: &Path,
+) -> Option<PathBuf> {
     match resolve_path(v.get_ref(), base) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -324,6 +329,30 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
     };
     let shown_base = path.parent().unwrap_or(Path::new(""));
     let manifests = manifests(&raw.manifests, r, base, shown_base, &variables);
+    let built = super::charts::charts(&raw.charts, r, base, shown_base, &variables);
+    let enabled: Vec<&str> = [
+        addons
+            .longhorn
+            .as_ref()
+            .filter(|l| !l.uninstall)
+            .map(|_| "longhorn"),
+        addons.traefik.as_ref().map(|_| "traefik"),
+        addons.cert_manager.as_ref().map(|_| "cert-manager"),
+        addons.sealed_secrets.as_ref().map(|_| "sealed-secrets"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let manifest_after: Vec<(String, Vec<S<String>>)> = raw
+        .manifests
+        .iter()
+        .map(|m| {
+            let name = m.name.as_ref().unwrap_or(&m.path).get_ref().clone();
+            (name, m.after.clone())
+        })
+        .collect();
+    super::charts::order_checks(&built, &manifest_after, &enabled, r);
+    let charts = built.charts;
     let etcd = raw.etcd.map(|e| {
         if cluster.datastore != Datastore::Etcd {
             let span = e
@@ -363,6 +392,7 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
         variables,
         addons,
         manifests,
+        charts,
         etcd,
         path: path.to_path_buf(),
         base_dir: base.to_path_buf(),
@@ -1284,7 +1314,7 @@ fn addons(a: raw::RawAddons, r: &mut Report, nodes: &[Node], base: &Path) -> Add
 
 /// `chart_archive`: a local chart `.tgz` embedded as the HelmChart's `chartContent` (air gap).
 /// It must exist, and fit a ConfigMap once base64-encoded (1 MiB).
-fn chart_archive_value(r: &mut Report, v: &S<String>, base: &Path) -> Option<PathBuf> {
+pub(super) fn chart_archive_value(r: &mut Report, v: &S<String>, base: &Path) -> Option<PathBuf> {
     let p = path_value(r, v, "chart_archive", base)?;
     match std::fs::metadata(&p) {
         Ok(m) if m.is_file() && m.len() <= 700 * 1024 => Some(p),
@@ -1647,7 +1677,7 @@ fn recurring_jobs(
 
 /// Pod placement of an add-on: a node selector (label syntax) and tolerations in taint syntax
 /// (`key=value:Effect` → operator Equal, `key:Effect` → Exists).
-fn placement(
+pub(super) fn placement(
     node_selector: &SpannedMap<String>,
     tolerations: Option<&Vec<S<String>>>,
     r: &mut Report,
@@ -2009,13 +2039,14 @@ fn manifests(
                 ),
             ),
         }
-        out.push(Manifest { path, name });
+        let after = m.after.iter().map(|a| a.get_ref().clone()).collect();
+        out.push(Manifest { path, name, after });
     }
     out
 }
 
 /// `{{ variables.NAME }}` uses in a manifest whose NAME is not in `[variables]`.
-fn undefined_variables(
+pub(super) fn undefined_variables(
     text: &str,
     file: &Path,
     variables: &BTreeMap<String, String>,
