@@ -61,7 +61,7 @@ pub fn files(
             content: templates::render("addons/cert-manager-issuers.yaml", &ctx)?,
             mode: 0o600,
             owner: Owner::Addon(AddonKind::CertManager),
-            stage: Stage::After(vec![AddonKind::CertManager]),
+            stage: Stage::After(vec![AddonKind::CertManager.chart_name().into()]),
         });
     }
     Ok(out)

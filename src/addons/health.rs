@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{AddonKind, ManifestFile};
+use super::{AddonKind, HelmRelease, ManifestFile};
 
 /// The kinds the health checks look at, read together with one `kubectl get -A`.
 pub const KINDS: &str = "customresourcedefinitions,csidrivers,storageclasses,ingressclasses,deployments,daemonsets,services,jobs,helmcharts,addons";
@@ -34,18 +34,30 @@ pub fn get_releases() -> String {
 pub const GET_HELM_PODS: &str =
     "k3s kubectl get pods -n kube-system -l helmcharts.helm.cattle.io/chart -o json";
 
+/// Marks each part with the objects of one `wait_for` resource.
+pub const WAITS_MARK: &str = "#bootstrap-wait-for";
+
 /// One read of everything the health checks look at: `kubectl get` of [`KINDS`] (plus
-/// `extra_kinds`), then the release records and the helm pods after their marks.
-pub fn get_all_with(extra_kinds: &str, opts: &str) -> String {
-    format!(
+/// `extra_kinds`), then the release records and the helm pods after their marks, then each of
+/// `waits` (the charts' `wait_for` resources, `Kind` or `Kind.group`). A resource whose CRD
+/// does not exist yet reads as no objects.
+pub fn get_all_with(extra_kinds: &str, opts: &str, waits: &[String]) -> String {
+    let mut out = format!(
         "k3s kubectl get {extra_kinds}{KINDS} -A -o json {opts} && printf '\n{RELEASES_MARK}\n' && {} {opts} && printf '\n{PODS_MARK}\n' && {GET_HELM_PODS} {opts}",
         get_releases()
-    )
+    );
+    for w in waits {
+        out.push_str(&format!(
+            " && printf '\n{WAITS_MARK}\n' && {{ k3s kubectl get {} -A -o json {opts} 2>/dev/null || echo '{{\"items\": []}}'; }}",
+            crate::ssh::sh_quote(w)
+        ));
+    }
+    out
 }
 
-/// [`get_all_with`] for the add-on kinds alone.
-pub fn get_all() -> String {
-    get_all_with("", "")
+/// [`get_all_with`] for the health kinds alone.
+pub fn get_all(waits: &[String]) -> String {
+    get_all_with("", "", waits)
 }
 
 /// The `kubectl get -o json` List at the start of [`get_all`]'s output.
@@ -86,6 +98,15 @@ impl Snapshot {
             let (rel, pods) = rest
                 .split_once(&format!("\n{PODS_MARK}\n"))
                 .unwrap_or((rest, ""));
+            let mark = format!("\n{WAITS_MARK}\n");
+            let mut parts = pods.split(&mark);
+            let pods = parts.next().unwrap_or("");
+            for w in parts {
+                if !w.trim().is_empty() {
+                    let p = Snapshot::parse_list(w)?;
+                    s.objects.extend(p.objects);
+                }
+            }
             s.has_releases = true;
             for line in rel.lines() {
                 let f: Vec<&str> = line.split_whitespace().collect();
@@ -165,19 +186,21 @@ impl Snapshot {
     }
 }
 
-/// A workload or object an add-on must have.
+/// A workload or object a release must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Want {
-    kind: &'static str,
-    namespace: String,
+pub struct Want {
+    /// The object's `kind`.
+    pub kind: String,
+    /// Empty for a cluster-scoped object.
+    pub namespace: String,
     /// A name, or a prefix when it ends with '-' and `prefix` is set.
-    name: String,
-    prefix: bool,
+    pub name: String,
+    pub prefix: bool,
 }
 
-fn want(kind: &'static str, ns: &str, name: &str) -> Want {
+fn want(kind: &str, ns: &str, name: &str) -> Want {
     Want {
-        kind,
+        kind: kind.to_string(),
         namespace: ns.to_string(),
         name: name.to_string(),
         prefix: false,
@@ -189,7 +212,7 @@ fn crd(name: &str) -> Want {
 }
 
 /// What each add-on must have once installed. `traefik_ns` is the Traefik namespace.
-fn wants(kind: AddonKind, traefik_ns: &str) -> Vec<Want> {
+pub fn addon_wants(kind: AddonKind, traefik_ns: &str) -> Vec<Want> {
     match kind {
         AddonKind::Longhorn => {
             let ns = super::longhorn::NAMESPACE;
@@ -216,7 +239,7 @@ fn wants(kind: AddonKind, traefik_ns: &str) -> Vec<Want> {
                 w.push(want("Deployment", ns, d));
             }
             w.push(Want {
-                kind: "DaemonSet",
+                kind: "DaemonSet".into(),
                 namespace: ns.into(),
                 name: "engine-image-ei-".into(),
                 prefix: true,
@@ -278,7 +301,28 @@ fn workload_problem(kind: &str, o: &Value) -> Option<String> {
                 _ => None,
             }
         }
-        _ => None,
+        // Anything else with conditions (a CRD's `Established`, an operator's `Ready`, a
+        // Job's `Complete`): the first of those it carries must be True.
+        _ => {
+            let conds = o.pointer("/status/conditions").and_then(Value::as_array)?;
+            ["Ready", "Available", "Established", "Complete"]
+                .iter()
+                .find_map(|t| conds.iter().find(|c| c["type"] == *t))
+                .filter(|c| c["status"] != "True")
+                .map(|c| {
+                    let why = c["message"].as_str().or(c["reason"].as_str()).unwrap_or("");
+                    format!(
+                        "{} is {}{}",
+                        c["type"].as_str().unwrap_or(""),
+                        c["status"].as_str().unwrap_or("Unknown"),
+                        if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {why}")
+                        }
+                    )
+                })
+        }
     }
 }
 
@@ -304,10 +348,10 @@ pub struct Attempt {
     pub message: String,
 }
 
-/// One add-on's health.
+/// One HelmChart's health (an add-on's or a chart's).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AddonHealth {
-    pub addon: AddonKind,
+    pub chart: HelmRelease,
     pub job: JobState,
     /// The newest release record: (revision, status).
     pub release: Option<(u64, String)>,
@@ -345,13 +389,13 @@ impl AddonHealth {
         if let Some(m) = &self.chart_failed {
             parts.push(format!(
                 "HelmChart kube-system/{} failed: {m}",
-                self.addon.chart_name()
+                self.chart.name
             ));
         }
         match self.job {
             JobState::Pending => parts.push("waiting for the HelmChart's install Job".to_string()),
             JobState::Running => {
-                let mut p = format!("Job kube-system/{} running", self.addon.job_name());
+                let mut p = format!("Job kube-system/{} running", self.chart.job_name());
                 if let Some(a) = &self.failed_attempt {
                     p.push_str(&format!(
                         " ({} failed attempt{}: {})",
@@ -363,22 +407,22 @@ impl AddonHealth {
                 parts.push(p)
             }
             JobState::Failed => {
-                parts.push(format!("Job kube-system/{} failed", self.addon.job_name()))
+                parts.push(format!("Job kube-system/{} failed", self.chart.job_name()))
             }
             JobState::Complete => {}
         }
         match &self.release {
             None if self.job == JobState::Complete => {
-                parts.push(format!("no helm release {}", self.addon.chart_name()))
+                parts.push(format!("no helm release {}", self.chart.name))
             }
             Some((rev, status)) if status != "deployed" => parts.push(format!(
                 "helm release {} revision {rev} is {status}",
-                self.addon.chart_name()
+                self.chart.name
             )),
             Some((rev, _)) if !self.release_current && self.job == JobState::Complete => parts
                 .push(format!(
                     "helm release {} revision {rev} is not of the current chart config",
-                    self.addon.chart_name()
+                    self.chart.name
                 )),
             _ => {}
         }
@@ -459,11 +503,11 @@ fn failed_attempt(s: &Snapshot, job: &Value) -> Option<Attempt> {
         .max_by_key(|a| a.failures)
 }
 
-/// Judge one add-on from a snapshot (`traefik_ns`: where the Traefik release lives).
-pub fn evaluate(s: &Snapshot, kind: AddonKind, traefik_ns: &str) -> AddonHealth {
-    let release_ns = kind.fixed_namespace().unwrap_or(traefik_ns);
-    let chart = s.get("HelmChart", "kube-system", kind.chart_name());
-    let job = s.get("Job", "kube-system", &kind.job_name());
+/// Judge one HelmChart from a snapshot.
+pub fn evaluate(s: &Snapshot, rel: &HelmRelease) -> AddonHealth {
+    let release_ns = rel.namespace.as_str();
+    let chart = s.get("HelmChart", "kube-system", &rel.name);
+    let job = s.get("Job", "kube-system", &rel.job_name());
     let chart_failed = chart
         .and_then(|c| cond(c, "Failed"))
         .map(|c| c["message"].as_str().unwrap_or("Failed").to_string());
@@ -484,7 +528,7 @@ pub fn evaluate(s: &Snapshot, kind: AddonKind, traefik_ns: &str) -> AddonHealth 
             }
         }
     };
-    let latest = s.latest_release(release_ns, kind.chart_name());
+    let latest = s.latest_release(release_ns, &rel.name);
     let release_current = match (latest, job) {
         // helm-controller from v0.17.4 passes the hash (`CONFIG_HASH`) for klipper-helm
         // (v0.13.0+) to label the release with; an older pair labels nothing, and then the
@@ -504,16 +548,16 @@ pub fn evaluate(s: &Snapshot, kind: AddonKind, traefik_ns: &str) -> AddonHealth 
         _ => None,
     };
     let mut problems = Vec::new();
-    for w in wants(kind, traefik_ns) {
+    for w in &rel.wants {
         let what = if w.namespace.is_empty() {
             format!("{} {}", w.kind, w.name)
         } else {
             format!("{} {}/{}", w.kind, w.namespace, w.name)
         };
         let found: Vec<&Value> = if w.prefix {
-            s.with_prefix(w.kind, &w.namespace, &w.name)
+            s.with_prefix(&w.kind, &w.namespace, &w.name)
         } else {
-            s.get(w.kind, &w.namespace, &w.name).into_iter().collect()
+            s.get(&w.kind, &w.namespace, &w.name).into_iter().collect()
         };
         if found.is_empty() {
             let what = if w.prefix { format!("{what}*") } else { what };
@@ -521,7 +565,7 @@ pub fn evaluate(s: &Snapshot, kind: AddonKind, traefik_ns: &str) -> AddonHealth 
             continue;
         }
         for o in found {
-            if let Some(p) = workload_problem(w.kind, o) {
+            if let Some(p) = workload_problem(&w.kind, o) {
                 let name = o["metadata"]["name"].as_str().unwrap_or(&w.name);
                 problems.push(format!(
                     "{} {}/{} not ready ({p})",
@@ -531,7 +575,7 @@ pub fn evaluate(s: &Snapshot, kind: AddonKind, traefik_ns: &str) -> AddonHealth 
         }
     }
     AddonHealth {
-        addon: kind,
+        chart: rel.clone(),
         job: job_state,
         release,
         release_current,
@@ -557,11 +601,11 @@ pub fn indent(text: &str) -> String {
 
 /// The error for an add-on whose install failed: what failed, the pod's log (`logs`), and the
 /// exact way out. Pure.
-pub fn failure_report(h: &AddonHealth, traefik_ns: &str, logs: &str) -> String {
-    let name = h.addon.chart_name();
-    let ns = h.addon.fixed_namespace().unwrap_or(traefik_ns);
-    let policy = h.addon.failure_policy();
-    let mut head = format!("add-on {name}: helm-controller could not install the chart");
+pub fn failure_report(h: &AddonHealth, logs: &str) -> String {
+    let name = h.chart.name.as_str();
+    let ns = h.chart.namespace.as_str();
+    let policy = h.chart.failure_policy.as_str();
+    let mut head = format!("{}: helm-controller could not install the chart", h.chart);
     if let Some(a) = &h.failed_attempt {
         head.push_str(&format!(
             " (pod kube-system/{}, failed attempt {}",
@@ -590,10 +634,10 @@ pub fn failure_report(h: &AddonHealth, traefik_ns: &str, logs: &str) -> String {
             .unwrap_or("")
     );
     if text.contains("timed out waiting for the condition") {
-        let limit = h.addon.helm_timeout().unwrap_or("5m (helm's default)");
+        let limit = h.chart.timeout.as_deref().unwrap_or("5m (helm's default)");
         hints.push(format!(
             "a hook of the chart did not finish within helm's timeout ({limit}){}; the usual cause is image pulls on a slow link: see `k3s kubectl -n {ns} get pods` and `k3s kubectl -n {ns} describe pods`",
-            if h.addon == AddonKind::CertManager {
+            if h.chart.addon == Some(AddonKind::CertManager) {
                 " (cert-manager's startupapicheck waits for the API and its webhook)"
             } else {
                 ""
@@ -605,25 +649,34 @@ pub fn failure_report(h: &AddonHealth, traefik_ns: &str, logs: &str) -> String {
         || (text.contains("version") && text.contains("not found in"))
     {
         hints.push(format!(
-            "the server could not fetch the chart: check that the chart version exists and its repository is reachable from the servers, or give `chart_archive` under [addons.{}]",
-            h.addon.inventory_name()
+            "the server could not fetch the chart: check that the chart version exists and its repository is reachable from the servers, or give `chart_archive` in {}",
+            h.chart.inventory_place()
         ));
     }
     let fix = if h.chart_failed.is_some() || h.job == JobState::Failed {
         format!(
             "the Job used up its retries and helm-controller makes no new one for an unchanged chart: remove the cause, then `k3s kubectl -n kube-system delete job {}` on a server (helm-controller creates it again) and run `bootstrap up`",
-            h.addon.job_name()
+            h.chart.job_name()
         )
     } else if policy == "abort"
         && (h.release_failed() || text.contains("waiting for operator intervention"))
     {
         let rev = h.release.as_ref().map(|(r, _)| *r).unwrap_or(1);
+        let why = match h.chart.addon {
+            Some(AddonKind::Longhorn) => "a reinstall would delete its volumes".to_string(),
+            _ => format!("as {} says", h.chart.inventory_place()),
+        };
         format!(
-            "failurePolicy is abort for {name} (a reinstall would delete its volumes), so helm-controller waits for you: remove the cause, then on a server `k3s kubectl -n {ns} delete secret sh.helm.release.v1.{name}.v{rev}` (the failed release record; helm-controller then upgrades from the revision before it, or installs again over what is there) and run `bootstrap up`"
+            "failurePolicy is abort for {name} ({why}), so helm-controller waits for you: remove the cause, then on a server `k3s kubectl -n {ns} delete secret sh.helm.release.v1.{name}.v{rev}` (the failed release record; helm-controller then upgrades from the revision before it, or installs again over what is there) and run `bootstrap up`"
         )
     } else {
+        let how = if policy == "retry" {
+            "it upgrades a failed release again"
+        } else {
+            "it uninstalls a failed release and installs again"
+        };
         format!(
-            "helm-controller tries again by itself (failurePolicy {policy}: it uninstalls a failed release and installs again), next after the kubelet's back-off of at most 5 minutes: remove the cause, then run `bootstrap up` again; it waits for that attempt"
+            "helm-controller tries again by itself (failurePolicy {policy}: {how}), next after the kubelet's back-off of at most 5 minutes: remove the cause, then run `bootstrap up` again; it waits for that attempt"
         )
     };
     for hint in hints {
@@ -634,9 +687,9 @@ pub fn failure_report(h: &AddonHealth, traefik_ns: &str, logs: &str) -> String {
 }
 
 /// The command that prints the install Job's last log lines.
-pub fn job_logs_command(kind: AddonKind) -> String {
+pub fn job_logs_command(rel: &HelmRelease) -> String {
     format!(
         "k3s kubectl logs job/{} -n kube-system --tail 20 2>&1",
-        kind.job_name()
+        rel.job_name()
     )
 }

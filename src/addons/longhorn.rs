@@ -116,7 +116,7 @@ pub fn files(l: &Longhorn, chart_content: Option<&str>) -> Result<Vec<ManifestFi
             mode: 0o600,
             owner: Owner::Addon(AddonKind::Longhorn),
             // RecurringJob is a Longhorn CRD.
-            stage: Stage::After(vec![AddonKind::Longhorn]),
+            stage: Stage::After(vec![AddonKind::Longhorn.chart_name().into()]),
         });
     }
     Ok(out)

@@ -35,8 +35,17 @@ pub fn render(
         })
 }
 
-/// Every extra manifest of `inv`, rendered: (name, content).
-pub fn render_all(inv: &Inventory) -> Result<Vec<(String, String)>, AddonError> {
+/// One extra manifest, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extra {
+    pub name: String,
+    pub content: String,
+    /// HelmCharts that must be healthy before the file is written (`after`).
+    pub after: Vec<String>,
+}
+
+/// Every extra manifest of `inv`, rendered.
+pub fn render_all(inv: &Inventory) -> Result<Vec<Extra>, AddonError> {
     let mut out = Vec::new();
     for m in &inv.manifests {
         if m.name.starts_with(PREFIX) {
@@ -48,7 +57,11 @@ pub fn render_all(inv: &Inventory) -> Result<Vec<(String, String)>, AddonError> 
         let text = std::fs::read_to_string(&m.path).map_err(|e| {
             AddonError::Other(format!("reading manifest {}: {e}", m.path.display()))
         })?;
-        out.push((m.name.clone(), render(&m.name, &text, &inv.variables)?));
+        out.push(Extra {
+            name: m.name.clone(),
+            content: render(&m.name, &text, &inv.variables)?,
+            after: m.after.clone(),
+        });
     }
     Ok(out)
 }

@@ -15,11 +15,18 @@
 //! 15 s, but the Addon would carry errors meanwhile, and a run could not tell "not yet" from
 //! "wrong").
 //!
+//! An inventory `[[charts]]` entry ([`charts`]) goes the same way: a HelmChart file
+//! `bootstrap-chart-<name>.yaml`, judged, reported and removed by the same code as the
+//! add-ons. Each HelmChart, an add-on's or a chart's, is described by one [`HelmRelease`]:
+//! that is all health, failure reports and removal look at.
+//!
 //! Submodules: one per add-on ([`longhorn`], [`traefik`], [`cert_manager`], [`sealed_secrets`]),
-//! [`manifests`] for the extra manifests, [`health`] for what "healthy" means. The phases that
+//! [`charts`] for the inventory's charts, [`manifests`] for the extra manifests, [`health`] for
+//! what "healthy" means. The phases that
 //! write and wait are planned in `plan/addons.rs` and run by the executor (src/apply).
 
 pub mod cert_manager;
+pub mod charts;
 pub mod health;
 pub mod longhorn;
 pub mod manifests;
@@ -134,6 +141,71 @@ impl AddonKind {
     pub fn of_chart_file(file: &str) -> Option<AddonKind> {
         AddonKind::ALL.into_iter().find(|k| k.chart_file() == file)
     }
+
+    /// The add-on whose HelmChart is named `name` (no inventory chart may take these names).
+    pub fn of_chart_name(name: &str) -> Option<AddonKind> {
+        AddonKind::ALL.into_iter().find(|k| k.chart_name() == name)
+    }
+
+    /// The add-on's HelmChart as health, reports and removal see it (`traefik_ns`: where the
+    /// Traefik release lives).
+    pub fn release(&self, traefik_ns: &str) -> HelmRelease {
+        HelmRelease {
+            name: self.chart_name().to_string(),
+            namespace: self.fixed_namespace().unwrap_or(traefik_ns).to_string(),
+            addon: Some(*self),
+            failure_policy: self.failure_policy().to_string(),
+            timeout: self.helm_timeout().map(str::to_string),
+            wants: health::addon_wants(*self, traefik_ns),
+        }
+    }
+}
+
+/// One HelmChart bootstrap manages, an add-on's or an inventory chart's: its names, and what
+/// "installed" requires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HelmRelease {
+    /// The HelmChart's name in kube-system and the helm release's; the Job is
+    /// `helm-install-<name>`.
+    pub name: String,
+    /// The release namespace.
+    pub namespace: String,
+    /// The add-on, when it is one.
+    #[serde(skip)]
+    pub addon: Option<AddonKind>,
+    /// `spec.failurePolicy` (what the install Job does with a failed release).
+    #[serde(skip)]
+    pub failure_policy: String,
+    /// `spec.timeout`, when set.
+    #[serde(skip)]
+    pub timeout: Option<String>,
+    /// Objects that must exist and be ready.
+    #[serde(skip)]
+    pub wants: Vec<health::Want>,
+}
+
+impl HelmRelease {
+    /// The Job helm-controller runs for the install.
+    pub fn job_name(&self) -> String {
+        format!("helm-install-{}", self.name)
+    }
+
+    /// Where the inventory configures it, for messages.
+    pub fn inventory_place(&self) -> String {
+        match self.addon {
+            Some(k) => format!("[addons.{}]", k.inventory_name()),
+            None => format!("the [[charts]] entry \"{}\"", self.name),
+        }
+    }
+}
+
+impl std::fmt::Display for HelmRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addon {
+            Some(_) => write!(f, "add-on {}", self.name),
+            None => write!(f, "chart {}", self.name),
+        }
+    }
 }
 
 impl std::fmt::Display for AddonKind {
@@ -147,14 +219,16 @@ impl std::fmt::Display for AddonKind {
 pub enum Stage {
     /// At once.
     Base,
-    /// Once these add-ons are healthy (their CRDs exist).
-    After(Vec<AddonKind>),
+    /// Once these HelmCharts (add-ons or charts, by name) are healthy: their CRDs exist.
+    After(Vec<String>),
 }
 
 /// Who a manifest file belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
     Addon(AddonKind),
+    /// An inventory `[[charts]]` entry, by name.
+    Chart(String),
     /// An inventory `[[manifests]]` entry, by name.
     Extra(String),
 }
@@ -163,6 +237,7 @@ impl std::fmt::Display for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Owner::Addon(k) => write!(f, "add-on {k}"),
+            Owner::Chart(n) => write!(f, "chart {n}"),
             Owner::Extra(n) => write!(f, "manifest {n}"),
         }
     }
@@ -206,8 +281,10 @@ pub struct AddonsSpec {
     pub traefik: Option<crate::inventory::Traefik>,
     pub cert_manager: Option<crate::inventory::CertManager>,
     pub sealed_secrets: Option<crate::inventory::SealedSecrets>,
-    /// Extra manifests, rendered with the inventory's variables: (name, content).
-    pub extras: Vec<(String, String)>,
+    /// Extra manifests, rendered with the inventory's variables.
+    pub extras: Vec<manifests::Extra>,
+    /// The inventory's charts, with their values rendered.
+    pub charts: Vec<charts::ChartSpec>,
     /// Air-gap chart archives, base64, by add-on.
     pub chart_content: BTreeMap<AddonKind, String>,
     /// `.bootstrap/` beside the inventory (the sealing key backup lives there).
@@ -231,6 +308,7 @@ impl AddonsSpec {
     pub fn from_inventory(inv: &Inventory) -> Result<AddonsSpec, AddonError> {
         let a = &inv.addons;
         let extras = manifests::render_all(inv)?;
+        let charts = charts::resolve_all(inv)?;
         let mut chart_content = BTreeMap::new();
         for (kind, path) in [
             (
@@ -272,6 +350,7 @@ impl AddonsSpec {
             cert_manager: a.cert_manager.clone(),
             sealed_secrets: a.sealed_secrets.clone(),
             extras,
+            charts,
             chart_content,
             state_dir: inv.state_dir(),
         })
@@ -293,7 +372,34 @@ impl AddonsSpec {
     /// Nothing to install and nothing bootstrap may have installed before: the phase only
     /// needs to look for leftovers.
     pub fn is_empty(&self) -> bool {
-        self.enabled().is_empty() && self.extras.is_empty()
+        self.enabled().is_empty() && self.extras.is_empty() && self.charts.is_empty()
+    }
+
+    /// Every HelmChart to install, add-ons first, then the charts in inventory order.
+    pub fn releases(&self) -> Vec<HelmRelease> {
+        let ns = self.traefik_namespace();
+        let mut out: Vec<HelmRelease> = self.enabled().iter().map(|k| k.release(&ns)).collect();
+        out.extend(self.charts.iter().map(|c| c.release()));
+        out
+    }
+
+    /// The Traefik add-on's namespace ("" when it is off).
+    pub fn traefik_namespace(&self) -> String {
+        self.traefik
+            .as_ref()
+            .map(|t| t.namespace.clone())
+            .unwrap_or_default()
+    }
+
+    /// The resources (`Kind` or `Kind.group`) of every chart's `wait_for`, which the health
+    /// read fetches beside its own kinds.
+    pub fn wait_kinds(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<String> = self
+            .charts
+            .iter()
+            .flat_map(|c| c.chart.wait_for.iter().map(|w| w.resource()))
+            .collect();
+        set.into_iter().collect()
     }
 
     /// Every file the manifests directories should hold. `key` is the Sealed Secrets sealing key
@@ -303,14 +409,17 @@ impl AddonsSpec {
         key: Option<&sealed_secrets::SealingKey>,
     ) -> Result<Vec<ManifestFile>, AddonError> {
         let mut out = Vec::new();
-        for (name, content) in &self.extras {
+        for x in &self.extras {
             out.push(ManifestFile {
-                file: format!("{name}.yaml"),
-                content: content.clone(),
+                file: format!("{}.yaml", x.name),
+                content: x.content.clone(),
                 mode: 0o600,
-                owner: Owner::Extra(name.clone()),
-                stage: Stage::Base,
+                owner: Owner::Extra(x.name.clone()),
+                stage: stage(&x.after),
             });
+        }
+        for c in &self.charts {
+            out.push(c.file()?);
         }
         let content = |k: AddonKind| self.chart_content.get(&k).map(String::as_str);
         if let Some(l) = &self.longhorn {
@@ -340,8 +449,50 @@ impl AddonsSpec {
     }
 }
 
-/// Render a HelmChart manifest for `kind` (templates/addons/helmchart.yaml).
-#[allow(clippy::too_many_arguments)]
+/// `Base` without dependencies, else `After` them.
+pub(crate) fn stage(after: &[String]) -> Stage {
+    if after.is_empty() {
+        Stage::Base
+    } else {
+        Stage::After(after.to_vec())
+    }
+}
+
+/// What templates/addons/helmchart.yaml renders: one HelmChart.
+pub(crate) struct HelmChartDoc<'a> {
+    /// Who it belongs to, for the file's first line ("longhorn add-on", "loki chart").
+    pub managed_by: String,
+    pub name: &'a str,
+    /// `spec.repo`; empty for an OCI chart, whose reference is all in `chart`.
+    pub repo: &'a str,
+    pub chart: &'a str,
+    pub version: &'a str,
+    pub target_namespace: &'a str,
+    pub create_namespace: bool,
+    pub values: &'a str,
+    pub chart_content: Option<&'a str>,
+    pub failure_policy: &'a str,
+    pub timeout: Option<&'a str>,
+}
+
+impl HelmChartDoc<'_> {
+    pub(crate) fn render(&self) -> Result<String, AddonError> {
+        let mut ctx = tera::Context::new();
+        ctx.insert("managed_by", &self.managed_by);
+        ctx.insert("name", self.name);
+        ctx.insert("repo", self.repo);
+        ctx.insert("chart", self.chart);
+        ctx.insert("version", self.version);
+        ctx.insert("target_namespace", self.target_namespace);
+        ctx.insert("create_namespace", &self.create_namespace);
+        ctx.insert("values", self.values.trim());
+        ctx.insert("chart_content", &self.chart_content);
+        ctx.insert("failure_policy", self.failure_policy);
+        ctx.insert("timeout", &self.timeout);
+        Ok(templates::render("addons/helmchart.yaml", &ctx)?)
+    }
+}
+
 /// The add-on's HelmChart manifest file.
 pub(crate) fn helmchart(
     kind: AddonKind,
@@ -352,21 +503,23 @@ pub(crate) fn helmchart(
     values: &str,
     chart_content: Option<&str>,
 ) -> Result<ManifestFile, AddonError> {
-    let mut ctx = tera::Context::new();
-    ctx.insert("addon", kind.inventory_name());
-    ctx.insert("name", kind.chart_name());
-    ctx.insert("repo", repo);
-    ctx.insert("chart", kind.chart_name());
-    ctx.insert("version", version);
-    ctx.insert("target_namespace", target_namespace);
-    ctx.insert("create_namespace", &create_namespace);
-    ctx.insert("values", values.trim());
-    ctx.insert("chart_content", &chart_content);
-    ctx.insert("failure_policy", kind.failure_policy());
-    ctx.insert("timeout", &kind.helm_timeout());
+    let content = HelmChartDoc {
+        managed_by: format!("{} add-on", kind.inventory_name()),
+        name: kind.chart_name(),
+        repo,
+        chart: kind.chart_name(),
+        version,
+        target_namespace,
+        create_namespace,
+        values,
+        chart_content,
+        failure_policy: kind.failure_policy(),
+        timeout: kind.helm_timeout(),
+    }
+    .render()?;
     Ok(ManifestFile {
         file: kind.chart_file(),
-        content: templates::render("addons/helmchart.yaml", &ctx)?,
+        content,
         // Values may hold credentials (a backup secret's name, an embedded chart).
         mode: 0o600,
         owner: Owner::Addon(kind),

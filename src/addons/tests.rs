@@ -378,7 +378,7 @@ fn health_is_judged_from_one_snapshot() {
         ))
         .unwrap()
     };
-    let h = evaluate(&snap(""), AddonKind::SealedSecrets, "");
+    let h = evaluate(&snap(""), &AddonKind::SealedSecrets.release(""));
     assert_eq!(h.job, JobState::Complete);
     assert!(!h.healthy());
     assert!(
@@ -388,14 +388,14 @@ fn health_is_judged_from_one_snapshot() {
         h.summary()
     );
     let not_ready = r#",{"kind": "Deployment", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system"}, "spec": {"replicas": 1}, "status": {}}"#;
-    let h = evaluate(&snap(not_ready), AddonKind::SealedSecrets, "");
+    let h = evaluate(&snap(not_ready), &AddonKind::SealedSecrets.release(""));
     assert!(
         h.summary().contains("0/1 replicas ready"),
         "{}",
         h.summary()
     );
     let ready = not_ready.replace(r#""status": {}"#, r#""status": {"readyReplicas": 1}"#);
-    assert!(evaluate(&snap(&ready), AddonKind::SealedSecrets, "").healthy());
+    assert!(evaluate(&snap(&ready), &AddonKind::SealedSecrets.release("")).healthy());
     let failed = Snapshot::parse(
         r#"{"items": [{"kind": "HelmChart", "metadata": {"name": "traefik", "namespace": "kube-system"}},
         {"kind": "Job", "metadata": {"name": "helm-install-traefik", "namespace": "kube-system"},
@@ -403,7 +403,7 @@ fn health_is_judged_from_one_snapshot() {
     )
     .unwrap();
     assert_eq!(
-        evaluate(&failed, AddonKind::Traefik, "ingress-system").job,
+        evaluate(&failed, &AddonKind::Traefik.release("ingress-system")).job,
         JobState::Failed
     );
 }
@@ -480,7 +480,7 @@ fn health_is_the_release_not_the_job() {
         ))
         .unwrap()
     };
-    let h = |releases: &str| evaluate(&snap(releases), AddonKind::SealedSecrets, "");
+    let h = |releases: &str| evaluate(&snap(releases), &AddonKind::SealedSecrets.release(""));
     assert!(h("kube-system sealed-secrets 1 deployed ABC").healthy());
     // A completed Job with a failed release is not healthy, nor is no release at all.
     let failed =
@@ -506,7 +506,7 @@ fn health_is_the_release_not_the_job() {
         "{unhashed}\n{RELEASES_MARK}\nkube-system sealed-secrets 1 deployed\n{PODS_MARK}\n{{\"items\": []}}"
     ))
     .unwrap();
-    assert!(evaluate(&s, AddonKind::SealedSecrets, "").healthy());
+    assert!(evaluate(&s, &AddonKind::SealedSecrets.release("")).healthy());
     // Another namespace's release of the same name is not this one.
     assert!(!h("default sealed-secrets 1 deployed ABC").healthy());
     // A Job still of the previous chart version is not judged complete.
@@ -518,7 +518,7 @@ fn health_is_the_release_not_the_job() {
         "{bumped}\n{RELEASES_MARK}\nkube-system sealed-secrets 1 deployed ABC\n{PODS_MARK}\n{{\"items\": []}}"
     ))
     .unwrap();
-    assert!(!evaluate(&s, AddonKind::SealedSecrets, "").healthy());
+    assert!(!evaluate(&s, &AddonKind::SealedSecrets.release("")).healthy());
 }
 
 #[test]
@@ -539,14 +539,17 @@ longhorn-system longhorn 1 failed ABC
      "state": {{"waiting": {{"reason": "CrashLoopBackOff"}}}},
      "lastState": {{"terminated": {{"exitCode": 1, "message": "Release status is 'failed' and failure policy is 'abort'; waiting for operator intervention"}}}}}}]}}}}]}}"#
     );
-    let h = evaluate(&Snapshot::parse(&text).unwrap(), AddonKind::Longhorn, "");
+    let h = evaluate(
+        &Snapshot::parse(&text).unwrap(),
+        &AddonKind::Longhorn.release(""),
+    );
     let a = h.failed_attempt.clone().expect("the pod's failed attempt");
     assert_eq!(
         (a.pod.as_str(), a.failures),
         ("helm-install-longhorn-abcde", 2)
     );
     assert!(h.release_failed() && !h.healthy());
-    let msg = failure_report(&h, "", "some log line");
+    let msg = failure_report(&h, "some log line");
     assert!(msg.starts_with("add-on longhorn: helm-controller could not install the chart (pod kube-system/helm-install-longhorn-abcde, failed attempt 2"), "{msg}");
     assert!(msg.contains("waiting for operator intervention"), "{msg}");
     assert!(msg.contains("    some log line"), "{msg}");

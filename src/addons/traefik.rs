@@ -116,9 +116,9 @@ pub fn files(
         let mut ctx = tera::Context::new();
         ctx.insert("routes", &routes);
         ctx.insert("redirect", &t.redirect_https);
-        let mut after = vec![AddonKind::Traefik];
+        let mut after = vec![AddonKind::Traefik.chart_name().to_string()];
         if needs_certs {
-            after.push(AddonKind::CertManager);
+            after.push(AddonKind::CertManager.chart_name().to_string());
         }
         out.push(ManifestFile {
             file: format!("{PREFIX}traefik-routes.yaml"),

@@ -180,11 +180,12 @@ pub(super) async fn run(
             if *delete_objects {
                 if let Some(k) = release {
                     // The release's namespace, from our own file (the HelmChart may be gone).
+                    let addon = AddonKind::of_chart_name(k);
                     script.push_str(&format!(
                         "ns=$(sed -n 's/^  targetNamespace: \"\\(.*\\)\"$/\\1/p' {q} 2>/dev/null | head -n 1); ns=${{ns:-{default_ns}}}\n",
-                        default_ns = k.fixed_namespace().unwrap_or("kube-system"),
+                        default_ns = addon.and_then(|a| a.fixed_namespace()).unwrap_or("kube-system"),
                     ));
-                    if *k == AddonKind::Longhorn {
+                    if addon == Some(AddonKind::Longhorn) {
                         // `uninstall = true`: the confirmation Longhorn's uninstall asks for
                         // (Longhorn docs "Uninstall Longhorn", `deleting-confirmation-flag`).
                         script.push_str(
@@ -202,7 +203,7 @@ pub(super) async fn run(
                     script.push_str(&format!(
                         "left=$(k3s kubectl get secrets -n \"$ns\" -l owner=helm,name={rel} --field-selector type=helm.sh/release.v1 -o jsonpath='{{range .items[*]}}{{.metadata.labels.version}}:{{.metadata.labels.status}} {{end}}') || exit 1\n\
                          if [ -n \"$left\" ]; then echo \"release-left $ns $left\"; exit 3; fi\n",
-                        rel = sh_quote(k.chart_name()),
+                        rel = sh_quote(k),
                     ));
                 }
                 script.push_str(&format!(
@@ -216,13 +217,20 @@ pub(super) async fn run(
                 .await
                 .with_context(|| format!("{name}: removing {file}"))?;
             if out.exit_code == Some(3) {
-                let k = release.unwrap_or(AddonKind::Longhorn);
+                let k = match release.as_deref() {
+                    Some(n) => match AddonKind::of_chart_name(n) {
+                        Some(a) => format!("add-on {a}"),
+                        None => format!("chart {n}"),
+                    },
+                    None => file.clone(),
+                };
+                let rel = release.as_deref().unwrap_or("");
                 let line = out.stdout_str();
                 let mut f = line.split_whitespace().skip(1);
                 let ns = f.next().unwrap_or("").to_string();
                 let left: Vec<&str> = f.collect();
                 bail!(
-                    "add-on {k}: helm-controller ran the uninstall and dropped the HelmChart, but helm's release {k} is still in namespace {ns} (revision:status {}), so the chart's workloads keep running with nothing managing them. `helm uninstall` failed, most often because a pre-delete hook of the chart refused; see `k3s kubectl -n {ns} get jobs,pods` and `k3s kubectl get events -n {ns}` on {name}. Once the cause is fixed, put the add-on back in the inventory, run `bootstrap up`, and remove it again. {file} stays in place until then.",
+                    "{k}: helm-controller ran the uninstall and dropped the HelmChart, but helm's release {rel} is still in namespace {ns} (revision:status {}), so the chart's workloads keep running with nothing managing them. `helm uninstall` failed, most often because a pre-delete hook of the chart refused; see `k3s kubectl -n {ns} get jobs,pods` and `k3s kubectl get events -n {ns}` on {name}. Once the cause is fixed, put it back in the inventory, run `bootstrap up`, and remove it again. {file} stays in place until then.",
                     left.join(" ")
                 );
             }

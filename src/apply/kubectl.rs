@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::Options;
 use crate::addons::health::{self, indent, AddonHealth, JobState, Snapshot};
-use crate::addons::AddonKind;
+use crate::addons::HelmRelease;
 use crate::facts::cluster::{parse_nodes, ObservedNode, GET_NODES};
 use crate::inventory::K3sVersion;
 use crate::plan::{Action, Applied, NodeDrift, Unmanaged, MANAGED_ANNOTATION};
@@ -74,21 +74,11 @@ pub(super) async fn run(
             .await?;
         }
         Action::WaitAddons {
-            addons,
-            traefik_namespace,
+            releases,
+            waits,
             applied,
         } => {
-            wait_addons(
-                api,
-                via,
-                host,
-                addons,
-                traefik_namespace,
-                applied,
-                opts,
-                rep,
-            )
-            .await?;
+            wait_addons(api, via, host, releases, waits, applied, opts, rep).await?;
             return Ok(started.elapsed());
         }
         other => bail!("`{other}` does not run through kubectl"),
@@ -390,24 +380,24 @@ async fn wait_addons(
     api: &Session,
     via: &str,
     host: &str,
-    addons: &[AddonKind],
-    traefik_ns: &str,
+    releases: &[HelmRelease],
+    waits: &[String],
     applied: &[Applied],
     opts: &Options,
     rep: &Reporter,
 ) -> Result<()> {
     let deadline = Instant::now() + opts.timeout;
-    let mut reported: BTreeSet<AddonKind> = BTreeSet::new();
-    let mut baseline: BTreeMap<AddonKind, Option<(String, u64)>> = BTreeMap::new();
+    let mut reported: BTreeSet<String> = BTreeSet::new();
+    let mut baseline: BTreeMap<String, Option<(String, u64)>> = BTreeMap::new();
     let mut last: Option<String> = None;
     loop {
         let out = api
-            .run_ok(&Cmd::new(health::get_all()).label("read add-on health"))
+            .run_ok(&Cmd::new(health::get_all(waits)).label("read add-on health"))
             .await?;
         let snap = Snapshot::parse(&out.stdout_str()).map_err(|e| anyhow!(e))?;
-        let states: Vec<AddonHealth> = addons
+        let states: Vec<AddonHealth> = releases
             .iter()
-            .map(|k| health::evaluate(&snap, *k, traefik_ns))
+            .map(|r| health::evaluate(&snap, r))
             .collect();
         let mut msg = Vec::new();
         for h in states.iter().filter(|h| !h.healthy()) {
@@ -415,11 +405,13 @@ async fn wait_addons(
                 .failed_attempt
                 .as_ref()
                 .map(|a| (a.pod.clone(), a.failures));
-            let first = baseline.entry(h.addon).or_insert_with(|| attempt.clone());
+            let first = baseline
+                .entry(h.chart.name.clone())
+                .or_insert_with(|| attempt.clone());
             let new_failure = attempt.is_some() && attempt != *first;
             let stuck = h.chart_failed.is_some()
                 || h.job == JobState::Failed
-                || (h.release_failed() && h.addon.failure_policy() == "abort");
+                || (h.release_failed() && h.chart.failure_policy == "abort");
             if !(stuck || new_failure) {
                 continue;
             }
@@ -427,14 +419,14 @@ async fn wait_addons(
                 Some(a) => pod_logs(api, &a.pod).await,
                 None => String::new(),
             };
-            msg.push(health::failure_report(h, traefik_ns, &logs));
+            msg.push(health::failure_report(h, &logs));
         }
         if !msg.is_empty() {
             bail!("{}", msg.join("\n"));
         }
         for h in states.iter().filter(|h| h.healthy()) {
-            if reported.insert(h.addon) {
-                rep.info(&format!("add-on {}: healthy", h.addon));
+            if reported.insert(h.chart.name.clone()) {
+                rep.info(&format!("{}: healthy", h.chart));
             }
         }
         let unapplied: Vec<&Applied> = applied
@@ -449,7 +441,7 @@ async fn wait_addons(
             return Ok(());
         }
         if let Some(h) = states.iter().find(|h| !h.healthy()) {
-            let line = format!("add-on {}: {}", h.addon, h.summary());
+            let line = format!("{}: {}", h.chart, h.summary());
             if last.as_ref() != Some(&line) {
                 rep.step(host, &line);
                 last = Some(line);
@@ -463,13 +455,13 @@ async fn wait_addons(
                 } else {
                     format!(
                         "\n  last log lines of Job kube-system/{}:\n{}",
-                        h.addon.job_name(),
-                        indent(&job_logs(api, h.addon).await)
+                        h.chart.job_name(),
+                        indent(&job_logs(api, &h.chart).await)
                     )
                 };
                 msg.push(format!(
-                    "add-on {} is not healthy after {:?}: {}{logs}",
-                    h.addon,
+                    "{} is not healthy after {:?}: {}{logs}",
+                    h.chart,
                     opts.timeout,
                     h.summary()
                 ));
@@ -499,9 +491,9 @@ async fn pod_logs(api: &Session, pod: &str) -> String {
     }
 }
 
-async fn job_logs(api: &Session, kind: AddonKind) -> String {
+async fn job_logs(api: &Session, rel: &HelmRelease) -> String {
     match api
-        .exec(&Cmd::new(health::job_logs_command(kind)).label("helm Job logs"))
+        .exec(&Cmd::new(health::job_logs_command(rel)).label("helm Job logs"))
         .await
     {
         Ok(o) => ssh::redact(&o.stdout_str()),

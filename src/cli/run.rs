@@ -48,6 +48,7 @@ fn converge_request(
 ) -> Request {
     Request {
         addons: !local.addons.is_empty(),
+        waits: local.addons.wait_kinds(),
         longhorn: inv.addons.longhorn.is_some(),
         sealing_key: inv.addons.sealed_secrets.is_some() && local.sealing_backup.is_none(),
         new_secrets: true,

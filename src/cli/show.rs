@@ -42,7 +42,8 @@ pub(super) async fn read(
         hosts,
         host_facts,
         api_from: inv.servers().map(|s| s.name.clone()).collect(),
-        addons: !snapshots && !local.addons.enabled().is_empty(),
+        addons: !snapshots && !local.addons.releases().is_empty(),
+        waits: local.addons.wait_kinds(),
         sealing_key,
         merge_target: merge,
         snapshots,
@@ -60,7 +61,7 @@ pub async fn status(cx: &Ctx) -> Result<()> {
         .iter()
         .map(|a| {
             serde_json::json!({
-                "addon": a.addon.chart_name(), "healthy": a.healthy(), "job": a.job, "release": a.release,
+                "addon": a.chart.name, "healthy": a.healthy(), "job": a.job, "release": a.release,
                 "problems": a.problems, "summary": a.summary(),
             })
         })
@@ -85,9 +86,9 @@ pub async fn status(cx: &Ctx) -> Result<()> {
                 );
             }
             if !st.addons.is_empty() {
-                println!("\n{:<16} HEALTH", "ADD-ON");
+                println!("\n{:<24} HEALTH", "ADD-ON OR CHART");
                 for a in &st.addons {
-                    println!("{:<16} {}", a.addon.chart_name(), a.summary());
+                    println!("{:<24} {}", a.chart.name, a.summary());
                 }
             }
         }

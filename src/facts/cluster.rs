@@ -141,9 +141,9 @@ impl ClusterFacts {
 /// The script that reads the cluster on a server: `cluster.*` lines, contents base64. It
 /// reads, never writes. `addons` adds the add-on health kinds to the one `kubectl get`;
 /// `sealing_key` reads the key Secret too.
-pub fn query_script(addons: bool, sealing_key: bool, snapshots: bool) -> String {
+pub fn query_script(addons: bool, waits: &[String], sealing_key: bool, snapshots: bool) -> String {
     let get = if addons {
-        health::get_all_with("nodes,", "--request-timeout=20s")
+        health::get_all_with("nodes,", "--request-timeout=20s", waits)
     } else if snapshots {
         "k3s kubectl get nodes,etcdsnapshotfiles.k3s.cattle.io -o json --request-timeout=20s"
             .to_string()

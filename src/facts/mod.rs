@@ -57,6 +57,8 @@ pub struct Request {
     pub api_from: Vec<String>,
     /// Read the add-on objects with the Nodes.
     pub addons: bool,
+    /// With `addons`: the charts' `wait_for` resources to read too.
+    pub waits: Vec<String>,
     /// Read Longhorn's node prerequisites with the host facts.
     pub longhorn: bool,
     /// Read the sealing key Secret (Sealed Secrets is on and there is no backup).
@@ -112,7 +114,7 @@ fn split_sections(out: &str) -> BTreeMap<String, String> {
 /// cluster query. When that server does not answer, the next ones are asked in turn.
 pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
     let started = Instant::now();
-    let query = cluster::query_script(req.addons, req.sealing_key, req.snapshots);
+    let query = cluster::query_script(req.addons, &req.waits, req.sealing_key, req.snapshots);
     let host_script = host::script(req.longhorn);
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
     // A JoinSet: when the read is dropped (Ctrl-C), no host gets a command after that.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::addons::longhorn::PrereqFix;
 use crate::addons::sealed_secrets::SealingKey;
-use crate::addons::{AddonKind, ManifestFile, Owner};
+use crate::addons::{HelmRelease, ManifestFile, Owner};
 use crate::inventory::{InstallSource, K3sVersion};
 use crate::k3s::token::TokenBackup;
 use crate::k3s::Role;
@@ -143,10 +143,10 @@ pub enum Action {
     RemoveManifest {
         file: String,
         delete_objects: bool,
-        /// The file is an add-on's HelmChart: its release, which must be gone once the
-        /// HelmChart is (helm-controller's delete Job succeeds even when the uninstall did
-        /// not, klipper-helm `entry`:23).
-        release: Option<AddonKind>,
+        /// The file is a HelmChart (an add-on's or a chart's): its release name, which must
+        /// be gone once the HelmChart is (helm-controller's delete Job succeeds even when the
+        /// uninstall did not, klipper-helm `entry`:23).
+        release: Option<String>,
     },
     /// The record of the extra manifests bootstrap wrote on this server.
     WriteExtraRecord {
@@ -221,11 +221,12 @@ pub enum Action {
         node: String,
         drift: NodeDrift,
     },
-    /// Wait until these add-ons are healthy and k3s applied these files; a failed install
-    /// Job ends the wait with its logs.
+    /// Wait until these HelmCharts (add-ons and charts) are healthy and k3s applied these
+    /// files; a failed install Job ends the wait with its logs.
     WaitAddons {
-        addons: Vec<AddonKind>,
-        traefik_namespace: String,
+        releases: Vec<HelmRelease>,
+        /// The `wait_for` resources to read with the health objects.
+        waits: Vec<String>,
         applied: Vec<Applied>,
     },
 
@@ -339,8 +340,8 @@ impl std::fmt::Display for Action {
             Action::RemoveManifest {
                 file,
                 delete_objects: true,
-                release: Some(AddonKind::Longhorn),
-            } => write!(
+                release: Some(k),
+            } if k == "longhorn" => write!(
                 f,
                 "remove {file} (uninstalls Longhorn: every Longhorn volume and its data is deleted)"
             ),
@@ -381,9 +382,9 @@ impl std::fmt::Display for Action {
             Action::DeleteNode { node } => write!(f, "delete the Node {node}"),
             Action::Labels { drift, .. } => write!(f, "{drift}"),
             Action::WaitAddons {
-                addons, applied, ..
+                releases, applied, ..
             } => {
-                let a: Vec<String> = addons.iter().map(ToString::to_string).collect();
+                let a: Vec<String> = releases.iter().map(|r| r.name.clone()).collect();
                 match (a.is_empty(), applied.is_empty()) {
                     (false, true) => write!(f, "wait until {} healthy", a.join(", ")),
                     (false, false) => write!(

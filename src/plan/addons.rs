@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 
 use super::{Action, Applied, Cx, Group, Mode, Phase, Step};
-use crate::addons::{health, AddonKind, ManifestFile, Stage, PREFIX};
+use crate::addons::{charts, health, AddonKind, HelmRelease, ManifestFile, Owner, Stage, PREFIX};
 use crate::facts::HostFacts;
 
 /// A manifest bootstrap wrote earlier that the inventory no longer asks for.
@@ -26,7 +26,8 @@ fn stale_files(servers: &[(&str, &HostFacts)], desired: &BTreeSet<String>) -> Ve
     for (_, f) in servers {
         for file in f.manifests.keys() {
             if file.starts_with(PREFIX) && !desired.contains(file) {
-                let chart = AddonKind::ALL.iter().any(|k| &k.chart_file() == file);
+                let chart =
+                    AddonKind::of_chart_file(file).is_some() || charts::of_file(file).is_some();
                 out.insert(Stale {
                     order: if chart { 1 } else { 0 },
                     file: file.clone(),
@@ -96,7 +97,7 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
             on.join(", ")
         );
     }
-    let mut record: Vec<String> = spec.extras.iter().map(|(n, _)| n.clone()).collect();
+    let mut record: Vec<String> = spec.extras.iter().map(|x| x.name.clone()).collect();
     record.sort();
     let missing_on = |f: &ManifestFile| -> Vec<&str> {
         servers
@@ -124,7 +125,10 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
                 Action::RemoveManifest {
                     file: st.file.clone(),
                     delete_objects: first == Some(*name),
-                    release: AddonKind::of_chart_file(&st.file),
+                    release: AddonKind::of_chart_file(&st.file)
+                        .map(|k| k.chart_name())
+                        .or_else(|| charts::of_file(&st.file))
+                        .map(str::to_string),
                 },
             ));
         }
@@ -152,47 +156,50 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
     let mut out = Vec::new();
     out.extend(Phase::of("add-ons", Mode::Serial, groups));
 
-    // Health: the CRD-dependent files once what they need is healthy, then everything.
-    let enabled = spec.enabled();
-    let traefik_namespace = spec
-        .traefik
-        .as_ref()
-        .map(|t| t.namespace.clone())
-        .unwrap_or_default();
-    let mut pending: Vec<(&ManifestFile, Vec<AddonKind>)> = files
+    // Health: the files that wait for a HelmChart (a chart's CRDs) once it is healthy, in
+    // the order of their `after` chains, then everything.
+    let releases = spec.releases();
+    let waits = spec.wait_kinds();
+    let depth = depths(&files);
+    let mut pending: Vec<(&ManifestFile, Vec<String>)> = files
         .iter()
         .filter_map(|m| match &m.stage {
             Stage::After(deps) if !missing_on(m).is_empty() => Some((m, deps.clone())),
             _ => None,
         })
         .collect();
-    pending.sort_by_key(|(_, deps)| deps.iter().max().copied());
+    pending.sort_by_key(|(m, deps)| {
+        let d = deps
+            .iter()
+            .map(|d| depth.get(d).copied().unwrap_or(0))
+            .max();
+        (d, m.file.clone())
+    });
     let objects = cx.facts.cluster.objects.as_ref();
     let healthy = objects.is_some_and(|snap| {
-        enabled
-            .iter()
-            .all(|k| health::evaluate(snap, *k, &traefik_namespace).healthy())
+        releases.iter().all(|r| health::evaluate(snap, r).healthy())
             && files.iter().all(|f| snap.file_applied(f))
     });
-    if (!changed && pending.is_empty() && healthy) || (enabled.is_empty() && files.is_empty()) {
+    if (!changed && pending.is_empty() && healthy) || (releases.is_empty() && files.is_empty()) {
         return Ok(out);
     }
     let api = &cx.api;
     let mut steps = Vec::new();
-    let mut waited: BTreeSet<AddonKind> = BTreeSet::new();
-    for (m, deps) in &pending {
-        let need: Vec<AddonKind> = deps
+    let mut waited: BTreeSet<String> = BTreeSet::new();
+    let of = |names: &[String]| -> Vec<HelmRelease> {
+        names
             .iter()
-            .copied()
-            .filter(|d| !waited.contains(d))
-            .collect();
-        if !need.is_empty() {
-            waited.extend(need.iter().copied());
+            .filter_map(|n| releases.iter().find(|r| &r.name == n).cloned())
+            .collect()
+    };
+    for (m, deps) in &pending {
+        if deps.iter().any(|d| !waited.contains(d)) {
+            waited.extend(deps.iter().cloned());
             steps.push(Step::api(
                 api,
                 Action::WaitAddons {
-                    addons: deps.clone(),
-                    traefik_namespace: traefik_namespace.clone(),
+                    releases: of(deps),
+                    waits: waits.clone(),
                     applied: vec![],
                 },
             ));
@@ -204,13 +211,49 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
     steps.push(Step::api(
         api,
         Action::WaitAddons {
-            addons: enabled,
-            traefik_namespace,
+            releases,
+            waits,
             applied: files.iter().map(applied).collect(),
         },
     ));
     out.push(Phase::single("add-on health", "add-ons", steps));
     Ok(out)
+}
+
+/// How deep each HelmChart sits in the `after` chains: 0 for one written at once, else one
+/// more than the deepest it waits for (the inventory has no cycles; the bound is a guard).
+fn depths(files: &[ManifestFile]) -> std::collections::BTreeMap<String, usize> {
+    let deps: Vec<(String, Vec<String>)> = files
+        .iter()
+        .filter_map(|f| {
+            let name = match &f.owner {
+                Owner::Chart(n) => n.clone(),
+                Owner::Addon(k) if f.file == k.chart_file() => k.chart_name().to_string(),
+                _ => return None,
+            };
+            let after = match &f.stage {
+                Stage::Base => vec![],
+                Stage::After(d) => d.clone(),
+            };
+            Some((name, after))
+        })
+        .collect();
+    fn depth(n: &str, deps: &[(String, Vec<String>)], bound: usize) -> usize {
+        let Some((_, after)) = deps.iter().find(|(x, _)| x == n) else {
+            return 0;
+        };
+        if after.is_empty() || bound == 0 {
+            return 0;
+        }
+        1 + after
+            .iter()
+            .map(|a| depth(a, deps, bound - 1))
+            .max()
+            .unwrap_or(0)
+    }
+    deps.iter()
+        .map(|(n, _)| (n.clone(), depth(n, &deps, deps.len())))
+        .collect()
 }
 
 /// Charts that keep their CRDs in `crds/` (Traefik, Sealed Secrets: reference/addons.md §1)

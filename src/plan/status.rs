@@ -82,17 +82,13 @@ pub fn status(inv: &Inventory, facts: &Facts) -> Result<Status> {
             notes: vec!["not in the inventory".into()],
         });
     }
-    let spec = &facts.local.addons;
-    let ns = spec
-        .traefik
-        .as_ref()
-        .map(|t| t.namespace.clone())
-        .unwrap_or_default();
     let addons: Vec<AddonHealth> = match &c.objects {
-        Some(snap) => spec
-            .enabled()
-            .into_iter()
-            .map(|k| health::evaluate(snap, k, &ns))
+        Some(snap) => facts
+            .local
+            .addons
+            .releases()
+            .iter()
+            .map(|r| health::evaluate(snap, r))
             .collect(),
         None => vec![],
     };

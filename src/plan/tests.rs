@@ -1323,3 +1323,82 @@ fn a_copy_is_uploaded_first_and_a_snapshot_needs_the_api() {
     let e = etcd::snapshot(&inv, &down, None, true).unwrap_err();
     assert!(e.to_string().contains("request timed out"), "{e}");
 }
+
+fn with_charts() -> Inventory {
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(
+        dir.join("db.yaml"),
+        "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata:\n  name: pg\n  namespace: infra\nspec:\n  instances: 3\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("c-values.yaml"), "replicas: {{ variables.n }}\n").unwrap();
+    let chart = |name: &str, after: &str| {
+        format!("[[charts]]\nname = \"{name}\"\nrepo = \"https://charts.example.com\"\nchart = \"{name}\"\nversion = \"1.0.0\"\nnamespace = \"ns-{name}\"\n{after}\n")
+    };
+    let text = format!(
+        "[cluster]\nname = \"t\"\nk3s_version = \"v1.36.3+k3s1\"\n\n[variables]\nn = \"2\"\n\n{}{}{}values_file = \"c-values.yaml\"\n\n[[manifests]]\npath = \"db.yaml\"\nafter = [\"c\"]\n\n[[node]]\nname = \"m1\"\nhost = \"10.0.0.1\"\nrole = \"server\"\n\n[[node]]\nname = \"m2\"\nhost = \"10.0.0.2\"\nrole = \"server\"\n",
+        chart("c", "after = [\"b\"]"),
+        chart("a", ""),
+        chart("b", "after = [\"a\"]"),
+    );
+    std::fs::write(dir.join("inventory.toml"), text).unwrap();
+    Inventory::load(dir.join("inventory.toml")).unwrap()
+}
+
+#[test]
+fn charts_are_written_in_after_order_each_once_its_dependency_is_healthy() {
+    let inv = with_charts();
+    let mut f = cluster(&inv);
+    for s in ["m1", "m2"] {
+        f.hosts
+            .get_mut(s)
+            .unwrap()
+            .manifests
+            .insert("bootstrap-chart-old.yaml".into(), "x".into());
+    }
+    f.cluster.objects = Some(crate::addons::health::Snapshot::default());
+    let t = texts(&up(&inv, &f, &SETTINGS).unwrap());
+    assert_eq!(
+        t,
+        [
+            "add-ons m1: remove bootstrap-chart-old.yaml (uninstalls old, file removed)",
+            "add-ons m1: record the extra manifests (db)",
+            "add-ons m1: chart a: write bootstrap-chart-a.yaml",
+            "add-ons m2: remove bootstrap-chart-old.yaml",
+            "add-ons m2: record the extra manifests (db)",
+            "add-ons m2: chart a: write bootstrap-chart-a.yaml",
+            "add-on health add-ons: wait until a healthy",
+            "add-on health m1: chart b: write bootstrap-chart-b.yaml",
+            "add-on health m2: chart b: write bootstrap-chart-b.yaml",
+            "add-on health add-ons: wait until b healthy",
+            "add-on health m1: chart c: write bootstrap-chart-c.yaml",
+            "add-on health m2: chart c: write bootstrap-chart-c.yaml",
+            "add-on health add-ons: wait until c healthy",
+            "add-on health m1: manifest db: write db.yaml",
+            "add-on health m2: manifest db: write db.yaml",
+            "add-on health add-ons: wait until c, a, b healthy and every manifest applied",
+        ]
+    );
+    // The values file is rendered with [variables]; the chart's file names its release.
+    let files = f.local.addons.files(None).unwrap();
+    let c = files
+        .iter()
+        .find(|m| m.file == "bootstrap-chart-b.yaml")
+        .unwrap();
+    assert!(
+        c.content.contains("  valuesContent: |-\n    replicas: 2\n"),
+        "{}",
+        c.content
+    );
+    assert!(
+        c.content
+            .contains("targetNamespace: \"ns-b\"\n  createNamespace: true"),
+        "{}",
+        c.content
+    );
+    assert!(
+        c.content.contains("failurePolicy: reinstall"),
+        "{}",
+        c.content
+    );
+}
