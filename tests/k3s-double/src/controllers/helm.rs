@@ -873,10 +873,17 @@ fn remove(st: &mut State, ctx: &Ctx, chart: &Value) {
 }
 
 fn chart_entry(chart: &Value) -> Option<Value> {
+    chart_entry_named(chart).map(|(_, e)| e)
+}
+
+/// The chart's entry in `charts.json` and the chart name it is listed under: by the
+/// HelmChart's name, else by the chart reference's last path element (`oci://r/x/loki`,
+/// `loki-18.11.0.tgz`).
+fn chart_entry_named(chart: &Value) -> Option<(String, Value)> {
     let all: Value = serde_json::from_str(CHARTS).ok()?;
     let name = meta(chart, "name");
     if let Some(e) = all.get(name) {
-        return Some(e.clone());
+        return Some((name.to_string(), e.clone()));
     }
     let c = chart
         .pointer("/spec/chart")
@@ -887,7 +894,25 @@ fn chart_entry(chart: &Value) -> Option<Value> {
     all.as_object()?
         .iter()
         .find(|(k, _)| base == k.as_str() || base.starts_with(&format!("{k}-")))
-        .map(|(_, v)| v.clone())
+        .map(|(k, v)| (k.clone(), v.clone()))
+}
+
+/// The chart's `fullname` as the usual `_helpers.tpl` makes it (cloudnative-pg, velero,
+/// kube-prometheus-stack, loki and flagger all use this form): `fullnameOverride`, else the
+/// release name when it contains the chart name, else `<release>-<chart>`; truncated to the
+/// entry's `fullnameMax` (kube-prometheus-stack: 26, its `_helpers.tpl:14-25`) or 63, without
+/// a trailing `-`.
+fn fullname(values: &Value, release: &str, chart: &str, max: usize) -> String {
+    let full = match values.get("fullnameOverride").and_then(Value::as_str) {
+        Some(f) if !f.is_empty() => f.to_string(),
+        _ if release.contains(chart) => release.to_string(),
+        _ => format!("{release}-{chart}"),
+    };
+    full.chars()
+        .take(max)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
 }
 
 /// Whether the chart is one k3s serves from /static/charts (its own packaged charts).
@@ -985,15 +1010,15 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
     let release = meta(chart, "name").to_string();
     let chart_id = format!("{}.{}", meta(chart, "namespace"), release);
     let values = values_of(chart);
-    let fullname = values
-        .get("fullnameOverride")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| release.clone());
     let servicelb = !ctx.disable.iter().any(|d| d == "servicelb");
-    let Some(entry) = chart_entry(chart) else {
+    let Some((chart_name, entry)) = chart_entry_named(chart) else {
         return;
     };
+    let max = entry
+        .get("fullnameMax")
+        .and_then(Value::as_u64)
+        .unwrap_or(63) as usize;
+    let fullname = fullname(&values, &release, &chart_name, max);
     let app = app_version(chart).unwrap_or_default();
     let mut labels = Map::new();
     labels.insert("app.kubernetes.io/managed-by".into(), json!("Helm"));
@@ -1040,8 +1065,24 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
             .and_then(Value::as_str)
             .unwrap_or(target)
             .to_string();
+        // A component the values switch off (`grafana.enabled: false`, `deployNodeAgent:
+        // false`): the chart's template is wrapped in that `if`.
+        if let Some(ptr) = spec.get("enabledValues").and_then(Value::as_str) {
+            if values.pointer(ptr).and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+        }
         let mut l = labels.clone();
         l.insert("app.kubernetes.io/name".into(), json!(name));
+        let mut annotations = annotations.clone();
+        // `helm.sh/resource-policy: keep` (CloudNativePG's CRDs are templates carrying it):
+        // helm upgrades the object with the release but leaves it on uninstall (helm
+        // `pkg/action/uninstall.go` filterManifestsToKeep). Without the chart label the
+        // double's uninstall leaves it too.
+        if spec.get("keep").and_then(Value::as_bool) == Some(true) {
+            l.remove("k3s-double/chart");
+            annotations["helm.sh/resource-policy"] = json!("keep");
+        }
         // A chart's crds/ directory: helm installs those CRDs once, never upgrades them and
         // does not delete them on uninstall (helm `pkg/action/install.go` installCRDs; docs
         // "Custom Resource Definitions"). They carry no release of their own.
@@ -1067,22 +1108,23 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
         // Placement from the chart's values where the chart takes it from there (Traefik's
         // top-level `nodeSelector` and `tolerations`, values.yaml of chart 41.3.0), else the
         // entry's fixed tolerations.
+        // The entry's `tolerations` and `nodeSelector` are the chart's defaults (node-exporter
+        // tolerates every NoSchedule taint); values replace them, as helm's do.
+        let default_tolerations = spec.get("tolerations").cloned().unwrap_or(json!([]));
+        let default_selector = spec.get("nodeSelector").cloned().unwrap_or(json!({}));
         let (tolerations, node_selector) = match spec.get("placementValues").and_then(Value::as_str)
         {
             Some(ptr) => (
                 values
                     .pointer(&format!("{ptr}/tolerations"))
                     .cloned()
-                    .unwrap_or(json!([])),
+                    .unwrap_or(default_tolerations),
                 values
                     .pointer(&format!("{ptr}/nodeSelector"))
                     .cloned()
-                    .unwrap_or(json!({})),
+                    .unwrap_or(default_selector),
             ),
-            None => (
-                spec.get("tolerations").cloned().unwrap_or(json!([])),
-                json!({}),
-            ),
+            None => (default_tolerations, default_selector),
         };
         let pod_tpl = json!({"metadata": {"labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": release}},
             "spec": {"containers": [{"name": name, "image": image_of(&spec, &values, &app)}],
@@ -1098,7 +1140,17 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
                 let mut o = json!({"apiVersion": "apps/v1", "kind": kind, "metadata": meta_ns,
                     "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": release}}, "template": pod_tpl}});
                 if kind != "DaemonSet" {
-                    o["spec"]["replicas"] = spec.get("replicas").cloned().unwrap_or(json!(1));
+                    // The replica count from the values where the chart reads it (Loki's
+                    // `singleBinary.replicas`, 0 by default), else the chart's default.
+                    let from_values = spec
+                        .get("replicasValues")
+                        .and_then(Value::as_str)
+                        .and_then(|p| values.pointer(p))
+                        .filter(|v| v.is_i64());
+                    o["spec"]["replicas"] = from_values
+                        .or(spec.get("replicas"))
+                        .cloned()
+                        .unwrap_or(json!(1));
                 }
                 o
             }
@@ -1240,8 +1292,43 @@ mod tests {
             "longhorn",
             "cert-manager",
             "sealed-secrets",
+            "cloudnative-pg",
+            "velero",
+            "kube-prometheus-stack",
+            "loki",
+            "flagger",
         ] {
             assert!(v.get(c).is_some(), "{c}");
         }
+    }
+
+    #[test]
+    fn fullnames_follow_the_charts_helpers() {
+        let none = json!({});
+        assert_eq!(fullname(&none, "loki", "loki", 63), "loki");
+        assert_eq!(fullname(&none, "logs", "loki", 63), "logs-loki");
+        assert_eq!(fullname(&none, "my-loki", "loki", 63), "my-loki");
+        let over = json!({"fullnameOverride": "x"});
+        assert_eq!(fullname(&over, "loki", "loki", 63), "x");
+        // kube-prometheus-stack truncates to 26 and trims the trailing dash.
+        assert_eq!(
+            fullname(&none, "monitoring-1", "kube-prometheus-stack", 26),
+            "monitoring-1-kube-promethe"
+        );
+        assert_eq!(
+            fullname(&none, "kube-prometheus-stack-", "kube-prometheus-stack", 22),
+            "kube-prometheus-stack"
+        );
+    }
+
+    #[test]
+    fn oci_and_archive_references_find_their_entry() {
+        let c =
+            |name: &str, chart: &str| json!({"metadata": {"name": name}, "spec": {"chart": chart}});
+        let (k, _) = chart_entry_named(&c("logs", "oci://ghcr.io/grafana-community/loki")).unwrap();
+        assert_eq!(k, "loki");
+        let (k, _) = chart_entry_named(&c("pg", "cloudnative-pg-0.29.0.tgz")).unwrap();
+        assert_eq!(k, "cloudnative-pg");
+        assert!(chart_entry_named(&c("mine", "https://example.invalid/x.tgz")).is_none());
     }
 }
