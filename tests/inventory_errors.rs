@@ -20,7 +20,7 @@
 //! | `InvalidLabel` | `bad_label_key.toml`, `bad_label_value.toml` | the Kubernetes label syntax |
 //! | `RestrictedLabel` | `restricted_label.toml` | the kubelet refuses it; use `api_labels` |
 //! | `InvalidTaint` | `bad_taint.toml`, `bad_taint_effect.toml` | `key=value:Effect` / `key:Effect` and the three effects |
-//! | `InvalidVersion` | `bad_k3s_version.toml` | `vMAJOR.MINOR.PATCH+k3sN` and the likely intended version |
+//! | `InvalidVersion` | `bad_k3s_version.toml`, `unpinned_chart.toml` | `vMAJOR.MINOR.PATCH+k3sN` and the likely intended version |
 //! | `InvalidUrl` | `bad_mirror.toml` | http(s) URL expected |
 //! | `InvalidCidr` | `cidr_overlap.toml` | which ranges overlap |
 //! | `UnknownFlag` | `unknown_server_flag.toml` | not a k3s flag for that role; closest flag |
@@ -31,7 +31,7 @@
 //! | `InvalidDuration` | `bad_duration.toml` | seconds or `30s`/`5m`/`1h` |
 //! | `InvalidPath` | `missing_manifest.toml`, `manifest_directory.toml` | not found / not a file, relative to the inventory |
 //! | `UndefinedVariable` | `undefined_variable.toml` | located in the manifest file, the variable to add |
-//! | `Conflict` | `two_default_storage_classes.toml`, `tls_issuer_without_cert_manager.toml` | which settings clash |
+//! | `Conflict` | `two_default_storage_classes.toml`, `tls_issuer_without_cert_manager.toml`, `chart_cycle.toml` | which settings clash; a cycle names every place in it |
 //!
 //! `multiple_errors.toml` checks that every problem is reported, one line each, in file order.
 
@@ -341,6 +341,20 @@ const CASES: &[(&str, usize, usize, ErrorKind, &str)] = &[
         14,
         ErrorKind::Conflict,
         "needs [addons.cert_manager]",
+    ),
+    (
+        "chart_cycle.toml",
+        15,
+        10,
+        ErrorKind::Conflict,
+        "charts wait for each other in a cycle: \"operator\" after \"app\" (line 15, column 10), \"app\" after \"operator\" (line 23, column 10)",
+    ),
+    (
+        "unpinned_chart.toml",
+        13,
+        11,
+        ErrorKind::InvalidVersion,
+        "version \"~18.11\" is not a pinned version: a range or \"latest\" is not pinned",
     ),
 ];
 

@@ -73,6 +73,17 @@ pub fn values(c: &Chart, file_text: Option<&str>, inv: &Inventory) -> Result<Val
         }
     }
     merge(&mut v, &c.values);
+    for (key, set) in [
+        ("nodeSelector", !c.node_selector.is_empty()),
+        ("tolerations", !c.tolerations.is_empty()),
+    ] {
+        if set && v.get(key).is_some() {
+            return Err(AddonError::Other(format!(
+                "chart {}: the values set {key} and so do the entry's placement keys; keep one",
+                c.name
+            )));
+        }
+    }
     if !c.node_selector.is_empty() {
         v["nodeSelector"] = json!(c.node_selector);
     }

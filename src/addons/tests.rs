@@ -577,3 +577,106 @@ fn every_apt_get_call_of_the_package_fix_is_bounded() {
         "{s}"
     );
 }
+
+/// Issue 17: `inventory/platform.toml`'s charts and manifests, byte for byte.
+#[test]
+fn platform_charts_match_the_golden_files() {
+    let inv = Inventory::load(root().join("inventory/platform.toml")).expect("platform inventory");
+    let spec = AddonsSpec::from_inventory(&inv).unwrap();
+    let files = spec.files(Some(&fake_key())).unwrap();
+    let charts: Vec<ManifestFile> = files
+        .iter()
+        .filter(|f| {
+            matches!(f.owner, Owner::Chart(_))
+                || f.file.ends_with(".yaml") && !f.file.starts_with(PREFIX)
+        })
+        .cloned()
+        .collect();
+    let names: Vec<&str> = charts.iter().map(|f| f.file.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "namespaces.yaml",
+            "network-policies.yaml",
+            "postgres.yaml",
+            "velero-credentials.yaml",
+            "bootstrap-chart-cloudnative-pg.yaml",
+            "bootstrap-chart-velero.yaml",
+            "bootstrap-chart-kube-prometheus-stack.yaml",
+            "bootstrap-chart-loki.yaml",
+            "bootstrap-chart-flagger.yaml",
+        ]
+    );
+    check_golden("platform-", &charts);
+    // Every chart file is one HelmChart whose values parse; the release names its namespace.
+    for f in charts.iter().filter(|f| matches!(f.owner, Owner::Chart(_))) {
+        let docs = yaml_docs(&f.content);
+        assert_eq!(docs.len(), 1, "{}", f.file);
+        assert_eq!(docs[0]["kind"], "HelmChart");
+        assert_eq!(docs[0]["spec"]["createNamespace"], true);
+        let values = docs[0]["spec"]["valuesContent"].as_str().unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(values).unwrap();
+        assert!(v.is_mapping(), "{}: {values}", f.file);
+    }
+    let flagger = yaml_docs(
+        &files
+            .iter()
+            .find(|f| f.file == "bootstrap-chart-flagger.yaml")
+            .unwrap()
+            .content,
+    );
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(flagger[0]["spec"]["valuesContent"].as_str().unwrap()).unwrap();
+    assert_eq!(values["meshProvider"], "traefik");
+    // The NetworkPolicies: one per environment.
+    let np = files
+        .iter()
+        .find(|f| f.file == "network-policies.yaml")
+        .unwrap();
+    let ns: Vec<String> = yaml_docs(&np.content)
+        .iter()
+        .map(|d| d["metadata"]["namespace"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ns, ["prod", "stage", "dev", "test"]);
+    // Stages: the Cluster waits for its operator and Longhorn, Flagger for Traefik and kps.
+    let stage = |file: &str| files.iter().find(|f| f.file == file).unwrap().stage.clone();
+    assert_eq!(
+        stage("postgres.yaml"),
+        Stage::After(vec!["cloudnative-pg".into(), "longhorn".into()])
+    );
+    assert_eq!(stage("bootstrap-chart-cloudnative-pg.yaml"), Stage::Base);
+    assert_eq!(
+        stage("bootstrap-chart-flagger.yaml"),
+        Stage::After(vec!["traefik".into(), "kube-prometheus-stack".into()])
+    );
+}
+
+#[test]
+fn an_oci_chart_names_its_registry_in_chart_and_has_no_repo() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[cluster]\nname = \"t\"\n\n[[charts]]\nname = \"cnpg\"\nrepo = \"oci://ghcr.io/cloudnative-pg/charts\"\nchart = \"cloudnative-pg\"\nversion = \"0.29.0\"\nnamespace = \"cnpg-system\"\ntimeout = \"90s\"\nfailure_policy = \"abort\"\nnode_selector = { \"node.role\" = \"database\" }\ntolerations = [\"dedicated:NoSchedule\"]\nvalues = { replicaCount = 2 }\n\n[[node]]\nname = \"m\"\nhost = \"10.0.0.1\"\nrole = \"server\"\n";
+    std::fs::write(dir.path().join("i.toml"), text).unwrap();
+    let inv = Inventory::load(dir.path().join("i.toml")).unwrap();
+    let spec = AddonsSpec::from_inventory(&inv).unwrap();
+    let f = spec.charts[0].file().unwrap();
+    let doc = &yaml_docs(&f.content)[0];
+    assert_eq!(
+        doc["spec"]["chart"],
+        "oci://ghcr.io/cloudnative-pg/charts/cloudnative-pg"
+    );
+    assert!(doc["spec"].get("repo").is_none(), "{}", f.content);
+    assert_eq!(doc["spec"]["timeout"], "90s");
+    assert_eq!(doc["spec"]["failurePolicy"], "abort");
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(doc["spec"]["valuesContent"].as_str().unwrap()).unwrap();
+    assert_eq!(values["replicaCount"], 2);
+    assert_eq!(values["nodeSelector"]["node.role"], "database");
+    assert_eq!(values["tolerations"][0]["operator"], "Exists");
+    assert_eq!(values["tolerations"][0]["key"], "dedicated");
+    let rel = spec.charts[0].release();
+    assert_eq!(
+        (rel.name.as_str(), rel.namespace.as_str()),
+        ("cnpg", "cnpg-system")
+    );
+    assert_eq!(rel.to_string(), "chart cnpg");
+}
