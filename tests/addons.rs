@@ -826,7 +826,14 @@ fn the_platform_inventory_converges_with_every_chart_healthy() {
     let tail = &platform[platform.find("\n[variables]").expect("[variables]")..];
     let work = Workdir::new();
     copy_platform_files(&work);
-    let platform_text = format!("{}{tail}", seed_nodes(&lab));
+    // Plus a chart the double has no entry for: helm-controller's release, nothing else.
+    let no_entry = "[[charts]]\nname = \"no-entry\"\nrepo = \"https://charts.example.invalid\"\n\
+        chart = \"no-entry\"\nversion = \"0.1.0\"\nnamespace = \"no-entry\"\n\n";
+    let platform_text = format!("{}{tail}", seed_nodes(&lab)).replacen(
+        "# Flagger 1.44.0",
+        &format!("{no_entry}# Flagger 1.44.0"),
+        1,
+    );
     work.write_inventory(&platform_text);
     let inv = work.inventory();
     let inv = inv.to_str().unwrap();
@@ -861,9 +868,16 @@ fn the_platform_inventory_converges_with_every_chart_healthy() {
         ("infra", "loki"),
         ("ingress-system", "flagger"),
         ("longhorn-system", "longhorn"),
+        ("no-entry", "no-entry"),
     ] {
         assert_eq!(releases(&lab, ns, name), ["1:deployed"], "{name}");
     }
+    let made = sh(
+        &lab,
+        "master-1",
+        "k3s kubectl get all,configmaps,secrets -n no-entry -o name -l owner!=helm",
+    );
+    assert!(made.trim().is_empty(), "{made}");
     for (ns, kind, name) in [
         ("cnpg-system", "deployment", "cloudnative-pg"),
         ("infra", "deployment", "velero"),
