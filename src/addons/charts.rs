@@ -72,18 +72,20 @@ pub fn values(c: &Chart, file_text: Option<&str>, inv: &Inventory) -> Result<Val
             }
         }
     }
-    merge(&mut v, &c.values);
+    // The inventory refuses inline `values` that set a placement key the entry sets too
+    // (inventory/charts.rs); the file's keys are known only once it is rendered, here.
     for (key, set) in [
         ("nodeSelector", !c.node_selector.is_empty()),
         ("tolerations", !c.tolerations.is_empty()),
     ] {
         if set && v.get(key).is_some() {
             return Err(AddonError::Other(format!(
-                "chart {}: the values set {key} and so do the entry's placement keys; keep one",
+                "chart {}: the values_file sets {key} and so do the entry's placement keys; keep one",
                 c.name
             )));
         }
     }
+    merge(&mut v, &c.values);
     if !c.node_selector.is_empty() {
         v["nodeSelector"] = json!(c.node_selector);
     }

@@ -680,3 +680,22 @@ fn an_oci_chart_names_its_registry_in_chart_and_has_no_repo() {
     );
     assert_eq!(rel.to_string(), "chart cnpg");
 }
+
+#[test]
+fn a_values_file_that_sets_the_entrys_placement_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[cluster]\nname = \"t\"\n\n[[charts]]\nname = \"app\"\nrepo = \"https://charts.example.com\"\nchart = \"app\"\nversion = \"1.0.0\"\nnamespace = \"apps\"\nvalues_file = \"app.yaml\"\nnode_selector = { \"node.role\" = \"database\" }\n\n[[node]]\nname = \"m\"\nhost = \"10.0.0.1\"\nrole = \"server\"\n";
+    std::fs::write(dir.path().join("i.toml"), text).unwrap();
+    let file = "nodeSelector:\n  disk: ssd\n";
+    std::fs::write(dir.path().join("app.yaml"), file).unwrap();
+    let inv = Inventory::load(dir.path().join("i.toml")).unwrap();
+    let e = super::charts::values(&inv.charts[0], Some(file), &inv).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "chart app: the values_file sets nodeSelector and so do the entry's placement keys"
+        ),
+        "{e}"
+    );
+    let ok = super::charts::values(&inv.charts[0], Some("replicaCount: 2\n"), &inv).unwrap();
+    assert_eq!(ok["nodeSelector"]["node.role"], "database");
+}
