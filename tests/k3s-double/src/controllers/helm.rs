@@ -876,25 +876,36 @@ fn chart_entry(chart: &Value) -> Option<Value> {
     chart_entry_named(chart).map(|(_, e)| e)
 }
 
-/// The chart's entry in `charts.json` and the chart name it is listed under: by the
-/// HelmChart's name, else by the chart reference's last path element (`oci://r/x/loki`,
-/// `loki-18.11.0.tgz`).
+/// The chart's entry in `charts.json` and the chart name it is listed under. What helm
+/// installs is the chart the reference names, so that decides: its last path element
+/// (`oci://r/x/loki`, `loki`, `.../traefik-crd-39.0.1.tgz`), matched exactly or by the longest
+/// entry name it starts with followed by `-`. Only a HelmChart without a usable reference
+/// (an embedded `chartContent`) is looked up by its own name.
 fn chart_entry_named(chart: &Value) -> Option<(String, Value)> {
     let all: Value = serde_json::from_str(CHARTS).ok()?;
-    let name = meta(chart, "name");
-    if let Some(e) = all.get(name) {
-        return Some((name.to_string(), e.clone()));
-    }
+    let entries = all.as_object()?;
     let c = chart
         .pointer("/spec/chart")
         .and_then(Value::as_str)
         .unwrap_or("");
     let base = c.rsplit('/').next().unwrap_or(c);
     let base = base.split(".tgz").next().unwrap_or(base);
-    all.as_object()?
+    let by_ref = entries
         .iter()
-        .find(|(k, _)| base == k.as_str() || base.starts_with(&format!("{k}-")))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter(|(k, _)| !k.starts_with('_'))
+        .filter(|(k, _)| base == k.as_str() || base.starts_with(&format!("{k}-")))
+        .max_by_key(|(k, _)| k.len());
+    if let Some((k, v)) = by_ref {
+        return Some((k.clone(), v.clone()));
+    }
+    if !base.is_empty() {
+        return None;
+    }
+    let name = meta(chart, "name");
+    entries
+        .get(name)
+        .filter(|_| !name.starts_with('_'))
+        .map(|e| (name.to_string(), e.clone()))
 }
 
 /// The chart's `fullname` as the usual `_helpers.tpl` makes it (cloudnative-pg, velero,
@@ -1106,10 +1117,9 @@ fn install_chart(st: &mut State, ctx: &Ctx, chart: &Value, target: &str) {
             json!({"name": name, "namespace": ns, "labels": l, "annotations": annotations});
         let meta_cl = json!({"name": name, "labels": l, "annotations": annotations});
         // Placement from the chart's values where the chart takes it from there (Traefik's
-        // top-level `nodeSelector` and `tolerations`, values.yaml of chart 41.3.0), else the
-        // entry's fixed tolerations.
-        // The entry's `tolerations` and `nodeSelector` are the chart's defaults (node-exporter
-        // tolerates every NoSchedule taint); values replace them, as helm's do.
+        // top-level `nodeSelector` and `tolerations`, values.yaml of chart 41.3.0). The entry's
+        // `tolerations` and `nodeSelector` are the chart's defaults (node-exporter tolerates
+        // every NoSchedule taint), which values replace, as helm's do.
         let default_tolerations = spec.get("tolerations").cloned().unwrap_or(json!([]));
         let default_selector = spec.get("nodeSelector").cloned().unwrap_or(json!({}));
         let (tolerations, node_selector) = match spec.get("placementValues").and_then(Value::as_str)
@@ -1329,6 +1339,17 @@ mod tests {
         assert_eq!(k, "loki");
         let (k, _) = chart_entry_named(&c("pg", "cloudnative-pg-0.29.0.tgz")).unwrap();
         assert_eq!(k, "cloudnative-pg");
+        // The longest name wins: k3s's packaged traefik-crd is not traefik.
+        let (k, _) = chart_entry_named(&c(
+            "traefik-crd",
+            "https://%{KUBERNETES_API}%/static/charts/traefik-crd-39.0.102+up39.0.1.tgz",
+        ))
+        .unwrap();
+        assert_eq!(k, "traefik-crd");
+        // A release named like an entry but installing another chart gets that chart's.
+        assert!(chart_entry_named(&c("loki", "podinfo")).is_none());
+        let (k, _) = chart_entry_named(&c("loki", "")).unwrap();
+        assert_eq!(k, "loki");
         assert!(chart_entry_named(&c("mine", "https://example.invalid/x.tgz")).is_none());
     }
 }
