@@ -114,14 +114,6 @@ fn b64(v: &serde_json::Value) -> String {
     .unwrap()
 }
 
-fn output(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn seed_addons_install_healthy_rerun_recover_and_remove() {
     let Some(lab) = longhorn_lab("addons-seed", 3) else {
@@ -134,14 +126,17 @@ fn seed_addons_install_healthy_rerun_recover_and_remove() {
 
     let (sum, out) = work.up_json();
     assert!(sum["changes"].as_u64().unwrap() > 0, "{sum}");
-    let text = output(&out);
+    let printed = text(&out);
     for a in ["longhorn", "traefik", "cert-manager", "sealed-secrets"] {
-        assert!(text.contains(&format!("add-on {a}: healthy")), "{text}");
+        assert!(
+            printed.contains(&format!("add-on {a}: healthy")),
+            "{printed}"
+        );
     }
     // Kernel modules cannot be loaded in a container: said, not hidden.
     assert!(
-        text.contains("cannot be loaded from inside a container"),
-        "{text}"
+        printed.contains("cannot be loaded from inside a container"),
+        "{printed}"
     );
 
     // Every HelmChart, pinned, failurePolicy abort, its Job complete.
@@ -279,7 +274,10 @@ fn seed_addons_install_healthy_rerun_recover_and_remove() {
     assert_eq!(b64(&s["data"]["tls.key"]), key);
     assert_eq!(b64(&s["data"]["tls.crt"]), crt);
     let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
-    assert!(!text.contains(&body[..64]), "the private key was printed");
+    assert!(
+        !printed.contains(&body[..64]),
+        "the private key was printed"
+    );
     assert_eq!(
         sh(
             &lab,
@@ -292,17 +290,17 @@ fn seed_addons_install_healthy_rerun_recover_and_remove() {
     // `sealed-secrets cert` prints the certificate for kubeseal.
     let inv = work.inventory();
     let out = work.run(&["sealed-secrets", "cert", inv.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", output(&out));
+    assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), crt);
 
     // `status` shows every add-on healthy.
     let out = work.run(&["status", inv.to_str().unwrap(), "--output", "json"]);
-    assert!(out.status.success(), "{}", output(&out));
+    assert!(out.status.success(), "{}", text(&out));
     let st: serde_json::Value = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["event"] == "status")
-        .unwrap_or_else(|| panic!("no status event: {}", output(&out)));
+        .unwrap_or_else(|| panic!("no status event: {}", text(&out)));
     assert_eq!(st["healthy"], true, "{st}");
     assert_eq!(st["addons"].as_array().unwrap().len(), 4, "{st}");
 
@@ -314,11 +312,11 @@ fn seed_addons_install_healthy_rerun_recover_and_remove() {
     assert_eq!(before, manifest_mtimes(&lab, "master-1"));
     // `plan` agrees: nothing to do.
     let out = work.run(&["plan", inv.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", output(&out));
+    assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("seed: nothing to do"),
         "{}",
-        output(&out)
+        text(&out)
     );
 
     // `.bootstrap/` gone: the key comes back from the cluster, nothing changes.
@@ -379,9 +377,7 @@ fn a_failing_helm_job_names_the_addon_and_the_job() {
         "{base}\n[addons.traefik]\nnamespace = \"ingress-system\"\n"
     ));
     let inv = work.inventory();
-    let out = work.run(&["up", inv.to_str().unwrap(), "--timeout", "120"]);
-    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_failed(&work, &["up", inv.to_str().unwrap(), "--timeout", "120"]);
     assert!(err.contains("add-on traefik"), "{err}");
     assert!(
         err.contains("could not install the chart (pod kube-system/helm-install-traefik-"),
@@ -418,9 +414,7 @@ fn longhorn_prerequisites_are_fixed_or_named() {
             lab.mirror_url()
         ),
     );
-    let out = work.run(&["up", inv.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_failed(&work, &["up", inv.to_str().unwrap()]);
     assert!(
         err.contains(&format!("{worker}: apt-get could not install open-iscsi")),
         "{err}"
@@ -526,10 +520,8 @@ fn a_hook_past_helms_timeout_is_reported_at_once_and_the_next_up_converges() {
     ));
     let inv = work.inventory();
     let started = std::time::Instant::now();
-    let out = work.run(&["up", inv.to_str().unwrap(), "--timeout", "300"]);
+    let err = run_failed(&work, &["up", inv.to_str().unwrap(), "--timeout", "300"]);
     let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("add-on cert-manager: helm-controller could not install the chart"),
         "{err}"
@@ -544,12 +536,11 @@ fn a_hook_past_helms_timeout_is_reported_at_once_and_the_next_up_converges() {
     );
     assert_eq!(releases(&lab, "cert-manager", "cert-manager"), ["1:failed"]);
     let st = work.run(&["status", inv.to_str().unwrap(), "--output", "json"]);
-    let text = String::from_utf8_lossy(&st.stdout);
-    let status: serde_json::Value = text
+    let status: serde_json::Value = String::from_utf8_lossy(&st.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["event"] == "status")
-        .unwrap_or_else(|| panic!("{}", output(&st)));
+        .unwrap_or_else(|| panic!("{}", text(&st)));
     let cm = status["addons"]
         .as_array()
         .unwrap()
@@ -597,18 +588,14 @@ fn longhorn_is_removed_only_when_confirmed_and_a_refused_uninstall_is_reported()
         &with_all.replace(SEALED, "\n[addons.sealed_secrets]\nversion = \"2.19.2\"\n"),
     );
     let before = manifest_list(&lab);
-    let out = work.run(&["up", inv.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_failed(&work, &["up", inv.to_str().unwrap()]);
     assert!(err.contains("helm never upgrades the CRDs"), "{err}");
     assert!(err.contains("crds_applied = \"2.19.2\""), "{err}");
     assert_eq!(before, manifest_list(&lab));
 
     // Longhorn dropped without the confirmation: refused, nothing changed.
     work.write_inventory(&format!("{base}{SEALED}"));
-    let out = work.run(&["up", inv.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_failed(&work, &["up", inv.to_str().unwrap()]);
     assert!(err.contains("uninstall = true"), "{err}");
     assert!(err.contains("Nothing was changed"), "{err}");
     assert_eq!(before, manifest_list(&lab));
@@ -637,9 +624,7 @@ fn longhorn_is_removed_only_when_confirmed_and_a_refused_uninstall_is_reported()
     // pass, the release stays; the run says so and keeps the file for the next try.
     double_faults(&lab, "  refuse-uninstall: sealed-secrets\n");
     work.write_inventory(&base);
-    let out = work.run(&["up", inv.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_failed(&work, &["up", inv.to_str().unwrap()]);
     assert!(
         err.contains("helm's release sealed-secrets is still in namespace kube-system"),
         "{err}"
@@ -963,9 +948,7 @@ fn the_platform_inventory_converges_with_every_chart_healthy() {
     // A version the repository does not have: the run names the chart, helm's error and where
     // to fix it, as for an add-on.
     work.write_inventory(&platform_text.replace("version = \"1.44.0\"", "version = \"1.44.9\""));
-    let out = work.run(&["up", inv]);
-    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_failed(&work, &["up", inv]);
     assert!(
         err.contains("chart flagger: helm-controller could not install the chart"),
         "{err}"
@@ -980,9 +963,7 @@ fn the_platform_inventory_converges_with_every_chart_healthy() {
     };
     double_faults(&lab, "  refuse-uninstall: flagger\n");
     work.write_inventory(&without);
-    let out = work.run(&["up", inv]);
-    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_failed(&work, &["up", inv]);
     assert!(
         err.contains("chart flagger: helm-controller ran the uninstall"),
         "{err}"
@@ -1010,7 +991,7 @@ fn the_platform_inventory_converges_with_every_chart_healthy() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("uninstalls flagger"),
         "{}",
-        output(&out)
+        text(&out)
     );
     assert!(releases(&lab, "ingress-system", "flagger").is_empty());
     let left = sh(&lab, "master-1", "k3s kubectl get helmcharts -n kube-system -o name; k3s kubectl get deployments -n ingress-system -o name; ls /var/lib/rancher/k3s/server/manifests");

@@ -320,6 +320,19 @@ pub fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// Run `bootstrap ARGS...`, asserting it fails with exit code 1 (a run that failed, not bad
+/// input); returns its stderr.
+pub fn run_failed(work: &Workdir, args: &[&str]) -> String {
+    let out = work.run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bootstrap {args:?}:\n{}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Run `bootstrap ARGS...`, asserting success.
 pub fn run_ok(work: &Workdir, args: &[&str]) -> std::process::Output {
     let out = work.run(args);
