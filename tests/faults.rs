@@ -230,8 +230,7 @@ fn invariants(lab: &Lab, work: &Workdir, when: &str, converged: bool, lock: Lock
         .expect("k3s in the sums")
         .trim()
         .to_string();
-    let mut joined = BTreeSet::new();
-    let mut members = Vec::new();
+    let mut joined = false;
     let mut cas = BTreeSet::new();
     let mut server_tokens = BTreeSet::new();
     let mut agent_tokens = BTreeSet::new();
@@ -291,20 +290,7 @@ fn invariants(lab: &Lab, work: &Workdir, when: &str, converged: bool, lock: Lock
             }
         }
         if exists(lab, node, "/var/lib/rancher/k3s/server/db") {
-            joined.insert(node.to_string());
-            let m: Value = serde_json::from_str(&sh(
-                lab,
-                node,
-                "cat /var/lib/rancher/k3s/server/double/members.json 2>/dev/null || echo []",
-            ))
-            .unwrap();
-            let names: BTreeSet<String> = m
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| m["node"].as_str().unwrap_or("").to_string())
-                .collect();
-            members.push((node.to_string(), names));
+            joined = true;
             cas.insert(sh(
                 lab,
                 node,
@@ -320,12 +306,26 @@ fn invariants(lab: &Lab, work: &Workdir, when: &str, converged: bool, lock: Lock
             agent_tokens.extend(token("/var/lib/rancher/k3s/server/agent-token", "::node:"));
         }
     }
+    // k3s keeps running after a killed run, so a server may be finishing its join while the
+    // lists are read one host after another: one cluster's lists agree within seconds, two
+    // clusters' never do.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (servers, members) = loop {
+        let (servers, members) = memberships(lab);
+        let agree = members
+            .iter()
+            .all(|(_, names)| names.is_empty() || *names == servers);
+        if agree || Instant::now() > deadline {
+            break (servers, members);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
     for (node, names) in &members {
         // A server whose etcd data is there but whose member list has not been written yet
         // (killed between the two) is not a second cluster; any other list must be all of us.
         assert!(
-            names.is_empty() || *names == joined,
-            "{when}: {node} is in a cluster of {names:?}, the joined servers are {joined:?}: more than one cluster"
+            names.is_empty() || *names == servers,
+            "{when}: {node} is in a cluster of {names:?}, the joined servers are {servers:?}: more than one cluster"
         );
     }
     assert!(
@@ -333,7 +333,7 @@ fn invariants(lab: &Lab, work: &Workdir, when: &str, converged: bool, lock: Lock
         "{when}: the joined servers have {} different CAs: more than one cluster",
         cas.len()
     );
-    if !joined.is_empty() {
+    if joined {
         let backup = work.path(".bootstrap/tokens.json");
         let b: Value = serde_json::from_str(
             &std::fs::read_to_string(&backup)
@@ -350,6 +350,36 @@ fn invariants(lab: &Lab, work: &Workdir, when: &str, converged: bool, lock: Lock
             }
         }
     }
+}
+
+/// The running servers with etcd data, and each one's member list (the double's
+/// `members.json`, by node name).
+fn memberships(lab: &Lab) -> (BTreeSet<String>, Vec<(String, BTreeSet<String>)>) {
+    let mut servers = BTreeSet::new();
+    let mut members = Vec::new();
+    for n in lab.nodes() {
+        let node = n.name.as_str();
+        if !lab.is_running(node).unwrap_or(false)
+            || !exists(lab, node, "/var/lib/rancher/k3s/server/db")
+        {
+            continue;
+        }
+        servers.insert(node.to_string());
+        let m: Value = serde_json::from_str(&sh(
+            lab,
+            node,
+            "cat /var/lib/rancher/k3s/server/double/members.json 2>/dev/null || echo []",
+        ))
+        .unwrap();
+        let names: BTreeSet<String> = m
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["node"].as_str().unwrap_or("").to_string())
+            .collect();
+        members.push((node.to_string(), names));
+    }
+    (servers, members)
 }
 
 /// After healing: the next `up` converges, a third changes nothing.
