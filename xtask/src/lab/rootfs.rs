@@ -47,6 +47,8 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     // NAT'd lab nodes (a router namespace), and the TLS checks tests make from the host.
     ("iptables", "iptables"),
     ("openssl", "openssl"),
+    // `cargo xtask test` validates vagrant/Vagrantfile with Debian's Vagrant.
+    ("vagrant", "vagrant"),
 ];
 
 /// Installs whatever host tool is missing (CI starts from a fresh Debian machine).
