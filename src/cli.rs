@@ -113,6 +113,10 @@ enum EtcdCommand {
         /// Show what it would do, and change nothing.
         #[arg(long)]
         plan: bool,
+        /// Delete the Nodes the restored cluster has that the inventory does not name (old
+        /// hosts of a snapshot taken before they were replaced); without it they are named.
+        #[arg(long)]
+        delete_stale_nodes: bool,
         #[command(flatten)]
         waits: Waits,
     },
@@ -463,8 +467,9 @@ pub fn main() -> ExitCode {
                     snapshot,
                     yes,
                     plan,
+                    delete_stale_nodes,
                     ..
-                } => etcd::restore(&cx, snapshot, *yes, *plan).await,
+                } => etcd::restore(&cx, snapshot, *yes, *plan, *delete_stale_nodes).await,
             },
             Command::Kubeconfig { merge, .. } => show::kubeconfig(&cx, *merge).await,
             Command::SealedSecrets {

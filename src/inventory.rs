@@ -28,7 +28,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use etcd::{Etcd, EtcdS3, Key as EtcdKey, S3Credentials};
+pub use etcd::{
+    Etcd, EtcdS3, Key as EtcdKey, S3Credentials, S3_TIMEOUT_SECS, SNAPSHOT_CLIENT_SECS,
+};
 
 /// A node's role and the SSH host-key policy are the k3s and SSH layers' own types.
 pub use crate::k3s::Role;
@@ -700,6 +702,24 @@ impl Inventory {
     /// `<state_dir>/tokens.json`: the backup of the cluster's tokens.
     pub fn token_backup_path(&self) -> PathBuf {
         self.state_dir().join("tokens.json")
+    }
+
+    /// The servers' etcd snapshot directory when it is not k3s's default one, which k3s
+    /// creates only for the default (pkg/etcd/snapshot.go:69-102): from `[etcd]`, or an
+    /// `etcd-snapshot-dir` written in `[cluster.server_config]`.
+    pub fn custom_snapshot_dir(&self) -> Option<String> {
+        if self.cluster.datastore != Datastore::Etcd {
+            return None;
+        }
+        let dir = match (
+            &self.etcd,
+            self.cluster.server_config.get("etcd-snapshot-dir"),
+        ) {
+            (Some(e), _) => e.snapshot_dir.clone(),
+            (None, Some(toml::Value::String(d))) => Some(d.trim_end_matches('/').to_string()),
+            _ => None,
+        }?;
+        (dir != crate::k3s::SNAPSHOT_DIR).then_some(dir)
     }
 
     /// `<state_dir>/snapshots`: the copies of etcd snapshots `etcd snapshot` fetched.

@@ -27,3 +27,6 @@ pub mod plan;
 pub mod report;
 pub mod ssh;
 pub mod templates;
+
+#[cfg(test)]
+mod testdata;

@@ -293,6 +293,15 @@ impl CmdOutput {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
+    /// How it ended, for messages: `exited 1`, `was killed by TERM`.
+    pub fn status_text(&self) -> String {
+        match (&self.exit_code, &self.signal) {
+            (Some(c), _) => format!("exited {c}"),
+            (None, Some(s)) => format!("was killed by {s}"),
+            (None, None) => "ended without an exit status".into(),
+        }
+    }
+
     pub fn stderr_str(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }

@@ -273,7 +273,7 @@ fn ha_restore_leaves_three_members() {
     for want in [
         "stop k3s",
         "k3s server --cluster-reset",
-        "move the etcd data aside to /var/lib/rancher/k3s/server/db-before-restore-",
+        "move the etcd data and the cluster's certificates aside to /var/lib/rancher/k3s/server/db-before-restore-",
     ] {
         assert!(shown.contains(want), "{want}:\n{shown}");
     }
@@ -380,4 +380,281 @@ fn ha_restore_leaves_three_members() {
     }
     no_changes(&work, "with [etcd]");
     eprintln!("scheduled snapshots: ok at {:?}", t0.elapsed());
+}
+
+/// `etcd restore ARGS... --yes --output json`, stopped with SIGINT once a step on `host`
+/// starting with `step` began; returns its exit code and what it printed.
+fn interrupted_at(work: &Workdir, snapshot: &str, host: &str, step: &str) -> (Option<i32>, String) {
+    let mut run = work.spawn_json(&["etcd", "restore", &inv(work), snapshot, "--yes"]);
+    run.wait_for(Duration::from_secs(240), |v| {
+        v["event"] == "step"
+            && v["host"] == host
+            && v["step"].as_str().is_some_and(|s| s.starts_with(step))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    run.interrupt();
+    let (code, out, err) = run.finish();
+    (code, format!("{out}\n{err}"))
+}
+
+/// Issue 26 (C11), and its acceptance: every host of an HA cluster (three servers and an
+/// agent) is lost. New hosts with other addresses get the inventory's nodes; `up` makes a new
+/// cluster there (new CAs), and `etcd restore` of the operator's copy brings the old one
+/// back: the servers that rejoin have their new cluster's CA files, which k3s refuses as
+/// "newer than datastore" unless they go aside with the data. The data is back, the four
+/// nodes Ready, three etcd members, and the next `up` changes nothing.
+#[test]
+fn ha_restore_onto_new_hosts_with_other_addresses() {
+    if vagrant_mode() {
+        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("et-dr", 4, 3, 4);
+    let work = Workdir::new();
+    let text0 = InventoryBuilder::new(&lab, "et-dr").render();
+    work.write_inventory(&text0);
+    work.up_json();
+    sh(
+        &lab,
+        "master-1",
+        "k3s kubectl create configmap keepme -n default --from-literal=a=b",
+    );
+    let copy = snapshot(&work, "dr");
+    let t0 = Instant::now();
+    // The provider is gone: every host with it.
+    let pairs = [
+        ("master-1", "spare-1"),
+        ("master-2", "spare-2"),
+        ("master-3", "spare-3"),
+        ("worker-1", "spare-4"),
+    ];
+    let mut moved = text0.clone();
+    for (node, spare) in pairs {
+        lab.fault(node, xtask::lab::Fault::Stop).unwrap();
+        let (old, new) = (lab.host_of(node).unwrap(), lab.host_of(spare).unwrap());
+        moved = moved.replace(&format!("host = \"{old}\""), &format!("host = \"{new}\""));
+    }
+    assert_ne!(moved, text0);
+    // The agent's new host gets another name: the snapshot's worker-1 is then a Node the
+    // inventory does not name, which `--delete-stale-nodes` deletes after the restore.
+    let moved = moved.replace("name = \"worker-1\"", "name = \"worker-9\"");
+    work.write_inventory(&moved);
+    let (sum, _) = work.up_json();
+    assert_eq!(sum["ok"], true, "{sum}");
+    assert!(!configmap(&lab, "spare-1"), "a new, empty cluster");
+    eprintln!("new hosts up: ok at {:?}", t0.elapsed());
+    let copy_path = work.path(&format!(".bootstrap/snapshots/{copy}"));
+    let out = run_ok(
+        &work,
+        &[
+            "etcd",
+            "restore",
+            &inv(&work),
+            copy_path.to_str().unwrap(),
+            "--yes",
+            "--delete-stale-nodes",
+        ],
+    );
+    assert!(text(&out).contains("restored from"), "{}", text(&out));
+    assert!(
+        text(&out).contains("deleted the Nodes the inventory does not name: worker-1"),
+        "{}",
+        text(&out)
+    );
+    for s in ["spare-1", "spare-2", "spare-3"] {
+        assert!(configmap(&lab, s), "{s}: the ConfigMap is back");
+        // What the new cluster had is kept aside, not deleted.
+        let aside = sh(
+            &lab,
+            s,
+            "ls -d /var/lib/rancher/k3s/server/tls-before-restore-* /var/lib/rancher/k3s/server/tls-[0-9]* 2>/dev/null | wc -l",
+        );
+        assert!(aside.trim().parse::<u32>().unwrap() >= 1, "{s}: {aside}");
+        if s != "spare-1" {
+            // A rejoining server's credentials went aside with its CAs and data.
+            let cred = sh(
+                &lab,
+                s,
+                "ls -d /var/lib/rancher/k3s/server/cred-before-restore-* /var/lib/rancher/k3s/server/db-before-restore-* | wc -l",
+            );
+            assert_eq!(cred.trim(), "2", "{s}");
+        }
+    }
+    all_ready(&lab, "spare-1", 4);
+    assert_eq!(members(&lab, "spare-1"), 3);
+    work.up_json();
+    no_changes(&work, "after restoring onto new hosts");
+    eprintln!("restore onto new hosts: ok at {:?}", t0.elapsed());
+}
+
+/// Issue 26 (C13): a restore of a snapshot the cluster knows by name, stopped once the first
+/// server runs on the restored data (k3s records the snapshot again, now without its token
+/// hash), is finished by the same command with the hash the first run checked; after it the
+/// record of what was restored is gone.
+#[test]
+fn an_interrupted_named_restore_is_finished_by_the_same_command() {
+    let Some((lab, work)) = cluster_with_configmap("et-named", 3, 1) else {
+        return;
+    };
+    run_ok(
+        &work,
+        &[
+            "etcd",
+            "snapshot",
+            &inv(&work),
+            "--name",
+            "named",
+            "--no-fetch",
+        ],
+    );
+    let out = run_ok(&work, &["etcd", "list", &inv(&work)]);
+    let listed = text(&out);
+    let name = listed
+        .lines()
+        .find(|l| l.starts_with("named-master-1-"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no named snapshot:\n{listed}"))
+        .to_string();
+    sh(
+        &lab,
+        "master-1",
+        "k3s kubectl delete configmap keepme -n default",
+    );
+    // Stopped while the first server restores: every server is down, so the cluster cannot
+    // say where the snapshot is; the record of the first run can.
+    let (code, said) = interrupted_at(&work, &name, "master-1", "restore etcd from");
+    assert_eq!(code, Some(130), "{said}");
+    assert!(work.path(".bootstrap/restore.json").is_file());
+    // Stopped again once the first server runs on the restored data: k3s records the
+    // snapshot again, without its token hash.
+    let (code, said) = interrupted_at(&work, &name, "worker-1", "restart k3s-agent");
+    assert_eq!(code, Some(130), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let esf = sh(
+            &lab,
+            "master-1",
+            "k3s kubectl get etcdsnapshotfiles -o json",
+        );
+        let v: Value = serde_json::from_str(&esf).unwrap();
+        let unhashed = v["items"].as_array().unwrap().iter().any(|i| {
+            i["spec"]["snapshotName"] == name.as_str()
+                && i.pointer("/metadata/annotations/etcd.k3s.cattle.io~1snapshot-token-hash")
+                    .is_none()
+        });
+        if unhashed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "k3s did not record {name} again without its hash:\n{esf}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let out = run_ok(&work, &["etcd", "restore", &inv(&work), &name, "--yes"]);
+    assert!(text(&out).contains("restored from"), "{}", text(&out));
+    assert!(configmap(&lab, "master-1"));
+    all_ready(&lab, "master-1", 3);
+    assert!(!work.path(".bootstrap/restore.json").exists());
+    no_changes(&work, "after the finished restore");
+}
+
+/// Issue 26 (C14, C15): on three servers with `[etcd] snapshot_dir` elsewhere than k3s's
+/// default and `log` set in `[cluster.server_config]`: `up` makes the directory (0700) on
+/// every server, where k3s makes only its default, so the schedule takes snapshots there on
+/// each server; `etcd snapshot` and `etcd restore` work from k3s's exit status and files,
+/// although k3s then prints nothing but into its log file; a re-run changes nothing.
+#[test]
+fn a_custom_snapshot_dir_and_a_log_file_on_three_servers() {
+    if vagrant_mode() {
+        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("et-dir", 3, 3, 0);
+    let work = Workdir::new();
+    let base = InventoryBuilder::new(&lab, "et-dir").render();
+    let with = base.replacen(
+        "\n[install]",
+        "\n[cluster.server_config]\nlog = \"/var/log/k3s-server.log\"\n\n[etcd]\nsnapshot_dir = \"/srv/etcd-snapshots\"\nsnapshot_schedule = \"* * * * *\"\nsnapshot_retention = 3\n\n[install]",
+        1,
+    );
+    assert_ne!(with, base);
+    work.write_inventory(&with);
+    work.up_json();
+    for m in ["master-1", "master-2", "master-3"] {
+        assert_eq!(
+            sh(&lab, m, "stat -c %a /srv/etcd-snapshots").trim(),
+            "700",
+            "{m}"
+        );
+    }
+    // Each server's scheduled snapshots, in the custom directory.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let out = run_ok(&work, &["etcd", "list", &inv(&work)]);
+        let listed = text(&out);
+        let on = |m: &str| {
+            listed.lines().any(|l| {
+                l.starts_with(&format!("etcd-snapshot-{m}-"))
+                    && l.contains("file:///srv/etcd-snapshots/")
+            })
+        };
+        if ["master-1", "master-2", "master-3"].iter().all(|m| on(m)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every server took its scheduled snapshot:\n{listed}"
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    no_changes(&work, "with the directory made");
+    sh(
+        &lab,
+        "master-1",
+        "k3s kubectl create configmap keepme -n default --from-literal=a=b",
+    );
+    let copy = snapshot(&work, "logged");
+    // The copy's record has the token hash k3s gave the snapshot (its ETCDSnapshotFile's).
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(work.path(&format!(".bootstrap/snapshots/{copy}.json"))).unwrap(),
+    )
+    .unwrap();
+    let esf: Value = serde_json::from_str(&sh(
+        &lab,
+        "master-1",
+        "k3s kubectl get etcdsnapshotfiles -o json",
+    ))
+    .unwrap();
+    let annotated = esf["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["spec"]["snapshotName"] == copy.as_str())
+        .and_then(|i| {
+            i.pointer("/metadata/annotations/etcd.k3s.cattle.io~1snapshot-token-hash")
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{esf}"));
+    assert_eq!(record["token_hash"], annotated);
+    let logged = sh(&lab, "master-1", "cat /var/log/k3s-server.log");
+    assert!(
+        logged.contains("Starting k3s"),
+        "the server logs to its file"
+    );
+    sh(
+        &lab,
+        "master-1",
+        "k3s kubectl delete configmap keepme -n default",
+    );
+    let out = run_ok(&work, &["etcd", "restore", &inv(&work), &copy, "--yes"]);
+    assert!(text(&out).contains("restored from"), "{}", text(&out));
+    assert!(configmap(&lab, "master-1"));
+    let logged = sh(&lab, "master-1", "cat /var/log/k3s-server.log");
+    assert!(
+        logged.contains("Managed etcd cluster membership has been reset"),
+        "the reset logged to the file"
+    );
+    all_ready(&lab, "master-1", 3);
+    no_changes(&work, "after the restore");
 }

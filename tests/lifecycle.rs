@@ -546,3 +546,71 @@ fn one_run_at_a_time_interrupts_and_reset() {
     work.up_json();
     assert_eq!(ready_names(&lab, "master-1").len(), 3);
 }
+
+/// Issue 26 (C12): `node replace` run again after the new host registered never touches the
+/// Node it moved, when the host is a DNS name (k3s's InternalIP is then never the inventory's
+/// host) or an address behind NAT (a cloud floating IP, not on the node's interface): what
+/// decides is the host bootstrap recorded on the Node, else an address k3s records that the
+/// new host has. The record is removed before each re-run, as when the first run stopped
+/// before its labels phase, so both ways are exercised.
+#[test]
+fn a_replace_run_again_leaves_the_moved_node_with_dns_and_nat_hosts() {
+    if vagrant_mode() {
+        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let mut spec = LabSpec::new("lc-rerun", 3);
+    spec.spares = 2;
+    spec.dns = true;
+    spec.nat = vec!["spare-2".into()];
+    let lab = LabGuard::up(&spec).unwrap();
+    let work = Workdir::new();
+    work.write_inventory(&InventoryBuilder::new(&lab, "rerun").render());
+    let invp = work.inventory();
+    let inv = invp.to_str().unwrap();
+    work.up_json();
+    for (node, spare) in [("worker-1", "spare-1"), ("worker-2", "spare-2")] {
+        let host = lab.host_of(spare).unwrap();
+        let out = run_ok(&work, &["node", "replace", inv, node, "--host", &host]);
+        assert!(
+            text(&out).contains(&format!("delete the Node {node}")),
+            "{}",
+            text(&out)
+        );
+        let uid = |lab: &Lab| {
+            node_of(lab, node)["metadata"]["uid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let moved = uid(&lab);
+        for forget in [false, true] {
+            if forget {
+                sh(
+                    &lab,
+                    "master-1",
+                    &format!("k3s kubectl annotate node {node} bootstrap.k3s.io/managed-"),
+                );
+            }
+            let plan = run_ok(
+                &work,
+                &["node", "replace", inv, node, "--host", &host, "--plan"],
+            );
+            assert!(
+                !text(&plan).contains(&format!("delete the Node {node}"))
+                    && !text(&plan).contains(&format!("drain {node}")),
+                "{node} on {host} (record forgotten: {forget}):\n{}",
+                text(&plan)
+            );
+            run_ok(&work, &["node", "replace", inv, node, "--host", &host]);
+            assert_eq!(uid(&lab), moved, "{node}: the moved Node was replaced");
+            assert!(is_ready(&node_of(&lab, node)));
+        }
+    }
+    let (sum, _) = work.up_json();
+    assert_eq!(sum["changes"], 0, "{sum}");
+}
+
+fn node_of(lab: &Lab, name: &str) -> serde_json::Value {
+    node(&nodes(lab, "master-1"), name).clone()
+}

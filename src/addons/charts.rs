@@ -125,8 +125,8 @@ pub fn resolve_all(inv: &Inventory) -> Result<Vec<ChartSpec>, AddonError> {
             None => None,
         };
         let v = values(c, text.as_deref(), inv)?;
-        let yaml = serde_yaml::to_string(&v)
-            .map_err(|e| AddonError::Other(format!("chart {}: values: {e}", c.name)))?;
+        // Helm reads values as YAML 1.1: strings such as `on` or `no` must stay strings.
+        let yaml = super::yaml11::to_string(&v);
         let content = match &c.chart_archive {
             Some(p) => {
                 use base64::Engine;
@@ -203,10 +203,12 @@ impl ChartSpec {
                 .map(|w| Want {
                     kind: w.kind.clone(),
                     namespace: w.namespace.clone(),
+                    group: (!w.group.is_empty()).then(|| w.group.clone()),
                     name: w.name.clone(),
                     prefix: false,
                 })
                 .collect(),
+            values_digest: None,
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod longhorn;
 pub mod manifests;
 pub mod sealed_secrets;
 pub mod traefik;
+pub mod yaml11;
 
 #[cfg(test)]
 mod tests;
@@ -157,6 +158,7 @@ impl AddonKind {
             failure_policy: self.failure_policy().to_string(),
             timeout: self.helm_timeout().map(str::to_string),
             wants: health::addon_wants(*self, traefik_ns),
+            values_digest: None,
         }
     }
 }
@@ -182,12 +184,32 @@ pub struct HelmRelease {
     /// Objects that must exist and be ready.
     #[serde(skip)]
     pub wants: Vec<health::Want>,
+    /// [`health::values_digest`] of the `valuesContent` written, when known: the Job is the
+    /// current one only once helm-controller's values Secret holds it.
+    #[serde(skip)]
+    pub values_digest: Option<String>,
 }
 
 impl HelmRelease {
     /// The Job helm-controller runs for the install.
     pub fn job_name(&self) -> String {
         format!("helm-install-{}", self.name)
+    }
+
+    /// helm's `--timeout` in seconds: `spec.timeout` as the tool writes it (`10m`, `600s`), else
+    /// helm's default of 5 minutes (helm `pkg/cmd/install.go`:195).
+    pub fn helm_timeout_secs(&self) -> u64 {
+        let Some(t) = self.timeout.as_deref() else {
+            return 300;
+        };
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (n, unit) = t.split_at(split);
+        let n: u64 = n.parse().unwrap_or(300);
+        match unit {
+            "h" => n * 3600,
+            "m" => n * 60,
+            _ => n,
+        }
     }
 
     /// Where the inventory configures it, for messages.
@@ -383,6 +405,23 @@ impl AddonsSpec {
         out
     }
 
+    /// [`releases`](Self::releases), each with the digest of the values its HelmChart file in
+    /// `files` carries (health then waits until helm-controller holds those values).
+    pub fn releases_for(&self, files: &[ManifestFile]) -> Vec<HelmRelease> {
+        let mut out = self.releases();
+        for r in &mut out {
+            r.values_digest = files
+                .iter()
+                .find(|f| {
+                    f.file == charts::file_name(&r.name)
+                        || r.addon.is_some_and(|k| k.chart_file() == f.file)
+                })
+                .and_then(|f| helmchart_values(&f.content))
+                .map(|v| health::values_digest(&v));
+        }
+        out
+    }
+
     /// The Traefik add-on's namespace ("" when it is off).
     pub fn traefik_namespace(&self) -> String {
         self.traefik
@@ -491,6 +530,21 @@ impl HelmChartDoc<'_> {
         ctx.insert("timeout", &self.timeout);
         Ok(templates::render("addons/helmchart.yaml", &ctx)?)
     }
+}
+
+/// A HelmChart file's `spec.valuesContent` as the API stores it (the YAML block scalar read).
+pub fn helmchart_values(content: &str) -> Option<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(content).ok()?;
+    if doc.get("kind").and_then(serde_yaml::Value::as_str) != Some("HelmChart") {
+        return None;
+    }
+    Some(
+        doc.get("spec")
+            .and_then(|s| s.get("valuesContent"))
+            .and_then(serde_yaml::Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    )
 }
 
 /// The add-on's HelmChart manifest file.

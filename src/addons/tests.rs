@@ -390,11 +390,14 @@ fn health_is_judged_from_one_snapshot() {
     let not_ready = r#",{"kind": "Deployment", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system"}, "spec": {"replicas": 1}, "status": {}}"#;
     let h = evaluate(&snap(not_ready), &AddonKind::SealedSecrets.release(""));
     assert!(
-        h.summary().contains("0/1 replicas ready"),
+        h.summary().contains("0 of 1 new replicas updated"),
         "{}",
         h.summary()
     );
-    let ready = not_ready.replace(r#""status": {}"#, r#""status": {"readyReplicas": 1}"#);
+    let ready = not_ready.replace(
+        r#""status": {}"#,
+        r#""status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}"#,
+    );
     assert!(evaluate(&snap(&ready), &AddonKind::SealedSecrets.release("")).healthy());
     let failed = Snapshot::parse(
         r#"{"items": [{"kind": "HelmChart", "metadata": {"name": "traefik", "namespace": "kube-system"}},
@@ -461,25 +464,47 @@ fn chart_archive_is_validated_and_read() {
     assert_eq!(spec.chart_content[&AddonKind::SealedSecrets], "H4tmYWtl");
 }
 
+/// [`get_all`](health::get_all)'s output: the objects, the release records (`namespace name
+/// revision status hash`, as table lines with labels), the helm pods.
+fn health_text(objects: &str, releases: &str, pods: &str) -> String {
+    let rows: Vec<String> = releases
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let hash = f
+                .get(4)
+                .map(|h| format!(",helmcharts.helm.cattle.io/configHash={h}"))
+                .unwrap_or_default();
+            format!(
+                "{}   sh.helm.release.v1.{}.v{}   helm.sh/release.v1   1   5m   modifiedAt=1,name={},owner=helm,status={},version={}{hash}",
+                f[0], f[1], f[2], f[1], f[3], f[2]
+            )
+        })
+        .collect();
+    format!(
+        "#bootstrap-objects\n{objects}\n#bootstrap-releases\n{}\n#bootstrap-helm-pods\n{pods}\n",
+        rows.join("\n")
+    )
+}
+
 #[test]
 fn health_is_the_release_not_the_job() {
-    use health::{evaluate, Snapshot, PODS_MARK, RELEASES_MARK};
+    use health::{evaluate, Snapshot};
+    // The hash where helm-controller writes it: the pod template and CONFIG_HASH (chart.go
+    // :1500, :684-690); nothing on the Job's own metadata (:854-860).
     let list = r#"{"items": [
         {"kind": "HelmChart", "metadata": {"name": "sealed-secrets", "namespace": "kube-system"},
          "spec": {"version": "2.19.1", "failurePolicy": "reinstall"}},
-        {"kind": "Job", "metadata": {"name": "helm-install-sealed-secrets", "namespace": "kube-system", "uid": "j1",
-           "annotations": {"helmcharts.helm.cattle.io/configHash": "SHA256=ABC"}},
-         "spec": {"template": {"spec": {"containers": [{"env": [{"name": "VERSION", "value": "2.19.1"}, {"name": "FAILURE_POLICY", "value": "reinstall"}, {"name": "CONFIG_HASH", "value": "ABC"}]}]}}},
+        {"kind": "Job", "metadata": {"name": "helm-install-sealed-secrets", "namespace": "kube-system", "uid": "j1"},
+         "spec": {"template": {"metadata": {"annotations": {"helmcharts.helm.cattle.io/configHash": "SHA256=ABC"}},
+           "spec": {"containers": [{"env": [{"name": "VERSION", "value": "2.19.1"}, {"name": "FAILURE_POLICY", "value": "reinstall"}, {"name": "CONFIG_HASH", "value": "ABC"}]}]}}},
          "status": {"succeeded": 1}},
         {"kind": "CustomResourceDefinition", "metadata": {"name": "sealedsecrets.bitnami.com"}},
-        {"kind": "Deployment", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system"}, "spec": {"replicas": 1}, "status": {"readyReplicas": 1}},
+        {"kind": "Deployment", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system"}, "spec": {"replicas": 1}, "status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}},
         {"kind": "Service", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system"}}]}"#;
-    let snap = |releases: &str| {
-        Snapshot::parse(&format!(
-            "{list}\n{RELEASES_MARK}\n{releases}\n{PODS_MARK}\n{{\"items\": []}}"
-        ))
-        .unwrap()
-    };
+    let snap =
+        |releases: &str| Snapshot::parse(&health_text(list, releases, r#"{"items": []}"#)).unwrap();
     let h = |releases: &str| evaluate(&snap(releases), &AddonKind::SealedSecrets.release(""));
     assert!(h("kube-system sealed-secrets 1 deployed ABC").healthy());
     // A completed Job with a failed release is not healthy, nor is no release at all.
@@ -500,10 +525,12 @@ fn health_is_the_release_not_the_job() {
         "{}",
         old.summary()
     );
-    // helm-controller before v0.17.4 passes no hash, and klipper-helm labels none.
+    // helm-controller before v0.17.4 passes no CONFIG_HASH, and klipper-helm labels none.
     let unhashed = list.replace(r#", {"name": "CONFIG_HASH", "value": "ABC"}"#, "");
-    let s = Snapshot::parse(&format!(
-        "{unhashed}\n{RELEASES_MARK}\nkube-system sealed-secrets 1 deployed\n{PODS_MARK}\n{{\"items\": []}}"
+    let s = Snapshot::parse(&health_text(
+        &unhashed,
+        "kube-system sealed-secrets 1 deployed",
+        r#"{"items": []}"#,
     ))
     .unwrap();
     assert!(evaluate(&s, &AddonKind::SealedSecrets.release("")).healthy());
@@ -514,33 +541,106 @@ fn health_is_the_release_not_the_job() {
         r#""spec": {"version": "2.19.1", "failurePolicy""#,
         r#""spec": {"version": "2.19.2", "failurePolicy""#,
     );
-    let s = Snapshot::parse(&format!(
-        "{bumped}\n{RELEASES_MARK}\nkube-system sealed-secrets 1 deployed ABC\n{PODS_MARK}\n{{\"items\": []}}"
+    let s = Snapshot::parse(&health_text(
+        &bumped,
+        "kube-system sealed-secrets 1 deployed ABC",
+        r#"{"items": []}"#,
+    ))
+    .unwrap();
+    assert!(!evaluate(&s, &AddonKind::SealedSecrets.release("")).healthy());
+    // The Job's own metadata is not where the hash is: a Job carrying it only there (as the
+    // double once wrote it) has no hash for the release to match.
+    let misplaced = list
+        .replace(
+            r#""spec": {"template": {"metadata": {"annotations": {"helmcharts.helm.cattle.io/configHash": "SHA256=ABC"}},"#,
+            r#""spec": {"template": {"#,
+        )
+        .replace(
+            r#""uid": "j1"},"#,
+            r#""uid": "j1", "annotations": {"helmcharts.helm.cattle.io/configHash": "SHA256=XYZ"}},"#,
+        );
+    let s = Snapshot::parse(&health_text(
+        &misplaced,
+        "kube-system sealed-secrets 1 deployed XYZ",
+        r#"{"items": []}"#,
     ))
     .unwrap();
     assert!(!evaluate(&s, &AddonKind::SealedSecrets.release("")).healthy());
 }
 
 #[test]
-fn a_failed_attempt_is_read_from_the_pod_and_reported_with_the_way_out() {
-    use health::{evaluate, failure_report, Snapshot, PODS_MARK, RELEASES_MARK};
-    let text = format!(
-        r#"{{"items": [
-        {{"kind": "HelmChart", "metadata": {{"name": "longhorn", "namespace": "kube-system"}}, "spec": {{"version": "1.12.1", "failurePolicy": "abort"}}}},
-        {{"kind": "Job", "metadata": {{"name": "helm-install-longhorn", "namespace": "kube-system", "uid": "j1",
-           "annotations": {{"helmcharts.helm.cattle.io/configHash": "SHA256=ABC"}}}},
-         "spec": {{"template": {{"spec": {{"containers": [{{"env": [{{"name": "VERSION", "value": "1.12.1"}}, {{"name": "FAILURE_POLICY", "value": "abort"}}]}}]}}}}}}, "status": {{"active": 1}}}}]}}
-{RELEASES_MARK}
-longhorn-system longhorn 1 failed ABC
-{PODS_MARK}
-{{"items": [{{"kind": "Pod", "metadata": {{"name": "helm-install-longhorn-abcde", "namespace": "kube-system",
-   "ownerReferences": [{{"kind": "Job", "name": "helm-install-longhorn", "uid": "j1"}}]}},
-  "status": {{"containerStatuses": [{{"name": "helm", "restartCount": 2,
-     "state": {{"waiting": {{"reason": "CrashLoopBackOff"}}}},
-     "lastState": {{"terminated": {{"exitCode": 1, "message": "Release status is 'failed' and failure policy is 'abort'; waiting for operator intervention"}}}}}}]}}}}]}}"#
+fn a_values_only_change_waits_for_helm_controller_to_take_the_values() {
+    use health::{evaluate, values_digest, Snapshot};
+    let list = r#"{"items": [
+        {"kind": "HelmChart", "metadata": {"name": "sealed-secrets", "namespace": "kube-system"},
+         "spec": {"version": "2.19.1", "failurePolicy": "reinstall"}},
+        {"kind": "Job", "metadata": {"name": "helm-install-sealed-secrets", "namespace": "kube-system", "uid": "j1"},
+         "spec": {"template": {"metadata": {"annotations": {"helmcharts.helm.cattle.io/configHash": "SHA256=ABC"}},
+           "spec": {"containers": [{"env": [{"name": "VERSION", "value": "2.19.1"}, {"name": "CONFIG_HASH", "value": "ABC"}]}]}}},
+         "status": {"succeeded": 1}}]}"#;
+    let mut rel = AddonKind::SealedSecrets.release("");
+    rel.wants.clear();
+    rel.values_digest = Some(values_digest("keyrenewperiod: \"0\"\n"));
+    let text = |secret_values: &str| {
+        format!(
+            "#bootstrap-values\nchart-values-sealed-secrets {} {}\n{}",
+            values_digest(secret_values),
+            values_digest(""),
+            health_text(
+                list,
+                "kube-system sealed-secrets 1 deployed ABC",
+                r#"{"items": []}"#
+            )
+        )
+    };
+    // The old values are still in helm-controller's Secret: the complete Job and its
+    // release are of the previous config.
+    let h = evaluate(&Snapshot::parse(&text("old: 1\n")).unwrap(), &rel);
+    assert!(!h.healthy());
+    assert_eq!(h.job, health::JobState::Pending);
+    assert!(
+        h.summary().contains("has not taken the new values"),
+        "{}",
+        h.summary()
     );
     let h = evaluate(
-        &Snapshot::parse(&text).unwrap(),
+        &Snapshot::parse(&text("keyrenewperiod: \"0\"\n")).unwrap(),
+        &rel,
+    );
+    assert!(h.healthy(), "{}", h.summary());
+    // No values section read (an older reader): not judged on values.
+    let h = evaluate(
+        &Snapshot::parse(&health_text(
+            list,
+            "kube-system sealed-secrets 1 deployed ABC",
+            r#"{"items": []}"#,
+        ))
+        .unwrap(),
+        &rel,
+    );
+    assert!(h.healthy(), "{}", h.summary());
+}
+
+#[test]
+fn a_failed_attempt_is_read_from_the_pod_and_reported_with_the_way_out() {
+    use health::{evaluate, failure_report, Snapshot};
+    let objects = r#"{"items": [
+        {"kind": "HelmChart", "metadata": {"name": "longhorn", "namespace": "kube-system"}, "spec": {"version": "1.12.1", "failurePolicy": "abort"}},
+        {"kind": "Job", "metadata": {"name": "helm-install-longhorn", "namespace": "kube-system", "uid": "j1"},
+         "spec": {"template": {"metadata": {"annotations": {"helmcharts.helm.cattle.io/configHash": "SHA256=ABC"}},
+           "spec": {"containers": [{"env": [{"name": "VERSION", "value": "1.12.1"}, {"name": "FAILURE_POLICY", "value": "abort"}]}]}}}, "status": {"active": 1}}]}"#;
+    let pods = r#"{"items": [{"kind": "Pod", "metadata": {"name": "helm-install-longhorn-abcde", "namespace": "kube-system",
+   "ownerReferences": [{"kind": "Job", "name": "helm-install-longhorn", "uid": "j1"}]},
+  "status": {"containerStatuses": [{"name": "helm", "restartCount": 2,
+     "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+     "lastState": {"terminated": {"exitCode": 1, "message": "Release status is 'failed' and failure policy is 'abort'; waiting for operator intervention"}}}]}}]}"#;
+    let h = evaluate(
+        &Snapshot::parse(&health_text(
+            objects,
+            "longhorn-system longhorn 1 failed ABC",
+            pods,
+        ))
+        .unwrap(),
         &AddonKind::Longhorn.release(""),
     );
     let a = h.failed_attempt.clone().expect("the pod's failed attempt");
@@ -548,7 +648,7 @@ longhorn-system longhorn 1 failed ABC
         (a.pod.as_str(), a.failures),
         ("helm-install-longhorn-abcde", 2)
     );
-    assert!(h.release_failed() && !h.healthy());
+    assert!(h.release_failed() && !h.healthy() && h.stuck());
     let msg = failure_report(&h, "some log line");
     assert!(msg.starts_with("add-on longhorn: helm-controller could not install the chart (pod kube-system/helm-install-longhorn-abcde, failed attempt 2"), "{msg}");
     assert!(msg.contains("waiting for operator intervention"), "{msg}");
@@ -578,10 +678,52 @@ fn every_apt_get_call_of_the_package_fix_is_bounded() {
     );
 }
 
+/// What sealed-secrets' `kubeseal --raw` prints has this shape: base64 of a length, an
+/// RSA-OAEP session key and AES-GCM ciphertext (here: 300 bytes of nothing).
+fn fake_sealed() -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `inventory/platform.toml` with its Velero credentials sealed (the file ships a placeholder).
+fn platform_sealed() -> Inventory {
+    let path = root().join("inventory/platform.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let sealed = text.replace(
+        "\"REPLACE-with-the-output-of-kubeseal-raw\"",
+        &format!("\"{}\"", fake_sealed()),
+    );
+    assert_ne!(sealed, text, "the placeholder is in platform.toml");
+    Inventory::from_str_at(&sealed, &path).expect("platform inventory")
+}
+
+#[test]
+fn a_placeholder_in_a_sealed_secret_is_refused_with_the_way_to_seal_it() {
+    let inv = Inventory::load(root().join("inventory/platform.toml")).expect("platform inventory");
+    let e = AddonsSpec::from_inventory(&inv).unwrap_err().to_string();
+    for want in [
+        "SealedSecret infra/velero-s3-credentials key cloud is \"REPLACE-with-the-output-of-kubeseal-raw\" (from [variables] velero_cloud_sealed)",
+        "bootstrap sealed-secrets cert ",
+        "kubeseal --raw --cert sealing.pem --namespace infra --name velero-s3-credentials --from-file FILE",
+    ] {
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    // Plain base64 of a short secret is not sealed either.
+    let path = root().join("inventory/platform.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "\"REPLACE-with-the-output-of-kubeseal-raw\"",
+        "\"c2VjcmV0\"",
+    );
+    let inv = Inventory::from_str_at(&text, &path).unwrap();
+    assert!(AddonsSpec::from_inventory(&inv).is_err());
+    assert!(AddonsSpec::from_inventory(&platform_sealed()).is_ok());
+}
+
 /// Issue 17: `inventory/platform.toml`'s charts and manifests, byte for byte.
 #[test]
 fn platform_charts_match_the_golden_files() {
-    let inv = Inventory::load(root().join("inventory/platform.toml")).expect("platform inventory");
+    let inv = platform_sealed();
     let spec = AddonsSpec::from_inventory(&inv).unwrap();
     let files = spec.files(Some(&fake_key())).unwrap();
     let charts: Vec<ManifestFile> = files
@@ -600,10 +742,12 @@ fn platform_charts_match_the_golden_files() {
             "network-policies.yaml",
             "postgres.yaml",
             "velero-credentials.yaml",
+            "traefik-podmonitor.yaml",
             "bootstrap-chart-cloudnative-pg.yaml",
             "bootstrap-chart-velero.yaml",
             "bootstrap-chart-kube-prometheus-stack.yaml",
             "bootstrap-chart-loki.yaml",
+            "bootstrap-chart-fluent-bit.yaml",
             "bootstrap-chart-flagger.yaml",
         ]
     );
@@ -698,4 +842,311 @@ fn a_values_file_that_sets_the_entrys_placement_is_refused() {
     );
     let ok = super::charts::values(&inv.charts[0], Some("replicaCount: 2\n"), &inv).unwrap();
     assert_eq!(ok["nodeSelector"]["node.role"], "database");
+}
+
+/// The release table line `kubectl get secrets -A --show-labels --no-headers` prints for a
+/// release Secret: `-A` puts the namespace first (kubectl's printer), the labels last.
+fn release_line(secret: &serde_json::Value) -> String {
+    let labels: Vec<String> = secret["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+        .collect();
+    format!(
+        "{}   {}   helm.sh/release.v1   1   5m   {}",
+        secret["metadata"]["namespace"].as_str().unwrap(),
+        secret["metadata"]["name"].as_str().unwrap(),
+        labels.join(",")
+    )
+}
+
+/// Issue 26 (A, B4): health judged on helm-controller's objects as it writes them. The Job
+/// is helm-controller v0.17.7's own (built from chart.go with file:line, no recording with
+/// CONFIG_HASH exists yet), run to completion as the Job controller marks it; the release
+/// Secret is klipper-helm's with Helm's labels. The hash is read from the pod template, never
+/// from the Job's own metadata, where a recorded Job of an earlier helm-controller shows none
+/// either.
+#[test]
+fn health_on_helm_controllers_objects_as_upstream_writes_them() {
+    use crate::testdata;
+    use health::{evaluate, Snapshot};
+    let mut job = testdata::json("helm-install-job-built-helm-controller-v0.17.7.yaml");
+    assert!(job["metadata"].get("annotations").is_none());
+    let recorded = testdata::json("helm-install-job.yaml");
+    assert!(recorded["metadata"]["annotations"]
+        .get("helmcharts.helm.cattle.io/configHash")
+        .is_none());
+    assert!(recorded["spec"]["template"]["metadata"]["annotations"]
+        .get("helmcharts.helm.cattle.io/configHash")
+        .is_some());
+    job["status"] =
+        serde_json::json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+    let chart = serde_json::json!({"kind": "HelmChart", "apiVersion": "helm.cattle.io/v1",
+        "metadata": {"name": "traefik", "namespace": "kube-system"},
+        "spec": {"chart": "https://%{KUBERNETES_API}%/static/charts/traefik-40.1.4+up40.1.0.tgz", "failurePolicy": "retry"}});
+    let release = testdata::json("helm-release-secret-built-k3s.yaml");
+    let rel = HelmRelease {
+        name: "traefik".into(),
+        namespace: "kube-system".into(),
+        addon: None,
+        failure_policy: "retry".into(),
+        timeout: None,
+        wants: vec![],
+        values_digest: None,
+    };
+    let text = |job: &serde_json::Value| {
+        health_text(
+            &serde_json::json!({"items": [chart, job]}).to_string(),
+            "",
+            r#"{"items": []}"#,
+        )
+        .replace(
+            "#bootstrap-releases\n\n",
+            &format!("#bootstrap-releases\n{}\n", release_line(&release)),
+        )
+    };
+    let h = evaluate(&Snapshot::parse(&text(&job)).unwrap(), &rel);
+    assert!(h.healthy(), "{}", h.summary());
+    // The hash only on the Job's own metadata (where the double once put it): no match.
+    let mut misplaced = job.clone();
+    let a = misplaced["spec"]["template"]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations")
+        .unwrap();
+    misplaced["metadata"]["annotations"] = a;
+    for e in misplaced["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if e["name"] == "CONFIG_HASH" {
+            e["value"] = serde_json::Value::from("0000");
+        }
+    }
+    let h = evaluate(&Snapshot::parse(&text(&misplaced)).unwrap(), &rel);
+    assert!(!h.healthy() && !h.release_current, "{}", h.summary());
+    // The recorded Job of an earlier helm-controller (no CONFIG_HASH), with its HelmChart:
+    // the chart's recorded conditions are not a failure; the Job has not completed.
+    let chart = testdata::json("helmchart-jobcreated-rke2-v1.35.yaml");
+    let rel = HelmRelease {
+        name: "harvester-cloud-provider".into(),
+        ..rel.clone()
+    };
+    let s = Snapshot::parse(&health_text(
+        &serde_json::json!({"items": [chart, recorded]}).to_string(),
+        "",
+        r#"{"items": []}"#,
+    ))
+    .unwrap();
+    let h = evaluate(&s, &rel);
+    assert!(h.chart_failed.is_none() && h.chart_note.is_none());
+    assert_eq!(h.job, health::JobState::Running);
+    assert!(!h.healthy());
+}
+
+/// The release records as `kubectl get secrets --show-labels` printed them on a real
+/// cluster: only helm's release Secret is one.
+#[test]
+fn release_records_read_from_a_recorded_table() {
+    use health::Snapshot;
+    let table = crate::testdata::text("helm-release-secret-show-labels.txt");
+    let rows: Vec<String> = table
+        .lines()
+        .skip(2)
+        .map(|l| format!("default   {l}"))
+        .collect();
+    let s = Snapshot::parse(&format!("#bootstrap-releases\n{}\n", rows.join("\n"))).unwrap();
+    let r = s.latest_release("default", "thayward-konk").unwrap();
+    assert_eq!((r.revision, r.status.as_str()), (1, "deployed"));
+    assert_eq!(s.releases_named("thayward-konk").len(), 1);
+}
+
+/// A helm-install pod recorded after its attempt succeeded is no failed attempt; the
+/// termination message klipper-helm wrote is still there.
+#[test]
+fn a_completed_helm_pod_as_recorded_is_no_failure() {
+    use health::{evaluate, Snapshot};
+    let pod = crate::testdata::json("helm-install-pod-completed-k3s-v1.29.json");
+    let uid = pod["metadata"]["ownerReferences"][0]["uid"].clone();
+    let job = serde_json::json!({"kind": "Job", "apiVersion": "batch/v1",
+        "metadata": {"name": "helm-install-traefik-crd", "namespace": "kube-system", "uid": uid},
+        "spec": {"template": {"spec": {"containers": [{"env": []}]}}}, "status": {"active": 1}});
+    let chart = serde_json::json!({"kind": "HelmChart", "apiVersion": "helm.cattle.io/v1",
+        "metadata": {"name": "traefik-crd", "namespace": "kube-system"}, "spec": {}});
+    let mut p = pod.clone();
+    p["kind"] = serde_json::Value::from("Pod");
+    let s = Snapshot::parse(&health_text(
+        &serde_json::json!({"items": [chart, job]}).to_string(),
+        "",
+        &serde_json::json!({"items": [p]}).to_string(),
+    ))
+    .unwrap();
+    let rel = HelmRelease {
+        name: "traefik-crd".into(),
+        namespace: "kube-system".into(),
+        addon: None,
+        failure_policy: "reinstall".into(),
+        timeout: None,
+        wants: vec![],
+        values_digest: None,
+    };
+    let h = evaluate(&s, &rel);
+    assert!(h.failed_attempt.is_none(), "{:?}", h.failed_attempt);
+}
+
+/// Issue 26 (B5): "rolled out" as `kubectl rollout status` means it, on workloads recorded
+/// from real clusters: a Deployment whose new ReplicaSet's pod is not ready while the old one
+/// keeps it Available, one whose only replica is updated but unavailable, a DaemonSet with a
+/// pod unavailable, are not rolled out; the complete ones are.
+#[test]
+fn rollouts_as_recorded_are_judged_as_kubectl_rollout_status_does() {
+    use crate::testdata;
+    use health::workload_problem;
+    let stuck = testdata::json("deployment-rollout-stuck.yaml");
+    let p = workload_problem("Deployment", &stuck).expect("not rolled out");
+    assert!(p.contains("old replicas pending termination"), "{p}");
+    assert_eq!(
+        workload_problem(
+            "Deployment",
+            &testdata::json("deployment-rollout-complete.json")
+        ),
+        None
+    );
+    // Recorded as status only; the spec it had (one replica) from the same thread.
+    let mut d = testdata::json("deployment-status-available-true-with-unavailable.json");
+    d["spec"] = serde_json::json!({"replicas": 1});
+    let p = workload_problem("Deployment", &d).expect("unavailable");
+    assert!(p.contains("0 of 1 updated replicas available"), "{p}");
+    let mut ds = testdata::json("daemonset-status-rollout-stuck.yaml");
+    ds["metadata"] = serde_json::json!({"generation": 12});
+    let p = workload_problem("DaemonSet", &ds).expect("unavailable");
+    assert!(p.contains("1 of 2 updated pods available"), "{p}");
+    let mut ds = testdata::json("daemonset-status-complete.yaml");
+    ds["metadata"] = serde_json::json!({"generation": 1});
+    assert_eq!(workload_problem("DaemonSet", &ds), None);
+    ds["metadata"]["generation"] = serde_json::Value::from(2);
+    assert!(workload_problem("DaemonSet", &ds)
+        .unwrap()
+        .contains("not observed"));
+    let mut sts = testdata::json("statefulset-status-no-updatedreplicas.json");
+    sts["spec"] = serde_json::json!({"replicas": 1});
+    sts["metadata"] = serde_json::json!({"generation": 1});
+    // No partition: judged by revisions (current = update: complete).
+    assert_eq!(workload_problem("StatefulSet", &sts), None);
+    // With the apiserver's default partition 0, `updatedReplicas` (absent here) counts.
+    sts["spec"]["updateStrategy"] =
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
+    assert!(workload_problem("StatefulSet", &sts)
+        .unwrap()
+        .contains("0 of 1 new pods updated"));
+}
+
+/// Issue 26 (B5, B9): an upgrade whose new pods crash while the old pod stays Ready is not
+/// healthy, and the report names the workload and the pods' reason; a transient `Failed`
+/// condition ("Job create failed", cleared by helm-controller's next pass, chart.go:376-390)
+/// is shown but is not a reason to stop, while "used up its retries" is.
+#[test]
+fn a_rollout_with_crashing_pods_is_named_and_a_transient_failed_condition_is_not_stuck() {
+    use health::{evaluate, Snapshot};
+    let objects = r#"{"items": [
+        {"kind": "HelmChart", "metadata": {"name": "sealed-secrets", "namespace": "kube-system"},
+         "spec": {"version": "2.19.1"},
+         "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "Job create failed", "message": "Failed to generate Job: configmaps \"chart-content-x\" is forbidden"}]}},
+        {"kind": "Job", "metadata": {"name": "helm-install-sealed-secrets", "namespace": "kube-system", "uid": "j1"},
+         "spec": {"template": {"metadata": {"annotations": {"helmcharts.helm.cattle.io/configHash": "SHA256=ABC"}},
+           "spec": {"containers": [{"env": [{"name": "VERSION", "value": "2.19.1"}, {"name": "CONFIG_HASH", "value": "ABC"}]}]}}},
+         "status": {"succeeded": 1}},
+        {"kind": "CustomResourceDefinition", "metadata": {"name": "sealedsecrets.bitnami.com"}},
+        {"kind": "Service", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system"}},
+        {"kind": "Deployment", "metadata": {"name": "sealed-secrets-controller", "namespace": "kube-system", "generation": 2},
+         "spec": {"replicas": 1},
+         "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1, "unavailableReplicas": 1}}]}"#;
+    let pods = "kube-system\tsealed-secrets-controller-7d9f-abcde\tReplicaSet/sealed-secrets-controller-7d9f\tRunning\tcontroller:true::0 \n\
+                kube-system\tsealed-secrets-controller-5c4b-fghij\tReplicaSet/sealed-secrets-controller-5c4b\tRunning\tcontroller:false:CrashLoopBackOff:4 \n";
+    let text = format!(
+        "{}#bootstrap-pods\n{pods}",
+        health_text(
+            objects,
+            "kube-system sealed-secrets 1 deployed ABC",
+            r#"{"items": []}"#
+        )
+    );
+    let h = evaluate(
+        &Snapshot::parse(&text).unwrap(),
+        &AddonKind::SealedSecrets.release(""),
+    );
+    assert!(!h.healthy());
+    assert!(!h.stuck(), "a transient Failed condition is not stuck");
+    assert!(h.chart_failed.is_none());
+    let sum = h.summary();
+    assert!(sum.contains("it tries again by itself"), "{sum}");
+    assert!(
+        sum.contains("Deployment kube-system/sealed-secrets-controller not ready (1 old replicas pending termination): pod sealed-secrets-controller-5c4b-fghij: CrashLoopBackOff (4 restarts)"),
+        "{sum}"
+    );
+    assert!(
+        !sum.contains("7d9f-abcde"),
+        "the old, ready pod is not named: {sum}"
+    );
+    // The retries used up: stuck.
+    let used_up = text.replace(
+        r#""reason": "Job create failed", "message": "Failed to generate Job: configmaps \"chart-content-x\" is forbidden""#,
+        r#""reason": "Job failed", "message": "Job has reached configured number of retries without succeeding""#,
+    );
+    let h = evaluate(
+        &Snapshot::parse(&used_up).unwrap(),
+        &AddonKind::SealedSecrets.release(""),
+    );
+    assert!(h.stuck() && h.chart_failed.is_some());
+}
+
+/// Issue 26 (B9): the health read gets CRDs as names and their `Established` condition, not
+/// whole (with the platform installed they are ~10 MB of JSON), and reads the values Secrets
+/// before the Jobs.
+#[test]
+fn the_health_read_is_small_and_in_order() {
+    let cmd = health::get_all(&[]);
+    assert!(!health::KINDS.contains("customresourcedefinitions"));
+    assert!(cmd.contains(health::GET_CRDS));
+    let values = cmd.find("#bootstrap-values").unwrap();
+    let objects = cmd.find("#bootstrap-objects").unwrap();
+    assert!(values < objects, "{cmd}");
+    assert!(
+        !cmd.contains("get secrets -A -l owner=helm --field-selector type=helm.sh/release.v1 -o")
+    );
+}
+
+/// Issue 26 (B9): a `wait_for` names its Kind's group, and a Kind of the same name in another
+/// group does not stand in for it.
+#[test]
+fn wait_for_keeps_the_group() {
+    use health::{evaluate, Snapshot, Want};
+    let rel = HelmRelease {
+        name: "pg".into(),
+        namespace: "infra".into(),
+        addon: None,
+        failure_policy: "reinstall".into(),
+        timeout: None,
+        wants: vec![Want {
+            kind: "Cluster".into(),
+            namespace: "infra".into(),
+            group: Some("postgresql.cnpg.io".into()),
+            name: "pg".into(),
+            prefix: false,
+        }],
+        values_digest: None,
+    };
+    let other = r#"{"items": [{"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster", "metadata": {"name": "pg", "namespace": "infra"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]}"#;
+    let h = evaluate(&Snapshot::parse(other).unwrap(), &rel);
+    assert!(
+        h.problems
+            .iter()
+            .any(|p| p == "Cluster.postgresql.cnpg.io infra/pg missing"),
+        "{:?}",
+        h.problems
+    );
+    let ours = other.replace("cluster.x-k8s.io/v1beta1", "postgresql.cnpg.io/v1");
+    let h = evaluate(&Snapshot::parse(&ours).unwrap(), &rel);
+    assert!(h.problems.is_empty(), "{:?}", h.problems);
 }

@@ -252,33 +252,77 @@ pub(super) async fn run(
             s.run_ok(&Cmd::new(line).label("record the extra manifests"))
                 .await?;
         }
-        Action::EtcdSnapshot { name: base, dir } => {
+        Action::EtcdSnapshot {
+            name: base,
+            dir,
+            timeout_secs,
+        } => {
+            // Success is k3s's exit status and the file it wrote, `<name>-<node>-<unix>`
+            // (k3s pkg/etcd/snapshot.go:269-271; `.zip` when compressed), not a line of its
+            // output: with `log:` in config.yaml everything it prints goes to that file
+            // (pkg/cli/cmds/log_linux.go).
+            let base_name = base.as_deref().unwrap_or("on-demand");
+            let prefix = format!("{base_name}-{name}-");
             let mut cmd = format!(
-                "mkdir -p -m 0700 {} && k3s etcd-snapshot save",
-                sh_quote(dir)
+                "rc=1; mkdir -p -m 0700 {d} && t=$(date +%s) && {{ k3s etcd-snapshot save",
+                d = sh_quote(dir)
             );
             if let Some(b) = base {
                 cmd.push_str(&format!(" --name {}", sh_quote(b)));
             }
+            cmd.push_str(&format!(
+                " 2>&1; rc=$?; }}\nprintf '\\n{MARK}files\\n'\nfor f in {d}/{p}*; do [ -f \"$f\" ] && [ \"$(stat -c %Y \"$f\")\" -ge \"$t\" ] && printf '%s\\n' \"${{f##*/}}\"; done\nprintf '{MARK}hashes\\n'\nk3s kubectl get etcdsnapshotfiles.k3s.cattle.io -o jsonpath='{{range .items[*]}}{{.spec.snapshotName}}{{\" \"}}{{.spec.location}}{{\" \"}}{{.metadata.annotations.etcd\\.k3s\\.cattle\\.io/snapshot-token-hash}}{{\"\\n\"}}{{end}}' 2>/dev/null\nexit $rc",
+                MARK = SNAPSHOT_MARK,
+                d = sh_quote(dir.trim_end_matches('/')),
+                p = sh_quote(&prefix),
+            ));
             let out = s
                 .exec(
                     &Cmd::new(cmd)
                         .label("k3s etcd-snapshot save")
-                        .timeout(Duration::from_secs(180)),
+                        .timeout(Duration::from_secs(timeout_secs + 60)),
                 )
                 .await?;
-            let text = format!("{}{}", out.stdout_str(), out.stderr_str());
-            let saved = k3s::snapshot::saved_name(&text).map(str::to_string);
-            match (out.success(), saved) {
+            let text = out.stdout_str();
+            let (said, rest) = text
+                .split_once(&format!("\n{SNAPSHOT_MARK}files\n"))
+                .unwrap_or((&text, ""));
+            let (files, hashes) = rest
+                .split_once(&format!("{SNAPSHOT_MARK}hashes\n"))
+                .unwrap_or((rest, ""));
+            let file = k3s::snapshot::newest_saved(files, &prefix);
+            match (out.success(), file) {
                 (true, Some(file)) => {
                     let path = format!("{}/{file}", dir.trim_end_matches('/'));
                     rep.info(&format!("{name}: etcd snapshot {path}"));
+                    let location = format!("file://{path}");
+                    let hash = hashes.lines().find_map(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        (f.len() == 3 && f[0] == file && f[1] == location).then(|| f[2].to_string())
+                    });
+                    *learned
+                        .snapshot_token_hash
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = hash;
                     *learned.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
                 }
-                _ => bail!(
-                    "{name}: k3s etcd-snapshot save failed:\n{}",
-                    ssh::tail(&text, 10)
-                ),
+                (ok, _) => {
+                    let why = if ok {
+                        format!(
+                            "k3s etcd-snapshot save exited 0 but no new {prefix}* file is in {dir}"
+                        )
+                    } else {
+                        format!("k3s etcd-snapshot save failed ({})", out.status_text())
+                    };
+                    let said = format!("{said}\n{}", out.stderr_str());
+                    let said = if said.trim().is_empty() {
+                        "    (no output: with `log` in config.yaml k3s writes to that file)"
+                            .to_string()
+                    } else {
+                        ssh::tail(&said, 10)
+                    };
+                    bail!("{name}: {why}:\n{said}")
+                }
             }
         }
         Action::CheckSnapshot { path } => {
@@ -332,15 +376,21 @@ pub(super) async fn run(
             // A `server:` makes k3s refuse ("cannot perform cluster-reset while server URL is
             // set", pkg/cli/server/server.go:483-487); this server's join drop-in is read only
             // by a server without data anyway, so it goes. With S3 configured the restore
-            // path would be read as an S3 object name (pkg/etcd/etcd.go:390-409).
+            // path would be read as an S3 object name (pkg/etcd/etcd.go:390-409). Success is
+            // the exit status and the `reset-flag` k3s writes once the restored data is in
+            // place (pkg/etcd/etcd.go:427), not a line of output: with `log:` in config.yaml
+            // the output is in that file.
             let dropin = format!("{}/{}", k3s::CONFIG_DROPIN_DIR, crate::plan::JOIN_DROPIN);
+            let flag = format!("{}/reset-flag", k3s::ETCD_DB_DIR);
             let cmd = format!(
                 "if grep -qs '^server:' {d}; then rm -f {d}; fi\n\
-                 log=$(mktemp)\n\
+                 log=$(mktemp); t=$(date +%s)\n\
                  k3s server --cluster-reset --cluster-reset-restore-path={p}{s3} >\"$log\" 2>&1; rc=$?\n\
-                 tail -n 40 \"$log\"; rm -f \"$log\"; exit $rc",
+                 if [ -f {f} ] && [ \"$(stat -c %Y {f})\" -ge \"$t\" ]; then printf '{SNAPSHOT_MARK}reset-flag\\n'; fi\n\
+                 tail -n 200 \"$log\"; rm -f \"$log\"; exit $rc",
                 d = sh_quote(&dropin),
                 p = sh_quote(path),
+                f = sh_quote(&flag),
                 s3 = if *no_s3 { " --etcd-s3=false" } else { "" },
             );
             let out = s
@@ -351,28 +401,54 @@ pub(super) async fn run(
                 )
                 .await?;
             let text = out.stdout_str();
-            // k3s ends a successful reset with this request to shut down, and exits 0
-            // (pkg/etcd/etcd.go:359-363, pkg/signals/signals.go:30-33).
-            if !(out.success() && text.contains("Managed etcd cluster membership has been reset")) {
-                let why = if text.contains("encrypted with different token") {
+            let flagged = text.starts_with(&format!("{SNAPSHOT_MARK}reset-flag\n"));
+            let said = text
+                .strip_prefix(&format!("{SNAPSHOT_MARK}reset-flag\n"))
+                .unwrap_or(&text);
+            if !(out.success() && flagged) {
+                let why = if said.contains("encrypted with different token") {
                     "the snapshot is encrypted with another server token; "
                 } else {
                     ""
                 };
+                let said = if said.trim().is_empty() {
+                    "    (no output: with `log` in config.yaml k3s writes to that file)".to_string()
+                } else {
+                    ssh::tail(said, 12)
+                };
                 bail!(
-                    "{name}: restoring etcd from {path} failed ({why}k3s moved the data it had to {}/etcd-old-<time>; run the same restore again once the cause is fixed):\n{}",
+                    "{name}: restoring etcd from {path} failed ({why}{}; k3s moved the data it had to {}/etcd-old-<time>; run the same restore again once the cause is fixed):\n{said}",
+                    if out.success() {
+                        format!("k3s exited 0 but wrote no {flag}")
+                    } else {
+                        format!("k3s {}", out.status_text())
+                    },
                     k3s::ETCD_DB_DIR,
-                    ssh::tail(&text, 12)
                 );
             }
         }
-        Action::MoveDataAside { stamp } => {
-            let db = k3s::ETCD_DB_DIR;
+        Action::MakeDir { path, mode } => {
             s.run_ok(
                 &Cmd::new(format!(
-                    "if [ -e {db} ]; then mv {db} {db}-before-restore-{stamp}; fi"
+                    "mkdir -p -m {mode:04o} {p} && chmod {mode:04o} {p}",
+                    p = sh_quote(path)
                 ))
-                .label("move the etcd data aside"),
+                .label(format!("create {path}")),
+            )
+            .await?;
+        }
+        Action::MoveDataAside { stamp } => {
+            let script: Vec<String> = [k3s::ETCD_DB_DIR, k3s::SERVER_TLS_DIR, k3s::SERVER_CRED_DIR]
+                .iter()
+                .map(|d| {
+                    let to = sh_quote(&format!("{d}-before-restore-{stamp}"));
+                    let d = sh_quote(d);
+                    format!("if [ -e {d} ] && [ ! -e {to} ]; then mv {d} {to}; fi")
+                })
+                .collect();
+            s.run_ok(
+                &Cmd::new(format!("set -e\n{}", script.join("\n")))
+                    .label("move the etcd data and certificates aside"),
             )
             .await?;
         }
@@ -380,6 +456,9 @@ pub(super) async fn run(
     }
     Ok(Duration::ZERO)
 }
+
+/// Marks the parts of a snapshot or reset command's output that are not k3s's.
+const SNAPSHOT_MARK: &str = "#bootstrap-";
 
 /// Start or restart the service, then wait until it is ready.
 #[allow(clippy::too_many_arguments)]

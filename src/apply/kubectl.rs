@@ -53,6 +53,31 @@ pub(super) async fn run(
             .await?;
         }
         Action::DeleteNode { node } => delete_node(api, node, opts).await?,
+        Action::StaleNodes { keep, delete } => {
+            let stale: Vec<String> = get_nodes(api)
+                .await?
+                .into_iter()
+                .filter(|n| !keep.contains(&n.name))
+                .map(|n| n.name)
+                .collect();
+            if stale.is_empty() {
+                return Ok(Duration::ZERO);
+            }
+            if *delete {
+                for n in &stale {
+                    delete_node(api, n, opts).await?;
+                }
+                rep.info(&format!(
+                    "deleted the Nodes the inventory does not name: {}",
+                    stale.join(", ")
+                ));
+            } else {
+                rep.warn(&format!(
+                    "the restored cluster has Nodes the inventory does not name: {} (hosts of the snapshot's time that are gone, for one); they stay NotReady until deleted: run the restore with --delete-stale-nodes, or `k3s kubectl delete node NAME` on a server",
+                    stale.join(", ")
+                ));
+            }
+        }
         Action::ForgetNodePassword { node } => {
             // k3s keeps a node's password hash in `kube-system/<node>.node-password.k3s`
             // (pkg/nodepassword/nodepassword.go) and creates it when the node registers and
@@ -369,12 +394,65 @@ async fn delete_node(api: &Session, name: &str, opts: &Options) -> Result<()> {
     }
 }
 
+/// The kubelet's longest back-off before it restarts a failed container (kubelet
+/// `MaxContainerBackOff`): the most a retried helm attempt waits to start.
+const MAX_BACKOFF_SECS: i64 = 300;
+/// What a chart's workloads get to roll out once helm is done (klipper-helm runs helm
+/// without `--wait`, so helm returns before they are ready), and a retried attempt to start.
+const GRACE_SECS: i64 = 60;
+
+/// How long the wait lasts for one chart (server clock): `--timeout`, and while helm works
+/// on the chart, at least the chart's own helm timeout and a minute, so that hooks running
+/// inside that timeout are not cut short; once helm is done (the Job complete, its release
+/// current), a minute past that for the workloads to roll out. A failed attempt under
+/// `reinstall` or `retry` is followed by another after the kubelet's back-off (10 s doubling,
+/// at most 5 minutes): the first one this wait sees extends it by that back-off and another
+/// helm timeout, so that attempt is waited through; later ones are reported and do not.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    start: i64,
+    timeout: i64,
+    retried: Option<i64>,
+}
+
+impl Deadline {
+    fn new(start: i64, timeout: i64) -> Deadline {
+        Deadline {
+            start,
+            timeout,
+            retried: None,
+        }
+    }
+
+    /// The deadline, given what the chart's Job is doing now.
+    fn at(&self, h: &AddonHealth) -> i64 {
+        let base = self.start + self.timeout;
+        let deployed = h.release.as_ref().is_some_and(|(_, st)| st == "deployed");
+        if h.job == JobState::Complete && h.release_current && deployed {
+            return base.max(h.job_completed.unwrap_or(self.start) + GRACE_SECS);
+        }
+        let helm = h.chart.helm_timeout_secs() as i64;
+        base.max(self.start + helm + GRACE_SECS)
+            .max(self.retried.unwrap_or(0))
+    }
+
+    /// A failed attempt (the `failures`th) ended at `ended`: wait for the next.
+    fn retried(&mut self, ended: i64, failures: u64, h: &AddonHealth) {
+        if self.retried.is_some() {
+            return;
+        }
+        let backoff = (10i64 << failures.saturating_sub(1).min(5)).min(MAX_BACKOFF_SECS);
+        self.retried = Some(ended + backoff + h.chart.helm_timeout_secs() as i64 + GRACE_SECS);
+    }
+}
+
 /// Wait until `addons` are healthy and every file of `applied` is applied by k3s's deploy
 /// controller. A failure helm-controller will not repair by itself (the Job used up its
-/// retries, a failed release under `failurePolicy: abort`), or a failed attempt seen during
-/// this wait, ends it at once with the pod's log and the recovery step. An attempt that had
-/// already failed when the wait began is not reported again: helm-controller's next attempt
-/// (after the kubelet's back-off, at most 5 minutes) is what this run waits for.
+/// retries, a failed release under `failurePolicy: abort`) ends it at once with the pod's log
+/// and the recovery step. A failed attempt under `reinstall` or `retry`, which helm-controller
+/// follows with another after the kubelet's back-off, is reported and waited through; an
+/// attempt that had already failed when the wait began is not reported again. Each chart's
+/// deadline is its own ([`Deadline`]), on the server's clock.
 #[allow(clippy::too_many_arguments)]
 async fn wait_addons(
     api: &Session,
@@ -386,7 +464,9 @@ async fn wait_addons(
     opts: &Options,
     rep: &Reporter,
 ) -> Result<()> {
-    let deadline = Instant::now() + opts.timeout;
+    let timeout = opts.timeout.as_secs() as i64;
+    let local_start = Instant::now();
+    let mut deadlines: BTreeMap<String, Deadline> = BTreeMap::new();
     let mut reported: BTreeSet<String> = BTreeSet::new();
     let mut baseline: BTreeMap<String, Option<(String, u64)>> = BTreeMap::new();
     let mut last: Option<String> = None;
@@ -395,31 +475,58 @@ async fn wait_addons(
             .run_ok(&Cmd::new(health::get_all(waits)).label("read add-on health"))
             .await?;
         let snap = Snapshot::parse(&out.stdout_str()).map_err(|e| anyhow!(e))?;
+        // The server's clock, which the API's times are on; this machine's when it printed none.
+        let now = snap.now.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
         let states: Vec<AddonHealth> = releases
             .iter()
             .map(|r| health::evaluate(&snap, r))
             .collect();
         let mut msg = Vec::new();
         for h in states.iter().filter(|h| !h.healthy()) {
+            let d = deadlines
+                .entry(h.chart.name.clone())
+                .or_insert_with(|| Deadline::new(now, timeout));
+            // A failed attempt: the pod's (its container exited 1), or, under `retry`, a Job
+            // that completed (klipper-helm exits 0 whatever the upgrade did, `entry`:88-91)
+            // leaving the current release failed, which helm-controller retries.
+            let retried_release =
+                (h.job == JobState::Complete && h.release_current && h.release_failed())
+                    .then(|| h.release.as_ref().map(|(r, _)| *r))
+                    .flatten();
             let attempt = h
                 .failed_attempt
                 .as_ref()
-                .map(|a| (a.pod.clone(), a.failures));
+                .map(|a| (a.pod.clone(), a.failures))
+                .or_else(|| retried_release.map(|r| (format!("release revision {r}"), r)));
             let first = baseline
                 .entry(h.chart.name.clone())
                 .or_insert_with(|| attempt.clone());
             let new_failure = attempt.is_some() && attempt != *first;
-            let stuck = h.chart_failed.is_some()
-                || h.job == JobState::Failed
-                || (h.release_failed() && h.chart.failure_policy == "abort");
+            let stuck = h.stuck() || (new_failure && h.chart.failure_policy == "abort");
             if !(stuck || new_failure) {
                 continue;
             }
-            let logs = match &h.failed_attempt {
-                Some(a) => pod_logs(api, &a.pod).await,
-                None => String::new(),
+            let logs = match (&h.failed_attempt, retried_release) {
+                (Some(a), _) => pod_logs(api, &a.pod).await,
+                (None, Some(_)) => job_logs(api, &h.chart).await,
+                (None, None) => String::new(),
             };
-            msg.push(health::failure_report(h, &logs));
+            if stuck {
+                msg.push(health::failure_report(h, &logs));
+            } else {
+                // helm-controller tries again by itself: say so, and wait for that attempt.
+                rep.warn(&health::failure_report(h, &logs));
+                *first = attempt;
+                match &h.failed_attempt {
+                    Some(a) => d.retried(a.finished.unwrap_or(now), a.failures, h),
+                    None => d.retried(now, 1, h),
+                }
+            }
         }
         if !msg.is_empty() {
             bail!("{}", msg.join("\n"));
@@ -447,9 +554,30 @@ async fn wait_addons(
                 last = Some(line);
             }
         }
-        if Instant::now() > deadline {
+        let late: Vec<&AddonHealth> = states
+            .iter()
+            .filter(|h| !h.healthy())
+            .filter(|h| deadlines.get(&h.chart.name).is_some_and(|d| now > d.at(h)))
+            .collect();
+        let files_late =
+            local_start.elapsed() > opts.timeout && states.iter().all(AddonHealth::healthy);
+        if !late.is_empty() || files_late {
             let mut msg = Vec::new();
-            for h in states.iter().filter(|h| !h.healthy()) {
+            for h in late {
+                let waited = deadlines
+                    .get(&h.chart.name)
+                    .map(|d| now - d.start)
+                    .unwrap_or(timeout);
+                if let Some(a) = &h.failed_attempt {
+                    // Its attempts kept failing: the same report as for a failure at once.
+                    let logs = pod_logs(api, &a.pod).await;
+                    msg.push(format!(
+                        "{} is not healthy after {waited}s, and its last attempt failed:\n{}",
+                        h.chart,
+                        health::failure_report(h, &logs)
+                    ));
+                    continue;
+                }
                 let logs = if h.job == JobState::Complete {
                     String::new()
                 } else {
@@ -460,9 +588,8 @@ async fn wait_addons(
                     )
                 };
                 msg.push(format!(
-                    "{} is not healthy after {:?}: {}{logs}",
+                    "{} is not healthy after {waited}s: {}{logs}",
                     h.chart,
-                    opts.timeout,
                     h.summary()
                 ));
             }
@@ -506,6 +633,37 @@ mod tests {
     use super::*;
     use crate::inventory::Taint;
     use std::collections::BTreeMap;
+
+    /// Issue 26 (B6): the deadline covers the chart's own helm timeout while helm works,
+    /// a minute past helm's end once it is done, and one retried attempt.
+    #[test]
+    fn the_wait_deadline_follows_helm() {
+        use crate::addons::AddonKind;
+        let mut h = crate::addons::health::evaluate(
+            &Snapshot::default(),
+            &AddonKind::CertManager.release(""),
+        );
+        let d = Deadline::new(1000, 20);
+        // Pending or running: cert-manager's 10 minutes, plus a minute.
+        assert_eq!(d.at(&h), 1000 + 600 + 60);
+        h.job = JobState::Complete;
+        h.release_current = true;
+        h.job_completed = Some(1010);
+        assert_eq!(d.at(&h), 1010 + 60);
+        // --timeout longer than that: --timeout.
+        assert_eq!(Deadline::new(1000, 300).at(&h), 1300);
+        // A failed attempt at 1100 (the second): the back-off (20 s) and another attempt.
+        h.job = JobState::Running;
+        let mut d = Deadline::new(1000, 20);
+        d.retried(1100, 2, &h);
+        assert_eq!(d.at(&h), 1100 + 20 + 600 + 60);
+        d.retried(1500, 3, &h);
+        assert_eq!(
+            d.at(&h),
+            1100 + 20 + 600 + 60,
+            "only the first retry extends it"
+        );
+    }
 
     #[test]
     fn unmanaged_pods_are_read_from_kubectls_error() {

@@ -74,8 +74,17 @@ pub(super) async fn run(
                 created,
                 size,
                 sha256: k3s::sha256_hex(&bytes),
+                // The hash k3s gave the snapshot (its record's annotation, read by the save or
+                // with the snapshot), else the one of the token this tool holds.
                 token_hash: token_hash
                     .clone()
+                    .or_else(|| {
+                        learned
+                            .snapshot_token_hash
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clone()
+                    })
                     .unwrap_or_else(|| snapshot::token_hash(server_token)),
                 server_token: server_token.clone(),
             };
@@ -155,6 +164,16 @@ pub(super) async fn run(
         Action::WriteInventory { path, text } => {
             edit::write(path, text)?;
             rep.info(&format!("{} written", path.display()));
+        }
+        Action::RecordRestore { dir, record } => {
+            record.save(dir).with_context(|| {
+                format!("writing {}", snapshot::RestoreRecord::path(dir).display())
+            })?;
+        }
+        Action::ForgetRestore { dir } => {
+            snapshot::RestoreRecord::remove(dir).with_context(|| {
+                format!("removing {}", snapshot::RestoreRecord::path(dir).display())
+            })?;
         }
         other => anyhow::bail!("`{other}` does not run on this machine"),
     }

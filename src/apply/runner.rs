@@ -32,6 +32,8 @@ pub(super) struct Learned {
     pub ca_hash: std::sync::Mutex<Option<String>>,
     /// The snapshot this run's `k3s etcd-snapshot save` made: its path on the server.
     pub snapshot: std::sync::Mutex<Option<String>>,
+    /// The token hash k3s recorded for that snapshot (its ETCDSnapshotFile's annotation).
+    pub snapshot_token_hash: std::sync::Mutex<Option<String>>,
 }
 
 impl Executor<'_> {

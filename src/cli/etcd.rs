@@ -78,7 +78,7 @@ pub async fn list(cx: &Ctx) -> Result<()> {
         .snapshots
         .iter()
         .map(|s| {
-            serde_json::json!({"name": s.name, "where": s.node, "location": s.location,
+            serde_json::json!({"name": s.name, "where": s.place(), "location": s.location,
                 "size": s.size, "created": s.created, "token_hash": s.token_hash})
         })
         .collect();
@@ -146,7 +146,13 @@ fn source(cx: &Ctx, arg: &str) -> Result<Source> {
     Ok(Source::Copy { file, record })
 }
 
-pub async fn restore(cx: &Ctx, arg: &str, yes: bool, plan_only: bool) -> Result<()> {
+pub async fn restore(
+    cx: &Ctx,
+    arg: &str,
+    yes: bool,
+    plan_only: bool,
+    delete_stale: bool,
+) -> Result<()> {
     let inv = &cx.inv;
     let src = source(cx, arg)?;
     if !plan_only {
@@ -167,7 +173,7 @@ pub async fn restore(cx: &Ctx, arg: &str, yes: bool, plan_only: bool) -> Result<
         .unwrap_or(0)
         .to_string();
     let r = converge(cx, inv, req, local, "etcd restore", plan_only, |f| {
-        plan_etcd::restore(inv, f, &src, &stamp)
+        plan_etcd::restore(inv, f, &src, &stamp, delete_stale)
     })
     .await;
     let cluster = inv.cluster.name.clone();

@@ -50,6 +50,7 @@ fn converge_request(
         addons: !local.addons.is_empty(),
         waits: local.addons.wait_kinds(),
         longhorn: inv.addons.longhorn.is_some(),
+        snapshot_dir: inv.custom_snapshot_dir(),
         sealing_key: inv.addons.sealed_secrets.is_some() && local.sealing_backup.is_none(),
         new_secrets: true,
         ..take_out_request(inv, hosts, exclude)

@@ -25,6 +25,10 @@ pub struct ObservedNode {
     pub kubelet_version: String,
     pub unschedulable: bool,
     pub internal_ip: Option<String>,
+    /// Every address k3s records for it: `status.addresses` (InternalIP, ExternalIP) and the
+    /// `k3s.io/internal-ip` / `k3s.io/external-ip` annotations, comma-separated for dual stack
+    /// (k3s pkg/agent/run.go:437-456, pkg/cloudprovider/instances.go:38-108).
+    pub addresses: Vec<String>,
 }
 
 impl ObservedNode {
@@ -57,8 +61,11 @@ pub struct ClusterFacts {
 pub struct SnapshotFile {
     /// The file name (`spec.snapshotName`), `.zip` included.
     pub name: String,
-    /// The server holding it, or `s3`.
+    /// `spec.nodeName`: the server holding it; for an S3 copy the server that uploaded it (k3s
+    /// pkg/etcd/snapshot/types.go:192-196, pkg/etcd/s3/s3.go:85, :281), or `s3`.
     pub node: String,
+    /// A copy in S3: `spec.s3` set, or an `s3://` location (types.go:238-252).
+    pub s3: bool,
     /// `file:///...` or `s3://bucket/key`.
     pub location: String,
     pub size: u64,
@@ -73,6 +80,15 @@ impl SnapshotFile {
     /// The path on its server, for a local one.
     pub fn path(&self) -> Option<&str> {
         self.location.strip_prefix("file://")
+    }
+
+    /// Where it is, for a person: the server's name, or `s3`.
+    pub fn place(&self) -> &str {
+        if self.s3 {
+            "s3"
+        } else {
+            &self.node
+        }
     }
 }
 
@@ -115,6 +131,8 @@ pub fn parse_snapshots(json: &str) -> Result<Vec<SnapshotFile>, ParseError> {
         .map(|i| SnapshotFile {
             name: s(i, "/spec/snapshotName"),
             node: s(i, "/spec/nodeName"),
+            s3: i.pointer("/spec/s3").is_some_and(|v| !v.is_null())
+                || s(i, "/spec/location").starts_with("s3://"),
             location: s(i, "/spec/location"),
             size: match i.pointer("/status/size") {
                 Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
@@ -217,9 +235,9 @@ pub fn from_answer(
     json: &str,
     key: Option<Option<&str>>,
 ) -> Result<ClusterFacts, String> {
-    let nodes = parse_nodes(health::objects_part(json)).map_err(|e| e.to_string())?;
+    let nodes = parse_nodes(&health::objects_part(json)).map_err(|e| e.to_string())?;
     let objects = Snapshot::parse(json)?;
-    let snapshots = parse_snapshots(health::objects_part(json)).map_err(|e| e.to_string())?;
+    let snapshots = parse_snapshots(&health::objects_part(json)).map_err(|e| e.to_string())?;
     let sealing_key = match key.flatten() {
         Some(k) => SealingKey::from_secret_json(k).map_err(|e| e.to_string())?,
         None => None,
@@ -325,7 +343,27 @@ pub fn parse_nodes(json: &str) -> Result<Vec<ObservedNode>, ParseError> {
             .iter()
             .find(|a| a.kind == "InternalIP")
             .map(|a| a.address.clone())
-            .or_else(|| n.metadata.annotations.get("k3s.io/internal-ip").cloned());
+            .or_else(|| {
+                n.metadata
+                    .annotations
+                    .get("k3s.io/internal-ip")
+                    .and_then(|a| a.split(',').next().map(str::to_string))
+            });
+        let mut addresses: Vec<String> = n
+            .status
+            .addresses
+            .iter()
+            .filter(|a| a.kind == "InternalIP" || a.kind == "ExternalIP")
+            .map(|a| a.address.clone())
+            .collect();
+        for k in ["k3s.io/internal-ip", "k3s.io/external-ip"] {
+            if let Some(v) = n.metadata.annotations.get(k) {
+                addresses.extend(v.split(',').map(|a| a.trim().to_string()));
+            }
+        }
+        addresses.retain(|a| !a.is_empty());
+        addresses.sort();
+        addresses.dedup();
         out.push(ObservedNode {
             ready: n
                 .status
@@ -351,6 +389,7 @@ pub fn parse_nodes(json: &str) -> Result<Vec<ObservedNode>, ParseError> {
                 .collect(),
             unschedulable: n.spec.unschedulable,
             internal_ip,
+            addresses,
         });
     }
     Ok(out)
@@ -408,6 +447,67 @@ mod tests {
         assert!(!nodes[1].ready);
         assert!(nodes[1].unschedulable);
         assert_eq!(nodes[1].version(), "v1.36.3+k3s1".parse().ok());
+    }
+
+    /// Nodes as real k3s clusters recorded them (tests/fixtures/upstream): names, readiness,
+    /// versions, taints, and every address k3s records (status and `k3s.io/*-ip`).
+    #[test]
+    fn nodes_recorded_from_real_k3s() {
+        use crate::testdata;
+        let list = testdata::list(&[
+            ("node-server-sqlite-k3s-v1.29.json", "Node"),
+            ("node-agent-k3s-v1.29.json", "Node"),
+        ]);
+        let nodes = parse_nodes(&list).unwrap();
+        assert_eq!(nodes.len(), 2);
+        let (m, w) = (&nodes[0], &nodes[1]);
+        assert_eq!((m.name.as_str(), w.name.as_str()), ("kmaster", "kworker1"));
+        assert!(m.ready && w.ready);
+        assert_eq!(w.version(), "v1.29.4+k3s1".parse().ok());
+        assert_eq!(m.internal_ip.as_deref(), Some("192.168.186.216"));
+        assert_eq!(w.addresses, ["192.168.186.217"]);
+        assert!(m.taints.is_empty());
+        // IPv6, with an external IP: in the addresses from the annotations.
+        let frag = testdata::json("node-annotations-external-ip-ipv6-k3s-2022-fragment.yaml");
+        let mut node = frag["items"][0].clone();
+        node["metadata"]["name"] = serde_json::Value::from("ip6");
+        let nodes = parse_nodes(&serde_json::json!({"items": [node]}).to_string()).unwrap();
+        assert_eq!(
+            nodes[0].addresses,
+            ["2600:1f1c:ab4:ee48:b0e8:6e19:17b:1cc7"]
+        );
+        assert_eq!(
+            nodes[0].internal_ip.as_deref(),
+            Some("2600:1f1c:ab4:ee48:b0e8:6e19:17b:1cc7")
+        );
+    }
+
+    /// ETCDSnapshotFiles as k3s writes them: an S3 copy is told by `spec.s3` and its `s3://`
+    /// location, whatever `spec.nodeName` says (`s3` in the docs' recording; the uploading
+    /// server's name in current k3s, pkg/etcd/snapshot/types.go:192-196).
+    #[test]
+    fn snapshot_files_recorded_from_real_k3s() {
+        use crate::testdata;
+        let local = testdata::json("etcdsnapshotfile-local.yaml");
+        let s3 = testdata::json("etcdsnapshotfile-s3.yaml");
+        let mut s3_named = s3.clone();
+        s3_named["spec"]["nodeName"] = serde_json::Value::from("k3s-server-1");
+        s3_named["metadata"]["name"] = serde_json::Value::from("s3-other");
+        let json = serde_json::json!({"items": [local, s3, s3_named]}).to_string();
+        let all = parse_snapshots(&json).unwrap();
+        assert_eq!(all.len(), 3);
+        let l = all.iter().find(|s| !s.s3).unwrap();
+        assert_eq!(l.node, "k3s-server-1");
+        assert_eq!(l.place(), "k3s-server-1");
+        assert_eq!(
+            l.path(),
+            Some("/var/lib/rancher/k3s/server/db/snapshots/on-demand-k3s-server-1-1730308816")
+        );
+        assert_eq!(l.size, 2_891_808);
+        assert_eq!(l.token_hash.as_deref(), Some("b4b83cda3099"));
+        let s3s: Vec<&SnapshotFile> = all.iter().filter(|s| s.s3).collect();
+        assert_eq!(s3s.len(), 2);
+        assert!(s3s.iter().all(|s| s.place() == "s3" && s.path().is_none()));
     }
 
     #[test]

@@ -39,8 +39,9 @@ pub fn is_leftover(path: &str) -> bool {
 /// reads, never writes, and forks as little as it can (every process costs a millisecond or
 /// two, and a run reads 30 hosts side by side): one `sha256sum` for every file the plan
 /// compares, one `stat` for modes and links, one `systemctl show` for every unit.
-/// `longhorn` adds Longhorn's node prerequisites.
-pub fn script(longhorn: bool) -> String {
+/// `longhorn` adds Longhorn's node prerequisites, `snapshot_dir` the state of a custom etcd
+/// snapshot directory.
+pub fn script(longhorn: bool, snapshot_dir: Option<&str>) -> String {
     let units = if longhorn {
         "k3s.service k3s-agent.service iscsid.service iscsid.socket multipathd.service multipathd.socket"
     } else {
@@ -70,7 +71,12 @@ o=$IFS; IFS=:; for d in $PATH; do [ "$d" = $B ] && continue; for c in kubectl cr
 systemctl show -p Id,ActiveState,UnitFileState {units} 2>/dev/null | while IFS= read -r l; do p sys "$l"; done
 # Temp files an interrupted upload or write left (ssh/session.rs put_file, apply/host.rs).
 for f in $B/.*.bootstrap-tmp-* $B/.*.bootstrap-upload $S/.*.bootstrap-tmp-* $R/.*.bootstrap-tmp-* $R/config.yaml.d/.*.bootstrap-tmp-* $D/agent/images/.*.bootstrap-tmp-* $D/agent/images/.*.bootstrap-upload $D/server/manifests/.*.bootstrap-tmp-*; do if [ -e "$f" ]; then p leftover "$f"; fi; done
-if [ -d $D/server/db ]; then p server.db yes; fi
+# Cluster data as k3s decides it: etcd's WAL directory (pkg/etcd/etcd.go:305-318
+# IsInitialized), or SQLite's database (pkg/cluster: kine's default state.db).
+if [ -d $D/server/db/etcd/member/wal ] || [ -f $D/server/db/state.db ]; then p server.db yes; fi
+# This host's addresses, to tell a Node registered from it (k3s's InternalIP is an interface
+# address: pkg/util/net.go:138-150).
+p addrs "$(hostname -I 2>/dev/null)"
 if [ -s $D/server/token ]; then p server.token.b64 "$(base64 -w0 $D/server/token)"; fi
 if [ -s $D/server/agent-token ]; then p server.agent_token.b64 "$(base64 -w0 $D/server/agent-token)"; fi
 if [ -s /etc/rancher/node/password ]; then p node.password yes; fi
@@ -88,6 +94,12 @@ p addons.extra "$x"
         DATA_DIR = k3s::DATA_DIR,
         EXTRA_RECORD = crate::addons::EXTRA_RECORD,
     );
+    if let Some(d) = snapshot_dir {
+        let d = crate::ssh::sh_quote(d);
+        s.push_str(&format!(
+            "if [ -d {d} ]; then p etcd.snapdir \"$(stat -c %a {d})\"; else p etcd.snapdir missing; fi\n"
+        ));
+    }
     if longhorn {
         s.push_str(
             r#"# Longhorn's node prerequisites (src/addons/longhorn.rs).
@@ -150,8 +162,13 @@ pub struct HostFacts {
     pub config_sha256: Option<String>,
     pub config_mode: Option<u32>,
     pub dropins: BTreeMap<String, String>,
-    /// etcd data exists: this host has been a server of a cluster.
+    /// Cluster data exists (etcd's WAL, or SQLite's database): this host has been a server
+    /// of a cluster.
     pub server_db: bool,
+    /// The host's own addresses (`hostname -I`).
+    pub addresses: Vec<String>,
+    /// The custom etcd snapshot directory's mode (`700`), or `missing`, when it was asked for.
+    pub snapshot_dir: Option<String>,
     /// k3s's `server/token` and `server/agent-token` (secrets: never print them).
     pub token_file: Option<String>,
     pub agent_token_file: Option<String>,
@@ -230,6 +247,8 @@ impl HostFacts {
                     f.bin_version = value.split_whitespace().find_map(|w| w.parse().ok())
                 }
                 "server.db" => f.server_db = value == "yes",
+                "addrs" => f.addresses = value.split_whitespace().map(String::from).collect(),
+                "etcd.snapdir" => f.snapshot_dir = Some(value.trim().to_string()),
                 "server.token.b64" => f.token_file = b64(value.trim()),
                 "server.agent_token.b64" => f.agent_token_file = b64(value.trim()),
                 "node.password" => f.node_password = value == "yes",
@@ -482,8 +501,8 @@ residue\t /usr/local/bin/k3s /etc/rancher/k3s\nend\tok",
 
     #[test]
     fn the_script_runs_in_sh() {
-        for lh in [false, true] {
-            let s = script(lh);
+        for (lh, dir) in [(false, None), (true, Some("/srv/etcd snapshots"))] {
+            let s = script(lh, dir);
             assert!(s.starts_with("set -u\n") && s.ends_with("p end ok\n"));
             assert_eq!(s.contains("modinfo"), lh);
             let out = std::process::Command::new("sh")

@@ -32,6 +32,8 @@ pub struct LocalFacts {
     /// A sealing key for a cluster that has none (made only when Sealed Secrets is enabled and
     /// neither the backup nor the cluster holds one).
     pub new_sealing_key: Option<SealingKey>,
+    /// What an earlier `etcd restore` of a named snapshot checked, when it did not finish.
+    pub restore: Option<crate::k3s::snapshot::RestoreRecord>,
 }
 
 /// The add-ons' files, the backups and the kubeconfig beside `inv`: read before any host is
@@ -47,14 +49,7 @@ pub fn read(inv: &Inventory) -> Result<LocalFacts> {
     }
     if let Some(s3) = inv.etcd.as_ref().and_then(|e| e.s3.as_ref()) {
         let c = &s3.credentials;
-        for s in [
-            Some(&c.access_key),
-            Some(&c.secret_key),
-            c.session_token.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for s in [&c.access_key, &c.secret_key] {
             crate::ssh::register_secret(s.clone());
         }
     }
@@ -66,11 +61,19 @@ pub fn read(inv: &Inventory) -> Result<LocalFacts> {
     let kc = inv.kubeconfig_path();
     let kubeconfig =
         crate::local::read_optional(&kc).with_context(|| format!("reading {}", kc.display()))?;
+    let restore =
+        crate::k3s::snapshot::RestoreRecord::load(&inv.state_dir()).with_context(|| {
+            format!(
+                "reading {}",
+                crate::k3s::snapshot::RestoreRecord::path(&inv.state_dir()).display()
+            )
+        })?;
     Ok(LocalFacts {
         addons,
         token_backup,
         sealing_backup,
         kubeconfig,
+        restore,
         ..Default::default()
     })
 }

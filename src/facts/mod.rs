@@ -61,6 +61,8 @@ pub struct Request {
     pub waits: Vec<String>,
     /// Read Longhorn's node prerequisites with the host facts.
     pub longhorn: bool,
+    /// A custom etcd snapshot directory whose state to read with the host facts.
+    pub snapshot_dir: Option<String>,
     /// Read the sealing key Secret (Sealed Secrets is on and there is no backup).
     pub sealing_key: bool,
     /// Read the etcd snapshots the cluster knows (its ETCDSnapshotFile objects).
@@ -115,7 +117,7 @@ fn split_sections(out: &str) -> BTreeMap<String, String> {
 pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
     let started = Instant::now();
     let query = cluster::query_script(req.addons, &req.waits, req.sealing_key, req.snapshots);
-    let host_script = host::script(req.longhorn);
+    let host_script = host::script(req.longhorn, req.snapshot_dir.as_deref());
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
     // A JoinSet: when the read is dropped (Ctrl-C), no host gets a command after that.
     let mut tasks = tokio::task::JoinSet::new();

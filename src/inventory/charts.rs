@@ -14,7 +14,7 @@ use std::path::Path;
 use super::error::{ErrorKind, Report};
 use super::raw::{self, S};
 use super::syntax;
-use super::{Chart, ChartRepo, WaitFor};
+use super::{Chart, ChartRepo, K3sVersion, WaitFor};
 
 /// HelmChart names k3s itself uses in kube-system (its packaged Traefik, k3s
 /// `manifests/traefik.yaml`) and the add-ons'. A chart of that name would take over theirs.
@@ -39,6 +39,29 @@ pub(crate) struct Built {
     after_spans: Vec<Vec<Range<usize>>>,
 }
 
+/// The first k3s release of each minor whose helm-controller knows `failurePolicy: retry`
+/// (helm-controller v0.17.6 / v0.16.25, whose CRD adds it to the enum, `types.go`:13, with
+/// klipper-helm v0.13.2, which acts on it; bundled by every k3s branch on 2026-07-22, the
+/// day before the v1.36.3, v1.35.7 and v1.34.10 Kubernetes bumps). Minors not listed before
+/// the first one do not have it; later minors do.
+const RETRY_SINCE: [(u32, u32, u32); 3] = [(1, 34, 10), (1, 35, 7), (1, 36, 3)];
+
+/// Whether k3s `v` bundles a helm-controller that accepts `failurePolicy: retry`.
+pub(crate) fn knows_retry(v: &K3sVersion) -> bool {
+    let (first_major, first_minor, _) = RETRY_SINCE[0];
+    let (last_major, last_minor, _) = RETRY_SINCE[RETRY_SINCE.len() - 1];
+    if (v.major, v.minor) < (first_major, first_minor) {
+        return false;
+    }
+    if (v.major, v.minor) > (last_major, last_minor) {
+        return true;
+    }
+    RETRY_SINCE
+        .iter()
+        .find(|(ma, mi, _)| (*ma, *mi) == (v.major, v.minor))
+        .is_some_and(|(_, _, p)| v.patch >= *p)
+}
+
 /// Validate every `[[charts]]` entry.
 pub(crate) fn charts(
     raw: &[raw::RawChart],
@@ -46,6 +69,7 @@ pub(crate) fn charts(
     base: &Path,
     shown_base: &Path,
     variables: &BTreeMap<String, String>,
+    k3s: Option<&K3sVersion>,
 ) -> Built {
     let mut out = Vec::new();
     let mut after_spans = Vec::new();
@@ -184,6 +208,14 @@ pub(crate) fn charts(
             });
         let failure_policy = match &c.failure_policy {
             None => "reinstall".to_string(),
+            Some(p) if p.get_ref() == "retry" && k3s.is_some_and(|v| !knows_retry(v)) => {
+                r.error(
+                    p.span(),
+                    ErrorKind::InvalidValue,
+                    format!("{what}: failure_policy \"retry\" is not known to the helm-controller of k3s {}: its HelmChart CRD refuses it, so the chart would never be applied; it came with k3s v1.34.10+k3s1, v1.35.7+k3s1 and v1.36.3+k3s1. Use \"reinstall\" or \"abort\", or a newer k3s_version", k3s.map(|v| v.to_string()).unwrap_or_default()),
+                );
+                "reinstall".into()
+            }
             Some(p) if FAILURE_POLICIES.contains(&p.get_ref().as_str()) => p.get_ref().clone(),
             Some(p) => {
                 r.error(

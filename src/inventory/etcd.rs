@@ -17,7 +17,20 @@ use super::resolve_path;
 /// names k3s itself reads for `etcd-s3-access-key`, `-secret-key` and `-session-token`.
 pub const ENV_ACCESS_KEY: &str = "AWS_ACCESS_KEY_ID";
 pub const ENV_SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+/// Temporary (STS) credentials' third part: refused, see [`SESSION_TOKEN_WHY`].
 pub const ENV_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+
+/// Why temporary credentials do not work: k3s's `etcd-snapshot` client builds its S3 request
+/// without the session token (pkg/cli/etcdsnapshot/etcd_snapshot.go:57-72), and the server
+/// refuses the whole save when the S3 client cannot start (pkg/etcd/snapshot_handler.go:87-94),
+/// so every `bootstrap etcd snapshot` would fail with no local snapshot either; and the token
+/// written into config.yaml expires within hours, after which the scheduled uploads fail.
+pub(crate) const SESSION_TOKEN_WHY: &str = "temporary credentials (a session token) do not work with k3s: its etcd-snapshot client drops the token, so every on-demand snapshot fails (\"failed to initialize S3 client\") and takes no local snapshot either, and the token in config.yaml expires within hours, after which scheduled uploads stop. Use the static keys of a user allowed only this bucket";
+
+/// k3s's client timeout for `etcd-snapshot save` (pkg/cli/etcdsnapshot/etcd_snapshot.go:30).
+pub const SNAPSHOT_CLIENT_SECS: u64 = 120;
+/// `etcd-s3-timeout`'s default (pkg/cli/cmds/server.go:521-525).
+pub const S3_TIMEOUT_SECS: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Etcd {
@@ -44,7 +57,16 @@ pub struct EtcdS3 {
     pub endpoint_ca: Option<String>,
     pub skip_ssl_verify: bool,
     pub insecure: bool,
+    /// `etcd-s3-retention`; 0 keeps everything. Unset: k3s takes `snapshot_retention` when
+    /// that is set, else 5 (pkg/cli/server/server.go:220-222), counted over every server's
+    /// snapshots in the folder together.
     pub retention: Option<u32>,
+    /// `etcd-s3-proxy`: `none`, or a URL with scheme and host (pkg/etcd/s3/s3.go:192-208).
+    pub proxy: Option<String>,
+    /// `etcd-s3-timeout`, seconds (k3s: 5 minutes).
+    pub timeout_secs: Option<u64>,
+    /// `etcd-s3-bucket-lookup-type`: `auto`, `dns` or `path` (s3.go:590-602).
+    pub bucket_lookup_type: Option<String>,
     pub credentials: S3Credentials,
 }
 
@@ -52,7 +74,6 @@ pub struct EtcdS3 {
 pub struct S3Credentials {
     pub access_key: String,
     pub secret_key: String,
-    pub session_token: Option<String>,
     /// Where they came from, for messages (never the values).
     pub from: String,
 }
@@ -96,7 +117,8 @@ impl Etcd {
                 ("etcd-s3-folder", &s3.folder),
                 ("etcd-s3-region", &s3.region),
                 ("etcd-s3-endpoint-ca", &s3.endpoint_ca),
-                ("etcd-s3-session-token", &s3.credentials.session_token),
+                ("etcd-s3-proxy", &s3.proxy),
+                ("etcd-s3-bucket-lookup-type", &s3.bucket_lookup_type),
             ];
             for (k, v) in opt {
                 if let Some(v) = v {
@@ -105,6 +127,9 @@ impl Etcd {
             }
             if let Some(n) = s3.retention {
                 keys.push(("etcd-s3-retention", Key::Str(n.to_string())));
+            }
+            if let Some(t) = s3.timeout_secs {
+                keys.push(("etcd-s3-timeout", Key::Str(format!("{t}s"))));
             }
             if s3.skip_ssl_verify {
                 keys.push(("etcd-s3-skip-ssl-verify", Key::Bool));
@@ -122,6 +147,17 @@ impl Etcd {
             ));
         }
         keys
+    }
+
+    /// How long k3s's own `etcd-snapshot save` may take: its client timeout, plus the S3
+    /// timeout when it uploads.
+    pub fn snapshot_timeout_secs(&self) -> u64 {
+        SNAPSHOT_CLIENT_SECS
+            + self
+                .s3
+                .as_ref()
+                .map(|s| s.timeout_secs.unwrap_or(S3_TIMEOUT_SECS))
+                .unwrap_or(0)
     }
 
     /// Where the servers keep their snapshots.
@@ -149,20 +185,64 @@ pub(crate) fn key_for_flag(flag: &str) -> Option<String> {
         "etcd-snapshot-compress" => "snapshot_compress".into(),
         "etcd-disable-snapshots" => "disable_snapshots".into(),
         "etcd-s3" => "[etcd.s3]".into(),
-        f => format!(
+        "etcd-s3-access-key" | "etcd-s3-secret-key" => "[etcd.s3] credentials_file".into(),
+        "etcd-s3-endpoint"
+        | "etcd-s3-endpoint-ca"
+        | "etcd-s3-skip-ssl-verify"
+        | "etcd-s3-bucket"
+        | "etcd-s3-region"
+        | "etcd-s3-folder"
+        | "etcd-s3-insecure"
+        | "etcd-s3-retention"
+        | "etcd-s3-proxy"
+        | "etcd-s3-timeout"
+        | "etcd-s3-bucket-lookup-type" => format!(
             "[etcd.s3] {}",
-            f.strip_prefix("etcd-s3-")?.replace('-', "_")
+            flag.strip_prefix("etcd-s3-")?.replace('-', "_")
         ),
+        _ => return None,
     })
 }
 
-/// A robfig/cron schedule as k3s parses `etcd-snapshot-schedule-cron` (cron.New()'s standard
-/// parser: five fields, or a descriptor such as `@daily` or `@every 6h`).
+/// A robfig/cron (v3.0.1) schedule as k3s parses `etcd-snapshot-schedule-cron`: `cron.New()`
+/// with the standard parser (k3s pkg/etcd/etcd.go:166; robfig `parser.go`:217-219): an
+/// optional `CRON_TZ=<zone> ` or `TZ=<zone> ` prefix (`parser.go`:95-103), then five fields or
+/// a descriptor (`@daily`, `@every 6h`). Each field is a list of `*`, `?`, a number, a range
+/// `a-b`, with an optional `/step`; month and day-of-week take names (JAN-DEC, SUN-SAT, any
+/// case) and only they do. k3s drops the parser's error (pkg/etcd/snapshot.go:919): a schedule
+/// robfig refuses silently takes no snapshots, hence the check here.
 pub(crate) fn cron(spec: &str) -> Result<(), String> {
-    let spec = spec.trim();
+    let mut spec = spec.trim();
+    for tz in ["CRON_TZ=", "TZ="] {
+        if let Some(rest) = spec.strip_prefix(tz) {
+            let (zone, after) = rest
+                .split_once(' ')
+                .ok_or("a time zone prefix needs the schedule after it")?;
+            if zone.is_empty()
+                || zone.starts_with('/')
+                || zone.contains("..")
+                || !zone
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'))
+            {
+                return Err(format!(
+                    "\"{zone}\" is not a time zone name such as Europe/Berlin"
+                ));
+            }
+            // Go's time.LoadLocation reads the same tz database; where this machine has it,
+            // a zone it lacks is refused here rather than ignored by k3s.
+            let db = std::path::Path::new("/usr/share/zoneinfo");
+            if zone != "UTC" && zone != "Local" && db.is_dir() && !db.join(zone).is_file() {
+                return Err(format!("\"{zone}\" is not a time zone in the tz database"));
+            }
+            spec = after.trim();
+            break;
+        }
+    }
     if let Some(d) = spec.strip_prefix('@') {
+        // robfig hands what follows `@every ` to time.ParseDuration as it is (parser.go:426).
         if let Some(every) = d.strip_prefix("every ") {
-            return go_duration(every.trim()).then_some(()).ok_or_else(|| {
+            return go_duration(every).then_some(()).ok_or_else(|| {
                 format!("@every needs a Go duration such as 6h or 90m, not \"{every}\"")
             });
         }
@@ -180,8 +260,31 @@ pub(crate) fn cron(spec: &str) -> Result<(), String> {
             fields.len()
         ));
     }
-    let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)];
-    for (f, (lo, hi)) in fields.iter().zip(ranges) {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+    let specs: [(&str, u32, u32, &[&str], u32); 5] = [
+        ("minute", 0, 59, &[], 0),
+        ("hour", 0, 23, &[], 0),
+        ("day-of-month", 1, 31, &[], 0),
+        ("month", 1, 12, &MONTHS, 1),
+        ("day-of-week", 0, 6, &DAYS, 0),
+    ];
+    for (f, (what, lo, hi, names, first)) in fields.iter().zip(specs) {
+        let value = |e: &str| -> Result<u32, String> {
+            if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(e)) {
+                return Ok(i as u32 + first);
+            }
+            match e.parse::<u32>() {
+                Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+                Ok(n) => Err(format!("{n} is out of range {lo}-{hi} for {what}")),
+                Err(_) if names.is_empty() => Err(format!(
+                    "\"{e}\" is not a number (names are only for month and day-of-week)"
+                )),
+                Err(_) => Err(format!("\"{e}\" is not a number or a {what} name")),
+            }
+        };
         for part in f.split(',') {
             let (range, step) = match part.split_once('/') {
                 Some((r, s)) => (r, Some(s)),
@@ -199,14 +302,13 @@ pub(crate) fn cron(spec: &str) -> Result<(), String> {
             if ends.len() > 2 || ends.iter().any(|e| e.is_empty()) {
                 return Err(format!("\"{part}\" is not a number, range or *"));
             }
-            for e in ends {
-                // Month and weekday names (JAN, MON) are accepted by robfig/cron too.
-                if e.chars().all(|c| c.is_ascii_alphabetic()) && e.len() == 3 {
-                    continue;
-                }
-                match e.parse::<u32>() {
-                    Ok(n) if (lo..=hi).contains(&n) => {}
-                    _ => return Err(format!("\"{e}\" is out of range {lo}-{hi}")),
+            let start = value(ends[0])?;
+            if let Some(end) = ends.get(1) {
+                let end = value(end)?;
+                if start > end {
+                    return Err(format!(
+                        "\"{part}\": the beginning of the range ({start}) is beyond its end ({end})"
+                    ));
                 }
             }
         }
@@ -239,12 +341,17 @@ fn go_duration(s: &str) -> bool {
     true
 }
 
+/// A retention: 0 keeps every snapshot (k3s: `retention < 1`, pkg/etcd/snapshot.go:933,
+/// pkg/etcd/s3/s3.go:391), else at most 1000.
 fn retention(r: &mut Report, v: &S<i64>, what: &str) -> Option<u32> {
+    if *v.get_ref() == 0 {
+        return Some(0);
+    }
     super::validate::count_up_to(r, v, what, 1000)
 }
 
-/// Reads S3 credentials from a TOML file (`access_key`, `secret_key`, optional
-/// `session_token`).
+/// Reads S3 credentials from a TOML file (`access_key`, `secret_key`); a `session_token` is
+/// refused ([`SESSION_TOKEN_WHY`]).
 fn credentials_file(path: &Path) -> Result<S3Credentials, String> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -256,29 +363,39 @@ fn credentials_file(path: &Path) -> Result<S3Credentials, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("reading it: {e}"))?;
     let f: File = toml::from_str(&text).map_err(|e| {
         format!(
-            "{}; expected access_key = \"...\" and secret_key = \"...\" (and optionally session_token)",
+            "{}; expected access_key = \"...\" and secret_key = \"...\"",
             e.message()
         )
     })?;
+    if f.session_token.is_some_and(|t| !t.is_empty()) {
+        return Err(format!("has a session_token: {SESSION_TOKEN_WHY}"));
+    }
     if f.access_key.is_empty() || f.secret_key.is_empty() {
         return Err("access_key and secret_key must not be empty".into());
     }
     Ok(S3Credentials {
         access_key: f.access_key,
         secret_key: f.secret_key,
-        session_token: f.session_token.filter(|t| !t.is_empty()),
         from: path.display().to_string(),
     })
 }
 
-fn credentials_env() -> Option<S3Credentials> {
+/// Credentials from the environment; `Err` when they are temporary ones.
+fn credentials_env() -> Result<Option<S3Credentials>, String> {
     let get = |k| std::env::var(k).ok().filter(|v| !v.is_empty());
-    Some(S3Credentials {
-        access_key: get(ENV_ACCESS_KEY)?,
-        secret_key: get(ENV_SECRET_KEY)?,
-        session_token: get(ENV_SESSION_TOKEN),
+    let (Some(access_key), Some(secret_key)) = (get(ENV_ACCESS_KEY), get(ENV_SECRET_KEY)) else {
+        return Ok(None);
+    };
+    if get(ENV_SESSION_TOKEN).is_some() {
+        return Err(format!(
+            "the credentials in the environment come with ${ENV_SESSION_TOKEN}: {SESSION_TOKEN_WHY}, in credentials_file"
+        ));
+    }
+    Ok(Some(S3Credentials {
+        access_key,
+        secret_key,
         from: format!("${ENV_ACCESS_KEY} and ${ENV_SECRET_KEY}"),
-    })
+    }))
 }
 
 fn s3(s: raw::RawEtcdS3, r: &mut Report, base: &Path) -> Option<EtcdS3> {
@@ -356,17 +473,84 @@ fn s3(s: raw::RawEtcdS3, r: &mut Report, base: &Path) -> Option<EtcdS3> {
                 None
             }
         },
-        None => {
-            let c = credentials_env();
-            if c.is_none() {
+        None => match credentials_env() {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => {
                 r.error(
                     s.bucket.span(),
                     ErrorKind::MissingKey,
                     format!("etcd.s3 needs credentials: set credentials_file (a TOML file beside the inventory with access_key and secret_key), or export {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}"),
                 );
+                None
             }
-            c
+            Err(e) => {
+                r.error(
+                    s.bucket.span(),
+                    ErrorKind::InvalidValue,
+                    format!("etcd.s3: {e}"),
+                );
+                None
+            }
+        },
+    };
+    let proxy = match &s.proxy {
+        None => None,
+        Some(v) => {
+            let p = v.get_ref();
+            let url_ok = p.split_once("://").is_some_and(|(scheme, rest)| {
+                !scheme.is_empty() && !rest.is_empty() && !rest.starts_with('/')
+            });
+            if p == "none" || url_ok {
+                Some(p.clone())
+            } else {
+                r.error(
+                    v.span(),
+                    ErrorKind::InvalidValue,
+                    format!("etcd.s3 proxy \"{p}\" must be \"none\" (no proxy, not even the environment's) or a URL with scheme and host, such as \"http://proxy.example.com:3128\" (k3s: proxy URL must include scheme and host)"),
+                );
+                ok = false;
+                None
+            }
         }
+    };
+    let bucket_lookup_type = match &s.bucket_lookup_type {
+        None => None,
+        Some(v) if matches!(v.get_ref().as_str(), "auto" | "dns" | "path") => {
+            Some(v.get_ref().clone())
+        }
+        Some(v) => {
+            r.error(
+                v.span(),
+                ErrorKind::InvalidValue,
+                format!("etcd.s3 bucket_lookup_type \"{}\" is not one k3s knows; expected \"auto\", \"dns\" (virtual-host style) or \"path\"", v.get_ref()),
+            );
+            ok = false;
+            None
+        }
+    };
+    let timeout_secs = match &s.timeout {
+        None => None,
+        Some(v) => match super::syntax::duration(v.get_ref()) {
+            Ok(d) if d.as_secs() >= 1 => Some(d.as_secs()),
+            Ok(_) => {
+                r.error(
+                    v.span(),
+                    ErrorKind::InvalidDuration,
+                    "etcd.s3 timeout must be at least 1s".to_string(),
+                );
+                ok = false;
+                None
+            }
+            Err(e) => {
+                r.error(
+                    v.span(),
+                    ErrorKind::InvalidDuration,
+                    format!("etcd.s3 timeout is not valid: {e}; e.g. \"10m\""),
+                );
+                ok = false;
+                None
+            }
+        },
     };
     let credentials = credentials?;
     ok.then(|| EtcdS3 {
@@ -378,6 +562,9 @@ fn s3(s: raw::RawEtcdS3, r: &mut Report, base: &Path) -> Option<EtcdS3> {
         skip_ssl_verify: s.skip_ssl_verify.unwrap_or(false),
         insecure: s.insecure.unwrap_or(false),
         retention,
+        proxy,
+        timeout_secs,
+        bucket_lookup_type,
         credentials,
     })
 }

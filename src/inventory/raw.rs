@@ -62,6 +62,9 @@ pub(crate) struct RawEtcdS3 {
     pub insecure: Option<bool>,
     pub retention: Option<S<i64>>,
     pub credentials_file: Option<S<String>>,
+    pub proxy: Option<S<String>>,
+    pub timeout: Option<S<toml::Value>>,
+    pub bucket_lookup_type: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -735,7 +735,8 @@ fn etcd_table_renders_k3s_flags_and_keeps_credentials_out_of_the_inventory() {
     let text = minimal(
         "[etcd]\nsnapshot_schedule = \"0 */6 * * *\"\nsnapshot_retention = 10\nsnapshot_compress = true\n\
          [etcd.s3]\nendpoint = \"minio.example.com:9000\"\nbucket = \"k3s-backups\"\nfolder = \"prod\"\n\
-         endpoint_ca = \"ca.pem\"\ncredentials_file = \"s3.toml\"\n",
+         endpoint_ca = \"ca.pem\"\ncredentials_file = \"s3.toml\"\nproxy = \"http://proxy.example.com:3128\"\n\
+         timeout = \"10m\"\nbucket_lookup_type = \"path\"\nretention = 0\n",
     );
     let inv = Inventory::from_str_at(&text, &inv_path).unwrap();
     let e = inv.etcd.as_ref().unwrap();
@@ -754,6 +755,14 @@ fn etcd_table_renders_k3s_flags_and_keeps_credentials_out_of_the_inventory() {
     assert_eq!(s("etcd-s3-folder"), "prod");
     assert_eq!(s("etcd-s3-access-key"), "AKIA1");
     assert_eq!(s("etcd-s3-secret-key"), "s3cr3t");
+    assert_eq!(s("etcd-s3-proxy"), "http://proxy.example.com:3128");
+    assert_eq!(s("etcd-s3-timeout"), "600s");
+    assert_eq!(s("etcd-s3-bucket-lookup-type"), "path");
+    // 0 keeps every snapshot, as k3s reads it.
+    assert_eq!(s("etcd-s3-retention"), "0");
+    assert!(!keys.contains_key("etcd-s3-session-token"));
+    // k3s's client timeout for a save, plus the S3 upload's.
+    assert_eq!(e.snapshot_timeout_secs(), 120 + 600);
     // base64 of the PEM: k3s reads that as well as a path (pkg/etcd/s3/s3.go:563-585).
     assert!(s("etcd-s3-endpoint-ca").starts_with("LS0tLS1CRUdJTi"));
     // Every key is a real k3s server flag.
@@ -772,7 +781,7 @@ fn etcd_table_errors() {
             .map(|d| d.message)
             .collect()
     };
-    let m = msgs("[etcd]\nsnapshot_schedule = \"every day\"\nsnapshot_dir = \"backups\"\nsnapshot_retention = 0\n");
+    let m = msgs("[etcd]\nsnapshot_schedule = \"every day\"\nsnapshot_dir = \"backups\"\nsnapshot_retention = 1001\n");
     assert!(
         m.iter().any(|x| x.contains("is not a cron schedule")),
         "{m:?}"
@@ -782,7 +791,7 @@ fn etcd_table_errors() {
         "{m:?}"
     );
     assert!(
-        m.iter().any(|x| x.contains("snapshot_retention is 0")),
+        m.iter().any(|x| x.contains("snapshot_retention is 1001")),
         "{m:?}"
     );
     let m = msgs("[etcd]\nsnapshot_schedul = \"0 * * * *\"\n");
@@ -965,4 +974,136 @@ fn a_cycle_in_after_is_an_error_naming_both_places() {
         e.iter().any(|d| d.message.contains("\"a\" after \"a\"")),
         "{e:?}"
     );
+}
+
+#[test]
+fn failure_policy_retry_needs_a_k3s_whose_helm_controller_knows_it() {
+    let chart = "[[charts]]\nname = \"app\"\nrepo = \"https://charts.example.com\"\nchart = \"app\"\nversion = \"1.0.0\"\nnamespace = \"apps\"\nfailure_policy = \"retry\"\n";
+    let with =
+        |v: &str| format!("[cluster]\nname = \"c\"\nk3s_version = \"{v}\"\n{chart}\n{NODES}");
+    for ok in [
+        "v1.36.3+k3s1",
+        "v1.36.4+k3s1",
+        "v1.35.7+k3s1",
+        "v1.34.10+k3s1",
+        "v1.37.0+k3s1",
+    ] {
+        assert!(parse(&with(ok)).is_ok(), "{ok}");
+    }
+    for old in [
+        "v1.36.2+k3s1",
+        "v1.35.6+k3s1",
+        "v1.34.9+k3s1",
+        "v1.33.13+k3s1",
+    ] {
+        let e = errors(&with(old));
+        assert!(
+            e.iter()
+                .any(|d| d.message.contains(
+                    "failure_policy \"retry\" is not known to the helm-controller of k3s"
+                ) && d.message.contains(old)),
+            "{old}: {e:?}"
+        );
+        let line = with(old)
+            .lines()
+            .position(|l| l.starts_with("failure_policy"))
+            .unwrap()
+            + 1;
+        assert!(e.iter().any(|d| d.line == line), "{old}: {e:?}");
+    }
+}
+
+/// Issue 26 (C16): `[etcd.s3]` as k3s takes it: temporary credentials refused with both of
+/// their effects, the proxy, timeout and bucket lookup keys checked as k3s checks them, and
+/// `etcd-s3-*` keys of `server_config` mapped to keys that exist.
+#[test]
+fn etcd_s3_keys_and_temporary_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv_path = dir.path().join("inventory.toml");
+    std::fs::write(
+        dir.path().join("sts.toml"),
+        "access_key = \"ASIA1\"\nsecret_key = \"s\"\nsession_token = \"t\"\n",
+    )
+    .unwrap();
+    let msgs = |extra: &str| -> Vec<String> {
+        match Inventory::from_str_at(&minimal(extra), &inv_path) {
+            Ok(_) => vec![],
+            Err(e) => e.diagnostics().iter().map(|d| d.message.clone()).collect(),
+        }
+    };
+    let m = msgs("[etcd.s3]\nbucket = \"b-1\"\ncredentials_file = \"sts.toml\"\n");
+    assert!(
+        m.iter().any(|x| x.contains("has a session_token")
+            && x.contains("drops the token")
+            && x.contains("expires within hours")),
+        "{m:?}"
+    );
+    std::fs::write(
+        dir.path().join("s3.toml"),
+        "access_key = \"AKIA1\"\nsecret_key = \"s\"\n",
+    )
+    .unwrap();
+    let base = "[etcd.s3]\nbucket = \"b-1\"\ncredentials_file = \"s3.toml\"\n";
+    for (extra, want) in [
+        ("proxy = \"proxy:3128\"\n", "must be \"none\""),
+        (
+            "bucket_lookup_type = \"virtual\"\n",
+            "bucket_lookup_type \"virtual\"",
+        ),
+        ("timeout = \"soon\"\n", "etcd.s3 timeout is not valid"),
+    ] {
+        let m = msgs(&format!("{base}{extra}"));
+        assert!(m.iter().any(|x| x.contains(want)), "{extra}: {m:?}");
+    }
+    assert!(msgs(&format!("{base}proxy = \"none\"\n")).is_empty());
+    // In server_config: the session token refused too; keys mapped only to what exists.
+    let m = msgs("[cluster.server_config]\netcd-s3-session-token = \"t\"\n");
+    assert!(m.iter().any(|x| x.contains("drops the token")), "{m:?}");
+    let m = msgs(&format!(
+        "[cluster.server_config]\netcd-s3-proxy = \"none\"\n{base}"
+    ));
+    assert!(
+        m.iter().any(|x| x.contains("(as [etcd.s3] proxy)")),
+        "{m:?}"
+    );
+}
+
+/// Issue 26 (C16): cron schedules as robfig/cron v3 parses them.
+#[test]
+fn snapshot_schedules_are_checked_as_robfig_parses_them() {
+    let ok = |spec: &str| {
+        let text = minimal(&format!("[etcd]\nsnapshot_schedule = \"{spec}\"\n"));
+        assert!(parse(&text).is_ok(), "{spec}: {:?}", parse(&text).err());
+    };
+    let bad = |spec: &str, want: &str| {
+        let e = errors(&minimal(&format!(
+            "[etcd]\nsnapshot_schedule = \"{spec}\"\n"
+        )));
+        assert!(e.iter().any(|d| d.message.contains(want)), "{spec}: {e:?}");
+    };
+    for s in [
+        "0 3 * * TUE",
+        "0 3 * * tue-fri",
+        "0 0 1 jan,jul *",
+        "CRON_TZ=Europe/Berlin 0 3 * * *",
+        "TZ=UTC @daily",
+        "*/15 * ? * *",
+    ] {
+        ok(s);
+    }
+    bad(
+        "0 3 * * TUS",
+        "\"TUS\" is not a number or a day-of-week name",
+    );
+    bad("0 3 MON * *", "names are only for month and day-of-week");
+    bad("0 3 * * 5-1", "beyond its end");
+    bad("0 24 * * *", "out of range 0-23");
+    bad("CRON_TZ= 0 3 * * *", "time zone");
+    if std::path::Path::new("/usr/share/zoneinfo/Europe/Berlin").is_file() {
+        bad(
+            "CRON_TZ=Mars/Base 0 3 * * *",
+            "not a time zone in the tz database",
+        );
+    }
+    bad("@every  6h", "@every needs a Go duration");
 }

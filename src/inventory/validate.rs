@@ -301,6 +301,13 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
             super::etcd::key_for_flag(k.get_ref()).map(|_| (k.get_ref().clone(), k.span()))
         })
         .collect();
+    let raw_s3_flags: Vec<(String, Range<usize>)> = raw
+        .cluster
+        .server_config
+        .keys()
+        .filter(|k| k.get_ref().starts_with("etcd-s3-"))
+        .map(|k| (k.get_ref().clone(), k.span()))
+        .collect();
     let cluster = cluster(raw.cluster, r);
     let install = install(raw.install, r, base);
     let ssh = ssh(raw.ssh, r, base);
@@ -329,7 +336,14 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
     };
     let shown_base = path.parent().unwrap_or(Path::new(""));
     let manifests = manifests(&raw.manifests, r, base, shown_base, &variables);
-    let built = super::charts::charts(&raw.charts, r, base, shown_base, &variables);
+    let built = super::charts::charts(
+        &raw.charts,
+        r,
+        base,
+        shown_base,
+        &variables,
+        Some(&cluster.k3s_version),
+    );
     let enabled: Vec<&str> = [
         addons
             .longhorn
@@ -368,6 +382,25 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
         }
         super::etcd::etcd(e, r, base)
     });
+    for k in raw_s3_flags.iter() {
+        let (flag, span) = k;
+        match flag.as_str() {
+            "etcd-s3-session-token" => r.error(
+                span.clone(),
+                ErrorKind::InvalidValue,
+                format!(
+                    "[cluster.server_config] key \"{flag}\": {}",
+                    super::etcd::SESSION_TOKEN_WHY
+                ),
+            ),
+            "etcd-s3-config-secret" if etcd.as_ref().is_some_and(|e| e.s3.is_some()) => r.error(
+                span.clone(),
+                ErrorKind::Conflict,
+                format!("[cluster.server_config] key \"{flag}\" is ignored by k3s when other S3 settings are given (pkg/etcd/s3/s3.go:129-151), and [etcd.s3] gives them; keep one"),
+            ),
+            _ => {}
+        }
+    }
     for (flag, span) in etcd_flags {
         let key = super::etcd::key_for_flag(&flag).unwrap_or_default();
         if etcd.is_some() {

@@ -21,6 +21,11 @@ pub const DATA_DIR: &str = "/var/lib/rancher/k3s";
 pub const SERVER_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
 pub const AGENT_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/agent-token";
 pub const ETCD_DB_DIR: &str = "/var/lib/rancher/k3s/server/db";
+/// A server's copy of the cluster's CAs and service key (k3s's bootstrap data, written from
+/// the datastore: pkg/daemons/control/deps/deps.go:101-175).
+pub const SERVER_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
+/// A server's `passwd` and `ipsec.psk` (bootstrap data too).
+pub const SERVER_CRED_DIR: &str = "/var/lib/rancher/k3s/server/cred";
 /// Where k3s keeps etcd snapshots by default (k3s pkg/etcd/snapshot.go:72-102,
 /// `<data-dir>/server/db/snapshots`, created 0700).
 pub const SNAPSHOT_DIR: &str = "/var/lib/rancher/k3s/server/db/snapshots";

@@ -9,16 +9,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// `k3s etcd-snapshot save` prints this once per snapshot it made, on stderr
-/// (k3s pkg/cli/etcdsnapshot/etcd_snapshot.go:141-143: `Snapshot %s saved.`).
-pub fn saved_name(stderr: &str) -> Option<&str> {
-    stderr.lines().find_map(|l| {
-        let i = l.find("Snapshot ")?;
-        let rest = &l[i + "Snapshot ".len()..];
-        let name = rest.split(" saved.").next()?;
-        (rest.contains(" saved.") && !name.is_empty() && !name.contains(char::is_whitespace))
-            .then_some(name)
-    })
+/// The newest of `files` (one name a line) that k3s named `<prefix><unix>` or
+/// `<prefix><unix>.zip` (pkg/etcd/snapshot.go:269-271, 303-316).
+pub fn newest_saved<'a>(files: &'a str, prefix: &str) -> Option<&'a str> {
+    files
+        .lines()
+        .map(str::trim)
+        .filter_map(|f| {
+            let ts = f.strip_prefix(prefix)?;
+            let ts = ts.strip_suffix(".zip").unwrap_or(ts);
+            ts.parse::<u64>().ok().map(|t| (t, f))
+        })
+        .max()
+        .map(|(_, f)| f)
 }
 
 /// k3s's short hash of a server token's password: the first 12 hex digits of its sha256
@@ -43,6 +46,53 @@ pub struct Record {
     pub token_hash: String,
     /// The server token (its password) the snapshot's bootstrap data is encrypted with.
     pub server_token: String,
+}
+
+/// What a restore of a snapshot the cluster knows by name checked before it stopped
+/// anything, kept in `.bootstrap/restore.json` until it is done. k3s records a snapshot's
+/// token hash only when it takes the snapshot (pkg/etcd/snapshot.go:323-347); once the first
+/// server runs on the restored data, it finds the file again and records it without one
+/// (:440-451), so the same command run again after an interrupt needs the hash it checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRecord {
+    pub snapshot: String,
+    /// The server that holds it: with every server stopped by the interrupted run, the
+    /// cluster cannot say.
+    #[serde(default)]
+    pub node: String,
+    /// The snapshot's location as the cluster recorded it (`file://...`).
+    pub location: String,
+    pub token_hash: String,
+}
+
+impl RestoreRecord {
+    /// `.bootstrap/restore.json` under `state_dir`.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("restore.json")
+    }
+
+    pub fn load(state_dir: &Path) -> std::io::Result<Option<RestoreRecord>> {
+        match crate::local::read_optional(&RestoreRecord::path(state_dir))? {
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        crate::local::write_private(
+            &RestoreRecord::path(state_dir),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )
+    }
+
+    pub fn remove(state_dir: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(RestoreRecord::path(state_dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `<dir>/<name>.json`.
@@ -92,15 +142,40 @@ pub fn unzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
+    /// The names k3s gives snapshots, as `etcd-snapshot save` and `ls` printed them on real
+    /// clusters: the newest `<name>-<node>-<unix>[.zip]` is found; another node's or another
+    /// name's never.
     #[test]
-    fn reads_the_saved_name_from_logrus_lines() {
-        let err = "time=\"2026-12-03T12:00:00Z\" level=info msg=\"Snapshot on-demand-master-1-1764763200 saved.\"\n";
-        assert_eq!(saved_name(err), Some("on-demand-master-1-1764763200"));
+    fn the_saved_file_is_found_by_k3s_names_as_recorded() {
+        let save = crate::testdata::text("etcd-snapshot-save.txt");
+        let names: String = save
+            .lines()
+            .filter_map(|l| l.split("Snapshot ").nth(1))
+            .filter_map(|r| r.split(" saved.").next())
+            .map(|n| format!("{n}\n"))
+            .collect();
         assert_eq!(
-            saved_name("INFO[0155] Snapshot x-m-1.zip saved.\n"),
-            Some("x-m-1.zip")
+            newest_saved(&names, "on-demand-server-0-"),
+            Some("on-demand-server-0-1753178523")
         );
-        assert_eq!(saved_name("level=fatal msg=\"see server log\"\n"), None);
+        let ls = crate::testdata::text("etcd-snapshot-ls-k3s-v1.28.15.txt");
+        let files: String = ls
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|n| format!("{n}\n"))
+            .collect();
+        let prefix = files
+            .lines()
+            .find_map(|n| n.rsplit_once('-').map(|(p, _)| format!("{p}-")))
+            .filter(|p| !p.starts_with("Name"))
+            .unwrap_or_default();
+        let newest = newest_saved(&files, &prefix).unwrap_or_else(|| panic!("{files}"));
+        assert!(newest.starts_with(&prefix), "{newest}");
+        assert_eq!(newest_saved(&files, "no-such-node-"), None);
+        assert_eq!(
+            newest_saved("a-m-1\na-m-3.zip\na-m-2\nb-m-9\n", "a-m-"),
+            Some("a-m-3.zip")
+        );
     }
 
     #[test]

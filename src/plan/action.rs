@@ -157,6 +157,9 @@ pub enum Action {
     EtcdSnapshot {
         name: Option<String>,
         dir: String,
+        /// How long k3s's own client may take: 2 minutes, plus `etcd-s3-timeout` when it
+        /// uploads to S3 (k3s pkg/cli/etcdsnapshot/etcd_snapshot.go:30, :73-74).
+        timeout_secs: u64,
     },
     /// Check, before anything stops, that the snapshot file is on this server.
     CheckSnapshot {
@@ -181,8 +184,28 @@ pub enum Action {
         /// `--etcd-s3=false`: the path is a file, not an S3 object name.
         no_s3: bool,
     },
-    /// Move this server's etcd data (`server/db`) aside, never deleting it, so that it joins
-    /// the restored cluster as a new member.
+    /// A directory k3s needs and does not make itself (a custom snapshot directory), with its
+    /// mode.
+    MakeDir {
+        path: String,
+        mode: u32,
+    },
+    /// Keep what a restore of a named snapshot checked (`.bootstrap/restore.json`), so the
+    /// same command finishes an interrupted restore.
+    RecordRestore {
+        dir: PathBuf,
+        record: crate::k3s::snapshot::RestoreRecord,
+    },
+    /// The restore is done: its record goes.
+    ForgetRestore {
+        dir: PathBuf,
+    },
+    /// Move this server's etcd data (`server/db`) and its copies of the cluster's CAs and
+    /// credentials (`server/tls`, `server/cred`) aside, never deleting them, so that it joins
+    /// the restored cluster as a new member and k3s writes the restored cluster's files: a
+    /// joining server whose files differ from the datastore's and are newer is refused by k3s
+    /// ("newer than datastore and could cause a cluster outage", pkg/cluster/bootstrap.go
+    /// :354-393); with the directories gone it writes them all from the datastore (:251-266).
     MoveDataAside {
         stamp: String,
     },
@@ -196,6 +219,12 @@ pub enum Action {
     /// Wait until every one of these Nodes is registered and Ready.
     WaitNodesReady {
         nodes: Vec<String>,
+    },
+    /// Name the Nodes not in `keep` (a restored snapshot's hosts the inventory no longer
+    /// has), or delete them.
+    StaleNodes {
+        keep: Vec<String>,
+        delete: bool,
     },
     /// Cordon and drain (at most `limit_secs`, capped by the run's timeout).
     Drain {
@@ -289,6 +318,7 @@ impl Action {
             self,
             Action::WaitNodeReady { .. }
                 | Action::WaitNodesReady { .. }
+                | Action::StaleNodes { delete: false, .. }
                 | Action::WaitAddons { .. }
                 | Action::SaveTokens { .. }
                 | Action::SaveSealingKey { .. }
@@ -297,6 +327,8 @@ impl Action {
                 | Action::LearnCaHash
                 | Action::CheckSnapshot { .. }
                 | Action::FetchSnapshot { .. }
+                | Action::RecordRestore { .. }
+                | Action::ForgetRestore { .. }
         )
     }
 }
@@ -379,6 +411,12 @@ impl std::fmt::Display for Action {
             } => write!(f, "cordon and drain {node}, deleting pods that have no controller"),
             Action::Drain { node, .. } => write!(f, "cordon and drain {node}"),
             Action::Uncordon { node } => write!(f, "uncordon {node}"),
+            Action::StaleNodes { delete: true, .. } => {
+                f.write_str("delete the Nodes the inventory does not name")
+            }
+            Action::StaleNodes { delete: false, .. } => {
+                f.write_str("name the Nodes the inventory does not name")
+            }
             Action::DeleteNode { node } => write!(f, "delete the Node {node}"),
             Action::Labels { drift, .. } => write!(f, "{drift}"),
             Action::WaitAddons {
@@ -421,7 +459,7 @@ impl std::fmt::Display for Action {
                 Ok(())
             }
             Action::WriteInventory { path, .. } => write!(f, "write {}", path.display()),
-            Action::EtcdSnapshot { name, dir } => write!(
+            Action::EtcdSnapshot { name, dir, .. } => write!(
                 f,
                 "take an etcd snapshot ({}-<node>-<time>) into {dir}",
                 name.as_deref().unwrap_or("on-demand")
@@ -435,10 +473,28 @@ impl std::fmt::Display for Action {
                 f,
                 "restore etcd from {path} (k3s server --cluster-reset; this server becomes the only member)"
             ),
+            Action::MakeDir { path, mode } => write!(
+                f,
+                "create {path} ({mode:04o}): k3s makes only its default snapshot directory"
+            ),
+            Action::RecordRestore { dir, record } => write!(
+                f,
+                "record in {} that {} is being restored (token hash {}), so the same command finishes it",
+                crate::k3s::snapshot::RestoreRecord::path(dir).display(),
+                record.snapshot,
+                record.token_hash
+            ),
+            Action::ForgetRestore { dir } => write!(
+                f,
+                "remove {}",
+                crate::k3s::snapshot::RestoreRecord::path(dir).display()
+            ),
             Action::MoveDataAside { stamp } => write!(
                 f,
-                "move the etcd data aside to {}-before-restore-{stamp} (rejoins as a new member)",
-                crate::k3s::ETCD_DB_DIR
+                "move the etcd data and the cluster's certificates aside to {}-before-restore-{stamp}, {}-before-restore-{stamp} and {}-before-restore-{stamp} (rejoins as a new member, its CAs from the restored cluster)",
+                crate::k3s::ETCD_DB_DIR,
+                crate::k3s::SERVER_TLS_DIR,
+                crate::k3s::SERVER_CRED_DIR
             ),
             Action::ForgetNodePassword { node } => write!(
                 f,

@@ -97,6 +97,18 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
             on.join(", ")
         );
     }
+    // k3s's bundled Traefik is the HelmChart kube-system/traefik, the same object the add-on
+    // is: with `traefik` no longer disabled, the restarted servers' deploy controller applies
+    // the bundled chart over ours before its removal runs (k3s pkg/deploy/controller.go
+    // `deploy`), and removing our file then uninstalls the bundled release while the add-on's
+    // stays behind in its own namespace.
+    let traefik_file = AddonKind::Traefik.chart_file();
+    let disabled = cx.inv.disabled_components();
+    if stale.iter().any(|s| s.file == traefik_file) && !disabled.iter().any(|d| d == "traefik") {
+        anyhow::bail!(
+            "the inventory has no [addons.traefik] but the Traefik add-on is installed; without it k3s's bundled Traefik comes back under the same name (HelmChart kube-system/traefik), which would take over the add-on's chart before bootstrap removes it and leave the add-on's release running. To remove Traefik, add \"traefik\" to `disable` in [cluster]; to go back to the bundled Traefik, do that first, run `bootstrap up`, then drop it from `disable` and run again. Nothing was changed."
+        );
+    }
     let mut record: Vec<String> = spec.extras.iter().map(|x| x.name.clone()).collect();
     record.sort();
     let missing_on = |f: &ManifestFile| -> Vec<&str> {
@@ -158,7 +170,7 @@ pub(crate) fn phases(cx: &Cx<'_>) -> Result<Vec<Phase>> {
 
     // Health: the files that wait for a HelmChart (a chart's CRDs) once it is healthy, in
     // the order of their `after` chains, then everything.
-    let releases = spec.releases();
+    let releases = spec.releases_for(&files);
     let waits = spec.wait_kinds();
     let depth = depths(&files);
     let mut pending: Vec<(&ManifestFile, Vec<String>)> = files

@@ -66,11 +66,29 @@ pub fn snapshot(inv: &Inventory, facts: &Facts, name: Option<&str>, fetch: bool)
         _ => k3s::SNAPSHOT_DIR.to_string(),
     };
     let mut plan = Plan::new(inv, &api);
+    // k3s's own client timeout, with the S3 upload's when config.yaml has S3 on.
+    let timeout_secs = match &inv.etcd {
+        Some(e) => e.snapshot_timeout_secs(),
+        None => {
+            let s3 = inv
+                .cluster
+                .server_config
+                .get("etcd-s3")
+                .is_some_and(|v| v.as_bool() == Some(true));
+            crate::inventory::SNAPSHOT_CLIENT_SECS
+                + if s3 {
+                    crate::inventory::S3_TIMEOUT_SECS
+                } else {
+                    0
+                }
+        }
+    };
     let mut steps = vec![Step::host(
         &api,
         Action::EtcdSnapshot {
             name: name.map(String::from),
             dir,
+            timeout_secs,
         },
     )];
     if fetch {
@@ -101,7 +119,7 @@ fn named<'a>(facts: &'a Facts, name: &str) -> Result<&'a SnapshotFile> {
         .iter()
         .filter(|s| s.name == name)
         .collect();
-    if let Some(s) = all.iter().find(|s| s.node != "s3") {
+    if let Some(s) = all.iter().find(|s| !s.s3) {
         return Ok(s);
     }
     if !all.is_empty() {
@@ -129,7 +147,13 @@ fn named<'a>(facts: &'a Facts, name: &str) -> Result<&'a SnapshotFile> {
 /// is not the one the snapshot is encrypted with (k3s would find out only after moving the
 /// data aside: `bootstrap data already found and encrypted with different token`,
 /// pkg/cluster/storage.go:341, checked after the restore, etcd.go:347-352).
-pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> Result<Plan> {
+pub fn restore(
+    inv: &Inventory,
+    facts: &Facts,
+    source: &Source,
+    stamp: &str,
+    delete_stale: bool,
+) -> Result<Plan> {
     needs_etcd(inv)?;
     let down: Vec<String> = inv
         .servers()
@@ -145,12 +169,34 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
     let first = inv.first_server();
     let (tokens, _) = super::secrets::tokens(inv, facts)?;
     let ours = snapshot::token_hash(&tokens.server);
-    // A named snapshot's record in the cluster, found once.
+    // A named snapshot's record in the cluster, found once. Its token hash is the one k3s
+    // recorded when it took the snapshot; a restore of it interrupted after the first server
+    // started again left that record without one, and the hash it checked in
+    // `.bootstrap/restore.json`.
     let (name, theirs, known) = match source {
         Source::Copy { record, .. } => (record.name.clone(), Some(record.token_hash.clone()), None),
         Source::Named(n) => {
-            let s = named(facts, n)?;
-            (n.clone(), s.token_hash.clone(), Some(s))
+            let kept = facts.local.restore.as_ref().filter(|r| r.snapshot == *n);
+            let s = match (named(facts, n), kept) {
+                (Ok(s), _) => s.clone(),
+                // Every server stopped by the interrupted run: the cluster cannot say where
+                // the snapshot is, the record of what the run checked can.
+                (Err(_), Some(r)) if facts.cluster.api.is_none() && !r.node.is_empty() => {
+                    SnapshotFile {
+                        name: n.clone(),
+                        node: r.node.clone(),
+                        location: r.location.clone(),
+                        token_hash: Some(r.token_hash.clone()),
+                        ..Default::default()
+                    }
+                }
+                (Err(e), _) => return Err(e),
+            };
+            let kept = kept
+                .filter(|r| r.location == s.location)
+                .map(|r| r.token_hash.clone());
+            let hash = s.token_hash.clone().or(kept);
+            (n.clone(), hash, Some(s))
         }
     };
     match theirs {
@@ -187,7 +233,7 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
         ));
         remote
     };
-    let path = match (source, known) {
+    let path = match (source, known.as_ref()) {
         (Source::Copy { file, record }, _) => upload(&mut plan, file.clone(), &record.name),
         (Source::Named(n), None) => unreachable!("{n} was found above"),
         (Source::Named(n), Some(s)) => {
@@ -232,6 +278,27 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
             }
         }
     };
+    // What was checked, kept until the restore is done (for a snapshot the cluster knows: a
+    // copy carries its record).
+    let keep = match (source, known.as_ref()) {
+        (Source::Named(n), Some(s)) => Some(snapshot::RestoreRecord {
+            snapshot: n.clone(),
+            node: s.node.clone(),
+            location: s.location.clone(),
+            token_hash: ours.clone(),
+        }),
+        _ => None,
+    };
+    if let Some(record) = &keep {
+        plan.phases.push(Phase::single(
+            "record",
+            "local",
+            vec![Step::local(Action::RecordRestore {
+                dir: inv.state_dir(),
+                record: record.clone(),
+            })],
+        ));
+    }
     let stops = inv
         .servers()
         .filter_map(|s| Group::on_host(&s.name, vec![Action::Stop { role: Role::Server }]))
@@ -329,8 +396,29 @@ pub fn restore(inv: &Inventory, facts: &Facts, source: &Source, stamp: &str) -> 
     plan.phases.push(Phase::single(
         "nodes-ready",
         &api,
-        vec![Step::api(&api, Action::WaitNodesReady { nodes })],
+        vec![
+            Step::api(&api, Action::WaitNodesReady { nodes }),
+            // The snapshot's Nodes that the inventory no longer has (hosts replaced since it
+            // was taken): k3s keeps them, NotReady, until someone deletes them (docs
+            // "Restoring To New Hosts").
+            Step::api(
+                &api,
+                Action::StaleNodes {
+                    keep: inv.nodes.iter().map(|n| n.name.clone()).collect(),
+                    delete: delete_stale,
+                },
+            ),
+        ],
     ));
+    if keep.is_some() {
+        plan.phases.push(Phase::single(
+            "done",
+            "local",
+            vec![Step::local(Action::ForgetRestore {
+                dir: inv.state_dir(),
+            })],
+        ));
+    }
     Ok(plan)
 }
 

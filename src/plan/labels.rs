@@ -64,6 +64,20 @@ pub struct Managed {
     /// Taint ids `key:Effect`.
     #[serde(default)]
     pub taints: BTreeSet<String>,
+    /// The inventory host the Node was last converged from: what `node replace` reads to
+    /// know a Node already runs on the new host (k3s records only interface addresses, which
+    /// a DNS name or a NAT'd address never is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// The inventory host recorded on a Node (see [`Managed::host`]).
+pub fn recorded_host(observed: &ObservedNode) -> Option<String> {
+    observed
+        .annotations
+        .get(MANAGED_ANNOTATION)
+        .and_then(|s| serde_json::from_str::<Managed>(s).ok())
+        .and_then(|m| m.host)
 }
 
 /// Labels and taints to change on `observed` so it matches `want`.
@@ -103,6 +117,7 @@ pub fn node_drift(want: &Node, observed: &ObservedNode) -> NodeDrift {
     let now = Managed {
         labels: want_labels.keys().cloned().collect(),
         taints: want_ids,
+        host: Some(want.host.clone()),
     };
     if now != managed || !observed.annotations.contains_key(MANAGED_ANNOTATION) {
         d.annotation = Some(serde_json::to_string(&now).unwrap_or_default());

@@ -98,9 +98,14 @@ fn take_out(
             }
             (Some(_), _) => {}
             (None, why) => plan.warnings.push(format!(
-                "{}: the host is unreachable ({}); k3s is left on it",
+                "{}: the host is unreachable ({}); k3s is left on it{}",
                 node.name,
-                why.map(String::as_str).unwrap_or("not connected")
+                why.map(String::as_str).unwrap_or("not connected"),
+                if node.is_server() {
+                    ". If it comes back, that k3s rejoins the cluster by itself at its next start (a removed etcd member whose config names a server rejoins as a new one, k3s pkg/etcd/etcd.go:680-691): on that host, run /usr/local/bin/k3s-uninstall.sh, or at least `systemctl disable --now k3s`, before it starts k3s again"
+                } else {
+                    ""
+                }
             )),
         }
     }
@@ -169,12 +174,8 @@ pub fn replace(
         )
     })?;
     let mut plan = Plan::new(new_inv, &api);
-    let already = facts
-        .cluster
-        .node(name)
-        .and_then(|n| n.internal_ip.as_deref())
-        == Some(node.host.as_str());
     let old = (old_address != node.host).then(|| retired(name));
+    let already = moved(facts, name, &node.host, old.as_deref());
     let steps = take_out(
         &mut plan,
         facts,
@@ -194,6 +195,39 @@ pub fn replace(
     }
     super::converge(&mut plan, new_inv, facts, settings, nodes)?;
     Ok(plan)
+}
+
+/// Whether the Node `name` already runs on `host` (an earlier `node replace` got that far):
+/// k3s runs there and registered, and the host bootstrap recorded on the Node when it
+/// converged it is `host`, else an address k3s records for the Node is one of `host`'s own and
+/// none of the old host's (`old`: its facts key).
+/// Never the Node's InternalIP against the inventory's host: k3s's InternalIP is an interface
+/// address (pkg/util/net.go:138-150), which a DNS name or a NAT'd public address is not.
+pub(crate) fn moved(facts: &Facts, name: &str, host: &str, old: Option<&str>) -> bool {
+    let Some(n) = facts.cluster.node(name) else {
+        return false;
+    };
+    // k3s runs on the new host and it registered (its node password exists): else the Node is
+    // another machine's, whatever it records (a machine rebuilt behind the same name).
+    let running = facts
+        .host(name)
+        .is_some_and(|f| f.node_password && (f.server.is_active() || f.agent.is_active()));
+    if !running {
+        return false;
+    }
+    if let Some(h) = super::labels::recorded_host(n) {
+        return h == host;
+    }
+    let mine: Vec<&str> = facts
+        .host(name)
+        .map(|f| f.addresses.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let theirs: Vec<&str> = old
+        .and_then(|k| facts.host(k))
+        .map(|f| f.addresses.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let on = |set: &[&str]| n.addresses.iter().any(|a| set.contains(&a.as_str()));
+    (on(&mine) || n.addresses.iter().any(|a| a == host)) && !on(&theirs)
 }
 
 /// `node remove NAME`: refuse when etcd would lose quorum (unless `force`), then drain and

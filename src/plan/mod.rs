@@ -23,6 +23,7 @@ mod prerequisites;
 pub mod render;
 pub mod secrets;
 mod servers;
+mod snapshot_dir;
 pub mod status;
 mod upgrade;
 
@@ -245,6 +246,7 @@ pub(crate) fn converge(
     let mut phases: Vec<Option<Phase>> = vec![
         secrets::phase(inv, facts, &tokens)?,
         prerequisites::phase(&cx, &mut plan.warnings)?,
+        snapshot_dir::phase(&cx),
         artifacts::phase(&cx),
         servers::phase(&cx),
         agents::phase(&cx),

@@ -82,14 +82,18 @@ pub fn status(inv: &Inventory, facts: &Facts) -> Result<Status> {
             notes: vec!["not in the inventory".into()],
         });
     }
+    // With the files `up` would write, health knows the values they carry.
+    let spec = &facts.local.addons;
+    let key = super::secrets::sealing_key(inv, facts)
+        .ok()
+        .flatten()
+        .map(|(k, _)| k);
+    let releases = match spec.files(key.as_ref()) {
+        Ok(files) => spec.releases_for(&files),
+        Err(_) => spec.releases(),
+    };
     let addons: Vec<AddonHealth> = match &c.objects {
-        Some(snap) => facts
-            .local
-            .addons
-            .releases()
-            .iter()
-            .map(|r| health::evaluate(snap, r))
-            .collect(),
+        Some(snap) => releases.iter().map(|r| health::evaluate(snap, r)).collect(),
         None => vec![],
     };
     healthy &= addons.iter().all(AddonHealth::healthy);

@@ -106,6 +106,7 @@ fn node(inv: &Inventory, name: &str, version: &str) -> ObservedNode {
         serde_json::to_string(&Managed {
             labels: n.all_labels().keys().cloned().collect(),
             taints: n.taints.iter().map(Taint::id).collect(),
+            host: Some(n.host.clone()),
         })
         .unwrap(),
     );
@@ -491,7 +492,12 @@ fn taint_value_change_replaces_it() {
     };
     obs.annotations.insert(
         MANAGED_ANNOTATION.into(),
-        r#"{"labels":[],"taints":["k:NoSchedule"]}"#.into(),
+        serde_json::to_string(&Managed {
+            labels: Default::default(),
+            taints: ["k:NoSchedule".to_string()].into(),
+            host: Some(inv.node("n").unwrap().host.clone()),
+        })
+        .unwrap(),
     );
     let d = node_drift(inv.node("n").unwrap(), &obs);
     assert_eq!(
@@ -724,6 +730,38 @@ fn an_upgrade_goes_server_by_server_then_agents_in_batches() {
 
 // ---------------------------------------------------------------- add-ons
 
+#[test]
+fn dropping_the_traefik_addon_is_refused_unless_traefik_stays_disabled() {
+    // Without `traefik` in `disable`, k3s's bundled Traefik would come back as the same
+    // HelmChart kube-system/traefik and take the add-on's chart over before its removal.
+    let inv = with_extra();
+    let mut f = cluster(&inv);
+    for s in ["m1", "m2"] {
+        let h = f.hosts.get_mut(s).unwrap();
+        h.manifests
+            .insert("bootstrap-traefik.yaml".into(), "x".into());
+    }
+    f.cluster.objects = Some(crate::addons::health::Snapshot::default());
+    let err = up(&inv, &f, &SETTINGS).unwrap_err().to_string();
+    assert!(err.contains("HelmChart kube-system/traefik"), "{err}");
+    assert!(
+        err.contains("add \"traefik\" to `disable` in [cluster]"),
+        "{err}"
+    );
+    assert!(err.contains("Nothing was changed"), "{err}");
+
+    let mut inv = inv;
+    inv.cluster.disable = vec!["traefik".into()];
+    let t = texts(&up(&inv, &f, &SETTINGS).unwrap());
+    assert!(
+        t.contains(
+            &"add-ons m1: remove bootstrap-traefik.yaml (uninstalls traefik, file removed)"
+                .to_string()
+        ),
+        "{t:?}"
+    );
+}
+
 fn with_extra() -> Inventory {
     let dir = tempfile::tempdir().unwrap().keep();
     std::fs::write(
@@ -744,7 +782,7 @@ fn addon_difference_writes_what_differs_and_removes_what_was_dropped() {
     for s in ["m1", "m2"] {
         let h = f.hosts.get_mut(s).unwrap();
         h.manifests
-            .insert("bootstrap-traefik.yaml".into(), "x".into());
+            .insert("bootstrap-cert-manager.yaml".into(), "x".into());
     }
     f.cluster.objects = Some(crate::addons::health::Snapshot::default());
     let plan = up(&inv, &f, &SETTINGS).unwrap();
@@ -752,10 +790,10 @@ fn addon_difference_writes_what_differs_and_removes_what_was_dropped() {
     assert_eq!(
         t,
         [
-            "add-ons m1: remove bootstrap-traefik.yaml (uninstalls traefik, file removed)",
+            "add-ons m1: remove bootstrap-cert-manager.yaml (uninstalls cert-manager, file removed)",
             "add-ons m1: record the extra manifests (app)",
             "add-ons m1: manifest app: write app.yaml",
-            "add-ons m2: remove bootstrap-traefik.yaml",
+            "add-ons m2: remove bootstrap-cert-manager.yaml",
             "add-ons m2: record the extra manifests (app)",
             "add-ons m2: manifest app: write app.yaml",
             "add-on health add-ons: wait until k3s applied every manifest",
@@ -941,6 +979,101 @@ fn replacing_a_server_deletes_its_node_before_the_old_host_stops() {
     );
 }
 
+/// Issue 26 (C12): running `node replace` again after the new host registered never touches
+/// the Node it just moved, though k3s's InternalIP is never the inventory's host when that is
+/// a DNS name or a NAT'd address: what decides is the host bootstrap recorded on the Node,
+/// else an address k3s records that the new host has.
+#[test]
+fn a_replace_run_again_leaves_the_node_it_moved() {
+    let old = ha();
+    for new_host in ["worker-1.lab.test", "203.0.113.7"] {
+        let mut new = old.clone();
+        new.nodes
+            .iter_mut()
+            .find(|n| n.name == "worker-1")
+            .unwrap()
+            .host = new_host.into();
+        let mut f = cluster(&new);
+        // The Node registered from the new host: InternalIP its interface address, and no
+        // record of bootstrap's yet (the run stopped before the labels phase).
+        let n = f
+            .cluster
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == "worker-1")
+            .unwrap();
+        n.annotations.clear();
+        n.internal_ip = Some("10.0.0.77".into());
+        n.addresses = vec!["10.0.0.77".into()];
+        let h = f.hosts.get_mut("worker-1").unwrap();
+        h.addresses = vec!["10.0.0.77".into()];
+        h.node_password = true;
+        let plan =
+            lifecycle::replace(&new, "text", "worker-1", new_host, false, &f, &SETTINGS).unwrap();
+        let t = texts(&plan);
+        assert!(
+            !t.iter()
+                .any(|s| s.contains("drain worker-1") || s.contains("delete the Node worker-1")),
+            "{new_host}: {t:#?}"
+        );
+        // Recorded by bootstrap: that decides, whatever the addresses.
+        let n = f
+            .cluster
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == "worker-1")
+            .unwrap();
+        n.annotations.insert(
+            MANAGED_ANNOTATION.into(),
+            serde_json::to_string(&Managed {
+                host: Some(new_host.into()),
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        n.addresses.clear();
+        let plan =
+            lifecycle::replace(&new, "text", "worker-1", new_host, false, &f, &SETTINGS).unwrap();
+        assert!(!texts(&plan)
+            .iter()
+            .any(|s| s.contains("delete the Node worker-1")));
+    }
+    // The same host name on a rebuilt machine (k3s not running there yet): the Node that
+    // records it is the old machine's, and goes.
+    let mut f = cluster(&old);
+    {
+        let h = f.hosts.get_mut("worker-1").unwrap();
+        h.node_password = false;
+        h.agent.active = "inactive".into();
+    }
+    let same = old.node("worker-1").unwrap().host.clone();
+    let plan = lifecycle::replace(&old, "text", "worker-1", &same, false, &f, &SETTINGS).unwrap();
+    assert!(
+        texts(&plan).contains(&"retire worker-1: delete the Node worker-1".to_string()),
+        "{:#?}",
+        texts(&plan)
+    );
+    // The Node still of the old host (recorded there) is taken out.
+    let mut new = old.clone();
+    new.nodes
+        .iter_mut()
+        .find(|n| n.name == "worker-1")
+        .unwrap()
+        .host = "worker-1.lab.test".into();
+    let f = cluster(&old);
+    let plan = lifecycle::replace(
+        &new,
+        "text",
+        "worker-1",
+        &old.node("worker-1").unwrap().host,
+        false,
+        &f,
+        &SETTINGS,
+    )
+    .unwrap();
+    assert!(texts(&plan).contains(&"retire worker-1: delete the Node worker-1".to_string()));
+}
+
 #[test]
 fn removing_refuses_a_quorum_loss_and_reset_skips_clean_hosts() {
     let inv = ha();
@@ -956,6 +1089,22 @@ fn removing_refuses_a_quorum_loss_and_reset_skips_clean_hosts() {
     assert!(e.to_string().contains("etcd needs 2 for quorum"), "{e}");
     let forced = lifecycle::remove(&inv, "t", "master-1", true, &f).unwrap();
     assert!(forced.warnings.iter().any(|w| w.contains("--force")));
+    // Issue 26 (C17): a server removed while its host cannot be reached rejoins by itself if
+    // it comes back (k3s's tombstone with `server:` set): the warning says so and how to stop it.
+    let mut gone = f.clone();
+    gone.hosts.remove("master-3");
+    gone.unreachable
+        .insert("master-3".into(), "connection timed out".into());
+    let plan = lifecycle::remove(&inv, "t", "master-3", true, &gone).unwrap();
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("master-3: the host is unreachable")
+                && w.contains("rejoins the cluster by itself")
+                && w.contains("k3s-uninstall.sh")),
+        "{:#?}",
+        plan.warnings
+    );
     // reset: a clean host gets nothing; one that did not answer is named.
     let mut f = cluster(&inv);
     for (name, h) in f.hosts.iter_mut() {
@@ -1165,6 +1314,7 @@ fn with_snapshot(inv: &Inventory, on: &str, hash: Option<String>) -> Facts {
     f.cluster.snapshots = vec![crate::facts::SnapshotFile {
         name: format!("on-demand-{on}-1764763200"),
         node: on.into(),
+        s3: false,
         location: format!("file://{}/on-demand-{on}-1764763200", k3s::SNAPSHOT_DIR),
         size: 4096,
         created: "2026-12-03T12:00:00Z".into(),
@@ -1184,22 +1334,24 @@ fn a_restore_follows_k3s_order_and_every_other_server_rejoins() {
     let f0 = cluster(&inv);
     let f = with_snapshot(&inv, "master-1", Some(held_hash(&inv, &f0)));
     let src = etcd::Source::Named("on-demand-master-1-1764763200".into());
-    let plan = etcd::restore(&inv, &f, &src, "1764770000").unwrap();
+    let plan = etcd::restore(&inv, &f, &src, "1764770000", false).unwrap();
     let names: Vec<&str> = plan.phases.iter().map(|p| p.name).collect();
     assert_eq!(
         names,
         [
             "check",
+            "record",
             "stop servers",
             "restore",
             "rejoin servers",
             "rejoin agents",
-            "nodes-ready"
+            "nodes-ready",
+            "done"
         ]
     );
-    assert_eq!(plan.phases[1].mode, Mode::Parallel);
-    assert_eq!(plan.phases[1].groups.len(), 3);
-    assert_eq!(plan.phases[3].mode, Mode::Serial);
+    assert_eq!(plan.phases[2].mode, Mode::Parallel);
+    assert_eq!(plan.phases[2].groups.len(), 3);
+    assert_eq!(plan.phases[4].mode, Mode::Serial);
     let t = texts(&plan);
     let path = format!("{}/on-demand-master-1-1764763200", k3s::SNAPSHOT_DIR);
     let want = [
@@ -1207,7 +1359,7 @@ fn a_restore_follows_k3s_order_and_every_other_server_rejoins() {
         format!("restore master-1: restore etcd from {path} (k3s server --cluster-reset; this server becomes the only member)"),
         "restore master-1: enable and start k3s".to_string(),
         "restore master-1: read the cluster CA hash joins are pinned to".to_string(),
-        "rejoin servers master-2: move the etcd data aside to /var/lib/rancher/k3s/server/db-before-restore-1764770000 (rejoins as a new member)".to_string(),
+        "rejoin servers master-2: move the etcd data and the cluster's certificates aside to /var/lib/rancher/k3s/server/db-before-restore-1764770000, /var/lib/rancher/k3s/server/tls-before-restore-1764770000 and /var/lib/rancher/k3s/server/cred-before-restore-1764770000 (rejoins as a new member, its CAs from the restored cluster)".to_string(),
         "rejoin servers master-2: write /etc/rancher/k3s/config.yaml.d/50-bootstrap-join.yaml (join)".to_string(),
         "rejoin servers master-2: delete master-2's node-password Secret (recorded again when it registers)".to_string(),
         "rejoin servers master-2: enable and start k3s".to_string(),
@@ -1233,6 +1385,60 @@ fn a_restore_follows_k3s_order_and_every_other_server_rejoins() {
     }
     // The first server is never moved aside.
     assert!(!t.iter().any(|s| s.contains("master-1: move")), "{t:#?}");
+    // What was checked is kept until the end, and Nodes the inventory lacks are named.
+    assert!(
+        t.iter().any(
+            |s| s.contains("restore.json that on-demand-master-1-1764763200 is being restored")
+        ),
+        "{t:#?}"
+    );
+    assert!(
+        t.contains(&"nodes-ready master-1: name the Nodes the inventory does not name".to_string()),
+        "{t:#?}"
+    );
+    let plan = etcd::restore(&inv, &f, &src, "1764770000", true).unwrap();
+    assert!(texts(&plan).contains(
+        &"nodes-ready master-1: delete the Nodes the inventory does not name".to_string()
+    ));
+}
+
+/// Issue 26 (C13): a restore of a snapshot the cluster knows by name, interrupted once the
+/// first server ran again, finds the snapshot recorded without a token hash (k3s records one
+/// only when it takes a snapshot); the hash the first run checked, kept in
+/// `.bootstrap/restore.json`, lets the same command finish.
+#[test]
+fn an_interrupted_named_restore_is_finished_with_the_hash_it_checked() {
+    let inv = ha();
+    let f0 = cluster(&inv);
+    let hash = held_hash(&inv, &f0);
+    let src = etcd::Source::Named("on-demand-master-1-1764763200".into());
+    let mut f = with_snapshot(&inv, "master-1", None);
+    let e = etcd::restore(&inv, &f, &src, "1", false).unwrap_err();
+    assert!(e.to_string().contains("records no token hash"), "{e}");
+    f.local.restore = Some(crate::k3s::snapshot::RestoreRecord {
+        snapshot: "on-demand-master-1-1764763200".into(),
+        node: "master-1".into(),
+        location: f.cluster.snapshots[0].location.clone(),
+        token_hash: hash.clone(),
+    });
+    assert!(etcd::restore(&inv, &f, &src, "1", false).is_ok());
+    // Interrupted while every server was stopped: no API to list snapshots; the record says
+    // where it is.
+    let mut down = f.clone();
+    down.cluster.api = None;
+    down.cluster.snapshots.clear();
+    down.cluster.unanswered = vec!["master-1: k3s is not running here".into()];
+    let plan = etcd::restore(&inv, &down, &src, "1", false).unwrap();
+    assert!(texts(&plan)
+        .iter()
+        .any(|t| t.contains("check that /var/lib/rancher/k3s/server/db/snapshots/on-demand-master-1-1764763200 is there")));
+    let mut no_record = down.clone();
+    no_record.local.restore = None;
+    assert!(etcd::restore(&inv, &no_record, &src, "1", false).is_err());
+    // Kept for another snapshot, or another place: not this one's.
+    let mut other = f.clone();
+    other.local.restore.as_mut().unwrap().location = "file:///elsewhere".into();
+    assert!(etcd::restore(&inv, &other, &src, "1", false).is_err());
 }
 
 #[test]
@@ -1240,7 +1446,7 @@ fn a_restore_with_another_token_or_a_server_missing_is_refused_before_anything_s
     let inv = ha();
     let src = etcd::Source::Named("on-demand-master-1-1764763200".into());
     let f = with_snapshot(&inv, "master-1", Some("0123456789ab".into()));
-    let e = etcd::restore(&inv, &f, &src, "1").unwrap_err();
+    let e = etcd::restore(&inv, &f, &src, "1", false).unwrap_err();
     assert!(crate::outcome::is_usage(&e), "{e}");
     let m = e.to_string();
     assert!(
@@ -1249,7 +1455,7 @@ fn a_restore_with_another_token_or_a_server_missing_is_refused_before_anything_s
     );
     // No token hash recorded: cannot be checked, refused.
     let f = with_snapshot(&inv, "master-1", None);
-    let e = etcd::restore(&inv, &f, &src, "1").unwrap_err();
+    let e = etcd::restore(&inv, &f, &src, "1", false).unwrap_err();
     assert!(e.to_string().contains("records no token hash"), "{e}");
     // A server that cannot be reached.
     let f0 = cluster(&inv);
@@ -1257,7 +1463,7 @@ fn a_restore_with_another_token_or_a_server_missing_is_refused_before_anything_s
     f.hosts.remove("master-3");
     f.unreachable
         .insert("master-3".into(), "connection timed out".into());
-    let e = etcd::restore(&inv, &f, &src, "1").unwrap_err();
+    let e = etcd::restore(&inv, &f, &src, "1", false).unwrap_err();
     assert!(
         e.to_string().contains("master-3: connection timed out"),
         "{e}"
@@ -1267,7 +1473,7 @@ fn a_restore_with_another_token_or_a_server_missing_is_refused_before_anything_s
     f.cluster.snapshots[0].name.push_str(".zip");
     f.cluster.snapshots[0].location.push_str(".zip");
     let src = etcd::Source::Named("on-demand-master-2-1764763200.zip".into());
-    let plan = etcd::restore(&inv, &f, &src, "1").unwrap();
+    let plan = etcd::restore(&inv, &f, &src, "1", false).unwrap();
     let t = texts(&plan);
     assert_eq!(
         t[..2],
@@ -1299,7 +1505,7 @@ fn a_copy_is_uploaded_first_and_a_snapshot_needs_the_api() {
         file: "/ops/.bootstrap/snapshots/on-demand-master-1-1.zip".into(),
         record,
     };
-    let plan = etcd::restore(&inv, &f, &src, "1").unwrap();
+    let plan = etcd::restore(&inv, &f, &src, "1", false).unwrap();
     let t = texts(&plan);
     assert_eq!(
         t[0],

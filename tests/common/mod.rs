@@ -104,6 +104,106 @@ impl Workdir {
     }
 }
 
+/// A `bootstrap ... --output json` run in progress, its events read as they come.
+pub struct Running {
+    child: std::process::Child,
+    events: std::sync::mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    seen: Vec<String>,
+}
+
+impl Workdir {
+    /// Start `bootstrap ARGS... --output json` and return at once.
+    pub fn spawn_json(&self, args: &[&str]) -> Running {
+        let mut child = Command::new(bin())
+            .args(args)
+            .args(["--output", "json"])
+            .env("HOME", self.home.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("KUBECONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run bootstrap");
+        let out = child.stdout.take().expect("stdout");
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            events: rx,
+            stderr: Some(stderr),
+            seen: Vec::new(),
+        }
+    }
+}
+
+impl Running {
+    /// The first event (from now on) that `want` accepts, within `limit`; panics with what
+    /// was seen otherwise.
+    pub fn wait_for(
+        &mut self,
+        limit: std::time::Duration,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if want(&v) {
+                            return v;
+                        }
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no such event within {limit:?}; seen:\n{}",
+                        self.seen.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    /// Send SIGINT, as Ctrl-C does.
+    pub fn interrupt(&self) {
+        let st = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    }
+
+    /// Wait for the run to end: its exit code, every stdout line and its stderr.
+    pub fn finish(mut self) -> (Option<i32>, String, String) {
+        let status = self.child.wait().expect("wait");
+        let err = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        self.seen.extend(self.events.iter());
+        (status.code(), self.seen.join("\n"), err)
+    }
+}
+
 /// The last `summary` event of a JSON run.
 pub fn summary(out: &Output) -> serde_json::Value {
     String::from_utf8_lossy(&out.stdout)

@@ -2,4 +2,5 @@
 
 pub mod bench;
 pub mod ci;
+pub mod fixtures;
 pub mod lab;

@@ -112,6 +112,7 @@ fn send(v: &Validated, auth: &str, op: &Op) -> Option<Value> {
 }
 
 pub fn run(cfg: Config) -> ! {
+    crate::logging::init(&cfg);
     common::install_signal_handlers();
     util::info(format!("Starting k3s agent {}", version_line()));
     let Some(url) = cfg.get("server").map(str::to_string) else {

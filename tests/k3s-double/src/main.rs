@@ -11,6 +11,7 @@ mod deploy;
 mod join;
 mod kinds;
 mod kubectl;
+mod logging;
 mod net;
 mod nodes;
 mod notify;

@@ -181,6 +181,11 @@ pub fn run(ctx: &Ctx) -> ! {
                     ));
                 }
             }
+            // The WAL directory k3s's "has data" test looks at goes with it.
+            let etcd_dir = db.join("etcd");
+            if etcd_dir.exists() {
+                let _ = std::fs::rename(&etcd_dir, old.join("etcd"));
+            }
             util::info(format!(
                 "Pre-restore etcd database moved to {}",
                 old.display()
@@ -213,6 +218,7 @@ pub fn run(ctx: &Ctx) -> ! {
         }
         let members = serde_json::to_vec_pretty(&st.members).unwrap_or_default();
         let _ = util::write_file(&server_dir.join("double/members.json"), &members, 0o644);
+        server::mark_data(&server_dir.join("db"), true);
     };
     persist(&st);
     if let Err(e) = util::write_file(&flag, b"", 0o600) {
@@ -242,6 +248,9 @@ pub fn run(ctx: &Ctx) -> ! {
         }
     }
     util::info("Updating bootstrap data on disk from datastore");
+    if let Err(e) = server::write_bootstrap(ctx, &st.bootstrap) {
+        fail(format!("failed to write bootstrap data: {e}"));
+    }
     if let Err(e) = server::write_files(ctx, &st) {
         fail(format!("failed to write server files: {e}"));
     }

@@ -181,6 +181,7 @@ impl Server {
             }
             Err(e) => util::error(format!("failed to encode state: {e}")),
         }
+        mark_data(&db, !st.members.is_empty());
         let dd = self.ctx.data_dir.join("server/double");
         let members = serde_json::to_vec_pretty(&st.members).unwrap_or_default();
         let _ = util::write_file(&dd.join("members.json"), &members, 0o644);
@@ -718,23 +719,130 @@ fn admin_cert(tls_dir: &Path, b: &Bootstrap) -> Result<(String, String), String>
     Ok((c, k))
 }
 
+/// What k3s's own test for "this server has data" looks at, beside the double's
+/// `state.json`: etcd's WAL directory (`pkg/etcd/etcd.go`:305-318 IsInitialized), or the
+/// SQLite database a server without etcd keeps (kine's `server/db/state.db`).
+pub(crate) fn mark_data(db: &Path, etcd: bool) {
+    if etcd {
+        let wal = db.join("etcd/member/wal");
+        if !wal.is_dir() {
+            let _ = std::fs::create_dir_all(&wal);
+        }
+    } else {
+        let f = db.join("state.db");
+        if !f.exists() {
+            let _ = util::write_file(&f, b"", 0o600);
+        }
+    }
+}
+
+/// The bootstrap files the double keeps, under `server/`, with their datastore content: of
+/// k3s's set (ControlRuntimeBootstrap, `pkg/daemons/control/deps/deps.go`:101-175) the CAs it
+/// uses and `cred/passwd`.
+fn bootstrap_files(b: &Bootstrap) -> Vec<(&'static str, String)> {
+    vec![
+        ("tls/server-ca.crt", b.server_ca_crt.clone()),
+        ("tls/server-ca.key", b.server_ca_key.clone()),
+        ("tls/client-ca.crt", b.client_ca_crt.clone()),
+        ("tls/client-ca.key", b.client_ca_key.clone()),
+        (
+            "cred/passwd",
+            format!(
+                "{},node,node,k3s:agent\n{},server,server,k3s:server\n",
+                b.agent_password, b.server_password
+            ),
+        ),
+    ]
+}
+
+/// k3s's WriteToDiskFromStorage (`pkg/bootstrap/bootstrap.go`:61-85): every bootstrap file
+/// from the datastore, directories 0700, files 0600, each file's mtime the datastore's
+/// timestamp.
+pub(crate) fn write_bootstrap(ctx: &Ctx, b: &Bootstrap) -> Result<(), String> {
+    let server = ctx.data_dir.join("server");
+    for (rel, data) in bootstrap_files(b) {
+        let p = server.join(rel);
+        util::write_file(&p, data.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+        if b.stamp > 0 {
+            let t = std::time::UNIX_EPOCH + Duration::from_secs(b.stamp as u64);
+            if let Ok(f) = std::fs::File::options().write(true).open(&p) {
+                let _ = f.set_modified(t);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// k3s's ReconcileBootstrapData (`pkg/cluster/bootstrap.go`:248-401) for the files the double
+/// keeps, on every start of a server with data (`http` false: against its own datastore) and
+/// on a join (`http` true: against the data the server it joins sent). On the join path a
+/// missing or empty `cred` or `tls` directory means everything is written from the datastore
+/// without comparing (:251-266). Otherwise each file is compared: identical, nothing; missing
+/// or different and not newer, written from the datastore; different and 3 s or more newer
+/// than the datastore's timestamp (`isNewerFile`, :403-436), fatal, since k3s would otherwise
+/// replace the cluster's CAs with those on this disk.
+pub(crate) fn reconcile_bootstrap(ctx: &Ctx, b: &Bootstrap, http: bool) {
+    let server = ctx.data_dir.join("server");
+    util::info("Reconciling bootstrap data between datastore and disk");
+    let empty = |d: &str| {
+        std::fs::read_dir(server.join(d))
+            .map(|mut it| it.next().is_none())
+            .unwrap_or(true)
+    };
+    if http && (empty("cred") || empty("tls")) {
+        if let Err(e) = write_bootstrap(ctx, b) {
+            util::fatal(format!("failed to write bootstrap data: {e}"));
+        }
+        return;
+    }
+    let mut newer = Vec::new();
+    let mut update = false;
+    for (rel, data) in bootstrap_files(b) {
+        let p = server.join(rel);
+        match std::fs::read(&p) {
+            Err(_) => {
+                util::warn(format!("{} doesn't exist. continuing...", p.display()));
+                update = true;
+            }
+            Ok(disk) if disk == data.as_bytes() => {}
+            Ok(_) => {
+                let mtime = std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                if mtime - b.stamp >= 3 {
+                    newer.push(p.display().to_string());
+                } else {
+                    util::warn(format!(
+                        "{} will be updated from the datastore.",
+                        p.display()
+                    ));
+                }
+                update = true;
+            }
+        }
+    }
+    if !newer.is_empty() {
+        util::fatal(format!(
+            "{} newer than datastore and could cause a cluster outage. Remove the file(s) from disk and restart to be recreated from datastore.",
+            newer.join(", ")
+        ));
+    }
+    if update {
+        util::warn("Updating bootstrap data on disk from datastore");
+        if let Err(e) = write_bootstrap(ctx, b) {
+            util::fatal(format!("failed to write bootstrap data: {e}"));
+        }
+    }
+}
+
 pub(crate) fn write_files(ctx: &Ctx, st: &State) -> Result<(), String> {
     let b = &st.bootstrap;
     let server = ctx.data_dir.join("server");
     let tls = server.join("tls");
     let io = |e: std::io::Error| e.to_string();
-    // k3s extracts the CAs from the bootstrap data onto every server's disk.
-    for (n, data, mode) in [
-        ("server-ca.crt", &b.server_ca_crt, 0o644),
-        ("server-ca.key", &b.server_ca_key, 0o600),
-        ("client-ca.crt", &b.client_ca_crt, 0o644),
-        ("client-ca.key", &b.client_ca_key, 0o600),
-    ] {
-        let p = tls.join(n);
-        if std::fs::read_to_string(&p).ok().as_deref() != Some(data.as_str()) {
-            util::write_file(&p, data.as_bytes(), mode).map_err(io)?;
-        }
-    }
     let (crt, key) = admin_cert(&tls, b)?;
     let hash = token::ca_hash(b.server_ca_crt.as_bytes());
     let server_token = token::format(&hash, "server", &b.server_password);
@@ -756,11 +864,6 @@ pub(crate) fn write_files(ctx: &Ctx, st: &State) -> Result<(), String> {
     } else {
         util::symlink_force("token", &server.join("agent-token")).map_err(io)?;
     }
-    let passwd = format!(
-        "{},node,node,k3s:agent\n{},server,server,k3s:server\n",
-        b.agent_password, b.server_password
-    );
-    util::write_file(&server.join("cred/passwd"), passwd.as_bytes(), 0o600).map_err(io)?;
     let default_kc = Path::new("/etc/rancher/k3s/k3s.yaml");
     let kc_path = ctx
         .cfg
@@ -821,9 +924,14 @@ pub(crate) fn new_cluster(ctx: &Ctx, etcd: bool) -> Result<State, String> {
             client_ca_key: client_ca.key_pem,
             server_password,
             agent_password,
+            stamp: util::now_secs(),
         },
         ..Default::default()
     };
+    // The first server stores what it has on disk, and its files keep that timestamp.
+    if let Err(e) = write_bootstrap(ctx, &st.bootstrap) {
+        return Err(format!("failed to write bootstrap data: {e}"));
+    }
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         st.ensure_namespace(ns);
     }
@@ -902,14 +1010,46 @@ fn join_cluster(ctx: &Ctx, url: &str, tok: &str) -> (State, Member) {
             ))
         }
     };
+    let auth = client::basic_auth("server", &v.password);
+    let bootstrap_url = v.target.url("/v1-k3s/server-bootstrap");
+    // The bootstrap data first, reconciled with this disk before the member is added (k3s
+    // `Cluster.bootstrap` → httpBootstrap, pkg/cluster/bootstrap.go:460-506, runs in
+    // prepare(), before etcd's MemberAdd): a disk with newer CAs of another cluster is fatal
+    // here, and the cluster never sees this server.
+    match client::call(
+        &v.target,
+        &v.trust(),
+        None,
+        Request::get("/v1-k3s-double/state").header("Authorization", &auth),
+        Duration::from_secs(15),
+    ) {
+        Ok(r) if r.status == 200 => match serde_json::from_slice::<State>(&r.body) {
+            Ok(st) => reconcile_bootstrap(ctx, &st.bootstrap, true),
+            Err(e) => util::fatal(format!(
+                "starting kubernetes: preparing server: failed to bootstrap cluster data: {e}"
+            )),
+        },
+        Ok(r) if r.status == 401 => util::fatal(format!(
+            "starting kubernetes: preparing server: failed to get bootstrap data: {bootstrap_url}: 401 Unauthorized"
+        )),
+        // Any other answer ends the start as well (httpBootstrap returns the error and
+        // prepare() fails): the server never joins on data it could not compare.
+        Ok(r) => util::fatal(format!(
+            "starting kubernetes: preparing server: failed to get bootstrap data: {bootstrap_url}: {} {}",
+            r.status,
+            join::status_text(r.status)
+        )),
+        Err(e) => util::fatal(format!(
+            "starting kubernetes: preparing server: failed to get bootstrap data: {}",
+            e.go("GET", &bootstrap_url)
+        )),
+    }
     let member = my_member(ctx);
     let op = Op::Join {
         role: "server".into(),
         node: node_info(ctx, true, &member.name),
         member: Some(member.clone()),
     };
-    let auth = client::basic_auth("server", &v.password);
-    let bootstrap_url = v.target.url("/v1-k3s/server-bootstrap");
     match common::post_op(&v.target, &v.trust(), &auth, &op, Duration::from_secs(30)) {
         Ok((200, r)) => match serde_json::from_value::<State>(r.get("state").cloned().unwrap_or(Value::Null)) {
             Ok(st) => (st, member),
@@ -1162,10 +1302,11 @@ fn serving_loop(srv: Arc<Server>) {
 }
 
 pub fn run(cfg: Config) -> ! {
-    common::install_signal_handlers();
     for w in &cfg.warnings {
         util::warn(w);
     }
+    crate::logging::init(&cfg);
+    common::install_signal_handlers();
     util::info(format!("Starting k3s {}", version_line()));
     let node = common::node_name(&cfg);
     if let Err(e) = nodes::check_kubelet_labels(&cfg.list("node-label")) {
@@ -1212,6 +1353,7 @@ pub fn run(cfg: Config) -> ! {
             if !st.members.is_empty() {
                 util::info("Managed etcd cluster bootstrap already complete and initialized");
             }
+            reconcile_bootstrap(&ctx, &st.bootstrap, false);
             (st, false)
         }
         None => match ctx.cfg.get("server") {

@@ -910,6 +910,7 @@ pub fn main(args: &[String]) -> ! {
     for w in &cfg.warnings {
         util::warn(w);
     }
+    crate::logging::init(&cfg);
     let mut sr = SnapshotRequest::default();
     match sub {
         "save" => {

@@ -20,6 +20,11 @@ pub struct Bootstrap {
     pub server_password: String,
     /// Password of user `node` (agent token); equals server_password when unset.
     pub agent_password: String,
+    /// The datastore's timestamp of these files (unix seconds): the mtime of the files the
+    /// first server stored them from (k3s `pkg/bootstrap/bootstrap.go` ReadFromDisk), which
+    /// every file written from the datastore gets too (:79, `os.Chtimes`).
+    #[serde(default)]
+    pub stamp: i64,
 }
 
 impl Bootstrap {
@@ -98,6 +103,10 @@ pub struct State {
     /// `MaxContainerBackOff`).
     #[serde(default)]
     pub restarts: BTreeMap<String, i64>,
+    /// The `crash` test knob: per workload (`ns/Kind/name`) named there, the pod templates it
+    /// ran when the knob appeared; pods of any other template crash.
+    #[serde(default)]
+    pub crash_baseline: BTreeMap<String, Vec<String>>,
     pub next_rv: u64,
     /// Set by mutations; cleared when committed. Not persisted meaningfully.
     #[serde(skip)]

@@ -827,6 +827,45 @@ fn ha_embedded_etcd() {
     wait_for("three members", Duration::from_secs(20), || {
         members(&lab, "master-2").len() == 3
     });
+
+    // A server that rejoins with a CA file newer than the cluster's bootstrap data (another
+    // cluster's, or one rotated on this disk) stops before it joins, in k3s's words
+    // (pkg/cluster/bootstrap.go:392, tests/fixtures/upstream/bootstrap-newer-than-datastore.txt),
+    // and the cluster never sees it; without the file it joins, written from the datastore.
+    let o = kubectl(&lab, "master-1", "delete node master-3");
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for("master-3 removed again", Duration::from_secs(20), || {
+        members(&lab, "master-1").len() == 2
+    });
+    let ca = "/var/lib/rancher/k3s/server/tls/server-ca.crt";
+    let theirs = ok(&lab, "master-1", &format!("cat {ca}"));
+    ok(
+        &lab,
+        "master-3",
+        &format!("systemctl stop k3s; rm -rf /var/lib/rancher/k3s/server/db; echo another-cluster > {ca}; systemctl start --no-block k3s"),
+    );
+    let refusal = format!("{ca} newer than datastore and could cause a cluster outage. Remove the file(s) from disk and restart to be recreated from datastore.");
+    wait_for("the newer CA refused", Duration::from_secs(30), || {
+        journal(&lab, "master-3", "server").contains(&refusal)
+    });
+    assert_ne!(state(&lab, "master-3", "server"), "active");
+    assert_eq!(members(&lab, "master-1").len(), 2);
+    assert_eq!(
+        ok(&lab, "master-3", &format!("cat {ca}")),
+        "another-cluster\n"
+    );
+    ok(
+        &lab,
+        "master-3",
+        &format!("rm {ca}; systemctl restart --no-block k3s"),
+    );
+    wait_active(&lab, "master-3", "server");
+    wait_for(
+        "three members after the rejoin",
+        Duration::from_secs(20),
+        || members(&lab, "master-1").len() == 3,
+    );
+    assert_eq!(ok(&lab, "master-3", &format!("cat {ca}")), theirs);
 }
 
 /// kubectl drain's filters, PodDisruptionBudgets and grace periods, as on a real cluster.

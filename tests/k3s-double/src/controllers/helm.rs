@@ -31,7 +31,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::workloads::{self, finish_pod};
+use super::workloads;
 use super::{builtin, controller_ref, s};
 use crate::kinds;
 use crate::objects;
@@ -43,8 +43,10 @@ const CHARTS: &str = include_str!("../../charts.json");
 pub const FINALIZER: &str = "wrangler.cattle.io/on-helm-chart-remove";
 const JOB_IMAGE: &str = "rancher/klipper-helm:v0.13.3-build20260727";
 const CHART_LABEL: &str = "helmcharts.helm.cattle.io/chart";
-/// Release label and Job annotation (chart.go:55).
+/// Release label and pod template annotation (chart.go:55).
 const CONFIG_HASH_KEY: &str = "helmcharts.helm.cattle.io/configHash";
+/// The values Secret's type (chart.go:49).
+const VALUES_SECRET_TYPE: &str = "helmcharts.helm.cattle.io/values";
 /// chart.go:75.
 const DEFAULT_BACKOFF_LIMIT: i64 = 1000;
 /// helm's default `--timeout` (5m0s).
@@ -72,23 +74,82 @@ fn put(st: &mut State, o: Value) {
     }
 }
 
-fn chart_hash(st: &State, chart: &Value) -> String {
-    let ns = meta(chart, "namespace");
-    let name = meta(chart, "name");
-    let cfg = st
-        .get("helm.cattle.io", "HelmChartConfig", ns, name)
-        .and_then(|c| c.get("spec"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    util::sha256_hex(
-        format!(
-            "{}{}",
-            chart.get("spec").cloned().unwrap_or(Value::Null),
-            cfg
-        )
-        .as_bytes(),
+/// The HelmChartConfig of a chart, if any.
+fn chart_config<'a>(st: &'a State, chart: &Value) -> Option<&'a Value> {
+    st.get(
+        "helm.cattle.io",
+        "HelmChartConfig",
+        meta(chart, "namespace"),
+        meta(chart, "name"),
     )
-    .to_uppercase()
+}
+
+/// `chart-values-<name>` (chart.go:1061-1094): type `helmcharts.helm.cattle.io/values`, the
+/// keys `HelmChartValuesContent`, `HelmChartValues` and the HelmChartConfig's
+/// `HelmChartConfigValuesContent` / `HelmChartConfigValues`, each only when set.
+fn values_secret(st: &State, chart: &Value) -> Value {
+    use base64::Engine;
+    let b = |t: &str| base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
+    let yaml = |v: &Value| serde_yaml::to_string(v).unwrap_or_default();
+    let mut data = Map::new();
+    let content = s(chart, "/spec/valuesContent");
+    if !content.is_empty() {
+        data.insert("HelmChartValuesContent".into(), json!(b(content)));
+    }
+    if let Some(v) = chart.pointer("/spec/values").filter(|v| !v.is_null()) {
+        data.insert("HelmChartValues".into(), json!(b(&yaml(v))));
+    }
+    if let Some(cfg) = chart_config(st, chart) {
+        let c = s(cfg, "/spec/valuesContent");
+        if !c.is_empty() {
+            data.insert("HelmChartConfigValuesContent".into(), json!(b(c)));
+        }
+        if let Some(v) = cfg.pointer("/spec/values").filter(|v| !v.is_null()) {
+            data.insert("HelmChartConfigValues".into(), json!(b(&yaml(v))));
+        }
+    }
+    json!({"apiVersion": "v1", "kind": "Secret", "type": VALUES_SECRET_TYPE,
+        "metadata": {"name": format!("chart-values-{}", meta(chart, "name")),
+            "namespace": meta(chart, "namespace"), "ownerReferences": [controller_ref(chart)]},
+        "data": data})
+}
+
+/// `chart-content-<name>` (chart.go:1275-1294): the key `<name>.tgz.base64` holds
+/// `spec.chartContent` when set; otherwise no data.
+fn content_configmap(chart: &Value) -> Value {
+    let name = meta(chart, "name");
+    let mut data = Map::new();
+    let c = s(chart, "/spec/chartContent");
+    if !c.is_empty() {
+        data.insert(format!("{name}.tgz.base64"), json!(c));
+    }
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": format!("chart-content-{name}"), "namespace": meta(chart, "namespace"),
+            "ownerReferences": [controller_ref(chart)]},
+        "data": data})
+}
+
+/// helm-controller's `hashObjects` (chart.go:1473-1501): sha256 over the backoffLimit as
+/// decimal text, the pod template as JSON (sorted keys, before `EXPECTED_RELEASE_REVISION`
+/// and `CONFIG_HASH` are added, :684-690), then each object's `data`, keys sorted, key then
+/// value (a Secret's value as its base64 text); `SHA256=` and upper-case hex.
+fn config_hash(job: &Value, objs: &[&Value]) -> String {
+    let mut bytes = Vec::new();
+    if let Some(b) = job.pointer("/spec/backoffLimit") {
+        bytes.extend(b.to_string().as_bytes());
+    }
+    let tpl = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    bytes.extend(tpl.to_string().as_bytes());
+    for o in objs {
+        if let Some(d) = o.get("data").and_then(Value::as_object) {
+            // serde_json's map keeps keys sorted.
+            for (k, v) in d {
+                bytes.extend(k.as_bytes());
+                bytes.extend(v.as_str().unwrap_or("").as_bytes());
+            }
+        }
+    }
+    format!("SHA256={}", util::sha256_hex(&bytes).to_uppercase())
 }
 
 fn cond_true(j: &Value, t: &str) -> bool {
@@ -245,35 +306,54 @@ fn record_release(st: &mut State, ns: &str, name: &str, revision: i64, status: &
     );
 }
 
-/// The Job helm-controller creates for a chart (`chart.go` job(), getJobAndRelatedResources).
-fn job(st: &State, chart: &Value, name: &str, action: &str, hash: &str, target: &str) -> Value {
+/// The Job helm-controller creates for a chart (`chart.go` job() :830-1059 and
+/// getJobAndRelatedResources :519-697), with its config hash: the Job's own metadata has
+/// labels only (:854-860; wrangler's apply adds its `objectset.rio.cattle.io/*` annotations);
+/// the hash goes on the pod template (:1500) and, cut after `=` to 63 characters, into the
+/// env `CONFIG_HASH` after `EXPECTED_RELEASE_REVISION`, both added once the hash is made
+/// (:628-631, :684-690). Created suspended (:862). Returns the Job and its hash.
+fn job(st: &State, chart: &Value, name: &str, action: &str, target: &str) -> (Value, String) {
     let chart_name = meta(chart, "name");
     let ns = meta(chart, "namespace");
     let rel = latest_release(st, target, chart_name);
-    let (_, label_hash) = hash.split_once('=').unwrap_or(("", hash));
-    let label_hash: String = label_hash.chars().take(63).collect();
+    // An empty value is left out, as corev1.EnvVar serialises it (omitempty).
+    let var = |n: &str, v: &str| {
+        if v.is_empty() {
+            json!({"name": n})
+        } else {
+            json!({"name": n, "value": v})
+        }
+    };
     let mut env = vec![
-        json!({"name": "NAME", "value": chart_name}),
-        json!({"name": "VERSION", "value": chart.pointer("/spec/version").cloned().unwrap_or(json!(""))}),
-        json!({"name": "REPO", "value": chart.pointer("/spec/repo").cloned().unwrap_or(json!(""))}),
-        json!({"name": "HELM_DRIVER", "value": "secret"}),
-        json!({"name": "CHART_NAMESPACE", "value": ns}),
-        json!({"name": "CHART", "value": chart.pointer("/spec/chart").cloned().unwrap_or(json!(""))}),
-        json!({"name": "HELM_VERSION", "value": ""}),
-        json!({"name": "TARGET_NAMESPACE", "value": target}),
+        var("NAME", chart_name),
+        var("VERSION", s(chart, "/spec/version")),
+        var("REPO", s(chart, "/spec/repo")),
+        var("HELM_DRIVER", "secret"),
+        var("CHART_NAMESPACE", ns),
+        var("CHART", s(chart, "/spec/chart")),
+        var("HELM_VERSION", s(chart, "/spec/helmVersion")),
+        var("TARGET_NAMESPACE", target),
+        var("AUTH_PASS_CREDENTIALS", "false"),
+        var("INSECURE_SKIP_TLS_VERIFY", "false"),
+        var("PLAIN_HTTP", "false"),
     ];
     if let Some(t) = chart.pointer("/spec/timeout").and_then(Value::as_str) {
-        env.push(json!({"name": "TIMEOUT", "value": t}));
+        env.push(var("TIMEOUT", t));
     }
-    env.push(json!({"name": "FAILURE_POLICY", "value": failure_policy(st, chart)}));
-    env.push(json!({"name": "EXPECTED_RELEASE_REVISION", "value": rel.revision.to_string()}));
-    env.push(json!({"name": "CONFIG_HASH", "value": label_hash}));
+    env.push(var("FAILURE_POLICY", &failure_policy(st, chart)));
+    env.push(var("SERVER_SIDE", "auto"));
+    env.push(var("FORCE_CONFLICTS", "false"));
     let mut spec = json!({
-        "containers": [{"name": "helm", "image": JOB_IMAGE, "args": [action], "env": env,
-            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}],
+        "containers": [{"name": "helm", "image": JOB_IMAGE, "imagePullPolicy": "IfNotPresent",
+            "args": [action], "env": env,
+            "volumeMounts": [{"name": "values", "mountPath": "/config"}, {"name": "content", "mountPath": "/chart"}]}],
         "restartPolicy": "OnFailure",
         "serviceAccountName": format!("helm-{chart_name}"),
+        "priorityClassName": "system-cluster-critical",
         "nodeSelector": {"kubernetes.io/os": "linux"},
+        "volumes": [
+            {"name": "values", "projected": {"defaultMode": 420, "sources": [{"secret": {"name": format!("chart-values-{chart_name}")}}]}},
+            {"name": "content", "configMap": {"name": format!("chart-content-{chart_name}"), "defaultMode": 420}}],
     });
     if chart.pointer("/spec/bootstrap").and_then(Value::as_bool) == Some(true) {
         spec["nodeSelector"]["node-role.kubernetes.io/control-plane"] = json!("true");
@@ -287,21 +367,49 @@ fn job(st: &State, chart: &Value, name: &str, action: &str, hash: &str, target: 
             {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
         ]);
     }
-    json!({
+    let owner = json!({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart", "name": chart_name,
+        "namespace": ns});
+    let mut job = json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": ns,
             "labels": {CHART_LABEL: chart_name},
-            "annotations": {CONFIG_HASH_KEY: hash},
+            // wrangler's apply (desiredset_apply.go:27-31), not chart.go.
+            "annotations": {"objectset.rio.cattle.io/id": "helm-controller-chart-registration",
+                "objectset.rio.cattle.io/owner-gvk": "helm.cattle.io/v1, Kind=HelmChart",
+                "objectset.rio.cattle.io/owner-name": owner["name"],
+                "objectset.rio.cattle.io/owner-namespace": owner["namespace"]},
             "ownerReferences": [controller_ref(chart)]},
         "spec": {"backoffLimit": chart.pointer("/spec/backOffLimit").cloned().unwrap_or(json!(DEFAULT_BACKOFF_LIMIT)),
-            "completions": 1, "parallelism": 1,
-            "template": {"metadata": {"annotations": {CONFIG_HASH_KEY: hash},
-                "labels": {CHART_LABEL: chart_name}}, "spec": spec}}
-    })
+            "completions": 1, "parallelism": 1, "suspend": true,
+            "template": {"metadata": {"labels": {CHART_LABEL: chart_name}}, "spec": spec}}
+    });
+    let secret = values_secret(st, chart);
+    let cm = content_configmap(chart);
+    let hash = config_hash(&job, &[&cm, &secret]);
+    job["spec"]["template"]["metadata"]["annotations"] = json!({CONFIG_HASH_KEY: hash});
+    let (_, h) = hash.split_once('=').unwrap_or(("", &hash));
+    let label_hash: String = h.chars().take(63).collect();
+    if let Some(env) = job
+        .pointer_mut("/spec/template/spec/containers/0/env")
+        .and_then(Value::as_array_mut)
+    {
+        env.push(json!({"name": "EXPECTED_RELEASE_REVISION", "value": rel.revision.to_string()}));
+        env.push(json!({"name": "CONFIG_HASH", "value": label_hash}));
+    }
+    (job, hash)
 }
 
-/// The job's pod once its container has been running for two seconds on a Ready node.
-fn ripe_pod(st: &State, j: &Value) -> Option<String> {
+/// The config hash on a Job's pod template (chart.go:1500), the only place it is.
+fn job_hash(j: &Value) -> String {
+    j.pointer("/spec/template/metadata/annotations")
+        .and_then(|a| a.get(CONFIG_HASH_KEY))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The job's pod once its container has been running for `secs` seconds on a Ready node.
+fn ripe_pod(st: &State, j: &Value, secs: i64) -> Option<String> {
     let uid = meta(j, "uid");
     let ns = meta(j, "namespace");
     st.list("", "Pod", Some(ns)).into_iter().find_map(|p| {
@@ -310,7 +418,7 @@ fn ripe_pod(st: &State, j: &Value) -> Option<String> {
         let since =
             util::parse_rfc3339(s(p, "/status/containerStatuses/0/state/running/startedAt"))
                 .map(|t| util::now_secs() - t);
-        (mine && running && since.is_some_and(|t| t >= 2))
+        (mine && running && since.is_some_and(|t| t >= secs))
             .then(|| obj_key("", "Pod", ns, meta(p, "name")))
     })
 }
@@ -413,17 +521,38 @@ fn faults(st: &State, name: &str) -> Faults {
     }
 }
 
-/// What one run of klipper-helm's `entry` did: its log, and on failure what it wrote to the
-/// termination log.
+/// What one run of klipper-helm's `entry` did: its log, what it appended to the termination
+/// log (`>> ${TERM_LOG}` on every path, success included: `entry`:16-102), and whether it
+/// exited non-zero.
 struct Attempt {
     log: String,
-    failed: Option<String>,
+    term: String,
+    failed: bool,
 }
 
 impl Attempt {
+    fn new() -> Attempt {
+        Attempt {
+            log: String::new(),
+            term: String::new(),
+            failed: false,
+        }
+    }
+
     fn say(&mut self, l: impl AsRef<str>) {
         self.log.push_str(l.as_ref());
         self.log.push('\n');
+    }
+
+    /// A line `entry` writes to /dev/termination-log.
+    fn term(&mut self, l: impl AsRef<str>) {
+        self.term.push_str(l.as_ref());
+        self.term.push('\n');
+    }
+
+    /// The attempt failed (exit 1).
+    fn fail(&mut self) {
+        self.failed = true;
     }
 }
 
@@ -508,12 +637,12 @@ fn install(st: &mut State, ctx: &Ctx, run: &ChartRun, upgrade: bool, a: &mut Att
     if run.faults.fail_jobs {
         let repo = s(run.chart, "/spec/repo");
         a.say(format!("Error: looks like \"{repo}\" is not a valid chart repository or cannot be reached: connection refused (k3s double: fail-jobs)"));
-        a.failed = Some("Installing helm chart\n".into());
+        a.fail();
         return;
     }
     if let Err(e) = app_version(run.chart) {
         a.say(e);
-        a.failed = Some("Installing helm chart\n".into());
+        a.fail();
         return;
     }
     if !st.namespace_exists(&run.target) {
@@ -522,7 +651,7 @@ fn install(st: &mut State, ctx: &Ctx, run: &ChartRun, upgrade: bool, a: &mut Att
                 "Error: {upper} FAILED: create: failed to create: namespaces \"{}\" not found",
                 run.target
             ));
-            a.failed = Some("Installing helm chart\n".into());
+            a.fail();
             return;
         }
         let nsobj =
@@ -539,7 +668,17 @@ fn install(st: &mut State, ctx: &Ctx, run: &ChartRun, upgrade: bool, a: &mut Att
             "Error: {upper} FAILED: the k3s double failed this release (fail-release)"
         ))
     } else if run.faults.hook_secs.is_some_and(|h| h > run.timeout_secs) {
-        Some(format!("Error: {upper} FAILED: failed post-{verb}: 1 error occurred:\n\t* timed out waiting for the condition"))
+        // Helm 4's status waiter (helm v4.1.4 `pkg/kube/statuswait.go`:201-216, hooks
+        // `pkg/action/install.go`:552, `upgrade.go`:506).
+        let hooks = if upgrade {
+            "post-upgrade hooks failed"
+        } else {
+            "failed post-install"
+        };
+        Some(format!(
+            "Error: {upper} FAILED: {hooks}: resource Job/{}/{}-post-{verb} not ready. status: InProgress, message: Job in progress\ncontext deadline exceeded",
+            run.target, run.name
+        ))
     } else {
         None
     };
@@ -550,10 +689,7 @@ fn install(st: &mut State, ctx: &Ctx, run: &ChartRun, upgrade: bool, a: &mut Att
         Some(e) => {
             record_release(st, &run.target, &run.name, revision, "failed", &label_hash);
             a.say(e);
-            a.failed = Some(format!(
-                "{} helm chart\n",
-                if upgrade { "Upgrading" } else { "Installing" }
-            ));
+            a.fail();
         }
         None => {
             record_release(
@@ -576,21 +712,21 @@ fn install(st: &mut State, ctx: &Ctx, run: &ChartRun, upgrade: bool, a: &mut Att
 
 /// klipper-helm `entry` `helm_update install` (entry:3-104).
 fn entry_install(st: &mut State, ctx: &Ctx, run: &ChartRun, j: &Value) -> Attempt {
-    let mut a = Attempt {
-        log: String::new(),
-        failed: None,
-    };
+    let mut a = Attempt::new();
     let rel = latest_release(st, &run.target, &run.name);
     if rel.revision == 0 {
+        a.term("Installing helm chart");
         install(st, ctx, run, false, &mut a);
         return a;
     }
     let expected = env_of(j, "EXPECTED_RELEASE_REVISION").unwrap_or_default();
     if !expected.is_empty() && expected != rel.revision.to_string() {
-        a.say(format!(
+        let m = format!(
             "Current release revision {} does not match expected revision {expected}",
             rel.revision
-        ));
+        );
+        a.term(&m);
+        a.say(m);
         return a;
     }
     let mut status = rel.status.clone();
@@ -601,8 +737,13 @@ fn entry_install(st: &mut State, ctx: &Ctx, run: &ChartRun, j: &Value) -> Attemp
         a.say(format!(
             "Previous helm job was interrupted, updating status from {status} to failed"
         ));
+        a.term(format!(
+            "Resetting helm release status from '{status}' to 'failed'"
+        ));
         set_release_status(st, &run.target, &run.name, rel.revision, "failed");
         if matches!(status.as_str(), "pending-upgrade" | "superseded") {
+            a.term("Retrying upgrade of helm chart");
+            a.say(format!("Retrying upgrade of {}", run.name));
             install(st, ctx, run, true, &mut a);
             return a;
         }
@@ -610,6 +751,8 @@ fn entry_install(st: &mut State, ctx: &Ctx, run: &ChartRun, j: &Value) -> Attemp
     }
     if status == "deployed" {
         a.say(format!("Already installed {}", run.name));
+        a.term("Upgrading helm chart");
+        a.say(format!("Upgrading {}", run.name));
         install(st, ctx, run, true, &mut a);
         return a;
     }
@@ -617,27 +760,31 @@ fn entry_install(st: &mut State, ctx: &Ctx, run: &ChartRun, j: &Value) -> Attemp
     match policy.as_str() {
         "abort" => {
             let m = format!("Release status is '{status}' and failure policy is '{policy}'; waiting for operator intervention");
+            a.term(&m);
             a.say(&m);
-            a.failed = Some(m);
+            a.fail();
         }
         "reinstall" => {
+            a.term(format!("Uninstalling {status} helm chart"));
             if uninstall(st, run, &mut a) {
                 a.say("Deleted");
+                a.term("Installing helm chart");
                 install(st, ctx, run, false, &mut a);
             } else {
-                a.failed = Some(format!("Uninstalling {status} helm chart\n"));
+                a.fail();
             }
         }
         "retry" => {
-            a.say(format!("Upgrading {} from failed state", run.name));
+            a.term(format!("Upgrading {} from failed state", run.name));
             install(st, ctx, run, true, &mut a);
             // entry:91: `exit 0` whatever helm said.
-            a.failed = None;
+            a.failed = false;
         }
         other => {
             let m = format!("Unknown failure policy '{other}'");
+            a.term(&m);
             a.say(&m);
-            a.failed = Some(m);
+            a.fail();
         }
     }
     a
@@ -657,26 +804,19 @@ pub fn run(st: &mut State, ctx: &Ctx) {
         }
         let job_name = format!("helm-install-{name}");
         let job_key = obj_key("batch", "Job", &ns, &job_name);
-        let hash = format!("SHA256={}", chart_hash(st, &chart));
         let target = chart
             .pointer("/spec/targetNamespace")
             .and_then(Value::as_str)
             .unwrap_or(&ns)
             .to_string();
+        // One pass applies, in wrangler's order (by kind as first seen: chart.go:692-697,
+        // :416), the values Secret, the content ConfigMap, the ServiceAccount and binding,
+        // then the Job.
+        let (want, hash) = job(st, &chart, &job_name, "install", &target);
+        put(st, values_secret(st, &chart));
+        put(st, content_configmap(&chart));
+        service_account(st, &chart);
         let cur = st.objects.get(&job_key).cloned();
-        let cur_hash = cur
-            .as_ref()
-            .map(|j| {
-                s(
-                    j,
-                    &format!(
-                        "/metadata/annotations/{}",
-                        CONFIG_HASH_KEY.replace('/', "~1")
-                    ),
-                )
-                .to_string()
-            })
-            .unwrap_or_default();
         let rel = latest_release(st, &target, &name);
         let label_hash: String = hash
             .split_once('=')
@@ -685,22 +825,8 @@ pub fn run(st: &mut State, ctx: &Ctx) {
             .chars()
             .take(63)
             .collect();
-        // chart.go:646-656: a complete Job stays only while the newest release is deployed
-        // with its hash; otherwise the Job is applied again (with the release's revision).
-        let replace = match &cur {
-            None => true,
-            Some(_) if cur_hash != hash => true,
-            Some(j) => {
-                cond_true(j, "Complete") && !(rel.status == "deployed" && rel.hash == label_hash)
-            }
-        };
-        if replace {
-            if cur.is_some() {
-                objects::finish_delete(st, &job_key, "");
-            }
-            service_account(st, &chart);
-            let j = job(st, &chart, &job_name, "install", &hash, &target);
-            if let Err(e) = objects::create(st, &builtin("Job"), Some(&ns), j, false, "") {
+        let Some(cur) = cur else {
+            if let Err(e) = objects::create(st, &builtin("Job"), Some(&ns), want, false, "") {
                 util::error(format!("helm: cannot create {job_name}: {}", e.message));
                 continue;
             }
@@ -711,8 +837,45 @@ pub fn run(st: &mut State, ctx: &Ctx) {
                 json!({"chart": name, "namespace": ns, "job": job_name}),
             );
             continue;
+        };
+        if terminating(&cur) {
+            continue;
         }
-        let j = cur.expect("checked");
+        let complete = cond_true(&cur, "Complete");
+        // chart.go:646-656: a complete Job stays only while the newest release is deployed
+        // with its hash; an incomplete one while its template is unchanged (:672-676).
+        let stale = if complete {
+            !(rel.status == "deployed" && rel.hash == label_hash)
+        } else {
+            job_hash(&cur) != hash
+        };
+        if stale {
+            // A Job is never patched. OnChange suspends it before the apply (chart.go:407-410);
+            // wrangler's reconcileJob then waits while the job controller has not synced it (no
+            // conditions yet) or its pods still run or terminate, and only then deletes it
+            // (wrangler desiredset_compare.go:211-236); the next pass creates the new one.
+            if !complete {
+                st.update(&job_key, |j| j["spec"]["suspend"] = json!(true));
+            }
+            let count = |f: &str| cur.pointer(f).and_then(Value::as_i64).unwrap_or(0);
+            let synced = cur
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty());
+            if synced && count("/status/active") + count("/status/terminating") == 0 {
+                objects::finish_delete(st, &job_key, "");
+            }
+            continue;
+        }
+        // Created suspended; resumed once the Job controller has seen it (chart.go jobReady
+        // :760-770, setJobSuspended :777-789).
+        if cur.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
+            if cond_true(&cur, "Suspended") {
+                st.update(&job_key, |j| j["spec"]["suspend"] = json!(false));
+            }
+            continue;
+        }
+        let j = cur;
         if cond_true(&j, "Complete") {
             continue;
         }
@@ -726,7 +889,20 @@ pub fn run(st: &mut State, ctx: &Ctx) {
             );
             continue;
         }
-        let Some(pod_key) = ripe_pod(st, &j) else {
+        let timeout_secs = chart
+            .pointer("/spec/timeout")
+            .and_then(Value::as_str)
+            .and_then(go_duration_secs)
+            .unwrap_or(HELM_TIMEOUT_SECS);
+        let faults = faults(st, &name);
+        // An attempt takes as long as its hook when the hook finishes within helm's timeout;
+        // one that would not is judged at once (the double does not wait out the timeout).
+        let takes = faults
+            .hook_secs
+            .filter(|h| *h <= timeout_secs)
+            .unwrap_or(2)
+            .max(2);
+        let Some(pod_key) = ripe_pod(st, &j, takes) else {
             continue;
         };
         let started = st
@@ -740,22 +916,17 @@ pub fn run(st: &mut State, ctx: &Ctx) {
             }
             j["status"]["active"] = json!(1);
         });
-        let timeout_secs = chart
-            .pointer("/spec/timeout")
-            .and_then(Value::as_str)
-            .and_then(go_duration_secs)
-            .unwrap_or(HELM_TIMEOUT_SECS);
         let run = ChartRun {
             chart: &chart,
             name: name.clone(),
             target: target.clone(),
             hash: hash.clone(),
             timeout_secs,
-            faults: faults(st, &name),
+            faults,
         };
         let attempt = entry_install(st, ctx, &run, &j);
         let now = util::now_rfc3339();
-        match attempt.failed {
+        match attempt.failed.then_some(attempt.term.clone()) {
             Some(term) => {
                 let restarts = crash_pod(st, &pod_key, &attempt.log, &term);
                 let limit = j
@@ -791,7 +962,7 @@ pub fn run(st: &mut State, ctx: &Ctx) {
                 );
             }
             None => {
-                finish_pod(st, &pod_key, true, &attempt.log);
+                workloads::finish_pod_with(st, &pod_key, true, &attempt.log, &attempt.term);
                 st.update(&job_key, |j| {
                     j["status"]["succeeded"] = json!(1);
                     workloads::complete(j, &now);
@@ -826,8 +997,8 @@ fn remove(st: &mut State, ctx: &Ctx, chart: &Value) {
     let Some(j) = st.objects.get(&job_key).cloned() else {
         let install = obj_key("batch", "Job", &ns, &format!("helm-install-{name}"));
         objects::finish_delete(st, &install, "");
-        let hash = format!("SHA256={}", chart_hash(st, chart));
-        let mut job = job(st, chart, &job_name, "delete", &hash, &target);
+        let (mut job, _) = job(st, chart, &job_name, "delete", &target);
+        job["spec"]["suspend"] = json!(false);
         // Owned by the chart, which is going: without the owner reference the job outlives it.
         job["metadata"]
             .as_object_mut()
@@ -841,7 +1012,7 @@ fn remove(st: &mut State, ctx: &Ctx, chart: &Value) {
         }
         return;
     };
-    let Some(pod_key) = ripe_pod(st, &j) else {
+    let Some(pod_key) = ripe_pod(st, &j, 2) else {
         return;
     };
     let run = ChartRun {
@@ -852,17 +1023,15 @@ fn remove(st: &mut State, ctx: &Ctx, chart: &Value) {
         timeout_secs: HELM_TIMEOUT_SECS,
         faults: faults(st, &name),
     };
-    let mut a = Attempt {
-        log: String::new(),
-        failed: None,
-    };
+    let mut a = Attempt::new();
     if latest_release(st, &target, &name).revision == 0 {
-        a.say("No helm chart installed; nothing to delete");
+        a.term("No helm chart installed; nothing to delete");
     } else {
+        a.term("Uninstalling helm chart");
         // `|| true` (entry:23): the Job succeeds whatever the uninstall said.
         let _ = uninstall(st, &run, &mut a);
     }
-    finish_pod(st, &pod_key, true, &a.log);
+    workloads::finish_pod_with(st, &pod_key, true, &a.log, &a.term);
     st.event(
         &ctx.node,
         "helm-job-complete",

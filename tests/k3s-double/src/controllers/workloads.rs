@@ -5,7 +5,7 @@
 //! Test knobs on pods (annotations): `k3s-double/ignore-sigterm: "true"` keeps a deleted pod
 //! running until its grace period ends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Map, Value};
 
@@ -25,6 +25,7 @@ pub fn run(st: &mut State) {
     daemonsets(st);
     jobs(st);
     schedule(st);
+    crash_baselines(st);
     kubelet(st);
     statuses(st);
 }
@@ -93,6 +94,33 @@ fn create_pod(
     }
 }
 
+/// A `maxSurge`/`maxUnavailable` value: an integer, or a percentage of `replicas` rounded up
+/// (surge) or down (unavailable), as the deployment controller does
+/// (`pkg/controller/deployment/util` ResolveFenceposts).
+fn fencepost(v: Option<&Value>, replicas: i64, default: &str, up: bool) -> i64 {
+    let v = v.cloned().unwrap_or(json!(default));
+    match (&v, v.as_str().and_then(|t| t.strip_suffix('%'))) {
+        (Value::Number(n), _) => n.as_i64().unwrap_or(0),
+        (_, Some(pct)) => {
+            let p: i64 = pct.parse().unwrap_or(25);
+            if up {
+                (replicas * p + 99) / 100
+            } else {
+                replicas * p / 100
+            }
+        }
+        (Value::String(t), None) => t.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The deployment controller's rolling update (`pkg/controller/deployment/rolling.go`): the
+/// new ReplicaSet grows by at most `maxSurge` above the wanted replicas (25%, rounded up), the
+/// old ones shrink only while `maxUnavailable` (25%, rounded down) allows, counting the new
+/// ReplicaSet's pods that are not available; old pods that are not available go first. So a
+/// one-replica Deployment keeps its old pod Ready until a new one is available: a new pod that
+/// never becomes ready leaves the rollout where it is. `Recreate` scales the old ones to zero
+/// first.
 fn deployments(st: &mut State) {
     for d in st.list_cloned("apps", "Deployment", None) {
         if terminating(&d) {
@@ -117,7 +145,44 @@ fn deployments(st: &mut State) {
             .cloned()
             .collect();
         let revision = mine.len() + 1;
-        if !mine.iter().any(|r| meta(r, "name") == rs_name) {
+        let fresh = !mine.iter().any(|r| meta(r, "name") == rs_name);
+        let recreate = s(&d, "/spec/strategy/type") == "Recreate";
+        let max_surge = fencepost(
+            d.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+            replicas,
+            "25%",
+            true,
+        );
+        let mut max_unavailable = fencepost(
+            d.pointer("/spec/strategy/rollingUpdate/maxUnavailable"),
+            replicas,
+            "25%",
+            false,
+        );
+        if max_surge == 0 && max_unavailable == 0 {
+            max_unavailable = 1;
+        }
+        let olds: Vec<&Value> = mine.iter().filter(|r| meta(r, "name") != rs_name).collect();
+        let old_total: i64 = olds.iter().map(|r| n(r, "/spec/replicas")).sum();
+        let new_now = mine
+            .iter()
+            .find(|r| meta(r, "name") == rs_name)
+            .map(|r| n(r, "/spec/replicas"))
+            .unwrap_or(0);
+        // The new ReplicaSet's size this pass.
+        let new_want = if recreate {
+            if old_total > 0 || olds.iter().any(|r| n(r, "/status/replicas") > 0) {
+                0
+            } else {
+                replicas
+            }
+        } else if old_total == 0 {
+            replicas
+        } else {
+            let room = replicas + max_surge - (old_total + new_now);
+            (new_now + room.max(0)).min(replicas)
+        };
+        if fresh {
             let mut labels = rs_tpl
                 .pointer("/metadata/labels")
                 .cloned()
@@ -128,29 +193,45 @@ fn deployments(st: &mut State) {
             let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {"name": rs_name, "namespace": ns, "labels": labels,
                     "annotations": {"deployment.kubernetes.io/desired-replicas": replicas.to_string(),
-                        "deployment.kubernetes.io/max-replicas": replicas.to_string(),
+                        "deployment.kubernetes.io/max-replicas": (replicas + max_surge).to_string(),
                         "deployment.kubernetes.io/revision": revision.to_string()},
                     "ownerReferences": [controller_ref(&d)]},
-                "spec": {"replicas": replicas, "selector": selector, "template": rs_tpl}});
+                "spec": {"replicas": new_want, "selector": selector, "template": rs_tpl}});
             if let Err(e) = objects::create(st, &builtin("ReplicaSet"), Some(&ns), rs, false, "") {
                 util::error(format!(
                     "failed to create replicaset {rs_name}: {}",
                     e.message
                 ));
             }
+        } else if new_want != new_now {
+            let k = obj_key("apps", "ReplicaSet", &ns, &rs_name);
+            st.update(&k, |r| r["spec"]["replicas"] = json!(new_want));
         }
-        for rs in owned(st, "ReplicaSet", &ns, &uid)
-            .into_iter()
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            let want = if meta(&rs, "name") == rs_name {
-                replicas
-            } else {
-                0
-            };
-            let k = obj_key("apps", "ReplicaSet", &ns, meta(&rs, "name"));
-            st.update(&k, |r| r["spec"]["replicas"] = json!(want));
+        // The old ones: pods that are not available go at once; the rest as far as the
+        // availability budget allows.
+        let new_available = mine
+            .iter()
+            .find(|r| meta(r, "name") == rs_name)
+            .map(|r| n(r, "/status/availableReplicas"))
+            .unwrap_or(0);
+        let min_available = replicas - max_unavailable;
+        let new_unavailable = (new_want - new_available).max(0);
+        let mut budget = if recreate {
+            i64::MAX
+        } else {
+            (old_total + new_want) - min_available - new_unavailable
+        };
+        for rs in olds {
+            let cur = n(rs, "/spec/replicas");
+            if cur == 0 {
+                continue;
+            }
+            let available = n(rs, "/status/availableReplicas").min(cur);
+            let unhealthy = cur - available;
+            let down = unhealthy + budget.clamp(0, available);
+            budget -= down - unhealthy;
+            let k = obj_key("apps", "ReplicaSet", &ns, meta(rs, "name"));
+            st.update(&k, |r| r["spec"]["replicas"] = json!(cur - down));
         }
     }
 }
@@ -225,7 +306,30 @@ fn statefulsets(st: &mut State) {
             .max(0) as usize;
         let pods: Vec<Value> = owned(st, "Pod", &ns, &uid).into_iter().cloned().collect();
         let tpl = sts.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let rev = sts_revision(&sts);
         let parallel = s(&sts, "/spec/podManagementPolicy") == "Parallel";
+        // RollingUpdate (the default): with every pod ready, the highest ordinal not on the
+        // update revision is deleted and comes back on it (statefulset `updateStatefulSet`).
+        let rolling = s(&sts, "/spec/updateStrategy/type") != "OnDelete";
+        let partition = n(&sts, "/spec/updateStrategy/rollingUpdate/partition");
+        if rolling && pods.len() >= want && pods.iter().all(|p| rank(p).0 == 0 && !terminating(p)) {
+            let stale = pods
+                .iter()
+                .filter_map(|p| {
+                    let ord: i64 = meta(p, "name")
+                        .strip_prefix(&format!("{name}-"))?
+                        .parse()
+                        .ok()?;
+                    (ord >= partition && s(p, "/metadata/labels/controller-revision-hash") != rev)
+                        .then(|| (ord, meta(p, "name").to_string()))
+                })
+                .max();
+            if let Some((_, pn)) = stale {
+                let k = obj_key("", "Pod", &ns, &pn);
+                objects::request_delete(st, &k, &DeleteOptions::default(), "");
+                continue;
+            }
+        }
         for i in 0..want {
             let pn = format!("{name}-{i}");
             if pods.iter().any(|p| meta(p, "name") == pn) {
@@ -244,6 +348,7 @@ fn statefulsets(st: &mut State) {
             let mut extra = Map::new();
             extra.insert("statefulset.kubernetes.io/pod-name".into(), json!(pn));
             extra.insert("apps.kubernetes.io/pod-index".into(), json!(i.to_string()));
+            extra.insert("controller-revision-hash".into(), json!(rev));
             create_pod(st, &sts, pn, &tpl, &extra, None);
             if !parallel {
                 break;
@@ -259,6 +364,22 @@ fn statefulsets(st: &mut State) {
             }
         }
     }
+}
+
+/// A StatefulSet's revision of its current template (`<name>-<hash>`, the ControllerRevision
+/// name its pods carry in `controller-revision-hash`).
+fn sts_revision(sts: &Value) -> String {
+    format!(
+        "{}-{}",
+        meta(sts, "name"),
+        short_hash(
+            &sts.pointer("/spec/template")
+                .cloned()
+                .unwrap_or(json!({}))
+                .to_string(),
+            10
+        )
+    )
 }
 
 /// The tolerations the DaemonSet controller adds to its pods (`daemon/util`).
@@ -310,6 +431,30 @@ fn daemonsets(st: &mut State) {
             }
         }
         let hash = short_hash(&tpl.to_string(), 10);
+        // RollingUpdate (the default, maxUnavailable 1): an old pod goes only while no more
+        // than that many of the set are unavailable; its node then gets one of the current
+        // template.
+        if s(&ds, "/spec/updateStrategy/type") != "OnDelete" {
+            let live: Vec<&Value> = pods.iter().filter(|p| !terminating(p)).collect();
+            let unavailable =
+                want.len() as i64 - live.iter().filter(|p| rank(p).0 == 0).count() as i64;
+            let max_unavailable = fencepost(
+                ds.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable"),
+                want.len() as i64,
+                "1",
+                false,
+            )
+            .max(1);
+            if unavailable < max_unavailable {
+                if let Some(old) = live
+                    .iter()
+                    .find(|p| s(p, "/metadata/labels/controller-revision-hash") != hash)
+                {
+                    let k = obj_key("", "Pod", &ns, meta(old, "name"));
+                    objects::request_delete(st, &k, &DeleteOptions::default(), "");
+                }
+            }
+        }
         let mut extra = Map::new();
         extra.insert("controller-revision-hash".into(), json!(hash));
         extra.insert("pod-template-generation".into(), json!("1"));
@@ -347,15 +492,70 @@ fn job_finished(j: &Value) -> bool {
 
 fn jobs(st: &mut State) {
     for j in st.list_cloned("batch", "Job", None) {
-        if terminating(&j)
-            || job_finished(&j)
-            || j.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true)
-        {
+        if terminating(&j) || job_finished(&j) {
             continue;
         }
         let ns = meta(&j, "namespace").to_string();
         let name = meta(&j, "name").to_string();
         let uid = meta(&j, "uid").to_string();
+        let suspended = j.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
+        let key = obj_key("batch", "Job", &ns, &name);
+        // A suspended Job runs no pods and says so (kubernetes job_controller.go: the
+        // `Suspended` condition, reason JobSuspended); resumed, the condition goes False.
+        let was = j
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|c| c.iter().find(|c| s(c, "/type") == "Suspended"))
+            .map(|c| s(c, "/status") == "True");
+        if suspended {
+            for p in owned(st, "Pod", &ns, &uid)
+                .into_iter()
+                .filter(|p| !terminating(p))
+                .map(|p| obj_key("", "Pod", &ns, meta(p, "name")))
+                .collect::<Vec<_>>()
+            {
+                objects::request_delete(st, &p, &DeleteOptions::default(), "");
+            }
+            if was != Some(true) {
+                let now = util::now_rfc3339();
+                st.update(&key, |j| {
+                    let mut conds: Vec<Value> = j
+                        .pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    conds.retain(|c| s(c, "/type") != "Suspended");
+                    conds.push(json!({"type": "Suspended", "status": "True", "reason": "JobSuspended",
+                        "message": "Job suspended", "lastProbeTime": now, "lastTransitionTime": now}));
+                    j["status"]["conditions"] = json!(conds);
+                    j["status"]["active"] = json!(0);
+                });
+            }
+            // Pods still shutting down count as `terminating` (JobPodReplacementPolicy, on
+            // by default since 1.29), which wrangler waits out before it replaces the Job.
+            let going = owned(st, "Pod", &ns, &uid)
+                .into_iter()
+                .filter(|p| terminating(p))
+                .count() as i64;
+            if j.pointer("/status/terminating").and_then(Value::as_i64) != Some(going) {
+                st.update(&key, |j| j["status"]["terminating"] = json!(going));
+            }
+            continue;
+        }
+        if was == Some(true) {
+            let now = util::now_rfc3339();
+            st.update(&key, |j| {
+                if let Some(c) = j
+                    .pointer_mut("/status/conditions")
+                    .and_then(Value::as_array_mut)
+                {
+                    for c in c.iter_mut().filter(|c| s(c, "/type") == "Suspended") {
+                        *c = json!({"type": "Suspended", "status": "False", "reason": "JobResumed",
+                            "message": "Job resumed", "lastProbeTime": now, "lastTransitionTime": now});
+                    }
+                }
+            });
+        }
         let pods: Vec<Value> = owned(st, "Pod", &ns, &uid).into_iter().cloned().collect();
         let active = pods
             .iter()
@@ -392,7 +592,6 @@ fn jobs(st: &mut State) {
             // helm-controller's jobs: their outcome and status are the chart's (helm.rs).
             continue;
         }
-        let key = obj_key("batch", "Job", &ns, &name);
         let now = util::now_rfc3339();
         st.update(&key, |j| {
             if j.pointer("/status/startTime").is_none() {
@@ -580,6 +779,103 @@ fn held(st: &State, p: &Value) -> bool {
     })
 }
 
+/// The pod's workload (`ns/Kind/name`) and the revision of the template it runs
+/// (`pod-template-hash` or `controller-revision-hash`).
+fn workload_of(st: &State, p: &Value) -> Option<(String, String)> {
+    let ns = meta(p, "namespace");
+    let owner = p.pointer("/metadata/ownerReferences/0")?;
+    let (kind, name) = (s(owner, "/kind"), s(owner, "/name"));
+    let (wkind, workload, rev) = match kind {
+        "ReplicaSet" => {
+            let d = st
+                .get("apps", "ReplicaSet", ns, name)?
+                .pointer("/metadata/ownerReferences/0")?;
+            (
+                "Deployment",
+                s(d, "/name").to_string(),
+                s(p, "/metadata/labels/pod-template-hash"),
+            )
+        }
+        "DaemonSet" | "StatefulSet" => (
+            kind,
+            name.to_string(),
+            s(p, "/metadata/labels/controller-revision-hash"),
+        ),
+        _ => return None,
+    };
+    Some((format!("{ns}/{wkind}/{workload}"), rev.to_string()))
+}
+
+/// A container that exits at once, `since` seconds after the pod started: how often the
+/// kubelet restarted it, the back-off it waits now (as the kubelet words it) and when its last
+/// run began. The kubelet's crash back-off starts at 10 s and doubles up to 5 min
+/// (kubernetes pkg/kubelet/kubelet.go `backOffPeriod`, `MaxContainerBackOff`).
+fn crash_loop(since: i64) -> (i64, String, i64) {
+    let (mut restarts, mut at, mut wait) = (0, 0, 10);
+    while at + wait <= since {
+        at += wait;
+        restarts += 1;
+        wait = (wait * 2).min(300);
+    }
+    let shown = if wait >= 60 && wait % 60 == 0 {
+        format!("{}m0s", wait / 60)
+    } else if wait >= 60 {
+        format!("{}m{}s", wait / 60, wait % 60)
+    } else {
+        format!("{wait}s")
+    };
+    (restarts, shown, at)
+}
+
+/// Whether a workload named by the control ConfigMap's `crash` (`ns/kind/name`, kind in any
+/// form kubectl takes) is `workload` (`ns/Kind/name`).
+fn named_in(list: &[String], workload: &str) -> bool {
+    let all = kinds::builtin();
+    let w: Vec<&str> = workload.split('/').collect();
+    list.iter().any(|h| {
+        let parts: Vec<&str> = h.split('/').collect();
+        parts.len() == 3
+            && w.len() == 3
+            && parts[0] == w[0]
+            && parts[2] == w[2]
+            && kinds::resolve(&all, parts[1]).is_some_and(|k| k.kind == w[1])
+    })
+}
+
+/// The `crash` knob: for each workload it names, the templates its pods run now are the
+/// baseline, recorded once; pods of any later template crash at start (a rollout of a broken
+/// version or config), while the baseline's keep running. A workload no longer named loses its
+/// baseline.
+fn crash_baselines(st: &mut State) {
+    let list = st.control_list("crash");
+    let mut now: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in st.list("", "Pod", None) {
+        if let Some((w, rev)) = workload_of(st, p) {
+            if named_in(&list, &w) {
+                now.entry(w).or_default().push(rev);
+            }
+        }
+    }
+    let before = st.crash_baseline.clone();
+    let mut next: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (w, revs) in now {
+        let kept = before.get(&w).cloned().unwrap_or(revs);
+        next.insert(w, kept);
+    }
+    if next != before {
+        st.crash_baseline = next;
+        st.dirty = true;
+    }
+}
+
+fn crashing(st: &State, p: &Value) -> bool {
+    workload_of(st, p).is_some_and(|(w, rev)| {
+        st.crash_baseline
+            .get(&w)
+            .is_some_and(|base| !base.contains(&rev))
+    })
+}
+
 fn pod_ip(name: &str) -> String {
     let h = util::sha256_hex(name.as_bytes());
     let b = h.as_bytes();
@@ -651,7 +947,8 @@ fn kubelet(st: &mut State) {
                 st.logs.insert(format!("{pod_id}#previous"), l);
             }
         }
-        let ready = node_ready && !held(st, &p) && !backing_off;
+        let crash = node_ready && crashing(st, &p);
+        let ready = node_ready && !held(st, &p) && !backing_off && !crash;
         let host_ip = nodes
             .get(nn)
             .and_then(|nd| nd.pointer("/status/addresses/0/address"))
@@ -715,6 +1012,21 @@ fn kubelet(st: &mut State) {
                     if let Some(last) = old_c.as_ref().and_then(|x| x.get("lastState")) {
                         st["lastState"] = last.clone();
                     }
+                    if crash {
+                        // Exits 1 at once, again after each back-off.
+                        let start = util::parse_rfc3339(started.as_str().unwrap_or(""));
+                        let since = start.map(|t| now_s - t).unwrap_or(0);
+                        let (restarts, backoff, last) = crash_loop(since);
+                        let last = util::rfc3339(start.unwrap_or(now_s) + last);
+                        st["ready"] = json!(false);
+                        st["started"] = json!(false);
+                        st["restartCount"] = json!(restarts);
+                        st["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
+                            "message": format!("back-off {backoff} restarting failed container={c} pod={name}_{ns}({uid})",
+                                uid = s(&p, "/metadata/uid"))}});
+                        st["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error",
+                            "startedAt": last, "finishedAt": last}});
+                    }
                     st
                 })
                 .collect();
@@ -769,6 +1081,12 @@ fn kubelet(st: &mut State) {
 
 /// Ends a pod's containers (exit 0 or 1) and records the log.
 pub fn finish_pod(st: &mut State, key: &str, ok: bool, log: &str) {
+    finish_pod_with(st, key, ok, log, "");
+}
+
+/// [`finish_pod`], the container having written `message` to its termination log (the
+/// kubelet's `state.terminated.message`).
+pub fn finish_pod_with(st: &mut State, key: &str, ok: bool, log: &str, message: &str) {
     let now = util::now_rfc3339();
     let mut ns_name = String::new();
     st.update(key, |pod| {
@@ -781,6 +1099,9 @@ pub fn finish_pod(st: &mut State, key: &str, ok: bool, log: &str) {
                 c["started"] = json!(false);
                 c["state"] = json!({"terminated": {"exitCode": if ok { 0 } else { 1 },
                     "reason": if ok { "Completed" } else { "Error" }, "startedAt": started, "finishedAt": now}});
+                if !message.is_empty() {
+                    c["state"]["terminated"]["message"] = json!(message);
+                }
             }
         }
         if let Some(conds) = pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
@@ -906,44 +1227,67 @@ fn statuses(st: &mut State) {
             .pointer("/metadata/generation")
             .cloned()
             .unwrap_or(json!(1));
-        let rev = format!(
-            "{}-{}",
-            meta(&sts, "name"),
-            short_hash(
-                &sts.pointer("/spec/template")
-                    .cloned()
-                    .unwrap_or(json!({}))
-                    .to_string(),
-                10
-            )
-        );
+        let rev = sts_revision(&sts);
+        let live: Vec<&&Value> = pods.iter().filter(|p| !terminating(p)).collect();
+        let updated = live
+            .iter()
+            .filter(|p| s(p, "/metadata/labels/controller-revision-hash") == rev)
+            .count() as i64;
+        // The revision the pods had before this update, until every pod is on the new one.
+        let current = live
+            .iter()
+            .map(|p| s(p, "/metadata/labels/controller-revision-hash").to_string())
+            .find(|r| *r != rev && !r.is_empty())
+            .unwrap_or_else(|| rev.clone());
+        let current_n = live
+            .iter()
+            .filter(|p| s(p, "/metadata/labels/controller-revision-hash") == current)
+            .count() as i64;
         let k = obj_key("apps", "StatefulSet", &ns, meta(&sts, "name"));
         st.update(&k, |o| {
             o["status"] = json!({"observedGeneration": gen, "replicas": total, "readyReplicas": ready,
-                "currentReplicas": total, "updatedReplicas": total, "availableReplicas": ready,
-                "currentRevision": rev, "updateRevision": rev, "collisionCount": 0});
+                "currentReplicas": current_n, "updatedReplicas": updated, "availableReplicas": ready,
+                "currentRevision": current, "updateRevision": rev, "collisionCount": 0});
         });
     }
+    let nodes: Vec<Value> = st.list_cloned("", "Node", None);
     for ds in st.list_cloned("apps", "DaemonSet", None) {
         let (ns, uid) = (
             meta(&ds, "namespace").to_string(),
             meta(&ds, "uid").to_string(),
         );
+        let mut tpl = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        daemonset_tolerations(&mut tpl["spec"]);
+        let hash = short_hash(&tpl.to_string(), 10);
+        let desired = nodes
+            .iter()
+            .filter(|nd| fits(nd, &tpl["spec"], true))
+            .count() as i64;
         let pods = pods_of(st, &ns, &uid);
         let scheduled = pods.iter().filter(|p| !terminating(p)).count() as i64;
         let ready = pods.iter().filter(|p| is_ready(p)).count() as i64;
+        let updated = pods
+            .iter()
+            .filter(|p| {
+                !terminating(p) && s(p, "/metadata/labels/controller-revision-hash") == hash
+            })
+            .count() as i64;
         let gen = ds
             .pointer("/metadata/generation")
             .cloned()
             .unwrap_or(json!(1));
         let k = obj_key("apps", "DaemonSet", &ns, meta(&ds, "name"));
         st.update(&k, |o| {
-            o["status"] = json!({"currentNumberScheduled": scheduled, "desiredNumberScheduled": scheduled,
+            o["status"] = json!({"currentNumberScheduled": scheduled, "desiredNumberScheduled": desired,
                 "numberAvailable": ready, "numberMisscheduled": 0, "numberReady": ready,
-                "observedGeneration": gen, "updatedNumberScheduled": scheduled,
-                "numberUnavailable": scheduled - ready});
-            if ready == scheduled {
-                o["status"].as_object_mut().map(|m| m.remove("numberUnavailable"));
+                "observedGeneration": gen, "updatedNumberScheduled": updated,
+                "numberUnavailable": (desired - ready).max(0)});
+            let m = o["status"].as_object_mut().expect("object");
+            if ready >= desired {
+                m.remove("numberUnavailable");
+            }
+            if ready == 0 {
+                m.remove("numberAvailable");
             }
         });
     }
@@ -952,6 +1296,18 @@ fn statuses(st: &mut State) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crash_back_off_doubles_to_five_minutes() {
+        assert_eq!(crash_loop(0), (0, "10s".into(), 0));
+        assert_eq!(crash_loop(9), (0, "10s".into(), 0));
+        assert_eq!(crash_loop(10), (1, "20s".into(), 10));
+        assert_eq!(crash_loop(30), (2, "40s".into(), 30));
+        assert_eq!(crash_loop(70), (3, "1m20s".into(), 70));
+        assert_eq!(crash_loop(150), (4, "2m40s".into(), 150));
+        assert_eq!(crash_loop(310), (5, "5m0s".into(), 310));
+        assert_eq!(crash_loop(909), (6, "5m0s".into(), 610));
+    }
 
     #[test]
     fn toleration_matching() {
