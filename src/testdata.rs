@@ -2,7 +2,7 @@
 //! header naming its source): the contract the parsers are tested against. A file's leading
 //! `#` lines are its header; YAML is read as JSON.
 
-pub use xtask::fixtures::{json, text};
+pub use xtask::fixtures::{hash_on_job_metadata, json, text};
 
 /// Fixture objects as the `items` of a `kubectl get -o json` List (kubectl leaves items
 /// without `kind` when a single-kind list is printed: it is filled in from `kind`).

@@ -909,13 +909,7 @@ fn health_on_helm_controllers_objects_as_upstream_writes_them() {
     let h = evaluate(&Snapshot::parse(&text(&job)).unwrap(), &rel);
     assert!(h.healthy(), "{}", h.summary());
     // The hash only on the Job's own metadata (where the double once put it): no match.
-    let mut misplaced = job.clone();
-    let a = misplaced["spec"]["template"]["metadata"]
-        .as_object_mut()
-        .unwrap()
-        .remove("annotations")
-        .unwrap();
-    misplaced["metadata"]["annotations"] = a;
+    let mut misplaced = testdata::hash_on_job_metadata(&job);
     for e in misplaced["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array_mut()
         .unwrap()

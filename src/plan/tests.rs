@@ -734,14 +734,7 @@ fn an_upgrade_goes_server_by_server_then_agents_in_batches() {
 fn dropping_the_traefik_addon_is_refused_unless_traefik_stays_disabled() {
     // Without `traefik` in `disable`, k3s's bundled Traefik would come back as the same
     // HelmChart kube-system/traefik and take the add-on's chart over before its removal.
-    let inv = with_extra();
-    let mut f = cluster(&inv);
-    for s in ["m1", "m2"] {
-        let h = f.hosts.get_mut(s).unwrap();
-        h.manifests
-            .insert("bootstrap-traefik.yaml".into(), "x".into());
-    }
-    f.cluster.objects = Some(crate::addons::health::Snapshot::default());
+    let (inv, f) = with_dropped("bootstrap-traefik.yaml");
     let err = up(&inv, &f, &SETTINGS).unwrap_err().to_string();
     assert!(err.contains("HelmChart kube-system/traefik"), "{err}");
     assert!(
@@ -774,17 +767,23 @@ fn with_extra() -> Inventory {
     Inventory::load(dir.join("inventory.toml")).unwrap()
 }
 
-#[test]
-fn addon_difference_writes_what_differs_and_removes_what_was_dropped() {
+/// [`with_extra`], with `file` (a manifest bootstrap wrote earlier, since dropped from the
+/// inventory) on both servers and an empty object snapshot.
+fn with_dropped(file: &str) -> (Inventory, Facts) {
     let inv = with_extra();
     let mut f = cluster(&inv);
-    // m1 holds a chart bootstrap wrote earlier and the inventory dropped; m2 has it too.
     for s in ["m1", "m2"] {
         let h = f.hosts.get_mut(s).unwrap();
-        h.manifests
-            .insert("bootstrap-cert-manager.yaml".into(), "x".into());
+        h.manifests.insert(file.into(), "x".into());
     }
     f.cluster.objects = Some(crate::addons::health::Snapshot::default());
+    (inv, f)
+}
+
+#[test]
+fn addon_difference_writes_what_differs_and_removes_what_was_dropped() {
+    // m1 holds a chart bootstrap wrote earlier and the inventory dropped; m2 has it too.
+    let (inv, mut f) = with_dropped("bootstrap-cert-manager.yaml");
     let plan = up(&inv, &f, &SETTINGS).unwrap();
     let t = texts(&plan);
     assert_eq!(

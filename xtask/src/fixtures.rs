@@ -28,3 +28,16 @@ pub fn json(name: &str) -> serde_json::Value {
         serde_yaml::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 }
+
+/// A helm-install Job with the config hash moved from its pod template to the Job's own
+/// metadata, where helm-controller never writes it (and where the tool and the double once
+/// looked and wrote): the mistake the tests that hold them to the recordings must catch.
+pub fn hash_on_job_metadata(job: &serde_json::Value) -> serde_json::Value {
+    let mut misplaced = job.clone();
+    let a = misplaced["spec"]["template"]["metadata"]
+        .as_object_mut()
+        .and_then(|m| m.remove("annotations"))
+        .expect("the Job's pod template has annotations");
+    misplaced["metadata"]["annotations"] = a;
+    misplaced
+}

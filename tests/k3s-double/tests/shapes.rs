@@ -366,14 +366,7 @@ fn what_the_double_emits_has_the_shape_of_real_clusters_objects() {
 
     // The test bites: the double's Job with the hash on its own metadata only, as the double
     // once wrote it, is refused.
-    let mut misplaced = job.clone();
-    let a = misplaced["spec"]["template"]["metadata"]
-        .as_object_mut()
-        .unwrap()
-        .remove("annotations")
-        .unwrap();
-    misplaced["metadata"]["annotations"] = a;
-    let found = JOB.check(&misplaced);
+    let found = JOB.check(&xtask::fixtures::hash_on_job_metadata(&job));
     assert!(
         found
             .iter()
