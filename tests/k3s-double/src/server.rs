@@ -1544,10 +1544,16 @@ pub fn run(cfg: Config) -> ! {
     }
     while !common::sleep_or_stop(Duration::from_secs(3600)) {}
     util::info("Received SIGTERM, shutting down");
-    let _ = srv.submit(&Op::Event {
+    // The event log's record of the stop (tests read it; k3s has no such log). A peer that
+    // restarted a moment ago may lead or not be seen yet: tried for a few seconds.
+    let stop = Op::Event {
         node: srv.ctx.node.clone(),
         kind: "stop".into(),
         detail: json!({"role": "server"}),
-    });
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while srv.submit(&stop).is_err() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     std::process::exit(0);
 }
