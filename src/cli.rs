@@ -19,7 +19,6 @@ use crate::inventory::Inventory;
 use crate::outcome;
 use crate::plan::Settings;
 use crate::report::{OutputFormat, Reporter};
-use crate::ssh;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -480,7 +479,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = ssh::redact(&format!("{e:#}"));
+            let msg = crate::report::clean(&format!("{e:#}"));
             match cx.rep.format() {
                 OutputFormat::Json => cx
                     .rep
@@ -521,7 +520,7 @@ fn init(command: &Command) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", ssh::redact(&format!("{e:#}")));
+            eprintln!("error: {}", crate::report::clean(&format!("{e:#}")));
             ExitCode::from(outcome::exit_code(&e))
         }
     }

@@ -2,6 +2,7 @@
 //! `~/.ssh/config`), and the sessions a run holds once connected.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -65,6 +66,13 @@ fn check_local<'a>(targets: impl Iterator<Item = &'a SshTarget>) -> Result<()> {
             problems.push(p);
         }
     };
+    let mut warned: Vec<String> = Vec::new();
+    let mut warn = |w: String| {
+        if !warned.contains(&w) {
+            tracing::warn!("{w}");
+            warned.push(w);
+        }
+    };
     for t in targets {
         let mut t = Some(t);
         while let Some(cur) = t {
@@ -77,6 +85,17 @@ fn check_local<'a>(targets: impl Iterator<Item = &'a SshTarget>) -> Result<()> {
                     ));
                 }
             }
+            if cur.known_hosts == Path::new(crate::ssh::config::DEV_NULL) {
+                warn(format!(
+                    "known_hosts is {} (from ~/.ssh/config's UserKnownHostsFile, or the inventory's known_hosts), so {}; set [ssh] known_hosts to a real file",
+                    crate::ssh::config::DEV_NULL,
+                    match cur.policy {
+                        HostKeyPolicy::Strict => "no host key can be verified and every connection is refused",
+                        HostKeyPolicy::AcceptNew => "every host key is accepted as new on every run: the host's identity is never checked",
+                    }
+                ));
+            }
+            let elsewhere = cur.also_known_hosts.iter().any(|f| f.exists());
             match std::fs::metadata(&cur.known_hosts) {
                 Ok(_) => {
                     if let Err(e) = std::fs::File::open(&cur.known_hosts) {
@@ -86,7 +105,7 @@ fn check_local<'a>(targets: impl Iterator<Item = &'a SshTarget>) -> Result<()> {
                         ));
                     }
                 }
-                Err(_) if cur.policy == HostKeyPolicy::Strict => note(format!(
+                Err(_) if cur.policy == HostKeyPolicy::Strict && !elsewhere => note(format!(
                     "the known_hosts file {} does not exist, and with host_key_policy = \"strict\" no host key can be checked: record the hosts' keys first (ssh-keyscan -H HOST >> {}, after checking the fingerprints), or set host_key_policy = \"accept-new\"",
                     cur.known_hosts.display(),
                     cur.known_hosts.display()

@@ -22,6 +22,7 @@ pub mod init;
 mod raw;
 mod syntax;
 mod validate;
+mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -68,7 +69,7 @@ pub const DEFAULT_KNOWN_HOSTS: &str = "~/.ssh/known_hosts";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// Directory beside the inventory that holds caches and backups.
-pub const STATE_DIR_NAME: &str = ".bootstrap";
+pub const STATE_DIR_NAME: &str = crate::local::STATE_DIR_NAME;
 /// Names of the ClusterIssuers the cert-manager add-on creates.
 pub const LETSENCRYPT_STAGING_ISSUER: &str = "letsencrypt-staging";
 pub const LETSENCRYPT_PRODUCTION_ISSUER: &str = "letsencrypt-prod";

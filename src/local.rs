@@ -4,39 +4,52 @@
 
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The directory beside the inventory that holds the run's state: the token and sealing-key
+/// backups, the snapshot records, the release cache.
+pub const STATE_DIR_NAME: &str = ".bootstrap";
 
 /// Write `bytes` to `path` atomically with mode 0600: a temp file beside it, fsynced, renamed
-/// over it. A missing directory is created 0700.
+/// over it. The directory is made private with [`private_dir`].
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        private_dir(dir)?;
     }
     write_atomic(path, bytes, 0o600)
+}
+
+/// Creates `dir` and its missing parents 0700, and makes `dir` and every directory up to the
+/// nearest `.bootstrap/` above it 0700 when they are wider (a `.bootstrap/` made by an older
+/// version, or by hand with the umask's mode). Directories outside a `.bootstrap/` that exist
+/// already (a `~/.kube`, the inventory's own directory) are left as they are.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let Some(top) = dir
+        .ancestors()
+        .position(|a| a.file_name().is_some_and(|n| n == STATE_DIR_NAME))
+    else {
+        return Ok(());
+    };
+    for d in dir.ancestors().take(top + 1) {
+        let mode = std::fs::symlink_metadata(d)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
 }
 
 /// Write `bytes` to `path` atomically with `mode`: a temp file beside it under a random name,
 /// created exclusively (so nothing planted there, a symlink included, is opened or followed),
 /// fsynced, then renamed over `path`. The temp file is removed when anything fails.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let mut rand = [0u8; 8];
-    getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
-    let tmp = path.with_file_name(format!(".{name}.{}.bootstrap-tmp", hex::encode(rand)));
-    let write = || -> io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have taken bits the caller asked for.
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    let (tmp, mut f) = create_temp(path, mode)?;
+    let mut write = || -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -46,6 +59,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     r
+}
+
+/// A new file beside `path` under a random name, created exclusively with `mode` (so nothing
+/// planted there, a symlink included, is opened or followed), and its path: the caller
+/// renames or removes it.
+pub fn create_temp(path: &Path, mode: u32) -> io::Result<(PathBuf, std::fs::File)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let mut rand = [0u8; 8];
+    getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
+    let tmp = path.with_file_name(format!(".{name}.{}.bootstrap-tmp", hex::encode(rand)));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    // The umask may have taken bits the caller asked for.
+    if let Err(e) = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((tmp, f))
 }
 
 /// The file `path` names, through any symlinks (at most 40, as the kernel): what a write

@@ -1,6 +1,7 @@
 //! What the operator sees: one progress line per host with its current step
 //! (indicatif on a terminal, plain lines otherwise), JSON events for CI, and a
-//! summary table. Every string goes through the secret redactor first.
+//! summary table. Every string goes through [`clean`] first: the secret redactor, then the
+//! control characters a host, a pod or a chart could use to rewrite the operator's terminal.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -50,6 +51,26 @@ impl HostSummary {
 
 /// The version of the JSON events' shape: bumped when a field changes meaning or goes.
 pub const SCHEMA: u32 = 1;
+
+/// `text` as it may reach a terminal or a log: secrets masked ([`redact`]), and every control
+/// character but newline and tab (C0, DEL, C1: escape sequences, carriage returns that rewrite
+/// a line, a window title) shown as `\xNN` instead of acting.
+pub fn clean(text: &str) -> String {
+    printable(&redact(text))
+}
+
+/// Control characters but `\n` and `\t` as visible `\xNN` text.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// `t` as RFC 3339 in UTC, to the millisecond.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -130,7 +151,7 @@ impl Reporter {
         if self.quiet {
             return;
         }
-        let text = redact(text);
+        let text = clean(text);
         match &self.multi {
             Some(m) => {
                 let _ = m.println(text);
@@ -177,7 +198,7 @@ impl Reporter {
             OutputFormat::Text => {
                 let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
                 match bars.get(host) {
-                    Some(pb) => pb.set_message(redact(step)),
+                    Some(pb) => pb.set_message(clean(step)),
                     // Plain output: changes are printed as they happen; steps
                     // only with -v, so a log reads as what was done.
                     None if self.verbose => {
@@ -201,7 +222,7 @@ impl Reporter {
                 .entry(host.to_string())
                 .or_default()
                 .changes
-                .push(redact(action));
+                .push(clean(action));
         }
         match self.format {
             OutputFormat::Json => self.event(json!({
@@ -220,7 +241,7 @@ impl Reporter {
             let h = hosts.entry(host.to_string()).or_default();
             elapsed = h.started.map(|s| s.elapsed()).unwrap_or_default();
             h.elapsed = elapsed;
-            h.status = Some(result.clone().map_err(|e| redact(&e)));
+            h.status = Some(result.clone().map_err(|e| clean(&e)));
         }
         // The error itself is printed once, at the end, with what to do.
         let text = match &result {
@@ -230,7 +251,7 @@ impl Reporter {
         match self.format {
             OutputFormat::Json => self.event(json!({
                 "event": "host-done", "host": host, "ok": result.is_ok(),
-                "error": result.as_ref().err().map(|e| redact(e)),
+                "error": result.as_ref().err().map(|e| clean(e)),
                 "seconds": seconds(elapsed),
             })),
             OutputFormat::Text => {
@@ -241,7 +262,7 @@ impl Reporter {
                         // A spinner line goes when the bars are cleared; a failure must not.
                         if let (Err(e), Some(m)) = (&result, &self.multi) {
                             let first = e.lines().next().unwrap_or("");
-                            let _ = m.println(redact(&format!("{host}: failed: {first}")));
+                            let _ = m.println(clean(&format!("{host}: failed: {first}")));
                         }
                     }
                     None => {
@@ -264,7 +285,7 @@ impl Reporter {
         match self.format {
             OutputFormat::Json => self.event(json!({"event": "warning", "message": msg})),
             OutputFormat::Text => {
-                let text = redact(&format!("warning: {msg}"));
+                let text = clean(&format!("warning: {msg}"));
                 match &self.multi {
                     Some(m) => {
                         let _ = m.println(text);
@@ -357,10 +378,59 @@ impl Reporter {
                 let _ = writeln!(
                     out,
                     "{} (in {:.1}s)",
-                    redact(headline),
+                    clean(headline),
                     self.started.elapsed().as_secs_f64()
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summary's word for each way a host can end, as the run reports it (README: "What a
+    /// run does").
+    #[test]
+    fn each_host_ends_with_the_word_for_how_it_ended() {
+        let rep = Reporter::new(OutputFormat::Text, true, false);
+        let names = ["a", "b", "c", "d", "e", "f"];
+        for h in names {
+            rep.host(h, "agent");
+        }
+        rep.step("a", "read");
+        rep.done("a", Ok(()));
+        rep.step("b", "install");
+        rep.action("p", "b", "install k3s", true);
+        rep.done("b", Ok(()));
+        rep.step("c", "install");
+        rep.done("c", Err("boom".into()));
+        rep.step("d", "install");
+        rep.action("p", "d", "install k3s", true);
+        rep.step("e", "install");
+        // A wait is not a change: the host is still "stopped", not "changed, then stopped".
+        rep.action("p", "e", "wait until ready", false);
+        let hosts = rep.hosts.lock().unwrap();
+        let results: Vec<&str> = names.iter().map(|h| hosts[*h].result()).collect();
+        assert_eq!(
+            results,
+            [
+                "unchanged",
+                "changed",
+                "failed",
+                "changed, then stopped",
+                "stopped",
+                "not reached"
+            ]
+        );
+        assert_eq!(hosts["c"].status, Some(Err("boom".into())));
+    }
+
+    #[test]
+    fn controls_are_shown_not_acted_on_and_text_is_kept() {
+        let s = printable("a\x1b[2Jb\rc\u{7f}\u{9b}d\n\tü");
+        assert_eq!(s, "a\\x1b[2Jb\\x0dc\\x7f\\x9bd\n\tü");
+        assert!(!s.chars().any(|c| c.is_control() && c != '\n' && c != '\t'));
     }
 }

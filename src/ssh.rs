@@ -20,7 +20,7 @@ mod session;
 mod sftp;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use config::{SshConfig, TargetSpec};
@@ -97,7 +97,14 @@ pub struct SshTarget {
     pub user: String,
     /// A private key file; `None` means ssh-agent, then the default `~/.ssh/id_*` files.
     pub identity_file: Option<PathBuf>,
+    /// The known_hosts file a new key is recorded in (the first `UserKnownHostsFile`).
     pub known_hosts: PathBuf,
+    /// Further files a host key is looked up in, never written: the other
+    /// `UserKnownHostsFile`s and the `GlobalKnownHostsFile`s, as OpenSSH reads them.
+    pub also_known_hosts: Vec<PathBuf>,
+    /// `HostKeyAlias`: the name the host key is recorded and looked up under instead of
+    /// `host` and `port`.
+    pub host_key_alias: Option<String>,
     pub policy: HostKeyPolicy,
     /// With `accept-new`, whether a new host key is written to known_hosts (`false` for a
     /// command that must change nothing, such as `plan`: the key is trusted for that run only).
@@ -113,6 +120,22 @@ pub struct SshTarget {
 
 impl SshTarget {
     /// A target with the defaults: port 22, user root, `~/.ssh/known_hosts`, strict.
+    /// Every known_hosts file the host key is looked up in, the recording one first.
+    pub fn known_hosts_files(&self) -> Vec<&Path> {
+        std::iter::once(self.known_hosts.as_path())
+            .chain(self.also_known_hosts.iter().map(PathBuf::as_path))
+            .collect()
+    }
+
+    /// The name and port the host key is recorded under: `HostKeyAlias` (port 22, as OpenSSH
+    /// writes it), else the host.
+    pub fn key_name(&self) -> (&str, u16) {
+        match &self.host_key_alias {
+            Some(a) => (a, 22),
+            None => (&self.host, self.port),
+        }
+    }
+
     pub fn new(host: impl Into<String>) -> Self {
         let host = host.into();
         let known_hosts = config::home_dir()
@@ -126,6 +149,8 @@ impl SshTarget {
             user: "root".into(),
             identity_file: None,
             known_hosts,
+            also_known_hosts: Vec::new(),
+            host_key_alias: None,
             policy: HostKeyPolicy::Strict,
             record_new: true,
             bastion: None,
@@ -160,7 +185,13 @@ pub struct Cmd {
     timeout: Option<Duration>,
     privileged: bool,
     marked: bool,
+    secret_output: bool,
+    output_limit: Option<usize>,
 }
+
+/// The most a command may print (stdout and stderr together) unless it says otherwise: a host
+/// that streams without end fails the command instead of filling this machine's memory.
+pub const OUTPUT_LIMIT: usize = 16 << 20;
 
 /// The run every command is marked with (`BOOTSTRAP_RUN=<id>` in its environment, inherited
 /// by what it starts), so an interrupted run can find and stop what it left running on a host.
@@ -187,7 +218,30 @@ impl Cmd {
             timeout: None,
             privileged: true,
             marked: true,
+            secret_output: false,
+            output_limit: None,
         }
+    }
+
+    /// Its standard output holds secrets (tokens, keys, a kubeconfig, even in base64): never
+    /// shown in an error, whatever goes wrong.
+    pub fn secret_output(mut self) -> Self {
+        self.secret_output = true;
+        self
+    }
+
+    pub fn is_secret_output(&self) -> bool {
+        self.secret_output
+    }
+
+    /// Allows more output than [`OUTPUT_LIMIT`] (a step that reads many objects at once).
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = Some(bytes);
+        self
+    }
+
+    pub fn output_limit_bytes(&self) -> usize {
+        self.output_limit.unwrap_or(OUTPUT_LIMIT)
     }
 
     /// Not marked with the run (the command that stops the run's marked commands).
@@ -282,6 +336,8 @@ pub struct CmdOutput {
     pub signal: Option<String>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The command's stdout holds secrets ([`Cmd::secret_output`]): never in a message.
+    pub secret_stdout: bool,
 }
 
 impl CmdOutput {
@@ -306,13 +362,14 @@ impl CmdOutput {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
 
-    /// The last `lines` lines of stderr (or of stdout when stderr is empty), redacted.
+    /// The last `lines` lines of stderr (or of stdout when stderr is empty and stdout holds
+    /// no secret), redacted.
     pub fn stderr_tail(&self, lines: usize) -> String {
-        let src = if self.stderr.iter().all(u8::is_ascii_whitespace) {
-            &self.stdout
-        } else {
-            &self.stderr
-        };
+        let quiet = self.stderr.iter().all(u8::is_ascii_whitespace);
+        if quiet && self.secret_stdout {
+            return "(nothing on stderr; what it printed holds secrets and is not shown)".into();
+        }
+        let src = if quiet { &self.stdout } else { &self.stderr };
         tail(&String::from_utf8_lossy(src), lines)
     }
 }
@@ -490,6 +547,20 @@ pub enum SshError {
         "{host}: the connection was lost: {message}; run again (steps already done are skipped)"
     )]
     Disconnected { host: String, message: String },
+
+    #[error("{host}: `{label}` printed more than {} MiB, so it was stopped; a command that floods its output is broken, or the host is not what it should be", .limit >> 20)]
+    TooMuchOutput {
+        host: String,
+        label: String,
+        limit: usize,
+    },
+
+    #[error("{host}: the login shell printed before `{label}` ran, so no command's output can be trusted to be its own: {banner:?}; make non-interactive shells quiet (the profile or ~/.bashrc of the login user; sshd's Banner goes elsewhere and is fine)")]
+    ShellBanner {
+        host: String,
+        label: String,
+        banner: String,
+    },
 }
 
 /// Details of a host key that known_hosts does not have (boxed: errors stay small).
@@ -591,6 +662,7 @@ mod tests {
             signal: None,
             stdout: b"out".to_vec(),
             stderr: b"l1\nl2\n\nl3\n".to_vec(),
+            secret_stdout: false,
         };
         assert_eq!(out.stderr_tail(2), "l2\nl3");
         let quiet = CmdOutput {
@@ -599,6 +671,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(quiet.stderr_tail(5), "only stdout");
+        // A command whose stdout holds secrets never falls back to it (security review 3 M2).
+        let secret = CmdOutput {
+            exit_code: Some(1),
+            stdout: b"config.b64\tdG9rZW46IHNlY3JldA==".to_vec(),
+            secret_stdout: true,
+            ..Default::default()
+        };
+        assert!(
+            !secret.stderr_tail(5).contains("dG9r"),
+            "{}",
+            secret.stderr_tail(5)
+        );
         let e = SshError::CommandFailed {
             host: "worker-1".into(),
             label: "install".into(),

@@ -33,7 +33,7 @@ impl Testbed {
             match vagrant_inventory() {
                 Ok(inv) => Some(Testbed::Vagrant(inv, Workdir::new())),
                 Err(why) => {
-                    eprintln!("skipped: BOOTSTRAP_E2E=vagrant but {why}");
+                    skip(&format!("BOOTSTRAP_E2E=vagrant but {why}"));
                     None
                 }
             }

@@ -41,21 +41,33 @@ fn snapshot(work: &Workdir, name: &str) -> String {
     file
 }
 
+/// Whether ConfigMap default/keepme exists, as the API on `server` says. Anything but found or
+/// NotFound (an exec that failed, an API that does not answer) fails the test: a "not there"
+/// must mean not there.
 fn configmap(lab: &Lab, server: &str) -> bool {
-    lab.exec(
-        server,
-        &[
-            "k3s",
-            "kubectl",
-            "get",
-            "configmap",
-            "-n",
-            "default",
-            "keepme",
-        ],
-    )
-    .map(|o| o.status.success())
-    .unwrap_or(false)
+    let o = lab
+        .exec(
+            server,
+            &[
+                "k3s",
+                "kubectl",
+                "get",
+                "configmap",
+                "-n",
+                "default",
+                "keepme",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("exec on {server}: {e:#}"));
+    if o.status.success() {
+        return true;
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "kubectl on {server}: {err}"
+    );
+    false
 }
 
 fn all_ready(lab: &Lab, server: &str, want: usize) {
@@ -141,7 +153,7 @@ fn cluster_with_configmap(
     servers: usize,
 ) -> Option<(xtask::lab::LabGuard, Workdir)> {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return None;
     }
     let lab = lab(name, nodes, servers, 0);
@@ -406,7 +418,7 @@ fn interrupted_at(work: &Workdir, snapshot: &str, host: &str, step: &str) -> (Op
 #[test]
 fn ha_restore_onto_new_hosts_with_other_addresses() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("et-dr", 4, 3, 4);
@@ -567,7 +579,7 @@ fn an_interrupted_named_restore_is_finished_by_the_same_command() {
 #[test]
 fn a_custom_snapshot_dir_and_a_log_file_on_three_servers() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("et-dir", 3, 3, 0);
@@ -657,4 +669,50 @@ fn a_custom_snapshot_dir_and_a_log_file_on_three_servers() {
     );
     all_ready(&lab, "master-1", 3);
     no_changes(&work, "after the restore");
+}
+
+/// Issue 27 (M1): a copy whose record names a path (`../../../../../../root/.ssh/authorized_keys`)
+/// writes nothing outside the restore directory: the upload goes to the directory's own name
+/// for it, shown before anything happens, and the restore works as with any copy;
+/// authorized_keys is as it was.
+#[test]
+fn a_record_naming_a_path_writes_nothing_outside_the_restore_directory() {
+    let Some((lab, work)) = cluster_with_configmap("et-trav", 1, 1) else {
+        return;
+    };
+    let keys = "sha256sum /root/.ssh/authorized_keys";
+    let before = sh(&lab, "master-1", keys);
+    let copy = snapshot(&work, "trav");
+    let rec = work.path(&format!(".bootstrap/snapshots/{copy}.json"));
+    let mut r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    r["name"] = "../../../../../../root/.ssh/authorized_keys".into();
+    std::fs::write(&rec, serde_json::to_string(&r).unwrap()).unwrap();
+    sh(
+        &lab,
+        "master-1",
+        "k3s kubectl delete configmap keepme -n default",
+    );
+    let path = work.path(&format!(".bootstrap/snapshots/{copy}"));
+    let path = path.to_str().unwrap();
+    // The question says where the copy goes (no terminal here: it is the error).
+    let asked = work.run(&["etcd", "restore", &inv(&work), path]);
+    assert!(!asked.status.success(), "{}", text(&asked));
+    let asked = text(&asked);
+    assert!(
+        asked.contains(
+            "the copy is uploaded to master-1:/var/lib/rancher/k3s/server/restore/snapshot-"
+        ) && !asked.contains(".ssh"),
+        "{asked}"
+    );
+    let out = run_ok(&work, &["etcd", "restore", &inv(&work), path, "--yes"]);
+    let said = text(&out);
+    assert!(
+        said.contains("to /var/lib/rancher/k3s/server/restore/snapshot-") && !said.contains(".ssh"),
+        "{said}"
+    );
+    assert_eq!(sh(&lab, "master-1", keys), before);
+    assert!(configmap(&lab, "master-1"), "restored");
+    let ls = sh(&lab, "master-1", "ls /var/lib/rancher/k3s/server/restore");
+    assert!(ls.trim().starts_with("snapshot-"), "{ls}");
 }

@@ -104,9 +104,7 @@ fn addr(lab: &Lab, node: &str) -> String {
 #[test]
 fn up_executes_exactly_the_plan() {
     if vagrant_mode() {
-        eprintln!(
-            "skipped: lab-only test (a spare host and two k3s versions), BOOTSTRAP_E2E=vagrant"
-        );
+        skip("lab-only test (a spare host and two k3s versions), BOOTSTRAP_E2E=vagrant");
         return;
     }
     let mut spec = LabSpec::new("plan-up", 3);

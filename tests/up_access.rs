@@ -12,7 +12,7 @@ use std::sync::Arc;
 #[test]
 fn host_keys_strict_accept_new_and_changed() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("up-keys", 2, 1, 0);
@@ -111,7 +111,7 @@ fn host_keys_strict_accept_new_and_changed() {
 #[test]
 fn deploy_user_with_sudo_and_tokens_never_exposed() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("up-sudo", 3, 1, 0);

@@ -15,7 +15,7 @@ fn sha256_of(lab: &xtask::lab::Lab, node: &str, path: &str) -> String {
 #[test]
 fn upload_then_download_and_tampered_binaries_are_refused() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test (uses the lab mirror), BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test (uses the lab mirror), BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("up-src", 2, 1, 0);
@@ -106,7 +106,7 @@ fn upload_then_download_and_tampered_binaries_are_refused() {
 #[test]
 fn an_interrupted_runs_temp_files_are_removed_by_the_next_run() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test (plants files as root), BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test (plants files as root), BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("up-leftover", 1, 1, 0);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::runner::Learned;
+use super::learned::Learned;
 use super::Options;
 use crate::addons::{self, longhorn, AddonKind, EXTRA_RECORD, MANIFESTS_DIR};
 use crate::inventory::{InstallSource, K3sVersion};
@@ -346,15 +346,31 @@ pub(super) async fn run(
                     record.sha256
                 );
             }
-            let bytes = if local.extension().is_some_and(|e| e == "zip") {
-                k3s::snapshot::unzip(&bytes)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", local.display()))?
+            if local.extension().is_some_and(|e| e == "zip") {
+                // Uncompressed on the way (k3s issue #14526), into a 0600 file beside the copy
+                // and never whole in memory, at most what etcd can hold.
+                let (tmp, mut out) = crate::local::create_temp(local, 0o600)
+                    .with_context(|| format!("unpacking {}", local.display()))?;
+                let unpacked =
+                    k3s::snapshot::unzip_into(&bytes, &mut out, k3s::snapshot::UNZIPPED_LIMIT)
+                        .map_err(|e| {
+                            anyhow::anyhow!("{}: {e}; nothing was stopped", local.display())
+                        });
+                drop(out);
+                let sent = match unpacked {
+                    Ok(_) => s
+                        .put_file(remote, ssh::Source::Path(&tmp), 0o600, Some((0, 0)))
+                        .await
+                        .with_context(|| format!("{name}: uploading the snapshot to {remote}")),
+                    Err(e) => Err(e),
+                };
+                let _ = std::fs::remove_file(&tmp);
+                sent?;
             } else {
-                bytes
-            };
-            s.put_file(remote, ssh::Source::Bytes(&bytes), 0o600, Some((0, 0)))
-                .await
-                .with_context(|| format!("{name}: uploading the snapshot to {remote}"))?;
+                s.put_file(remote, ssh::Source::Bytes(&bytes), 0o600, Some((0, 0)))
+                    .await
+                    .with_context(|| format!("{name}: uploading the snapshot to {remote}"))?;
+            }
         }
         Action::Stop { role } => {
             let svc = role.service();

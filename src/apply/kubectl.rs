@@ -13,6 +13,10 @@ use crate::facts::cluster::{parse_nodes, ObservedNode, GET_NODES};
 use crate::inventory::K3sVersion;
 use crate::plan::{Action, Applied, NodeDrift, Unmanaged, MANAGED_ANNOTATION};
 use crate::report::Reporter;
+
+/// The most one read of the add-ons' health may print: every namespace's Deployments,
+/// DaemonSets and Jobs, more than a command's usual limit on a large cluster.
+const HEALTH_OUTPUT_LIMIT: usize = 64 << 20;
 use crate::ssh::{self, sh_quote, Cmd, Session};
 
 /// Run one API step through `api` (server `via`); `host` is who it is reported under.
@@ -472,7 +476,11 @@ async fn wait_addons(
     let mut last: Option<String> = None;
     loop {
         let out = api
-            .run_ok(&Cmd::new(health::get_all(waits)).label("read add-on health"))
+            .run_ok(
+                &Cmd::new(health::get_all(waits))
+                    .label("read add-on health")
+                    .output_limit(HEALTH_OUTPUT_LIMIT),
+            )
             .await?;
         let snap = Snapshot::parse(&out.stdout_str()).map_err(|e| anyhow!(e))?;
         // The server's clock, which the API's times are on; this machine's when it printed none.

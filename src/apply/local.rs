@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::runner::Learned;
+use super::learned::Learned;
 use crate::connect::Sessions;
 use crate::inventory::edit;
 use crate::k3s::{self, snapshot, token};
@@ -13,6 +13,9 @@ use crate::kubeconfig;
 use crate::plan::Action;
 use crate::report::Reporter;
 use crate::ssh::{sh_quote, Cmd};
+
+/// The most a kubeconfig or a CA file read from a server may be (k3s's are a few KiB).
+const SMALL_FILE: u64 = 1 << 20;
 
 pub(super) async fn run(
     sessions: &Sessions,
@@ -38,6 +41,9 @@ pub(super) async fn run(
                     .clone()
                     .context("no snapshot was taken before the copy")?,
             };
+            let name = snapshot::local_name(&path)
+                .map_err(|e| anyhow::anyhow!("{from}: {path}: {e}; nothing was copied"))?
+                .to_string();
             let s = sessions
                 .get(from)
                 .with_context(|| format!("{from}: not connected"))?;
@@ -55,7 +61,7 @@ pub(super) async fn run(
             let size: u64 = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
             let created = lines.next().unwrap_or("").trim().to_string();
             let bytes = s
-                .get_file(&path)
+                .get_file(&path, size)
                 .await
                 .with_context(|| format!("{from}: copying {path}"))?;
             if bytes.len() as u64 != size {
@@ -64,7 +70,6 @@ pub(super) async fn run(
                     bytes.len()
                 );
             }
-            let name = path.rsplit('/').next().unwrap_or(&path).to_string();
             let file = dir.join(&name);
             let record = snapshot::Record {
                 cluster: cluster.clone(),
@@ -96,6 +101,14 @@ pub(super) async fn run(
                 snapshot::record_path(&file).display()
             ));
         }
+        Action::PrivateStateDir { path, mode } => {
+            crate::local::private_dir(path)
+                .with_context(|| format!("making {} private", path.display()))?;
+            rep.info(&format!(
+                "{} was mode {mode:04o}; it is 0700 now",
+                path.display()
+            ));
+        }
         Action::SaveTokens { path, tokens, .. } => {
             token::save_backup(path, tokens)
                 .with_context(|| format!("writing the token backup {}", path.display()))?;
@@ -116,19 +129,33 @@ pub(super) async fn run(
             from,
             url,
             content,
+            client_ca,
+            ca_hash,
             merge,
         } => {
-            let text = match content {
-                Some(t) => t.clone(),
-                None => {
+            let (text, client_ca) = match (content, client_ca) {
+                (Some(t), Some(ca)) => (t.clone(), ca.clone().into_bytes()),
+                _ => {
                     let s = sessions
                         .get(from)
                         .with_context(|| format!("{from}: not connected"))?;
-                    let bytes = s.get_file(k3s::KUBECONFIG_PATH).await?;
-                    String::from_utf8(bytes).context("the server's kubeconfig is not UTF-8")?
+                    let bytes = s.get_file(k3s::KUBECONFIG_PATH, SMALL_FILE).await?;
+                    let text =
+                        String::from_utf8(bytes).context("the server's kubeconfig is not UTF-8")?;
+                    (text, s.get_file(k3s::CLIENT_CA_PATH, SMALL_FILE).await?)
                 }
             };
-            let ours = kubeconfig::rewrite(&text, cluster, url)?;
+            let learned_hash = learned
+                .ca_hash
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let pins = kubeconfig::Pins {
+                ca_hash: ca_hash.as_deref().or(learned_hash.as_deref()),
+                client_ca: Some(&client_ca),
+            };
+            let ours = kubeconfig::rewrite(&text, &pins, cluster, url)
+                .with_context(|| format!("{from}: {}", k3s::KUBECONFIG_PATH))?;
             if crate::local::read_optional(path)?.as_deref() != Some(ours.as_str()) {
                 crate::local::write_private(path, ours.as_bytes())
                     .with_context(|| format!("writing {}", path.display()))?;

@@ -10,6 +10,7 @@
 
 mod host;
 mod kubectl;
+mod learned;
 mod local;
 pub mod lock;
 mod runner;
@@ -81,6 +82,12 @@ impl Writer {
             }
         };
         let facts_seconds = crate::report::seconds(reads.elapsed);
+        // Where the script ran but its output was refused (a shell banner, a flood), the lock
+        // it may have taken is let go of now, not left to expire.
+        let unread = reads.servers_started_unread();
+        if !unread.is_empty() {
+            prelude.abandon(&unread).await;
+        }
         let lock = prelude.take(&reads, rep).await?;
         match reads.into_facts(inv, &req, local).await {
             Ok((sessions, facts)) => Ok((
@@ -114,6 +121,7 @@ impl Writer {
                     opts,
                     rep,
                     learned: Default::default(),
+                    lock: self.lock.watch(),
                 };
                 tokio::select! {
                     r = ex.run(&plan) => r,
@@ -185,6 +193,7 @@ pub async fn execute_local(
         opts,
         rep,
         learned: Default::default(),
+        lock: None,
     }
     .run(plan)
     .await

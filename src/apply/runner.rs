@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use tokio::sync::Semaphore;
 
+use super::learned::Learned;
 use super::{host, kubectl, local, Options, Report};
 use crate::connect::Sessions;
 use crate::plan::{report_host, Action, Group, Mode, On, Phase, Plan, Step};
@@ -23,17 +24,8 @@ pub(super) struct Executor<'a> {
     pub rep: &'a Reporter,
     /// What the run learns on the way (the CA hash of a cluster it creates).
     pub learned: Learned,
-}
-
-/// What a run learns as it goes and later steps use.
-#[derive(Debug, Default)]
-pub(super) struct Learned {
-    /// The cluster CA's hash, once the first server of a new cluster wrote its token.
-    pub ca_hash: std::sync::Mutex<Option<String>>,
-    /// The snapshot this run's `k3s etcd-snapshot save` made: its path on the server.
-    pub snapshot: std::sync::Mutex<Option<String>>,
-    /// The token hash k3s recorded for that snapshot (its ETCDSnapshotFile's annotation).
-    pub snapshot_token_hash: std::sync::Mutex<Option<String>>,
+    /// The run lock, looked at before every step: a lost lock stops the run there.
+    pub lock: Option<super::lock::Watch>,
 }
 
 impl Executor<'_> {
@@ -45,6 +37,9 @@ impl Executor<'_> {
 
     /// Run one step; returns how long it waited on k3s.
     async fn step(&self, phase: &Phase, g: &Group, s: &Step) -> Result<Duration> {
+        if let Some(w) = &self.lock {
+            w.check()?;
+        }
         let host = report_host(g, s);
         let text = s.action.to_string();
         self.rep.step(host, &text);

@@ -91,21 +91,29 @@ pub async fn list(cx: &Ctx) -> Result<()> {
         OutputFormat::Text => {
             if facts.cluster.api.is_none() {
                 eprintln!(
-                    "warning: no server's API answered, so only the copies on this machine are listed: {}",
-                    facts.cluster.unanswered.join("; ")
+                    "{}",
+                    crate::report::clean(&format!(
+                        "warning: no server's API answered, so only the copies on this machine are listed: {}",
+                        facts.cluster.unanswered.join("; ")
+                    ))
                 );
             }
-            println!("{:<48} {:<12} {:>12} {:<21} LOCATION", "NAME", "WHERE", "SIZE", "CREATED");
+            // Names and locations come from the cluster: printed clean.
+            let mut table = format!(
+                "{:<48} {:<12} {:>12} {:<21} LOCATION\n",
+                "NAME", "WHERE", "SIZE", "CREATED"
+            );
             for r in &rows {
-                println!(
-                    "{:<48} {:<12} {:>12} {:<21} {}",
+                table.push_str(&format!(
+                    "{:<48} {:<12} {:>12} {:<21} {}\n",
                     r["name"].as_str().unwrap_or(""),
                     r["where"].as_str().unwrap_or(""),
                     r["size"].as_u64().unwrap_or(0),
                     r["created"].as_str().unwrap_or(""),
                     r["location"].as_str().unwrap_or("")
-                );
+                ));
             }
+            print!("{}", crate::report::clean(&table));
             if rows.is_empty() {
                 println!("(no snapshots; take one with `bootstrap etcd snapshot`)");
             }
@@ -156,9 +164,21 @@ pub async fn restore(
     let inv = &cx.inv;
     let src = source(cx, arg)?;
     if !plan_only {
+        // Where the snapshot goes on the first server, said before anything happens.
+        let first = &inv.first_server().name;
+        let upload = match &src {
+            Source::Copy { record, .. } => format!(
+                "; the copy is uploaded to {first}:{}",
+                plan_etcd::restore_path(&record.name)
+            ),
+            Source::Named(n) => format!(
+                "; a snapshot held by another server comes through this machine to {first}:{}",
+                plan_etcd::restore_path(n)
+            ),
+        };
         super::confirm(
             &format!(
-                "restore cluster {} from {arg}: k3s stops on every server, etcd goes back to the snapshot (what changed since is lost), the other servers' etcd data is moved aside and they join again",
+                "restore cluster {} from {arg}: k3s stops on every server, etcd goes back to the snapshot (what changed since is lost), the other servers' etcd data is moved aside and they join again{upload}",
                 inv.cluster.name
             ),
             yes,

@@ -37,7 +37,7 @@ async fn scan_keys(spec: &InitSpec, yes: bool) -> Result<()> {
     let scans = futures::future::join_all(
         hosts
             .iter()
-            .map(|h| crate::ssh::scan_host_key(h, 22, Duration::from_secs(10))),
+            .map(|h| crate::ssh::scan_host_key(h, 22, Duration::from_secs(10), &path)),
     )
     .await;
     let mut new = Vec::new();
@@ -48,6 +48,24 @@ async fn scan_keys(spec: &InitSpec, yes: bool) -> Result<()> {
             Ok(key) => match known_hosts::check(&path, host, 22, &key)? {
                 HostKeyStatus::Known => {
                     eprintln!("{host}: {} already in {}", known_hosts::fingerprint(&key), path.display())
+                }
+                HostKeyStatus::Unknown
+                    if !known_hosts::known_algorithms(&path, host, 22).is_empty() =>
+                {
+                    // Another type is recorded for this host: a host with a recorded key is
+                    // trusted with that key only, as a connection would (security review 3 M5).
+                    let recorded: Vec<String> = known_hosts::known_algorithms(&path, host, 22)
+                        .iter()
+                        .map(|a| a.as_str().to_string())
+                        .collect();
+                    problems.push(format!(
+                        "{host}: offers only {} {}, but {} records a {} key for it; a host with a recorded key is only trusted with that key, so this is treated as a changed key: find out why before you trust it (if its keys really changed, remove the old entry with ssh-keygen -R '{host}' -f {})",
+                        key.algorithm().as_str(),
+                        known_hosts::fingerprint(&key),
+                        path.display(),
+                        recorded.join(", "),
+                        path.display()
+                    ));
                 }
                 HostKeyStatus::Unknown => {
                     eprintln!(

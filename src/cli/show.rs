@@ -71,26 +71,28 @@ pub async fn status(cx: &Ctx) -> Result<()> {
             serde_json::json!({"event": "status", "cluster": cx.inv.cluster.name, "nodes": st.nodes, "addons": addon_rows, "healthy": st.healthy}),
         ),
         OutputFormat::Text => {
-            println!(
-                "{:<16} {:<7} {:<16} {:<6} NOTES",
+            // Versions, notes and health come from the cluster: printed clean.
+            let mut table = format!(
+                "{:<16} {:<7} {:<16} {:<6} NOTES\n",
                 "NODE", "ROLE", "VERSION", "READY"
             );
             for r in &st.nodes {
-                println!(
-                    "{:<16} {:<7} {:<16} {:<6} {}",
+                table.push_str(&format!(
+                    "{:<16} {:<7} {:<16} {:<6} {}\n",
                     r.node,
                     r.role,
                     r.version.as_deref().unwrap_or("-"),
                     if r.ready { "yes" } else { "no" },
                     r.notes.join("; ")
-                );
+                ));
             }
             if !st.addons.is_empty() {
-                println!("\n{:<24} HEALTH", "ADD-ON OR CHART");
+                table.push_str(&format!("\n{:<24} HEALTH\n", "ADD-ON OR CHART"));
                 for a in &st.addons {
-                    println!("{:<24} {}", a.chart.name, a.summary());
+                    table.push_str(&format!("{:<24} {}\n", a.chart.name, a.summary()));
                 }
             }
+            print!("{}", crate::report::clean(&table));
         }
     }
     Ok(())

@@ -86,6 +86,8 @@ p residue "$r"
 # Contents the plan compares or recovers from (tokens, kubeconfig): base64, never printed.
 if [ -f $R/config.yaml ]; then p config.b64 "$(base64 -w0 $R/config.yaml)"; fi
 if [ -f $R/k3s.yaml ]; then p kubeconfig.b64 "$(base64 -w0 $R/k3s.yaml)"; fi
+# The client CA that signs the admin certificate in k3s.yaml (src/kubeconfig.rs checks it).
+if [ -s $D/server/tls/client-ca.crt ]; then p client_ca.b64 "$(base64 -w0 $D/server/tls/client-ca.crt)"; fi
 # The extra manifests bootstrap wrote (src/addons).
 x=; if [ -f $D/server/manifests/{EXTRA_RECORD} ]; then while read -r l; do x="$x $l"; done <$D/server/manifests/{EXTRA_RECORD}; fi
 p addons.extra "$x"
@@ -183,6 +185,8 @@ pub struct HostFacts {
     pub config: Option<String>,
     /// k3s's admin kubeconfig, on servers (holds a client key: never print it).
     pub kubeconfig: Option<String>,
+    /// `server/tls/client-ca.crt`, on servers: what signs the admin certificate.
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -256,6 +260,7 @@ impl HostFacts {
                 "residue" => f.residue = value.split_whitespace().map(String::from).collect(),
                 "config.b64" => f.config = b64(value.trim()),
                 "kubeconfig.b64" => f.kubeconfig = b64(value.trim()),
+                "client_ca.b64" => f.client_ca = b64(value.trim()),
                 "sys" => {
                     let Some((k, v)) = value.split_once('=') else {
                         continue;

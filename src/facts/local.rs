@@ -34,6 +34,9 @@ pub struct LocalFacts {
     pub new_sealing_key: Option<SealingKey>,
     /// What an earlier `etcd restore` of a named snapshot checked, when it did not finish.
     pub restore: Option<crate::k3s::snapshot::RestoreRecord>,
+    /// The mode of `.bootstrap/` when others than its owner may use it (made by hand, or by
+    /// an older version): the backups in it must be the operator's alone.
+    pub open_state_dir: Option<u32>,
 }
 
 /// The add-ons' files, the backups and the kubeconfig beside `inv`: read before any host is
@@ -53,6 +56,18 @@ pub fn read(inv: &Inventory) -> Result<LocalFacts> {
             crate::ssh::register_secret(s.clone());
         }
     }
+    // S3 keys still accepted in `[cluster.server_config]` (with a warning) are masked too.
+    for key in [
+        "etcd-s3-secret-key",
+        "etcd-s3-access-key",
+        "etcd-s3-session-token",
+        "token",
+        "agent-token",
+    ] {
+        if let Some(v) = inv.cluster.server_config.get(key).and_then(|v| v.as_str()) {
+            crate::ssh::register_secret(v.to_string());
+        }
+    }
     let sealing_backup = if inv.addons.sealed_secrets.is_some() {
         SealingKey::load_backup(&inv.state_dir())?
     } else {
@@ -68,12 +83,20 @@ pub fn read(inv: &Inventory) -> Result<LocalFacts> {
                 crate::k3s::snapshot::RestoreRecord::path(&inv.state_dir()).display()
             )
         })?;
+    let open_state_dir = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(inv.state_dir())
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .filter(|m| m & 0o077 != 0)
+    };
     Ok(LocalFacts {
         addons,
         token_backup,
         sealing_backup,
         kubeconfig,
         restore,
+        open_state_dir,
         ..Default::default()
     })
 }

@@ -82,12 +82,20 @@ pub struct Reads {
     hosts: Vec<Host>,
     sessions: Sessions,
     errors: BTreeMap<String, String>,
+    /// Hosts whose facts script may have run (and its prelude taken the run lock) though its
+    /// output could not be used: the lock is let go of there.
+    started: std::collections::BTreeSet<String>,
     sections: BTreeMap<String, BTreeMap<String, String>>,
     cluster: ClusterFacts,
     pub elapsed: Duration,
 }
 
 const SECTION: &str = "@@bootstrap ";
+
+/// The most the facts script may print: on the API server it carries the cluster's objects
+/// (Deployments, DaemonSets, Jobs, HelmCharts of every namespace), far more than a command's
+/// usual limit on a large cluster, and still a bound.
+const CLUSTER_OUTPUT_LIMIT: usize = 64 << 20;
 
 fn section(name: &str, body: &str) -> String {
     format!("printf '{SECTION}{name}\\n'\n{body}\n")
@@ -110,6 +118,12 @@ fn split_sections(out: &str) -> BTreeMap<String, String> {
     }
     map
 }
+
+/// The longest one host's facts read may run (less when the command timeout is): the lock's wait for
+/// an expired run's commands (at most 120 s, see `BOOTSTRAP_LOCK_WAIT`) and reads that take
+/// seconds fit in it; a host that never finishes its answer does not hold the run (or the
+/// other servers' locks) for the command timeout.
+pub const FACTS_DEADLINE: Duration = Duration::from_secs(180);
 
 /// Connect to the hosts of `req` (bounded by `parallel`) and run, in one round trip each, the
 /// prelude (servers), the host facts script and, on the first server of `api_from`, the
@@ -144,7 +158,15 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
         let key = h.key.clone();
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let r = Session::connect_with(&target, &Cmd::new(script).label("read facts")).await;
+            let r = Session::connect_with(
+                &target,
+                &Cmd::new(script)
+                    .label("read facts")
+                    .secret_output()
+                    .output_limit(CLUSTER_OUTPUT_LIMIT)
+                    .timeout(target.command_timeout.min(FACTS_DEADLINE)),
+            )
+            .await;
             (key, r)
         });
     }
@@ -152,6 +174,7 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
         hosts: req.hosts.clone(),
         sessions: Sessions::default(),
         errors: BTreeMap::new(),
+        started: Default::default(),
         sections: BTreeMap::new(),
         cluster: ClusterFacts::default(),
         elapsed: Duration::ZERO,
@@ -180,12 +203,23 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
                         key.clone(),
                         format!("reading its facts failed: {}", out.stderr_tail(10)),
                     );
+                    reads.started.insert(key.clone());
                 }
                 reads.sessions.insert(key, session);
             }
             Ok((key, Err(e))) => {
                 if req.progress {
                     rep.done(&key, Err(e.to_string()));
+                }
+                if matches!(
+                    e,
+                    ssh::SshError::CommandFailed { .. }
+                        | ssh::SshError::ShellBanner { .. }
+                        | ssh::SshError::TooMuchOutput { .. }
+                        | ssh::SshError::Timeout { .. }
+                        | ssh::SshError::Disconnected { .. }
+                ) {
+                    reads.started.insert(key.clone());
                 }
                 reads.errors.insert(key, format!("{e:#}"));
             }
@@ -226,6 +260,21 @@ impl Reads {
             .collect()
     }
 
+    /// The servers whose facts script may have taken the run lock though what it printed
+    /// could not be read.
+    pub fn servers_started_unread(&self) -> Vec<Host> {
+        self.hosts
+            .iter()
+            .filter(|h| h.role == Role::Server && self.started.contains(&h.key))
+            .cloned()
+            .collect()
+    }
+
+    /// How many servers the request names (the run lock needs a majority of them).
+    pub fn server_count(&self) -> usize {
+        self.hosts.iter().filter(|h| h.role == Role::Server).count()
+    }
+
     /// Servers of the request that could not be reached.
     pub fn unreachable_servers(&self) -> Vec<String> {
         self.hosts
@@ -248,7 +297,10 @@ impl Reads {
                     }
                 }
             } else {
-                let cmd = Cmd::new(query).label("read the cluster");
+                let cmd = Cmd::new(query)
+                    .label("read the cluster")
+                    .secret_output()
+                    .output_limit(CLUSTER_OUTPUT_LIMIT);
                 let out = match self.sessions.get(key) {
                     Some(s) => s.exec(&cmd).await.map_err(|e| e.to_string()),
                     None if self.errors.contains_key(key) => Err(self.errors[key].clone()),
@@ -322,6 +374,13 @@ impl Reads {
                         Ok(f) => {
                             if let Some(c) = &f.config {
                                 register_config_secrets(c);
+                            }
+                            // An adopted cluster's tokens live in k3s's own files.
+                            for t in [&f.token_file, &f.agent_token_file].into_iter().flatten() {
+                                ssh::register_secret(t.trim().to_string());
+                                if let Some(p) = token::password(t.trim()) {
+                                    ssh::register_secret(p.to_string());
+                                }
                             }
                             facts.hosts.insert(h.key.clone(), f);
                             None

@@ -14,6 +14,7 @@ use std::path::Path;
 use super::error::{ErrorKind, Report};
 use super::raw::{self, S};
 use super::syntax;
+use super::values::{chart_archive_value, placement, shipped_path, undefined_variables, Shipped};
 use super::{Chart, ChartRepo, K3sVersion, WaitFor};
 
 /// HelmChart names k3s itself uses in kube-system (its packaged Traefik, k3s
@@ -66,7 +67,7 @@ pub(crate) fn knows_retry(v: &K3sVersion) -> bool {
 pub(crate) fn charts(
     raw: &[raw::RawChart],
     r: &mut Report,
-    base: &Path,
+    shipped: &Shipped,
     shown_base: &Path,
     variables: &BTreeMap<String, String>,
     k3s: Option<&K3sVersion>,
@@ -156,7 +157,7 @@ pub(crate) fn charts(
             .map(|t| values(r, t, &c.name, &what))
             .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
         let values_file = c.values_file.as_ref().and_then(|v| {
-            let p = super::validate::path_value(r, v, "values_file", base)?;
+            let p = shipped_path(r, v, "values_file", shipped)?;
             match std::fs::read_to_string(&p) {
                 Ok(text) => {
                     let shown = v.get_ref();
@@ -165,7 +166,7 @@ pub(crate) fn charts(
                     } else {
                         shown_base.join(shown)
                     };
-                    for d in super::validate::undefined_variables(&text, &shown_path, variables) {
+                    for d in undefined_variables(&text, &shown_path, variables) {
                         r.error_in(d);
                     }
                     Some(p)
@@ -183,7 +184,7 @@ pub(crate) fn charts(
         let chart_archive = c
             .chart_archive
             .as_ref()
-            .and_then(|v| super::validate::chart_archive_value(r, v, base));
+            .and_then(|v| chart_archive_value(r, v, shipped));
         let timeout = c
             .timeout
             .as_ref()
@@ -227,7 +228,7 @@ pub(crate) fn charts(
             }
         };
         let (node_selector, tolerations) =
-            super::validate::placement(&c.node_selector, c.tolerations.as_ref(), r, &what);
+            placement(&c.node_selector, c.tolerations.as_ref(), r, &what);
         if let Some(obj) = values.as_object() {
             for (key, set) in [
                 ("nodeSelector", !node_selector.is_empty()),
@@ -281,6 +282,16 @@ fn repo(r: &mut Report, c: &raw::RawChart, what: &str) -> ChartRepo {
     let v = c.repo.get_ref();
     if let Some(rest) = v.strip_prefix("oci://") {
         let host = rest.split('/').next().unwrap_or("");
+        if host.contains('@') {
+            // As http_url refuses them: the repo goes whole into the HelmChart, where anyone
+            // who reads HelmCharts, and every log of the install, sees it.
+            r.error(
+                c.repo.span(),
+                ErrorKind::InvalidUrl,
+                format!("{what}: repo \"oci://…@{}\" carries credentials, which would be stored in the HelmChart for anyone who can read it; give the registry path without them", rest.rsplit_once('@').map_or("", |(_, r)| r)),
+            );
+            return ChartRepo::Oci(String::new());
+        }
         if let Err(e) = syntax::host(host.rsplit_once(':').map_or(host, |(h, _)| h)) {
             r.error(
                 c.repo.span(),

@@ -12,6 +12,7 @@ use base64::Engine;
 use super::error::{ErrorKind, Report};
 use super::raw::{self, S};
 use super::resolve_path;
+use super::values::{count_up_to, shipped_path, Shipped};
 
 /// The environment variables S3 credentials are read from without `credentials_file`: the
 /// names k3s itself reads for `etcd-s3-access-key`, `-secret-key` and `-session-token`.
@@ -347,7 +348,7 @@ fn retention(r: &mut Report, v: &S<i64>, what: &str) -> Option<u32> {
     if *v.get_ref() == 0 {
         return Some(0);
     }
-    super::validate::count_up_to(r, v, what, 1000)
+    count_up_to(r, v, what, 1000)
 }
 
 /// Reads S3 credentials from a TOML file (`access_key`, `secret_key`); a `session_token` is
@@ -361,6 +362,20 @@ fn credentials_file(path: &Path) -> Result<S3Credentials, String> {
         session_token: Option<String>,
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("reading it: {e}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("reading it: {e}"))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "is open to others than its owner (mode {:04o}): it holds the key to every snapshot of the cluster; chmod 600 it",
+                mode & 0o7777
+            ));
+        }
+    }
     let f: File = toml::from_str(&text).map_err(|e| {
         format!(
             "{}; expected access_key = \"...\" and secret_key = \"...\"",
@@ -398,8 +413,22 @@ fn credentials_env() -> Result<Option<S3Credentials>, String> {
     }))
 }
 
-fn s3(s: raw::RawEtcdS3, r: &mut Report, base: &Path) -> Option<EtcdS3> {
+fn s3(s: raw::RawEtcdS3, r: &mut Report, shipped: &Shipped) -> Option<EtcdS3> {
     let mut ok = true;
+    // As the install mirror's allow_http: every snapshot holds every Secret of the cluster.
+    for (key, set, what) in [
+        ("insecure", s.insecure, "plain http, readable and changeable on the way"),
+        ("skip_ssl_verify", s.skip_ssl_verify, "TLS to an endpoint whose certificate is not checked, so anyone on the way can pose as it"),
+    ] {
+        if set == Some(true) && s.allow_insecure != Some(true) {
+            r.error(
+                r.key_span(key),
+                ErrorKind::InvalidValue,
+                format!("etcd.s3 {key} = true sends every snapshot, that is every Secret of the cluster, over {what}; give the endpoint's CA in endpoint_ca instead, or set allow_insecure = true in [etcd.s3] for an endpoint on a network you trust"),
+            );
+            ok = false;
+        }
+    }
     let bucket = s.bucket.get_ref().clone();
     // S3 bucket names: 3-63 characters of a-z, 0-9, '.', '-'.
     if !(3..=63).contains(&bucket.len())
@@ -427,39 +456,46 @@ fn s3(s: raw::RawEtcdS3, r: &mut Report, base: &Path) -> Option<EtcdS3> {
     }
     let endpoint_ca = match &s.endpoint_ca {
         None => None,
-        Some(v) => match resolve_path(v.get_ref(), base)
-            .map_err(|e| e.to_string())
-            .and_then(|p| std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display())))
-        {
-            Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {
-                Some(base64::engine::general_purpose::STANDARD.encode(pem))
+        Some(v) => {
+            let read = shipped_path(r, v, "etcd.s3 endpoint_ca", shipped)
+                .map(|p| std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display())));
+            match read {
+                None => {
+                    ok = false;
+                    None
+                }
+                Some(Ok(pem))
+                    if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") =>
+                {
+                    Some(base64::engine::general_purpose::STANDARD.encode(pem))
+                }
+                Some(Ok(_)) => {
+                    r.error(
+                        v.span(),
+                        ErrorKind::InvalidPath,
+                        "etcd.s3 endpoint_ca: the file holds no PEM certificate".to_string(),
+                    );
+                    ok = false;
+                    None
+                }
+                Some(Err(e)) => {
+                    r.error(
+                        v.span(),
+                        ErrorKind::InvalidPath,
+                        format!("etcd.s3 endpoint_ca: {e}"),
+                    );
+                    ok = false;
+                    None
+                }
             }
-            Ok(_) => {
-                r.error(
-                    v.span(),
-                    ErrorKind::InvalidPath,
-                    "etcd.s3 endpoint_ca: the file holds no PEM certificate".to_string(),
-                );
-                ok = false;
-                None
-            }
-            Err(e) => {
-                r.error(
-                    v.span(),
-                    ErrorKind::InvalidPath,
-                    format!("etcd.s3 endpoint_ca: {e}"),
-                );
-                ok = false;
-                None
-            }
-        },
+        }
     };
     let retention = s
         .retention
         .as_ref()
         .and_then(|v| retention(r, v, "etcd.s3 retention"));
     let credentials = match &s.credentials_file {
-        Some(v) => match resolve_path(v.get_ref(), base)
+        Some(v) => match resolve_path(v.get_ref(), shipped.base)
             .map_err(|e| e.to_string())
             .and_then(|p| credentials_file(&p).map_err(|e| format!("{}: {e}", p.display())))
         {
@@ -569,7 +605,7 @@ fn s3(s: raw::RawEtcdS3, r: &mut Report, base: &Path) -> Option<EtcdS3> {
     })
 }
 
-pub(crate) fn etcd(e: raw::RawEtcd, r: &mut Report, base: &Path) -> Etcd {
+pub(crate) fn etcd(e: raw::RawEtcd, r: &mut Report, shipped: &Shipped) -> Etcd {
     if let Some(v) = &e.snapshot_schedule {
         if let Err(why) = cron(v.get_ref()) {
             r.error(
@@ -604,7 +640,7 @@ pub(crate) fn etcd(e: raw::RawEtcd, r: &mut Report, base: &Path) -> Etcd {
             .map(|d| d.trim_end_matches('/').to_string()),
         snapshot_compress: e.snapshot_compress.unwrap_or(false),
         disable_snapshots: e.disable_snapshots.unwrap_or(false),
-        s3: e.s3.and_then(|s| s3(s, r, base)),
+        s3: e.s3.and_then(|s| s3(s, r, shipped)),
     }
 }
 

@@ -60,6 +60,7 @@ pub(crate) struct RawEtcdS3 {
     pub endpoint_ca: Option<S<String>>,
     pub skip_ssl_verify: Option<bool>,
     pub insecure: Option<bool>,
+    pub allow_insecure: Option<bool>,
     pub retention: Option<S<i64>>,
     pub credentials_file: Option<S<String>>,
     pub proxy: Option<S<String>>,
@@ -87,6 +88,7 @@ pub(crate) struct RawCluster {
     pub server_config: SpannedMap<toml::Value>,
     #[serde(default)]
     pub agent_config: SpannedMap<toml::Value>,
+    pub allow_files_outside_inventory: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -722,8 +722,8 @@ fn an_api_endpoint_only_one_machine_reaches_is_refused() {
 fn etcd_table_renders_k3s_flags_and_keeps_credentials_out_of_the_inventory() {
     let dir = tempfile::tempdir().unwrap();
     let inv_path = dir.path().join("inventory.toml");
-    std::fs::write(
-        dir.path().join("s3.toml"),
+    write_private(
+        &dir.path().join("s3.toml"),
         "access_key = \"AKIA1\"\nsecret_key = \"s3cr3t\"\n",
     )
     .unwrap();
@@ -1020,17 +1020,12 @@ fn failure_policy_retry_needs_a_k3s_whose_helm_controller_knows_it() {
 fn etcd_s3_keys_and_temporary_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let inv_path = dir.path().join("inventory.toml");
-    std::fs::write(
-        dir.path().join("sts.toml"),
+    write_private(
+        &dir.path().join("sts.toml"),
         "access_key = \"ASIA1\"\nsecret_key = \"s\"\nsession_token = \"t\"\n",
     )
     .unwrap();
-    let msgs = |extra: &str| -> Vec<String> {
-        match Inventory::from_str_at(&minimal(extra), &inv_path) {
-            Ok(_) => vec![],
-            Err(e) => e.diagnostics().iter().map(|d| d.message.clone()).collect(),
-        }
-    };
+    let msgs = |extra: &str| messages_at(&minimal(extra), &inv_path);
     let m = msgs("[etcd.s3]\nbucket = \"b-1\"\ncredentials_file = \"sts.toml\"\n");
     assert!(
         m.iter().any(|x| x.contains("has a session_token")
@@ -1038,8 +1033,8 @@ fn etcd_s3_keys_and_temporary_credentials() {
             && x.contains("expires within hours")),
         "{m:?}"
     );
-    std::fs::write(
-        dir.path().join("s3.toml"),
+    write_private(
+        &dir.path().join("s3.toml"),
         "access_key = \"AKIA1\"\nsecret_key = \"s\"\n",
     )
     .unwrap();
@@ -1106,4 +1101,129 @@ fn snapshot_schedules_are_checked_as_robfig_parses_them() {
         );
     }
     bad("@every  6h", "@every needs a Go duration");
+}
+
+/// A credentials file as the README says to keep it: 0600.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// Review 3, L3: the files the inventory ships to the cluster come from its directory: no
+/// absolute path, no `~`, no `..` out of it and no symlink out of it, unless the inventory says
+/// allow_files_outside_inventory = true (with a warning).
+#[test]
+fn shipped_files_come_from_the_inventorys_directory_unless_allowed() {
+    let outer = tempfile::tempdir().unwrap();
+    let dir = outer.path().join("repo");
+    std::fs::create_dir_all(dir.join("values")).unwrap();
+    let secret = outer.path().join("id_ed25519");
+    std::fs::write(&secret, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    std::fs::write(dir.join("values/ok.yaml"), "a: 1\n").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("values/link.yaml")).unwrap();
+    let inv_path = dir.join("inventory.toml");
+    let chart = |values_file: &str| {
+        format!("[[charts]]\nname = \"app\"\nrepo = \"https://charts.example.com\"\nchart = \"app\"\nversion = \"1.0.0\"\nnamespace = \"apps\"\nvalues_file = \"{values_file}\"\n")
+    };
+    let msgs = |extra: &str| messages_at(&minimal(extra), &inv_path);
+    assert_eq!(msgs(&chart("values/ok.yaml")), Vec::<String>::new());
+    assert_eq!(
+        msgs(&chart("values/../values/ok.yaml")),
+        Vec::<String>::new()
+    );
+    let secret_s = secret.display().to_string();
+    for (path, why) in [
+        (secret_s.as_str(), "is an absolute path"),
+        ("~/.ssh/id_ed25519", "starts with '~'"),
+        ("../id_ed25519", "leads out of the inventory's directory"),
+        (
+            "values/../../id_ed25519",
+            "leads out of the inventory's directory",
+        ),
+        ("values/link.yaml", "is a symlink to"),
+    ] {
+        let m = msgs(&chart(path));
+        assert!(
+            m.iter()
+                .any(|x| x.contains(why) && x.contains("allow_files_outside_inventory")),
+            "{path}: {m:?}"
+        );
+    }
+    let m = msgs(&format!("[[manifests]]\npath = \"{secret_s}\"\n"));
+    assert!(m.iter().any(|x| x.contains("manifest path")), "{m:?}");
+    let m = msgs("[addons.sealed_secrets]\nversion = \"2.19.1\"\nchart_archive = \"~/c.tgz\"\n");
+    assert!(m.iter().any(|x| x.contains("chart_archive")), "{m:?}");
+    let m = msgs("[etcd.s3]\nbucket = \"b-1\"\nendpoint_ca = \"../id_ed25519\"\n");
+    assert!(
+        m.iter()
+            .any(|x| x.contains("endpoint_ca") && x.contains("..")),
+        "{m:?}"
+    );
+    // The opt-out: taken, and said.
+    let text = minimal(&chart(&secret_s)).replacen(
+        "[cluster]\n",
+        "[cluster]\nallow_files_outside_inventory = true\n",
+        1,
+    );
+    let inv = Inventory::from_str_at(&text, &inv_path).expect("allowed");
+    assert!(
+        inv.warnings().iter().any(|w| w
+            .to_string()
+            .contains("allow_files_outside_inventory = true")),
+        "{:?}",
+        inv.warnings()
+    );
+}
+
+/// Review 3, L6: S3 over plain http or unchecked TLS needs allow_insecure, as the install
+/// mirror needs allow_http; a credentials file others can read is refused; an oci:// repo
+/// with credentials is refused.
+#[test]
+fn s3_without_tls_open_credentials_and_oci_credentials_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv_path = dir.path().join("inventory.toml");
+    write_private(
+        &dir.path().join("s3.toml"),
+        "access_key = \"A\"\nsecret_key = \"s3cr3t\"\n",
+    )
+    .unwrap();
+    let msgs = |extra: &str| messages_at(&minimal(extra), &inv_path);
+    let s3 = "[etcd.s3]\nendpoint = \"minio.lab:9000\"\nbucket = \"b-1\"\ncredentials_file = \"s3.toml\"\n";
+    assert_eq!(msgs(s3), Vec::<String>::new());
+    for key in ["insecure", "skip_ssl_verify"] {
+        let m = msgs(&format!("{s3}{key} = true\n"));
+        assert!(
+            m.iter()
+                .any(|x| x.contains(&format!("etcd.s3 {key} = true"))
+                    && x.contains("allow_insecure = true")),
+            "{key}: {m:?}"
+        );
+        assert_eq!(
+            msgs(&format!("{s3}{key} = true\nallow_insecure = true\n")),
+            Vec::<String>::new()
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for mode in [0o640, 0o604] {
+        std::fs::set_permissions(
+            dir.path().join("s3.toml"),
+            std::fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
+        let m = msgs(s3);
+        assert!(m.iter().any(|x| x.contains("chmod 600")), "{mode:o}: {m:?}");
+    }
+    let m = msgs("[[charts]]\nname = \"demo\"\nrepo = \"oci://user:s3cretpass@ghcr.io/org/charts\"\nchart = \"demo\"\nversion = \"1.0.0\"\nnamespace = \"apps\"\n");
+    assert!(m.iter().any(|x| x.contains("carries credentials")), "{m:?}");
+    assert!(m.iter().all(|x| !x.contains("s3cretpass")), "{m:?}");
+}
+
+/// The error messages of the inventory `text` read as if it were the file `at` (none when it
+/// is valid).
+fn messages_at(text: &str, at: &Path) -> Vec<String> {
+    match Inventory::from_str_at(text, at) {
+        Ok(_) => vec![],
+        Err(e) => e.diagnostics().iter().map(|d| d.message.clone()).collect(),
+    }
 }

@@ -4,10 +4,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::error::{Diagnostic, ErrorKind, LineIndex, Report};
+use super::error::{ErrorKind, Report};
 use super::flags::{self, Lookup};
 use super::raw::{self, SpannedMap, S};
 use super::syntax;
+use super::values::{
+    chart_archive_value, count_up_to, path_value, placement, shipped_path, undefined_variables,
+    Shipped,
+};
 use super::*;
 
 const K3S_COMPONENTS: &[&str] = &[
@@ -165,39 +169,6 @@ fn count(r: &mut Report, v: &S<i64>, what: &str) -> Option<u32> {
     count_up_to(r, v, what, 100)
 }
 
-/// A number from 1 to `max`.
-pub(super) fn count_up_to(r: &mut Report, v: &S<i64>, what: &str, max: u32) -> Option<u32> {
-    match u32::try_from(*v.get_ref()) {
-        Ok(n) if (1..=max).contains(&n) => Some(n),
-        _ => {
-            r.error(
-                v.span(),
-                ErrorKind::InvalidNumber,
-                format!(
-                    "{what} is {}; expected a number from 1 to {max}",
-                    v.get_ref()
-                ),
-            );
-            None
-        }
-    }
-}
-
-pub(super) fn path_value(
-    r: &mut Report,
-    v: &S<String>,
-    what: &str,
-    base: &Path,
-) -> Option<PathBuf> {
-    match resolve_path(v.get_ref(), base) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            r.error(v.span(), ErrorKind::InvalidPath, format!("{what}: {e}"));
-            None
-        }
-    }
-}
-
 /// Why `host` names only the machine it is used on (or no machine): loopback, link-local or
 /// unspecified addresses, `localhost`.
 fn local_only(host: &str) -> Option<&'static str> {
@@ -292,6 +263,16 @@ fn chart_version_value(
 
 fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> Inventory {
     let cluster_span = raw.cluster.name.span();
+    let shipped = Shipped {
+        base,
+        anywhere: raw.cluster.allow_files_outside_inventory == Some(true),
+    };
+    if shipped.anywhere {
+        r.warn(
+            r.key_span("allow_files_outside_inventory"),
+            "allow_files_outside_inventory = true: [[manifests]], values_file, chart_archive and endpoint_ca may name any file on this machine, and it goes to the cluster; review every such path in a change to this inventory",
+        );
+    }
     // Snapshot flags written as server_config keys (before `[etcd]` existed).
     let etcd_flags: Vec<(String, Range<usize>)> = raw
         .cluster
@@ -331,15 +312,15 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
     }
 
     let addons = match raw.addons {
-        Some(a) => addons(a, r, &nodes, base),
+        Some(a) => addons(a, r, &nodes, &shipped),
         None => Addons::default(),
     };
     let shown_base = path.parent().unwrap_or(Path::new(""));
-    let manifests = manifests(&raw.manifests, r, base, shown_base, &variables);
+    let manifests = manifests(&raw.manifests, r, &shipped, shown_base, &variables);
     let built = super::charts::charts(
         &raw.charts,
         r,
-        base,
+        &shipped,
         shown_base,
         &variables,
         Some(&cluster.k3s_version),
@@ -380,7 +361,7 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
                 "[etcd] needs datastore = \"etcd\": a SQLite cluster has no etcd to snapshot",
             );
         }
-        super::etcd::etcd(e, r, base)
+        super::etcd::etcd(e, r, &shipped)
     });
     for k in raw_s3_flags.iter() {
         let (flag, span) = k;
@@ -1294,7 +1275,7 @@ fn cross_node_checks(
     }
 }
 
-fn addons(a: raw::RawAddons, r: &mut Report, nodes: &[Node], base: &Path) -> Addons {
+fn addons(a: raw::RawAddons, r: &mut Report, nodes: &[Node], shipped: &Shipped) -> Addons {
     let schedulable = nodes.iter().filter(|n| n.schedulable()).count().max(1);
     let archives = [
         a.longhorn.as_ref().and_then(|x| x.chart_archive.as_ref()),
@@ -1306,7 +1287,7 @@ fn addons(a: raw::RawAddons, r: &mut Report, nodes: &[Node], base: &Path) -> Add
             .as_ref()
             .and_then(|x| x.chart_archive.as_ref()),
     ]
-    .map(|v| v.and_then(|v| chart_archive_value(r, v, base)));
+    .map(|v| v.and_then(|v| chart_archive_value(r, v, shipped)));
     let [lh_archive, tr_archive, cm_archive, ss_archive] = archives;
     let cert_manager = a.cert_manager.map(|c| CertManager {
         chart_archive: cm_archive,
@@ -1342,31 +1323,6 @@ fn addons(a: raw::RawAddons, r: &mut Report, nodes: &[Node], base: &Path) -> Add
                 )
             }),
         }),
-    }
-}
-
-/// `chart_archive`: a local chart `.tgz` embedded as the HelmChart's `chartContent` (air gap).
-/// It must exist, and fit a ConfigMap once base64-encoded (1 MiB).
-pub(super) fn chart_archive_value(r: &mut Report, v: &S<String>, base: &Path) -> Option<PathBuf> {
-    let p = path_value(r, v, "chart_archive", base)?;
-    match std::fs::metadata(&p) {
-        Ok(m) if m.is_file() && m.len() <= 700 * 1024 => Some(p),
-        Ok(m) if m.is_file() => {
-            r.error(
-                v.span(),
-                ErrorKind::InvalidPath,
-                format!("chart_archive {}: {} bytes is too large; helm-controller keeps the chart in a ConfigMap (1 MiB after base64), so use an archive under 700 KiB", p.display(), m.len()),
-            );
-            None
-        }
-        _ => {
-            r.error(
-                v.span(),
-                ErrorKind::InvalidPath,
-                format!("chart_archive {}: no such file; give the path of the chart's .tgz (e.g. from `helm pull`)", p.display()),
-            );
-            None
-        }
     }
 }
 
@@ -1708,58 +1664,6 @@ fn recurring_jobs(
     out
 }
 
-/// Pod placement of an add-on: a node selector (label syntax) and tolerations in taint syntax
-/// (`key=value:Effect` → operator Equal, `key:Effect` → Exists).
-pub(super) fn placement(
-    node_selector: &SpannedMap<String>,
-    tolerations: Option<&Vec<S<String>>>,
-    r: &mut Report,
-    ctx: &str,
-) -> (BTreeMap<String, String>, Vec<Taint>) {
-    let mut sel = BTreeMap::new();
-    for (k, v) in node_selector {
-        // Any label a node carries may be selected, k3s's own included: syntax only.
-        let bad = syntax::label_key(k.get_ref())
-            .err()
-            .map(|e| {
-                (
-                    k.span(),
-                    format!("key \"{}\" is not a label key ({e})", k.get_ref()),
-                )
-            })
-            .or_else(|| {
-                syntax::label_value(v.get_ref()).err().map(|e| {
-                    (
-                        v.span(),
-                        format!("value \"{}\" is not a label value ({e})", v.get_ref()),
-                    )
-                })
-            });
-        match bad {
-            Some((span, why)) => r.error(
-                span,
-                ErrorKind::InvalidLabel,
-                format!("{ctx}: node_selector {why}"),
-            ),
-            None => {
-                sel.insert(k.get_ref().clone(), v.get_ref().clone());
-            }
-        }
-    }
-    let mut tols = Vec::new();
-    for t in tolerations.into_iter().flatten() {
-        match Taint::parse(t.get_ref()) {
-            Ok(x) => tols.push(x),
-            Err(e) => r.error(
-                t.span(),
-                ErrorKind::InvalidTaint,
-                format!("{ctx}: toleration \"{}\" is not valid ({e}); expected key=value:Effect or key:Effect, the taint it tolerates", t.get_ref()),
-            ),
-        }
-    }
-    (sel, tols)
-}
-
 fn cert_manager(c: raw::RawCertManager, r: &mut Report) -> CertManager {
     let span = r.key_span("cert_manager");
     let version = chart_version_value(
@@ -1989,13 +1893,13 @@ fn traefik(t: raw::RawTraefik, r: &mut Report, cm: Option<&CertManager>) -> Trae
 fn manifests(
     raw: &[raw::RawManifest],
     r: &mut Report,
-    base: &Path,
+    shipped: &Shipped,
     shown_base: &Path,
     variables: &BTreeMap<String, String>,
 ) -> Vec<Manifest> {
     let mut out: Vec<Manifest> = Vec::new();
     for m in raw {
-        let Some(path) = path_value(r, &m.path, "manifest path", base) else {
+        let Some(path) = shipped_path(r, &m.path, "manifest path", shipped) else {
             continue;
         };
         let shown = m.path.get_ref();
@@ -2068,56 +1972,12 @@ fn manifests(
                 format!(
                     "manifest \"{shown}\" not found ({}: {e}); paths are relative to the inventory's directory {}",
                     path.display(),
-                    base.display()
+                    shipped.base.display()
                 ),
             ),
         }
         let after = m.after.iter().map(|a| a.get_ref().clone()).collect();
         out.push(Manifest { path, name, after });
-    }
-    out
-}
-
-/// `{{ variables.NAME }}` uses in a manifest whose NAME is not in `[variables]`.
-pub(super) fn undefined_variables(
-    text: &str,
-    file: &Path,
-    variables: &BTreeMap<String, String>,
-) -> Vec<Diagnostic> {
-    let index = LineIndex::new(text);
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(open) = text.get(from..).and_then(|t| t.find("{{")) {
-        let start = from + open + 2;
-        let Some(len) = text.get(start..).and_then(|t| t.find("}}")) else {
-            break;
-        };
-        let inner = text.get(start..start + len).unwrap_or("");
-        for (at, _) in inner.match_indices("variables.") {
-            let name_start = at + "variables.".len();
-            let name: String = inner
-                .get(name_start..)
-                .unwrap_or("")
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() && !variables.contains_key(&name) {
-                let (line, column) = index.position(start + name_start);
-                let hint = syntax::closest(&name, variables.keys().map(String::as_str))
-                    .map(|n| format!(" (did you mean \"{n}\"?)"))
-                    .unwrap_or_default();
-                out.push(Diagnostic {
-                    file: file.to_path_buf(),
-                    line,
-                    column,
-                    kind: ErrorKind::UndefinedVariable,
-                    message: format!(
-                        "variables.{name} is not defined{hint}; add {name} = \"...\" to the inventory's [variables]"
-                    ),
-                });
-            }
-        }
-        from = start + len + 2;
     }
     out
 }

@@ -266,40 +266,68 @@ fn read(path: &Path) -> Result<Vec<u8>, CacheError> {
     })
 }
 
+/// Downloads `url` into the cache as `path`, through a new file under a random name (created
+/// exclusively, so nothing planted in a shared cache directory is followed), renamed into
+/// place once complete.
 fn fetch_if_missing(path: &Path, url: &str) -> Result<(), CacheError> {
     if path.is_file() {
         return Ok(());
     }
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| CacheError::Io { path: p, source }
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|source| CacheError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.part",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("download")
-    ));
-    let out = std::process::Command::new("curl")
-        .args(["-fsSL", "--retry", "3", "--connect-timeout", "10", "-o"])
-        .arg(&tmp)
-        .arg(url)
-        .output()
-        .map_err(|e| CacheError::Fetch {
-            url: url.to_string(),
-            reason: format!("cannot run curl: {e}"),
-        })?;
-    if !out.status.success() {
+    crate::local::private_dir(dir).map_err(io(dir))?;
+    let (tmp, mut file) = crate::local::create_temp(path, 0o644).map_err(io(dir))?;
+    let failed = |reason: String| {
         let _ = std::fs::remove_file(&tmp);
-        return Err(CacheError::Fetch {
+        CacheError::Fetch {
             url: url.to_string(),
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+            reason,
+        }
+    };
+    // Three attempts, each into the emptied file (curl's own --retry cannot rewind stdout).
+    let mut last: Option<String> = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        use std::io::Seek;
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .map_err(|e| failed(format!("cannot empty {}: {e}", tmp.display())))?;
+        let out = file
+            .try_clone()
+            .and_then(|f| {
+                std::process::Command::new("curl")
+                    .args(["-fsSL", "--connect-timeout", "10"])
+                    .arg(url)
+                    .stdout(f)
+                    .stderr(std::process::Stdio::piped())
+                    .output()
+            })
+            .map_err(|e| failed(format!("cannot run curl: {e}")))?;
+        if out.status.success() {
+            last = None;
+            break;
+        }
+        last = Some(format!(
+            "curl {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+        // 22: the server answered with an error status; trying again will not change it.
+        if out.status.code() == Some(22) {
+            break;
+        }
     }
-    std::fs::rename(&tmp, path).map_err(|source| CacheError::Io {
-        path: path.to_path_buf(),
-        source,
+    if let Some(reason) = last {
+        return Err(failed(reason));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(path)(e)
     })
 }
 
@@ -359,6 +387,46 @@ mod tests {
         assert!(s.contains(&format!("want={pin}")), "{s}");
         assert!(!s.contains("sha256sum-amd64.txt"), "{s}");
         assert!(s.contains("the inventory pins"), "{s}");
+    }
+
+    /// Review 3, L4: the cache makes `.bootstrap/` private (0700, also when it exists wider),
+    /// and downloads through a new randomly named file, so a link planted in the cache (at the
+    /// fixed `.k3s.part` name used before) redirects nothing; a failed download leaves nothing.
+    #[test]
+    fn the_cache_is_private_and_its_downloads_follow_no_planted_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(crate::local::STATE_DIR_NAME);
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cache_dir = state.join("cache").join("v1.36.3+k3s1");
+        std::fs::create_dir_all(&cache_dir).unwrap();
+        std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        std::os::unix::fs::symlink(&victim, cache_dir.join(".k3s.part")).unwrap();
+        let source = dir.path().join("k3s-release");
+        std::fs::write(&source, "the binary").unwrap();
+        let dest = cache_dir.join("k3s");
+        fetch_if_missing(&dest, &format!("file://{}", source.display())).unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "the binary");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        for d in [&state, &state.join("cache"), &cache_dir] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        let err = fetch_if_missing(
+            &cache_dir.join("missing"),
+            &format!("file://{}", dir.path().join("nothing").display()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("curl"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&cache_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("bootstrap-tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

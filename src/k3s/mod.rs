@@ -24,6 +24,8 @@ pub const ETCD_DB_DIR: &str = "/var/lib/rancher/k3s/server/db";
 /// A server's copy of the cluster's CAs and service key (k3s's bootstrap data, written from
 /// the datastore: pkg/daemons/control/deps/deps.go:101-175).
 pub const SERVER_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
+/// The CA that signs the admin certificate of k3s.yaml.
+pub const CLIENT_CA_PATH: &str = "/var/lib/rancher/k3s/server/tls/client-ca.crt";
 /// A server's `passwd` and `ipsec.psk` (bootstrap data too).
 pub const SERVER_CRED_DIR: &str = "/var/lib/rancher/k3s/server/cred";
 /// Where k3s keeps etcd snapshots by default (k3s pkg/etcd/snapshot.go:72-102,

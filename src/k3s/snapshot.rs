@@ -24,6 +24,35 @@ pub fn newest_saved<'a>(files: &'a str, prefix: &str) -> Option<&'a str> {
         .map(|(_, f)| f)
 }
 
+/// Whether `name` can be a snapshot file k3s made (`<name>-<node>-<unix>`, `.zip` when
+/// compressed: letters, digits, `.`, `_`, `-`, starting with a letter or digit) and so name a
+/// file of this machine's snapshot directory. Names come from k3s's output, the cluster's
+/// ETCDSnapshotFiles and copies' records, none of which this machine controls: a `/` or a
+/// leading `.` would write elsewhere, and a `.json` one would replace another copy's record.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.ends_with(".json");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a snapshot name k3s makes (letters, digits, `.`, `_` and `-`, starting with a letter or digit, not ending in .json)"
+        ))
+    }
+}
+
+/// The last component of a snapshot's path on a server, checked with [`check_name`]: the
+/// name its copy gets on this machine.
+pub fn local_name(path: &str) -> Result<&str, String> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    check_name(name).map(|_| name)
+}
+
 /// k3s's short hash of a server token's password: the first 12 hex digits of its sha256
 /// (k3s pkg/util/token.go:51-70 `ShortHash`), the suffix of the bootstrap key and the
 /// `etcd.k3s.cattle.io/snapshot-token-hash` annotation of every snapshot.
@@ -123,7 +152,13 @@ pub fn save_copy(file: &Path, bytes: &[u8], record: &Record) -> std::io::Result<
 
 /// The snapshot inside a `.zip` k3s wrote (one Deflate entry named like the snapshot,
 /// k3s pkg/etcd/snapshot.go:134-152).
-pub fn unzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
+/// The largest etcd database a snapshot can hold: etcd refuses a backend quota above 8 GiB
+/// (`--quota-backend-bytes`, etcd docs "Maintenance: space quota").
+pub const UNZIPPED_LIMIT: u64 = 8 << 30;
+
+/// Unpacks a compressed snapshot (one file, as k3s writes it) into `out`, at most `limit`
+/// bytes: a `.zip` that unpacks to more is refused, not unpacked into memory.
+pub fn unzip_into(bytes: &[u8], out: &mut impl std::io::Write, limit: u64) -> Result<u64, String> {
     use std::io::Read;
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
     if z.len() != 1 {
@@ -132,10 +167,22 @@ pub fn unzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
             z.len()
         ));
     }
-    let mut f = z.by_index(0).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    f.read_to_end(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
+    let f = z.by_index(0).map_err(|e| e.to_string())?;
+    let too_big = || {
+        format!(
+            "uncompressed, the snapshot would be larger than {} MiB, more than etcd takes; not a snapshot k3s wrote",
+            limit >> 20
+        )
+    };
+    // What the archive says first, then what it gives (the header can lie).
+    if f.size() > limit {
+        return Err(too_big());
+    }
+    let n = std::io::copy(&mut f.take(limit + 1), out).map_err(|e| e.to_string())?;
+    if n > limit {
+        return Err(too_big());
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -176,6 +223,60 @@ mod tests {
             newest_saved("a-m-1\na-m-3.zip\na-m-2\nb-m-9\n", "a-m-"),
             Some("a-m-3.zip")
         );
+    }
+
+    /// Every name k3s printed on the recorded clusters passes; what would write elsewhere or
+    /// over a record does not (security review 3 M1).
+    #[test]
+    fn snapshot_names_as_k3s_makes_them_and_nothing_else() {
+        let ls = crate::testdata::text("etcd-snapshot-ls-k3s-v1.28.15.txt");
+        let mut seen = 0;
+        for n in ls.lines().filter_map(|l| l.split_whitespace().next()) {
+            if n != "Name" {
+                assert_eq!(check_name(n), Ok(()), "{n}");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "{ls}");
+        assert_eq!(check_name("on-demand-server-0-1753178523.zip"), Ok(()));
+        for bad in [
+            "../../../../root/.ssh/authorized_keys",
+            "a/b",
+            ".hidden",
+            "-x",
+            "on-demand-m-1.json",
+            "",
+            "a b",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            local_name("/var/lib/rancher/k3s/server/db/snapshots/on-demand-m-1"),
+            Ok("on-demand-m-1")
+        );
+        assert!(local_name("/x/on-demand-m-1.json").is_err());
+    }
+
+    /// Security review 3 (E7c): a small `.zip` that unpacks to more than the limit is
+    /// refused after at most the limit, by its header or by what it gives.
+    #[test]
+    fn a_zip_bomb_is_refused_at_the_limit() {
+        use std::io::Write;
+        let mut zipped = Vec::new();
+        {
+            let mut w = zip::ZipWriter::new(std::io::Cursor::new(&mut zipped));
+            w.start_file("snap", zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(&vec![0u8; 4 << 20]).unwrap();
+            w.finish().unwrap();
+        }
+        assert!(zipped.len() < 64 << 10, "{}", zipped.len());
+        let mut out = Vec::new();
+        assert_eq!(unzip_into(&zipped, &mut out, 8 << 20), Ok(4 << 20));
+        let mut out = Vec::new();
+        let e = unzip_into(&zipped, &mut out, 1 << 20).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+        assert!(out.len() <= 1 << 20);
     }
 
     #[test]

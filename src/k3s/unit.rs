@@ -44,13 +44,31 @@ pub fn render_env(_role: Role) -> String {
 mod tests {
     use super::*;
 
+    /// install.sh's unit heredoc, recorded from upstream, expanded as install.sh expands it
+    /// with no extra arguments: the rendered unit is that, byte for byte, for both roles.
     #[test]
-    fn server_unit_matches_install_sh() {
-        let unit = render_unit(Role::Server).unwrap();
-        assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3s.service.env\n"));
-        assert!(unit.ends_with("ExecStart=/usr/local/bin/k3s \\\n    server \\\n\n"));
-        assert!(unit.contains("Type=notify\n"));
-        assert!(unit.contains("TimeoutStartSec=0\n"));
+    fn units_are_install_shs_byte_for_byte() {
+        let fixture =
+            include_str!("../../tests/fixtures/upstream/k3s-service-install-sh-heredoc.txt");
+        let heredoc: String = fixture
+            .lines()
+            .skip_while(|l| l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for role in [Role::Server, Role::Agent] {
+            let expected = heredoc
+                .replace("${SYSTEMD_TYPE}", "notify")
+                .replace(
+                    "${FILE_K3S_ENV}",
+                    &format!("/etc/systemd/system/{}.service.env", role.service()),
+                )
+                .replace("${BIN_DIR}", "/usr/local/bin")
+                // setup_env: CMD_K3S_EXEC="${CMD_K3S}$(quote_indent "$@")", and quote_indent
+                // prints ' \\\n' before any argument; $(...) drops the newline.
+                .replace("${CMD_K3S_EXEC}", &format!("{} \\\\", role.command()))
+                .replace("\\\\", "\\");
+            assert_eq!(render_unit(role).unwrap(), expected, "{}", role.service());
+        }
     }
 
     #[test]

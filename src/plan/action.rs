@@ -260,6 +260,11 @@ pub enum Action {
     },
 
     // ---- on this machine
+    /// Make `.bootstrap/` the operator's alone again (it is `mode` now).
+    PrivateStateDir {
+        path: PathBuf,
+        mode: u32,
+    },
     SaveTokens {
         path: PathBuf,
         tokens: TokenBackup,
@@ -270,9 +275,11 @@ pub enum Action {
         key: SealingKey,
         source: Source,
     },
-    /// The admin kubeconfig, its address and names rewritten, beside the inventory (and merged
-    /// into `merge`). `content` is the server's k3s.yaml when the facts hold the current one;
-    /// `None` reads it from `from` once the servers are up.
+    /// The admin kubeconfig, built from the CA and admin certificate and key of the server's
+    /// k3s.yaml (src/kubeconfig.rs), beside the inventory (and merged into `merge`).
+    /// `content` is the server's k3s.yaml and `client_ca` its client CA when the facts hold
+    /// the current ones; `None` reads them from `from` once the servers are up. `ca_hash`: the
+    /// CA the cluster's tokens pin, when the plan knows it (else the one this run learns).
     WriteKubeconfig {
         path: PathBuf,
         /// The context, cluster and user name in it.
@@ -280,6 +287,8 @@ pub enum Action {
         from: String,
         url: String,
         content: Option<String>,
+        client_ca: Option<String>,
+        ca_hash: Option<String>,
         merge: Option<PathBuf>,
     },
     WriteInventory {
@@ -320,6 +329,7 @@ impl Action {
                 | Action::WaitNodesReady { .. }
                 | Action::StaleNodes { delete: false, .. }
                 | Action::WaitAddons { .. }
+                | Action::PrivateStateDir { .. }
                 | Action::SaveTokens { .. }
                 | Action::SaveSealingKey { .. }
                 | Action::WriteKubeconfig { .. }
@@ -433,6 +443,11 @@ impl std::fmt::Display for Action {
                     (true, _) => f.write_str("wait until k3s applied every manifest"),
                 }
             }
+            Action::PrivateStateDir { path, mode } => write!(
+                f,
+                "make {} private: mode {mode:04o} to 0700 (it holds the token and key backups)",
+                path.display()
+            ),
             Action::SaveTokens { path, source, .. } => write!(
                 f,
                 "write the token backup {} ({})",

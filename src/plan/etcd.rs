@@ -34,6 +34,16 @@ pub enum Source {
 /// which k3s lists and prunes whole (pkg/etcd/snapshot.go:420-456, 932-980).
 pub const RESTORE_DIR: &str = "/var/lib/rancher/k3s/server/restore";
 
+/// Where a snapshot uploaded for a restore goes on the first server: a name of the
+/// directory's own, from the sha256 of the snapshot's name (k3s reads the file whatever its
+/// name; it is uploaded uncompressed, so it never ends in `.zip`).
+pub fn restore_path(name: &str) -> String {
+    format!(
+        "{RESTORE_DIR}/snapshot-{}",
+        &crate::k3s::sha256_hex(name.as_bytes())[..16]
+    )
+}
+
 fn needs_etcd(inv: &Inventory) -> Result<()> {
     if inv.cluster.datastore != Datastore::Etcd {
         return Err(usage(format!(
@@ -218,8 +228,10 @@ pub fn restore(
     let api = first.name.clone();
     let mut plan = Plan::new(inv, &api);
     // Where the snapshot is on the first server, and how it gets there.
+    // The remote name is fixed by the snapshot's, never taken from it: a record's `name`
+    // is not this machine's to trust (security review 3 M1).
     let upload = |plan: &mut Plan, local: PathBuf, name: &str| {
-        let remote = format!("{RESTORE_DIR}/{}", name.trim_end_matches(".zip"));
+        let remote = restore_path(name);
         plan.phases.push(Phase::single(
             "upload",
             &first.name,
@@ -263,7 +275,10 @@ pub fn restore(
                         server_token: tokens.server.clone(),
                     })],
                 ));
-                let local = inv.snapshots_dir().join(n);
+                // Where the fetch puts it: the file's own name, checked.
+                let local = inv
+                    .snapshots_dir()
+                    .join(snapshot::local_name(&path).map_err(|e| anyhow!("{n}: {e}"))?);
                 upload(&mut plan, local, n)
             } else {
                 plan.phases.push(Phase::single(

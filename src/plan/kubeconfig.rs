@@ -24,13 +24,21 @@ pub fn step(
 ) -> Option<Step> {
     let host = inv.node(from).map(|n| n.host.as_str()).unwrap_or(from);
     let url = server_url(inv.cluster.api_endpoint.as_deref().unwrap_or(host));
-    let content = facts
-        .host(from)
+    let host = facts.host(from);
+    let content = host
         .and_then(|f| f.kubeconfig.clone())
         .filter(|_| !fresh_read);
+    let client_ca = host
+        .and_then(|f| f.client_ca.clone())
+        .filter(|_| !fresh_read);
+    let ca_hash = super::secrets::ca_hash(inv, facts).ok().flatten();
+    let pins = kubeconfig::Pins {
+        ca_hash: ca_hash.as_deref(),
+        client_ca: client_ca.as_deref().map(str::as_bytes),
+    };
     let ours = content
         .as_deref()
-        .and_then(|t| kubeconfig::rewrite(t, &inv.cluster.name, &url).ok());
+        .and_then(|t| kubeconfig::rewrite(t, &pins, &inv.cluster.name, &url).ok());
     if !force && merge.is_none() && ours.is_some() && ours == facts.local.kubeconfig {
         return None;
     }
@@ -40,6 +48,8 @@ pub fn step(
         from: from.to_string(),
         url,
         content,
+        client_ca,
+        ca_hash,
         merge,
     }))
 }

@@ -92,6 +92,12 @@ pub fn sealing_key(inv: &Inventory, facts: &Facts) -> Result<Option<(SealingKey,
 /// `backups`: write what the operator's backup lacks.
 pub fn phase(inv: &Inventory, facts: &Facts, tokens: &TokenBackup) -> Result<Option<Phase>> {
     let mut steps = Vec::new();
+    if let Some(mode) = facts.local.open_state_dir {
+        steps.push(Step::local(Action::PrivateStateDir {
+            path: inv.state_dir(),
+            mode,
+        }));
+    }
     if facts.local.token_backup.as_ref() != Some(tokens) {
         let (_, source) = self::tokens(inv, facts)?;
         steps.push(Step::local(Action::SaveTokens {

@@ -52,7 +52,7 @@ fn fresh() -> HostFacts {
 /// Facts of a host converged to `inv` (version `version`), joined through the first server.
 /// The cluster CA's hash the converged servers' token files carry.
 fn ca() -> String {
-    "c".repeat(64)
+    crate::testdata::k3s_kubeconfig().ca_hash.clone()
 }
 
 fn converged(inv: &Inventory, name: &str, version: &str) -> HostFacts {
@@ -74,7 +74,8 @@ fn converged(inv: &Inventory, name: &str, version: &str) -> HostFacts {
     }
     if n.role == Role::Server {
         f.server_db = true;
-        f.kubeconfig = Some(K3S_YAML.into());
+        f.kubeconfig = Some(crate::testdata::k3s_kubeconfig().text.clone());
+        f.client_ca = Some(crate::testdata::k3s_kubeconfig().client_ca.clone());
         f.token_file = Some(format!("K10{}::server:{}\n", ca(), tokens().server));
         f.agent_token_file = Some(format!("K10{}::node:{}\n", ca(), tokens().agent));
     }
@@ -93,8 +94,6 @@ fn converged(inv: &Inventory, name: &str, version: &str) -> HostFacts {
     svc.enabled = "enabled".into();
     f
 }
-
-const K3S_YAML: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\nkind: Config\npreferences: {}\nusers:\n- name: default\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
 
 /// The Node of a converged `name`: its labels, taints and the managed annotation.
 fn node(inv: &Inventory, name: &str, version: &str) -> ObservedNode {
@@ -130,7 +129,13 @@ fn cluster(inv: &Inventory) -> Facts {
     f.local.token_backup = Some(tokens());
     f.local.addons = AddonsSpec::from_inventory(inv).unwrap();
     f.local.kubeconfig = Some(
-        crate::kubeconfig::rewrite(K3S_YAML, "t", &server_url(&inv.first_server().host)).unwrap(),
+        crate::kubeconfig::rewrite(
+            &crate::testdata::k3s_kubeconfig().text,
+            &crate::kubeconfig::Pins::default(),
+            "t",
+            &server_url(&inv.first_server().host),
+        )
+        .unwrap(),
     );
     f
 }
@@ -1478,10 +1483,10 @@ fn a_restore_with_another_token_or_a_server_missing_is_refused_before_anything_s
         t[..2],
         [
             format!("fetch master-2: copy {}/on-demand-master-2-1764763200.zip from master-2 to /nonexistent/t/.bootstrap/snapshots", k3s::SNAPSHOT_DIR),
-            "upload master-1: upload /nonexistent/t/.bootstrap/snapshots/on-demand-master-2-1764763200.zip to /var/lib/rancher/k3s/server/restore/on-demand-master-2-1764763200".to_string(),
+            format!("upload master-1: upload /nonexistent/t/.bootstrap/snapshots/on-demand-master-2-1764763200.zip to {}", etcd::restore_path("on-demand-master-2-1764763200.zip")),
         ]
     );
-    let reset = format!("restore master-1: restore etcd from {}/on-demand-master-2-1764763200 (k3s server --cluster-reset; this server becomes the only member)", etcd::RESTORE_DIR);
+    let reset = format!("restore master-1: restore etcd from {} (k3s server --cluster-reset; this server becomes the only member)", etcd::restore_path("on-demand-master-2-1764763200.zip"));
     assert!(t.contains(&reset), "{t:#?}");
 }
 
@@ -1508,7 +1513,33 @@ fn a_copy_is_uploaded_first_and_a_snapshot_needs_the_api() {
     let t = texts(&plan);
     assert_eq!(
         t[0],
-        "upload master-1: upload /ops/.bootstrap/snapshots/on-demand-master-1-1.zip to /var/lib/rancher/k3s/server/restore/on-demand-master-1-1"
+        format!(
+            "upload master-1: upload /ops/.bootstrap/snapshots/on-demand-master-1-1.zip to {}",
+            etcd::restore_path("on-demand-master-1-1.zip")
+        )
+    );
+    // A record whose name is a path names nothing remote: the upload goes where it always
+    // does (security review 3 M1).
+    let mut evil = match &src {
+        etcd::Source::Copy { record, .. } => record.clone(),
+        _ => unreachable!(),
+    };
+    evil.name = "../../../../../../root/.ssh/authorized_keys".into();
+    let plan = etcd::restore(
+        &inv,
+        &f,
+        &etcd::Source::Copy {
+            file: "/ops/.bootstrap/snapshots/on-demand-master-1-1.zip".into(),
+            record: evil,
+        },
+        "1",
+        false,
+    )
+    .unwrap();
+    let up = &texts(&plan)[0];
+    assert!(
+        up.contains(&format!("to {}/snapshot-", etcd::RESTORE_DIR)) && !up.contains(".."),
+        "{up}"
     );
     // One server: nobody rejoins but the agents.
     assert!(!plan.phases.iter().any(|p| p.name == "rejoin servers"));
@@ -1605,5 +1636,31 @@ fn charts_are_written_in_after_order_each_once_its_dependency_is_healthy() {
         c.content.contains("failurePolicy: reinstall"),
         "{}",
         c.content
+    );
+}
+
+/// Review 3, L4: a `.bootstrap/` others may read is made private again on the next run, even
+/// one that changes nothing else; a private one adds no step.
+#[test]
+fn an_open_state_dir_is_made_private_by_the_next_run() {
+    let inv = ha();
+    let mut f = cluster(&inv);
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    assert!(plan.phases.is_empty(), "{:?}", plan.phases);
+    f.local.open_state_dir = Some(0o755);
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    assert_eq!(plan.phases.len(), 1);
+    let step = &plan.phases[0].groups[0].steps[0];
+    assert_eq!(
+        step.action,
+        Action::PrivateStateDir {
+            path: inv.state_dir(),
+            mode: 0o755
+        }
+    );
+    assert!(
+        step.action.to_string().contains("0755 to 0700"),
+        "{}",
+        step.action
     );
 }

@@ -2,9 +2,13 @@
 //! [`SshTarget`].
 //!
 //! Only what `bootstrap` acts on is read: `Host` blocks with `*`/`?`/`!` patterns, `HostName`,
-//! `User`, `Port`, `IdentityFile`, `ProxyJump`, `UserKnownHostsFile` and `Include`. As in OpenSSH,
-//! the first value found for a keyword wins and `IdentityFile` accumulates. `Match` blocks are not
-//! evaluated: they are skipped with a warning rather than guessed at.
+//! `User`, `Port`, `IdentityFile`, `ProxyJump`, `UserKnownHostsFile` and
+//! `GlobalKnownHostsFile` (each with several files), `HostKeyAlias` and `Include`. As in
+//! OpenSSH, the first value found for a keyword wins and `IdentityFile` accumulates; an
+//! `Include` inside a `Host` or `Match` block applies the included file only under that block's
+//! condition, and the including file's next lines belong to that block again. `Match` blocks are
+//! not evaluated: they are skipped with a warning rather than guessed at, and so is everything
+//! a `Match` includes.
 //!
 //! Precedence: values given explicitly (the inventory) win over the ssh config, which wins over
 //! the defaults.
@@ -30,13 +34,30 @@ struct OptionLine {
     line: usize,
 }
 
+/// What a block's options are conditional on.
+#[derive(Debug, Clone)]
+enum Cond {
+    /// A `Host` line's patterns.
+    Host(Vec<String>),
+    /// A `Match` line: never applied (see the module doc).
+    Match,
+}
+
 #[derive(Debug, Clone)]
 struct Block {
-    /// `Host` patterns; the implicit block before the first `Host` line has `["*"]`.
-    patterns: Vec<String>,
-    /// A `Match` block: never applied (see the module doc).
-    is_match: bool,
+    /// Every condition must hold: a `Host` line's, and those of the blocks that `Include`d the
+    /// file it is in. The implicit block before the first `Host` line has none.
+    conds: Vec<Cond>,
     options: Vec<OptionLine>,
+}
+
+impl Block {
+    fn applies(&self, host: &str) -> bool {
+        self.conds.iter().all(|c| match c {
+            Cond::Host(p) => pattern_list_match(host, p.iter().map(String::as_str)),
+            Cond::Match => false,
+        })
+    }
 }
 
 /// A parsed ssh config file.
@@ -55,7 +76,11 @@ pub struct HostConfig {
     pub identity_files: Vec<PathBuf>,
     /// `ProxyJump`; `Some("none")` is normalised to `None` by the resolver.
     pub proxy_jump: Option<String>,
-    pub user_known_hosts_file: Option<PathBuf>,
+    /// `UserKnownHostsFile`: empty when not set; `none` is `/dev/null`.
+    pub user_known_hosts_files: Vec<PathBuf>,
+    /// `GlobalKnownHostsFile`: empty when not set.
+    pub global_known_hosts_files: Vec<PathBuf>,
+    pub host_key_alias: Option<String>,
 }
 
 /// SSH settings given explicitly, typically from the inventory. `None` means "not given": the
@@ -215,16 +240,24 @@ impl SshConfig {
     pub fn parse(text: &str, file: &Path) -> Result<Self, SshError> {
         let mut cfg = SshConfig {
             blocks: vec![Block {
-                patterns: vec!["*".into()],
-                is_match: false,
+                conds: vec![],
                 options: vec![],
             }],
         };
-        cfg.parse_into(text, file, 0)?;
+        cfg.parse_into(text, file, 0, &[])?;
         Ok(cfg)
     }
 
-    fn parse_into(&mut self, text: &str, file: &Path, depth: usize) -> Result<(), SshError> {
+    /// Parses one file whose every block is also conditional on `outer` (the conditions of
+    /// the block that included it).
+    fn parse_into(
+        &mut self,
+        text: &str,
+        file: &Path,
+        depth: usize,
+        outer: &[Cond],
+    ) -> Result<(), SshError> {
+        let under = |c: Cond| outer.iter().cloned().chain(std::iter::once(c)).collect();
         for (idx, raw) in text.lines().enumerate() {
             let line = idx + 1;
             let Some((key, args)) = split_line(raw) else {
@@ -236,8 +269,7 @@ impl SshConfig {
                         return Err(config_err(file, line, "`Host` needs at least one pattern"));
                     }
                     self.blocks.push(Block {
-                        patterns: args,
-                        is_match: false,
+                        conds: under(Cond::Host(args)),
                         options: vec![],
                     });
                 }
@@ -248,8 +280,7 @@ impl SshConfig {
                         "ssh config `Match` blocks are not evaluated by bootstrap; their options are ignored"
                     );
                     self.blocks.push(Block {
-                        patterns: vec![],
-                        is_match: true,
+                        conds: under(Cond::Match),
                         options: vec![],
                     });
                 }
@@ -257,14 +288,29 @@ impl SshConfig {
                     if depth >= MAX_DEPTH {
                         return Err(config_err(file, line, "`Include` nested too deeply"));
                     }
+                    // As OpenSSH: the included files apply under the current block's condition,
+                    // and after them this file's lines belong to that block again.
+                    let enclosing = self
+                        .blocks
+                        .last()
+                        .map(|b| b.conds.clone())
+                        .unwrap_or_default();
                     for arg in &args {
                         for path in expand_include(arg) {
                             let Ok(text) = std::fs::read_to_string(&path) else {
                                 continue;
                             };
-                            self.parse_into(&text, &path, depth + 1)?;
+                            self.blocks.push(Block {
+                                conds: enclosing.clone(),
+                                options: vec![],
+                            });
+                            self.parse_into(&text, &path, depth + 1, &enclosing)?;
                         }
                     }
+                    self.blocks.push(Block {
+                        conds: enclosing,
+                        options: vec![],
+                    });
                 }
                 _ => {
                     if args.is_empty() {
@@ -319,10 +365,10 @@ impl SshConfig {
     pub fn lookup(&self, host: &str) -> HostConfig {
         let mut out = HostConfig::default();
         let mut raw_identity: Vec<String> = Vec::new();
+        let mut raw_user_kh: Option<&[String]> = None;
+        let mut raw_global_kh: Option<&[String]> = None;
         for block in &self.blocks {
-            if block.is_match
-                || !pattern_list_match(host, block.patterns.iter().map(String::as_str))
-            {
+            if !block.applies(host) {
                 continue;
             }
             for opt in &block.options {
@@ -334,8 +380,12 @@ impl SshConfig {
                     "user" if out.user.is_none() => out.user = Some(v.clone()),
                     "port" if out.port.is_none() => out.port = v.parse().ok(),
                     "proxyjump" if out.proxy_jump.is_none() => out.proxy_jump = Some(v.clone()),
-                    "userknownhostsfile" if out.user_known_hosts_file.is_none() => {
-                        out.user_known_hosts_file = Some(expand_tilde(v))
+                    "userknownhostsfile" if raw_user_kh.is_none() => raw_user_kh = Some(&opt.args),
+                    "globalknownhostsfile" if raw_global_kh.is_none() => {
+                        raw_global_kh = Some(&opt.args)
+                    }
+                    "hostkeyalias" if out.host_key_alias.is_none() => {
+                        out.host_key_alias = Some(v.clone())
                     }
                     "identityfile" => raw_identity.push(v.clone()),
                     _ => {}
@@ -345,10 +395,22 @@ impl SshConfig {
         let hostname = out.hostname.clone().unwrap_or_else(|| host.to_string());
         let port = out.port.unwrap_or(22);
         let user = out.user.clone().unwrap_or_else(|| "root".into());
-        out.identity_files = raw_identity
-            .iter()
-            .map(|p| expand_tilde(&expand_tokens(p, &hostname, port, &user)))
-            .collect();
+        let expand = |p: &String| expand_tilde(&expand_tokens(p, &hostname, port, &user));
+        out.identity_files = raw_identity.iter().map(expand).collect();
+        let files = |raw: Option<&[String]>| -> Vec<PathBuf> {
+            raw.unwrap_or_default()
+                .iter()
+                .map(|p| {
+                    if p.eq_ignore_ascii_case("none") {
+                        PathBuf::from(DEV_NULL)
+                    } else {
+                        expand(p)
+                    }
+                })
+                .collect()
+        };
+        out.user_known_hosts_files = files(raw_user_kh);
+        out.global_known_hosts_files = files(raw_global_kh);
         out
     }
 
@@ -376,13 +438,29 @@ impl SshConfig {
             // As OpenSSH, config identities that do not exist are skipped silently.
             None => hc.identity_files.iter().find(|p| p.exists()).cloned(),
         };
-        let known_hosts = match &spec.known_hosts {
-            Some(p) => expand_tilde(&p.to_string_lossy()),
-            None => hc
-                .user_known_hosts_file
-                .clone()
-                .unwrap_or_else(default_known_hosts),
+        // As OpenSSH: the first user file records new keys; every user file and every global
+        // file is read.
+        let user_files = match &spec.known_hosts {
+            Some(p) => vec![expand_tilde(&p.to_string_lossy())],
+            None if hc.user_known_hosts_files.is_empty() => default_known_hosts(),
+            None => hc.user_known_hosts_files.clone(),
         };
+        let global_files = if hc.global_known_hosts_files.is_empty() {
+            DEFAULT_GLOBAL_KNOWN_HOSTS
+                .iter()
+                .map(PathBuf::from)
+                .collect()
+        } else {
+            hc.global_known_hosts_files.clone()
+        };
+        let mut files = user_files.into_iter().chain(global_files);
+        let known_hosts = files.next().unwrap_or_else(|| PathBuf::from(DEV_NULL));
+        let mut also_known_hosts: Vec<PathBuf> = Vec::new();
+        for f in files {
+            if f != known_hosts && !also_known_hosts.contains(&f) {
+                also_known_hosts.push(f);
+            }
+        }
         let jump = spec
             .bastion
             .clone()
@@ -411,6 +489,8 @@ impl SshConfig {
             user,
             identity_file,
             known_hosts,
+            also_known_hosts,
+            host_key_alias: hc.host_key_alias.clone(),
             policy: spec.policy.unwrap_or_default(),
             record_new: true,
             bastion,
@@ -469,11 +549,19 @@ impl SshConfig {
     }
 }
 
-fn default_known_hosts() -> PathBuf {
-    home_dir()
+/// `UserKnownHostsFile none`, and a known_hosts that knows nothing and records nothing.
+pub const DEV_NULL: &str = "/dev/null";
+
+/// OpenSSH's `GlobalKnownHostsFile` default.
+const DEFAULT_GLOBAL_KNOWN_HOSTS: [&str; 2] =
+    ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
+
+/// OpenSSH's `UserKnownHostsFile` default: `~/.ssh/known_hosts ~/.ssh/known_hosts2`.
+fn default_known_hosts() -> Vec<PathBuf> {
+    let dir = home_dir()
         .unwrap_or_else(|| PathBuf::from("."))
-        .join(".ssh")
-        .join("known_hosts")
+        .join(".ssh");
+    vec![dir.join("known_hosts"), dir.join("known_hosts2")]
 }
 
 /// `%h`, `%p`, `%r`, `%u`, `%d`, `%%` as OpenSSH expands them in `IdentityFile`.
@@ -742,6 +830,46 @@ Host *
         );
         assert!(parse_jump("h:notaport").is_err());
         assert!(parse_jump("@h").is_err());
+    }
+
+    #[test]
+    fn include_under_a_block_applies_under_it_and_the_block_goes_on_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("inc.conf"),
+            "User from-include\nHost lab-*\n  Port 2200\n",
+        )
+        .unwrap();
+        let d = dir.path().display();
+        let text = format!(
+            "Host prod\n  Include {d}/inc.conf\n  UserKnownHostsFile /k1 /k2\n\
+             Match all\n  Include {d}/inc.conf\n\
+             Host *\n  GlobalKnownHostsFile /g\n  HostKeyAlias alias-%h\n"
+        );
+        let c = SshConfig::parse(&text, Path::new("/c")).unwrap();
+        let prod = c.lookup("prod");
+        assert_eq!(prod.user.as_deref(), Some("from-include"));
+        assert_eq!(prod.port, None, "lab-* inside prod's include needs both");
+        assert_eq!(
+            prod.user_known_hosts_files,
+            vec![PathBuf::from("/k1"), PathBuf::from("/k2")],
+            "the line after the Include belongs to Host prod"
+        );
+        assert_eq!(prod.global_known_hosts_files, vec![PathBuf::from("/g")]);
+        let lab = c.lookup("lab-1");
+        assert_eq!(
+            lab.user, None,
+            "an include under Host prod or Match is not for lab-1"
+        );
+        assert_eq!(lab.port, None);
+        assert!(lab.user_known_hosts_files.is_empty());
+        assert_eq!(lab.host_key_alias.as_deref(), Some("alias-%h"));
+        let t = c.resolve(&TargetSpec::new("prod")).unwrap();
+        assert_eq!(t.known_hosts, PathBuf::from("/k1"));
+        assert_eq!(
+            t.also_known_hosts,
+            vec![PathBuf::from("/k2"), PathBuf::from("/g")]
+        );
     }
 
     #[test]

@@ -15,10 +15,13 @@ use sha1::Sha1;
 
 use super::config::pattern_list_match;
 
-/// The name a host is recorded under: `host` on port 22, `[host]:port` otherwise.
+/// The name a host is recorded and looked up under: `host` on port 22, `[host]:port`
+/// otherwise, lower-cased as OpenSSH does before it hashes or matches (a hashed entry of
+/// `web1.example.com` is the host `Web1.Example.com` too).
 pub fn host_id(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
     if port == 22 {
-        host.to_string()
+        host
     } else {
         format!("[{host}]:{port}")
     }
@@ -150,6 +153,47 @@ pub fn check(
     }
 }
 
+/// Checks `key` against several files as OpenSSH does (the user files, then the global ones):
+/// a `@revoked` mark in any file refuses, a match in any file is known, otherwise a different
+/// key of the same type in any file is a change. Returns the status and, for a change or a
+/// revocation, the file that says so.
+pub fn check_files(
+    paths: &[&Path],
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+) -> std::io::Result<(HostKeyStatus, Option<std::path::PathBuf>)> {
+    let mut known = false;
+    let mut changed = None;
+    for path in paths {
+        match check(path, host, port, key)? {
+            HostKeyStatus::Known => known = true,
+            HostKeyStatus::Unknown => {}
+            r @ HostKeyStatus::Revoked { .. } => return Ok((r, Some(path.to_path_buf()))),
+            c @ HostKeyStatus::Changed { .. } => {
+                if changed.is_none() {
+                    changed = Some((c, Some(path.to_path_buf())));
+                }
+            }
+        }
+    }
+    if known {
+        return Ok((HostKeyStatus::Known, None));
+    }
+    Ok(changed.unwrap_or((HostKeyStatus::Unknown, None)))
+}
+
+/// [`known_algorithms`] over several files, each type once.
+pub fn known_algorithms_in(paths: &[&Path], host: &str, port: u16) -> Vec<Algorithm> {
+    let mut out: Vec<Algorithm> = Vec::new();
+    for alg in paths.iter().flat_map(|p| known_algorithms(p, host, port)) {
+        if !out.contains(&alg) {
+            out.push(alg);
+        }
+    }
+    out
+}
+
 /// Key algorithms recorded for the host, so the client can prefer them in the handshake. Without
 /// this a server offering ed25519 and ecdsa could present a type we never recorded, and a
 /// strict check would refuse a host the user did verify.
@@ -244,6 +288,42 @@ mod tests {
     }
 
     #[test]
+    fn several_files_a_match_anywhere_is_known_a_revocation_anywhere_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let other = f("other", &format!("h {K2}\n"));
+        let right = f("right", &format!("h {K1}\n"));
+        let revoked = f("revoked", &format!("@revoked h {K1}\n"));
+        let missing = dir.path().join("missing");
+        let k1 = key(K1);
+        fn files<'a>(v: &[&'a std::path::PathBuf]) -> Vec<&'a Path> {
+            v.iter().map(|p| p.as_path()).collect()
+        }
+        let (st, by) = check_files(&files(&[&missing, &other, &right]), "h", 22, &k1).unwrap();
+        assert_eq!((st, by), (HostKeyStatus::Known, None));
+        let (st, by) = check_files(&files(&[&missing, &other]), "h", 22, &k1).unwrap();
+        assert!(
+            matches!(st, HostKeyStatus::Changed { line: 1, .. }),
+            "{st:?}"
+        );
+        assert_eq!(by.as_deref(), Some(other.as_path()));
+        let (st, by) = check_files(&files(&[&right, &revoked]), "h", 22, &k1).unwrap();
+        assert_eq!(st, HostKeyStatus::Revoked { line: 1 });
+        assert_eq!(by.as_deref(), Some(revoked.as_path()));
+        let (st, _) = check_files(&files(&[&missing]), "h", 22, &k1).unwrap();
+        assert_eq!(st, HostKeyStatus::Unknown);
+        let e = f("ecdsa", &format!("h {ECDSA}\n"));
+        assert_eq!(
+            known_algorithms_in(&files(&[&other, &e, &right]), "h", 22).len(),
+            2
+        );
+    }
+
+    #[test]
     fn plain_port_and_lists() {
         let text = format!(
             "# comment\n10.0.0.5 {K1}\n[10.0.0.6]:2222\t{K2} comment here\nfoo,10.0.0.7 {K1}\n"
@@ -298,6 +378,31 @@ mod tests {
             check_text(&text, "10.0.0.5", 22, &key(K1)),
             HostKeyStatus::Known
         );
+    }
+
+    /// Security review 3 (L1): OpenSSH lower-cases the host before it hashes; a hashed entry
+    /// of `web1.example.com` is found for `Web1.Example.com`, its key Known, another key of
+    /// its type Changed, never Unknown (which accept-new would record).
+    #[test]
+    fn hashed_entries_match_whatever_the_case() {
+        let text = format!(
+            "{} {K1}\n{} {K2}\n",
+            hashed("web1.example.com"),
+            hashed("[web1.example.com]:2222")
+        );
+        assert_eq!(
+            check_text(&text, "Web1.Example.com", 22, &key(K1)),
+            HostKeyStatus::Known
+        );
+        assert_eq!(
+            check_text(&text, "WEB1.example.com", 2222, &key(K2)),
+            HostKeyStatus::Known
+        );
+        assert!(matches!(
+            check_text(&text, "Web1.Example.com", 22, &key(K2)),
+            HostKeyStatus::Changed { .. }
+        ));
+        assert_eq!(host_id("Web1.Example.com", 2222), "[web1.example.com]:2222");
     }
 
     #[test]

@@ -24,21 +24,26 @@ impl Redactor {
         Self::default()
     }
 
-    /// Adds a secret; it is masked in everything redacted from now on.
+    /// Adds a secret; it is masked in everything redacted from now on, as itself and inside
+    /// any base64 or base64url text (a file holding it, printed encoded).
     pub fn register(&self, secret: impl Into<String>) {
         let secret = secret.into();
         if secret.len() < MIN_SECRET_LEN {
             return;
         }
+        let mut forms = encoded_forms(secret.as_bytes());
+        forms.push(secret);
         let mut set = match self.secrets.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if !set.contains(&secret) {
-            set.push(secret);
-            // Longest first, so a secret that contains another is masked whole.
-            set.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        for f in forms {
+            if !set.contains(&f) {
+                set.push(f);
+            }
         }
+        // Longest first, so a secret that contains another is masked whole.
+        set.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
     /// Returns `text` with every registered secret replaced by [`MASK`].
@@ -64,6 +69,31 @@ impl Redactor {
     pub fn is_empty(&self) -> bool {
         self.secrets.read().map(|s| s.is_empty()).unwrap_or(true)
     }
+}
+
+/// What `secret` looks like inside base64 (and base64url) of any text that holds it: base64
+/// turns each 3 bytes into 4 characters, so where the secret starts within a group changes
+/// its first characters; for each of the three starts, the characters of the whole groups
+/// the secret alone makes are the same in any text around it. Those are masked (a few
+/// characters at each end stay, too few to tell anything).
+fn encoded_forms(secret: &[u8]) -> Vec<String> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    for skip in 0..3.min(secret.len()) {
+        let rest = &secret[skip..];
+        let whole = rest.len() / 3 * 3;
+        // Below 8 characters a form would match ordinary base64 text by chance.
+        if whole < 6 {
+            continue;
+        }
+        let std = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&rest[..whole]);
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&rest[..whole]);
+        if url != std {
+            out.push(url);
+        }
+        out.push(std);
+    }
+    out
 }
 
 /// The process-wide redactor used by the ssh engine for its logs and errors.
@@ -102,6 +132,42 @@ mod tests {
         r.register("hunter22\n");
         assert_eq!(r.redact("ab hunter22"), "ab [REDACTED]");
         assert!(!r.is_empty());
+    }
+
+    /// Security review 3 (M2): a registered secret inside base64 of a larger file (the
+    /// config.yaml that holds the token, printed `base64 -w0`) is masked wherever it starts.
+    #[test]
+    fn masks_secrets_inside_base64_at_any_offset() {
+        use base64::Engine;
+        let r = Redactor::new();
+        let token = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d";
+        r.register(token);
+        for prefix in [
+            "",
+            "a",
+            "ab",
+            "token: \"",
+            "# Written by bootstrap\nagent-token: \"",
+        ] {
+            let file = format!("{prefix}{token}\"\netcd-s3: true\n");
+            for encoded in [
+                base64::engine::general_purpose::STANDARD.encode(&file),
+                base64::engine::general_purpose::URL_SAFE.encode(&file),
+            ] {
+                let shown = r.redact(&format!("config.b64\t{encoded}"));
+                assert!(shown.contains(MASK), "{prefix:?}: {shown}");
+                assert!(!shown.contains(&encoded), "{shown}");
+                // Of the token's own characters at most two groups' worth are left, one at
+                // each end: too few to tell anything.
+                let decoded_left = shown
+                    .replace(MASK, " ")
+                    .split(|c: char| !c.is_ascii_alphanumeric() && !"+/-_=".contains(c))
+                    .map(str::len)
+                    .max()
+                    .unwrap_or(0);
+                assert!(decoded_left < encoded.len() / 2, "{shown}");
+            }
+        }
     }
 
     #[test]

@@ -81,9 +81,13 @@ impl std::fmt::Debug for Session {
 /// The russh handler: it only checks the server's host key.
 pub(crate) struct Client {
     who: String,
+    /// The name and port the key is recorded under (see [`SshTarget::key_name`]).
     host: String,
     port: u16,
+    /// Where a new key is recorded.
     known_hosts: PathBuf,
+    /// Every file the key is looked up in, `known_hosts` first.
+    lookup: Vec<PathBuf>,
     policy: HostKeyPolicy,
     record_new: bool,
     notes: Arc<StdMutex<Vec<String>>>,
@@ -146,15 +150,23 @@ pub async fn scan_host_key(
     host: &str,
     port: u16,
     timeout: Duration,
+    known_hosts: &std::path::Path,
 ) -> std::result::Result<PublicKey, String> {
     let key = Arc::new(StdMutex::new(None));
     let handler = Scanner { key: key.clone() };
+    // The types recorded for the host first, as a connection asks: a host that has one
+    // proves that one.
+    let mut cfg = client::Config::default();
+    let mut target = SshTarget::new(host);
+    target.port = port;
+    target.known_hosts = known_hosts.to_path_buf();
+    cfg.preferred.key = preferred_keys(&target).into();
     let fut = async {
         let tcp = tokio::net::TcpStream::connect((host, port))
             .await
             .map_err(|e| e.to_string())?;
         // The handler refuses the key it recorded, so the handshake ends here.
-        let _ = client::connect_stream(Arc::new(client::Config::default()), tcp, handler).await;
+        let _ = client::connect_stream(Arc::new(cfg), tcp, handler).await;
         Ok::<(), String>(())
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -174,7 +186,11 @@ impl Client {
             message: e.to_string(),
         };
         let offered = known_hosts::fingerprint(key);
-        match known_hosts::check(&self.known_hosts, &self.host, self.port, key).map_err(io_err)? {
+        let files: Vec<&Path> = self.lookup.iter().map(PathBuf::as_path).collect();
+        let (status, said_by) =
+            known_hosts::check_files(&files, &self.host, self.port, key).map_err(io_err)?;
+        let said_by = said_by.unwrap_or_else(|| self.known_hosts.clone());
+        match status {
             HostKeyStatus::Known => Ok(()),
             HostKeyStatus::Changed {
                 line,
@@ -183,7 +199,7 @@ impl Client {
             } => Err(SshError::HostKeyChanged(Box::new(super::ChangedHostKey {
                 host: self.who.clone(),
                 host_id,
-                file: self.known_hosts.clone(),
+                file: said_by.clone(),
                 line,
                 entry,
                 recorded: recorded_fingerprint,
@@ -192,7 +208,7 @@ impl Client {
             HostKeyStatus::Revoked { line } => Err(SshError::HostKeyRevoked {
                 host: self.who.clone(),
                 host_id,
-                file: self.known_hosts.clone(),
+                file: said_by.clone(),
                 line,
                 fingerprint: offered,
             }),
@@ -211,8 +227,7 @@ impl Client {
                     // Nothing recorded for this key type; a host with a key of another type
                     // recorded is not new: a server offering only an unrecorded type is a
                     // change (the handshake offers the recorded types first).
-                    let recorded =
-                        known_hosts::known_algorithms(&self.known_hosts, &self.host, self.port);
+                    let recorded = known_hosts::known_algorithms_in(&files, &self.host, self.port);
                     if !recorded.is_empty() {
                         return Err(SshError::HostKeyTypeChanged(Box::new(
                             super::TypeChangedHostKey {
@@ -290,7 +305,8 @@ fn classify(e: ClientError) -> AttemptError {
 
 /// Host key types recorded for the host go first, so the server proves the key we know.
 fn preferred_keys(target: &SshTarget) -> Vec<Algorithm> {
-    let known = known_hosts::known_algorithms(&target.known_hosts, &target.host, target.port);
+    let (host, port) = target.key_name();
+    let known = known_hosts::known_algorithms_in(&target.known_hosts_files(), host, port);
     let mut out: Vec<Algorithm> = Vec::new();
     for alg in russh::Preferred::DEFAULT.key.iter() {
         if known.iter().any(|k| same_key_type(k, alg)) {
@@ -389,7 +405,17 @@ impl Session {
                 }
             }
         };
-        authenticate(&mut handle, target, &who).await?;
+        let auth_deadline = handshake_deadline(target) * 2;
+        match tokio::time::timeout(auth_deadline, authenticate(&mut handle, target, &who)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(SshError::Channel {
+                    host: who,
+                    what: "authentication".into(),
+                    message: format!("the host did not answer within {auth_deadline:?}"),
+                })
+            }
+        }
         let notes = notes.lock().map(|n| n.clone()).unwrap_or_default();
         let session = Session {
             inner: Arc::new(Inner {
@@ -418,11 +444,17 @@ impl Session {
         bastion: Option<&Session>,
         notes: Arc<StdMutex<Vec<String>>>,
     ) -> Result<Handle<Client>, AttemptError> {
+        let (key_host, key_port) = target.key_name();
         let handler = Client {
             who: who.to_string(),
-            host: target.host.clone(),
-            port: target.port,
+            host: key_host.to_string(),
+            port: key_port,
             known_hosts: target.known_hosts.clone(),
+            lookup: target
+                .known_hosts_files()
+                .into_iter()
+                .map(Path::to_path_buf)
+                .collect(),
             policy: target.policy,
             record_new: target.record_new,
             notes,
@@ -498,15 +530,33 @@ impl Session {
         );
         let mut out = session.exec_line(first, &line).await?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (head, rest) = text.split_once('\n').unwrap_or((text.as_str(), ""));
-        let Some(probe) = head.strip_prefix(MARK) else {
+        // The probe's mark comes first unless the login shell printed something before it; then
+        // nothing after it is the command's alone. Only what came before the mark is shown:
+        // the rest may be the command's secret output (security review 3 M2).
+        let Some(at) = text.find(MARK) else {
+            let status = if first.is_secret_output() {
+                "unexpected output (not shown: it may hold secrets)".to_string()
+            } else {
+                format!("unexpected output {:?}", tail(&text, 3))
+            };
             return Err(SshError::CommandFailed {
                 host: session.inner.who.clone(),
                 label: first.display_label(),
-                status: format!("unexpected output {:?}", tail(&text, 3)),
+                status,
                 stderr_tail: out.stderr_tail(5),
             });
         };
+        if at > 0 {
+            let before: Vec<&str> = text[..at].lines().take(5).collect();
+            let banner: String = before.join("\n").chars().take(400).collect();
+            return Err(SshError::ShellBanner {
+                host: session.inner.who.clone(),
+                label: first.display_label(),
+                banner: crate::ssh::redact::redact(&banner),
+            });
+        }
+        let (head, rest) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        let probe = head.strip_prefix(MARK).unwrap_or(head);
         let mut said = probe.replace(' ', "\n");
         if said.lines().any(|l| l == "sudo=no") {
             said = format!("{said}\n{rest}");
@@ -609,6 +659,12 @@ impl Session {
             .map_err(|e| self.lost(e))
     }
 
+    /// How long a step of the protocol may take before the host is given up on (a channel
+    /// confirmed, an SFTP session started): see [`handshake_deadline`].
+    fn deadline(&self) -> Duration {
+        handshake_deadline(&self.inner.target)
+    }
+
     fn lost(&self, e: impl std::fmt::Display) -> SshError {
         SshError::Disconnected {
             host: self.inner.who.clone(),
@@ -659,13 +715,23 @@ impl Session {
             .unwrap_or(self.inner.target.command_timeout);
         debug!(host = %self.inner.who, %label, "exec");
         let started = Instant::now();
-        let channel = self
-            .inner
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| self.channel_err(&format!("cannot open a channel for `{label}`"), e))?;
+        // A host that answers keepalives but never confirms a channel is not waited on past
+        // the handshake deadline (security review 3 M4, E6).
+        let opening = self.deadline();
+        let channel =
+            match tokio::time::timeout(opening, self.inner.handle.channel_open_session()).await {
+                Ok(c) => c.map_err(|e| {
+                    self.channel_err(&format!("cannot open a channel for `{label}`"), e)
+                })?,
+                Err(_) => {
+                    return Err(self.channel_err(
+                        &format!("cannot open a channel for `{label}`"),
+                        format!("the host did not confirm it within {opening:?}"),
+                    ))
+                }
+            };
         let (mut rd, wr) = channel.split();
+        let cap = cmd.output_limit_bytes();
         let stdin = cmd.stdin_data().map(<[u8]>::to_vec);
         let run = async {
             wr.exec(true, line.as_bytes().to_vec())
@@ -679,11 +745,22 @@ impl Session {
                 }
                 wr.eof().await
             };
-            let mut out = CmdOutput::default();
+            let mut out = CmdOutput {
+                secret_stdout: cmd.is_secret_output(),
+                ..Default::default()
+            };
+            let mut flooded = false;
             let read = async {
                 let mut refused = false;
                 while let Some(msg) = rd.wait().await {
+                    let room = cap.saturating_sub(out.stdout.len() + out.stderr.len());
                     match msg {
+                        ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, ext: 1 }
+                            if data.len() > room =>
+                        {
+                            flooded = true;
+                            break;
+                        }
                         ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
                         ChannelMsg::ExtendedData { data, ext: 1 } => {
                             out.stderr.extend_from_slice(&data)
@@ -702,6 +779,15 @@ impl Session {
             // Stdin is written while output is read, so a command that talks before it has read
             // all its input cannot deadlock against us.
             let (fed, refused) = tokio::join!(feed, read);
+            if flooded {
+                let _ = wr.signal(Sig::TERM).await;
+                let _ = wr.close().await;
+                return Err(SshError::TooMuchOutput {
+                    host: self.inner.who.clone(),
+                    label: label.clone(),
+                    limit: cap,
+                });
+            }
             if refused {
                 return Err(self.channel_err(
                     &format!("cannot start `{label}`"),
@@ -769,11 +855,27 @@ impl Session {
             return Ok(s.clone());
         }
         let timeout = self.inner.target.command_timeout.as_secs().clamp(30, 3600);
-        let s = Arc::new(
-            Sftp::open(&self.inner.handle, timeout)
+        let opening = self.deadline();
+        let open = async {
+            let channel = self
+                .inner
+                .handle
+                .channel_open_session()
                 .await
-                .map_err(|e| self.channel_err("cannot start the SFTP subsystem", e))?,
-        );
+                .map_err(|e| e.to_string())?;
+            Sftp::open(channel, timeout).await
+        };
+        let s = match tokio::time::timeout(opening, open).await {
+            Ok(r) => {
+                Arc::new(r.map_err(|e| self.channel_err("cannot start the SFTP subsystem", e))?)
+            }
+            Err(_) => {
+                return Err(self.channel_err(
+                    "cannot start the SFTP subsystem",
+                    format!("the host did not answer within {opening:?}"),
+                ))
+            }
+        };
         *slot = Some(s.clone());
         Ok(s)
     }
@@ -862,7 +964,7 @@ impl Session {
             self.sftp_err(
                 remote,
                 "check",
-                "the remote path must be absolute and name a file",
+                "the remote path must be absolute, name a file, and have no `.`, `..` or empty component",
             )
         })?;
         // One command: create the directory if needed, then report the current state. The
@@ -976,22 +1078,32 @@ impl Session {
         Ok(PutOutcome::Written)
     }
 
-    /// Reads a remote file whole. Root-only files are readable too: without root login the
-    /// content comes through `sudo -n cat`.
-    pub async fn get_file(&self, remote: &str) -> Result<Vec<u8>> {
+    /// Reads a remote file whole, at most `limit` bytes (a larger file, or one that grows
+    /// while it is read, is an error). Root-only files are readable too: without root login
+    /// the content comes through `sudo -n head`, never shown in an error.
+    pub async fn get_file(&self, remote: &str, limit: u64) -> Result<Vec<u8>> {
         if !self.is_root() {
             let out = self
                 .run_ok(
-                    &Cmd::new(format!("cat -- {}", sh_quote(remote)))
-                        .label(format!("read {remote}")),
+                    &Cmd::new(format!("head -c {} -- {}", limit + 1, sh_quote(remote)))
+                        .label(format!("read {remote}"))
+                        .secret_output()
+                        .output_limit(usize::try_from(limit + 1).unwrap_or(usize::MAX)),
                 )
                 .await?;
+            if out.stdout.len() as u64 > limit {
+                return Err(self.sftp_err(
+                    remote,
+                    "read",
+                    format!("it is more than the {limit} bytes expected; not read"),
+                ));
+            }
             return Ok(out.stdout);
         }
         self.inner.transfers.fetch_add(1, Ordering::Relaxed);
         let read = async {
             let sftp = self.sftp().await?;
-            sftp.read_all(remote)
+            sftp.read_all(remote, limit)
                 .await
                 .map_err(|e| self.sftp_err(remote, "read", e))
         };
@@ -1015,11 +1127,28 @@ impl Session {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         };
+        // A whole transfer gets the command timeout, however its requests are answered.
+        let limit = self.inner.target.command_timeout;
         tokio::select! {
             r = fut => r,
             _ = closed => Err(self.lost(format!("{what} did not finish"))),
+            _ = tokio::time::sleep(limit) => Err(SshError::Timeout {
+                host: self.inner.who.clone(),
+                label: what.to_string(),
+                after: limit,
+            }),
         }
     }
+}
+
+/// How long one exchange of the protocol may take (a channel opened, an SFTP session
+/// started; authentication gets twice that): three times the connect timeout, and at least
+/// 15 s more than a dead peer takes to be noticed (keepalive interval plus the dead-peer
+/// timeout), so a host that powered off mid-run is reported lost, not slow. Keepalives do not
+/// bound these, since a host can answer them and never the request.
+pub(crate) fn handshake_deadline(t: &SshTarget) -> Duration {
+    let noticed_dead = KEEPALIVE_INTERVAL + DEAD_PEER_TIMEOUT;
+    (t.connect_timeout * 3).max(noticed_dead + Duration::from_secs(15))
 }
 
 /// `bytes` for a person: KiB, MiB or GiB with one decimal.
@@ -1196,8 +1325,18 @@ async fn try_key(
 }
 
 /// `(dir, name)` of an absolute remote path.
+/// An absolute remote path naming a file, as (directory, name); `None` for anything else,
+/// and for a path with an empty, `.` or `..` component anywhere: what is written is never
+/// somewhere other than where the path reads (a `..` from a record once wrote
+/// `/root/.ssh/authorized_keys`, security review 3 M1).
 fn split_remote(remote: &str) -> Option<(&str, &str)> {
     if !remote.starts_with('/') || remote.ends_with('/') {
+        return None;
+    }
+    if remote[1..]
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return None;
     }
     let (dir, name) = remote.rsplit_once('/')?;
@@ -1307,6 +1446,14 @@ mod tests {
         assert_eq!(split_remote("relative/x"), None);
         assert_eq!(split_remote("/etc/"), None);
         assert_eq!(split_remote("/etc/.."), None);
+        for bad in [
+            "/var/lib/rancher/k3s/server/restore/../../../../../../root/.ssh/authorized_keys",
+            "/etc/./x",
+            "/etc//x",
+            "/../x",
+        ] {
+            assert_eq!(split_remote(bad), None, "{bad}");
+        }
     }
 
     #[test]

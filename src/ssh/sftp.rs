@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use russh::client::Handle;
+use russh::client::Msg;
+use russh::Channel;
 use russh_sftp::client::{Config as SftpConfig, RawSftpSession};
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
-use super::session::Client;
 use super::Source;
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
@@ -65,8 +65,8 @@ fn put_string(buf: &mut Vec<u8>, s: &str) {
 }
 
 impl Sftp {
-    pub(crate) async fn open(handle: &Handle<Client>, timeout_secs: u64) -> SftpResult<Sftp> {
-        let channel = handle.channel_open_session().await.map_err(err)?;
+    /// Starts the SFTP subsystem on `channel`, a session channel the caller opened.
+    pub(crate) async fn open(channel: Channel<Msg>, timeout_secs: u64) -> SftpResult<Sftp> {
         channel.request_subsystem(true, "sftp").await.map_err(err)?;
         let cfg = SftpConfig {
             max_packet_len: 512 * 1024,
@@ -263,20 +263,22 @@ impl Sftp {
         self.raw.rename(from, to).await.map(|_| ()).map_err(err)
     }
 
-    /// Reads a whole file with many reads in flight.
-    pub(crate) async fn read_all(&self, path: &str) -> SftpResult<Vec<u8>> {
+    /// Reads a whole file with many reads in flight: at most `limit` bytes, and no more than
+    /// the size the server gave when it was opened (a file that grows while it is read, or a
+    /// server that keeps sending, is an error, not a growing buffer).
+    pub(crate) async fn read_all(&self, path: &str, limit: u64) -> SftpResult<Vec<u8>> {
         let handle = self
             .raw
             .open(path, OpenFlags::READ, FileAttributes::empty())
             .await
             .map_err(err)?
             .handle;
-        let res = self.read_handle(&handle).await;
+        let res = self.read_handle(&handle, limit).await;
         let _ = self.raw.close(handle.as_str()).await;
         res
     }
 
-    async fn read_handle(&self, handle: &str) -> SftpResult<Vec<u8>> {
+    async fn read_handle(&self, handle: &str, limit: u64) -> SftpResult<Vec<u8>> {
         let size = self
             .raw
             .fstat(handle)
@@ -285,6 +287,11 @@ impl Sftp {
             .attrs
             .size
             .unwrap_or(0);
+        if size > limit {
+            return Err(format!(
+                "it is {size} bytes, more than the {limit} expected; not read"
+            ));
+        }
         let len = self.read_len;
         let mut pieces: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut eof_at: Option<u64> = None;
@@ -342,17 +349,17 @@ impl Sftp {
             out.extend_from_slice(&data);
         }
         if eof_at.is_none() {
-            loop {
-                match self.raw.read(handle, out.len() as u64, len).await {
-                    Ok(d) if d.data.is_empty() => break,
-                    Ok(d) => out.extend_from_slice(&d.data),
-                    Err(russh_sftp::client::error::Error::Status(s))
-                        if s.status_code == StatusCode::Eof =>
-                    {
-                        break
-                    }
-                    Err(e) => return Err(err(e)),
+            // Past the size it had: only EOF is right.
+            match self.raw.read(handle, out.len() as u64, len).await {
+                Ok(d) if d.data.is_empty() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "it grew past the {size} bytes it had when opened while it was read"
+                    ))
                 }
+                Err(russh_sftp::client::error::Error::Status(s))
+                    if s.status_code == StatusCode::Eof => {}
+                Err(e) => return Err(err(e)),
             }
         }
         Ok(out)

@@ -19,6 +19,27 @@ pub fn vagrant_mode() -> bool {
     std::env::var("BOOTSTRAP_E2E").as_deref() == Ok("vagrant")
 }
 
+/// A test that skips itself says why, and appends that to `$BOOTSTRAP_SKIP_LOG` when it is
+/// set: `cargo xtask test` (CI) sets it and fails when anything was skipped, so a switch left
+/// in CI's environment cannot turn lab tests into passes.
+pub fn skip(why: &str) {
+    eprintln!("skipped: {why}");
+    if let Some(log) = std::env::var_os("BOOTSTRAP_SKIP_LOG") {
+        use std::io::Write;
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("a test")
+            .to_string();
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{test}: {why}");
+        }
+    }
+}
+
 /// The Vagrant inventory, or why the Vagrant run cannot happen.
 pub fn vagrant_inventory() -> Result<PathBuf, String> {
     // vagrant/lima/up.sh writes its own; BOOTSTRAP_E2E_INVENTORY points at it.
@@ -218,6 +239,29 @@ pub fn summary(out: &Output) -> serde_json::Value {
         })
 }
 
+/// Whether `path` exists on `node`; an exec that fails (rather than `test` saying no) fails
+/// the test, so "gone" means gone.
+pub fn exists(lab: &xtask::lab::Lab, node: &str, path: &str) -> bool {
+    let o = lab
+        .exec(
+            node,
+            &[
+                "sh",
+                "-c",
+                &format!("if [ -e '{path}' ]; then echo yes; else echo no; fi"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("exec on {node}: {e:#}"));
+    match String::from_utf8_lossy(&o.stdout).trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!(
+            "`test -e {path}` on {node} said {other:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+}
+
 /// Run a shell command on a lab node (through nsenter, not SSH) and return stdout.
 pub fn sh(lab: &xtask::lab::Lab, node: &str, script: &str) -> String {
     let out = lab.exec(node, &["sh", "-c", script]).expect("lab exec");
@@ -233,7 +277,10 @@ pub fn sh(lab: &xtask::lab::Lab, node: &str, script: &str) -> String {
 pub fn nodes(lab: &xtask::lab::Lab, server: &str) -> Vec<serde_json::Value> {
     let json = sh(lab, server, "k3s kubectl get nodes -o json");
     let v: serde_json::Value = serde_json::from_str(&json).expect("nodes json");
-    v["items"].as_array().cloned().unwrap_or_default()
+    v["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no items in the Node list: {v}"))
 }
 
 pub fn node<'a>(nodes: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
@@ -388,7 +435,7 @@ pub fn cmdlines(lab: &xtask::lab::Lab, node: &str) -> String {
         ],
     )
     .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    .unwrap_or_default()
+    .unwrap_or_else(|e| panic!("reading the command lines: {e:#}"))
 }
 
 /// The k3s double's replicated event log on `server`, as (kind, node, event)
