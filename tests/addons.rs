@@ -34,9 +34,7 @@ fn prepare_longhorn_host(lab: &Lab, node: &str) {
 /// against Vagrant VMs, where the stand-ins have no place.
 fn longhorn_lab(name: &str, nodes: usize) -> Option<xtask::lab::LabGuard> {
     if vagrant_mode() {
-        eprintln!(
-            "skipped: lab-only test (stand-in Longhorn prerequisites), BOOTSTRAP_E2E=vagrant"
-        );
+        skip("lab-only test (stand-in Longhorn prerequisites), BOOTSTRAP_E2E=vagrant");
         return None;
     }
     let lab = lab(name, nodes, 1, 0);
@@ -369,7 +367,7 @@ fn seed_addons_install_healthy_rerun_recover_and_remove() {
 #[test]
 fn a_failed_attempt_under_reinstall_is_reported_and_waited_through() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test (the k3s double fails the Job), BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test (the k3s double fails the Job), BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("addons-fail", 1, 1, 0);
@@ -517,9 +515,7 @@ fn releases(lab: &Lab, ns: &str, name: &str) -> Vec<String> {
 #[test]
 fn a_hook_past_helms_timeout_is_reported_and_a_slow_one_within_it_is_waited_for() {
     if vagrant_mode() {
-        eprintln!(
-            "skipped: lab-only test (the k3s double times out the hook), BOOTSTRAP_E2E=vagrant"
-        );
+        skip("lab-only test (the k3s double times out the hook), BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("helm-hook", 1, 1, 0);
@@ -1043,9 +1039,7 @@ fn the_platform_inventory_converges_with_every_chart_healthy() {
 #[test]
 fn a_values_change_is_waited_for_and_a_rollout_whose_new_pods_crash_is_reported() {
     if vagrant_mode() {
-        eprintln!(
-            "skipped: lab-only test (the k3s double crashes the pods), BOOTSTRAP_E2E=vagrant"
-        );
+        skip("lab-only test (the k3s double crashes the pods), BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("helm-roll", 2, 1, 0);
@@ -1089,6 +1083,47 @@ fn a_values_change_is_waited_for_and_a_rollout_whose_new_pods_crash_is_reported(
     assert_eq!(old_ready["status"]["readyReplicas"], 1, "{old_ready}");
     // Fixed: the rollout finishes and the run converges.
     double_faults(&lab, "  crash: none\n");
+    let (sum, _) = work.up_json();
+    assert_eq!(sum["ok"], true, "{sum}");
+}
+
+/// Issue 33: `up` waits on the add-on's own workloads, not only helm's Job. The double holds
+/// the Sealed Secrets controller's pods not Ready (its `hold` knob): helm's release is
+/// deployed, yet `up` fails at `--timeout` naming the Deployment; released, the next `up`
+/// converges.
+#[test]
+fn an_addon_whose_workload_stays_not_ready_fails_the_run_naming_it() {
+    if vagrant_mode() {
+        skip("lab-only test (the k3s double holds the pods), BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("helm-hold", 2, 1, 0);
+    let work = Workdir::new();
+    let base = InventoryBuilder::new(&lab, "hold").render();
+    work.write_inventory(&base);
+    work.up_json();
+    double_faults(
+        &lab,
+        "  hold: kube-system/deployment/sealed-secrets-controller\n",
+    );
+    work.write_inventory(&format!("{base}{SEALED}"));
+    let inv = work.inventory();
+    let inv = inv.to_str().unwrap();
+    let err = run_failed(&work, &["up", inv, "--timeout", "20"]);
+    assert!(
+        err.contains("add-on sealed-secrets is not healthy after"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Deployment kube-system/sealed-secrets-controller"),
+        "{err}"
+    );
+    assert_eq!(
+        releases(&lab, "kube-system", "sealed-secrets"),
+        ["1:deployed"],
+        "helm's part was done: only the workload held the run"
+    );
+    double_faults(&lab, "  hold: none\n");
     let (sum, _) = work.up_json();
     assert_eq!(sum["ok"], true, "{sum}");
 }

@@ -195,12 +195,6 @@ fn lines(v: &[Value]) -> String {
     v.iter().map(|v| format!("{v}\n")).collect()
 }
 
-fn exists(lab: &Lab, node: &str, path: &str) -> bool {
-    lab.exec(node, &["test", "-e", path])
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 fn reset(work: &Workdir) {
     let inv = work.inventory();
     let out = work.run(&["reset", inv.to_str().unwrap(), "--yes"]);
@@ -427,7 +421,7 @@ fn assert_failed(e: &Ended, what: &str, needles: &[&str]) {
 #[test]
 fn ha_sigint_sigkill_and_two_runs_at_once() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("fm-ha", 4, 3, 0);
@@ -540,7 +534,7 @@ fn ha_sigint_sigkill_and_two_runs_at_once() {
 #[test]
 fn host_faults_disk_link_power_sshd_and_join_target() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("fm-one", 3, 1, 0);

@@ -73,7 +73,7 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn replace_dead_agent_add_nodes_remove_agent_with_workloads() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("lc-seed", 3, 1, 3);
@@ -263,7 +263,7 @@ fn replace_dead_agent_add_nodes_remove_agent_with_workloads() {
 #[test]
 fn ha_replace_joined_then_first_server_then_rolling_upgrade() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let mut spec = LabSpec::new("lc-ha", 5);
@@ -439,16 +439,10 @@ fn sigint(child: &std::process::Child) {
     assert!(st.success());
 }
 
-fn exists(lab: &Lab, node: &str, path: &str) -> bool {
-    lab.exec(node, &["test", "-e", path])
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 #[test]
 fn one_run_at_a_time_interrupts_and_reset() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let lab = lab("lc-lock", 3, 1, 0);
@@ -556,7 +550,7 @@ fn one_run_at_a_time_interrupts_and_reset() {
 #[test]
 fn a_replace_run_again_leaves_the_moved_node_with_dns_and_nat_hosts() {
     if vagrant_mode() {
-        eprintln!("skipped: lab-only test, BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test, BOOTSTRAP_E2E=vagrant");
         return;
     }
     let mut spec = LabSpec::new("lc-rerun", 3);

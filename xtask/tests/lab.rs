@@ -396,10 +396,8 @@ fn thirty_nodes() {
     for n in ["master-3", "worker-25", "spare-2"] {
         assert_eq!(ok(&ssh(&lab, "root", addr(&lab, n), "hostname")).trim(), n);
     }
-    assert!(
-        elapsed < Duration::from_secs(150),
-        "30 nodes took {elapsed:?}"
-    );
+    // How fast is `cargo xtask bench`'s business, not a test's.
+    eprintln!("30 nodes up in {elapsed:?}");
 }
 
 /// Hosts named by DNS and a node behind a NAT'd address, as users' hosts are; `down` removes
