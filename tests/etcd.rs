@@ -41,22 +41,19 @@ fn snapshot(work: &Workdir, name: &str) -> String {
     file
 }
 
-/// Whether ConfigMap default/keepme exists, as the API on `server` says. Anything but found or
+/// Whether ConfigMap default/keepme exists, as the API on `server` says.
+fn configmap(lab: &Lab, server: &str) -> bool {
+    configmap_named(lab, server, "keepme")
+}
+
+/// Whether ConfigMap default/`name` exists, as the API on `server` says. Anything but found or
 /// NotFound (an exec that failed, an API that does not answer) fails the test: a "not there"
 /// must mean not there.
-fn configmap(lab: &Lab, server: &str) -> bool {
+fn configmap_named(lab: &Lab, server: &str, name: &str) -> bool {
     let o = lab
         .exec(
             server,
-            &[
-                "k3s",
-                "kubectl",
-                "get",
-                "configmap",
-                "-n",
-                "default",
-                "keepme",
-            ],
+            &["k3s", "kubectl", "get", "configmap", "-n", "default", name],
         )
         .unwrap_or_else(|e| panic!("exec on {server}: {e:#}"));
     if o.status.success() {
@@ -185,13 +182,82 @@ fn seed_snapshot_restore_refusal_interrupt_and_wiped_hosts() {
         remote.starts_with("/var/lib/rancher/k3s/server/db/snapshots/before-master-1-"),
         "{record}"
     );
+    // The record says what the copy is: the server's file byte for byte (size, sha256), the
+    // token hash k3s annotated the snapshot with, the server token of tokens.json.
+    let local = work.path(&format!(".bootstrap/snapshots/{copy}"));
+    assert_eq!(
+        record["size"].as_u64(),
+        Some(std::fs::metadata(&local).unwrap().len()),
+        "{record}"
+    );
+    let sum = |out: String| out.split_whitespace().next().unwrap_or("").to_string();
+    let here = Command::new("sha256sum").arg(&local).output().unwrap();
+    let here = sum(String::from_utf8_lossy(&here.stdout).into_owned());
+    assert_eq!(here.len(), 64);
+    assert_eq!(record["sha256"].as_str(), Some(here.as_str()), "{record}");
+    assert_eq!(
+        sum(sh(&lab, "master-1", &format!("sha256sum '{remote}'"))),
+        here
+    );
+    let annotated = sh(
+        &lab,
+        "master-1",
+        "k3s kubectl get etcdsnapshotfiles.k3s.cattle.io -o jsonpath='{range .items[*]}{.spec.snapshotName} {.metadata.annotations.etcd\\.k3s\\.cattle\\.io/snapshot-token-hash}{\"\\n\"}{end}'",
+    );
+    let name = record["name"].as_str().unwrap();
+    let hash = annotated
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no ETCDSnapshotFile for {name}:\n{annotated}"));
+    assert_eq!(record["token_hash"].as_str(), Some(hash.trim()), "{record}");
+    let tokens: Value = serde_json::from_str(
+        &std::fs::read_to_string(work.path(".bootstrap/tokens.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["server_token"], tokens["server"]);
+
+    // --no-fetch: on the server only, nothing here.
+    run_ok(
+        &work,
+        &[
+            "etcd",
+            "snapshot",
+            &inv(&work),
+            "--name",
+            "remote",
+            "--no-fetch",
+        ],
+    );
+    let here: Vec<String> = std::fs::read_dir(work.path(".bootstrap/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!here.iter().any(|n| n.starts_with("remote-")), "{here:?}");
+    let on_server = sh(
+        &lab,
+        "master-1",
+        "ls /var/lib/rancher/k3s/server/db/snapshots",
+    );
+    assert!(
+        on_server.lines().any(|l| l.starts_with("remote-master-1-")),
+        "{on_server}"
+    );
+
     let out = run_ok(&work, &["etcd", "list", &inv(&work)]);
     let listed = text(&out);
     assert!(
         listed.lines().filter(|l| l.starts_with(&copy)).count() == 2,
         "on master-1 and here:\n{listed}"
     );
-    eprintln!("snapshot and list: ok at {:?}", t0.elapsed());
+    assert!(
+        listed
+            .lines()
+            .filter(|l| l.starts_with("remote-master-1-"))
+            .count()
+            == 1,
+        "on master-1 only:\n{listed}"
+    );
+    eprintln!("snapshot, --no-fetch and list: ok at {:?}", t0.elapsed());
 
     // What happens after the snapshot, to be undone.
     sh(
@@ -332,21 +398,10 @@ fn ha_restore_leaves_three_members() {
     let out = run_ok(&work, &["etcd", "restore", &inv(&work), &name, "--yes"]);
     assert!(text(&out).contains("copied to"), "{}", text(&out));
     assert!(configmap(&lab, "master-1"));
-    let later = lab
-        .exec(
-            "master-1",
-            &[
-                "k3s",
-                "kubectl",
-                "get",
-                "configmap",
-                "-n",
-                "default",
-                "later",
-            ],
-        )
-        .unwrap();
-    assert!(!later.status.success(), "made after the snapshot, so gone");
+    assert!(
+        !configmap_named(&lab, "master-1", "later"),
+        "made after the snapshot, so gone"
+    );
     assert_eq!(members(&lab, "master-1"), 3);
     assert!(work
         .path(&format!(".bootstrap/snapshots/{name}.json"))
@@ -362,11 +417,44 @@ fn ha_restore_leaves_three_members() {
         1,
     );
     work.write_inventory(&with_etcd);
+    let seq_before = events(&lab, "master-1").len();
     let (s, out) = work.up_json();
-    let restarts = text(&out)
-        .matches("restart k3s (configuration changed)")
-        .count();
-    assert!(restarts >= 3, "{s}\n{}", text(&out));
+    // One restart action per server...
+    let actions: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "action" && e["action"] == "restart k3s (configuration changed)")
+        .collect();
+    for m in ["master-1", "master-2", "master-3"] {
+        assert_eq!(
+            actions.iter().filter(|e| e["host"] == m).count(),
+            1,
+            "{m}: {s}\n{}",
+            text(&out)
+        );
+    }
+    assert_eq!(actions.len(), 3, "{}", text(&out));
+    // ...one at a time: as the cluster's log has it, each server is started again before the
+    // next one stops.
+    let ev: Vec<_> = events(&lab, "master-1")
+        .into_iter()
+        .skip(seq_before)
+        .collect();
+    let dump = || format!("{:#?}", ev.iter().map(|e| &e.2).collect::<Vec<_>>());
+    let pos = |kind: &str, node: &str| {
+        ev.iter()
+            .position(|(k, n, _)| k == kind && n == node)
+            .unwrap_or_else(|| panic!("no {kind} of {node}: {}", dump()))
+    };
+    let mut spans: Vec<(usize, usize)> = ["master-1", "master-2", "master-3"]
+        .iter()
+        .map(|m| (pos("stop", m), pos("start", m)))
+        .collect();
+    spans.sort();
+    assert!(spans.iter().all(|(stop, start)| stop < start), "{}", dump());
+    for w in spans.windows(2) {
+        assert!(w[0].1 < w[1].0, "restarts overlapped: {}", dump());
+    }
     for m in ["master-1", "master-2", "master-3"] {
         let cfg = sh(&lab, m, "cat /etc/rancher/k3s/config.yaml");
         assert!(
@@ -683,6 +771,19 @@ fn a_record_naming_a_path_writes_nothing_outside_the_restore_directory() {
     let keys = "sha256sum /root/.ssh/authorized_keys";
     let before = sh(&lab, "master-1", keys);
     let copy = snapshot(&work, "trav");
+    // After the snapshot, the inventory gives master-1 a label: the restore brings back the
+    // Node as the snapshot has it, and the next `up` puts the label back.
+    let mut b = InventoryBuilder::new(&lab, "et-trav");
+    b.extra
+        .insert("master-1".into(), "labels = { tier = \"silver\" }\n".into());
+    work.write_inventory(&b.render());
+    work.up_json();
+    assert_eq!(
+        labels(node(&nodes(&lab, "master-1"), "master-1"))
+            .get("tier")
+            .map(String::as_str),
+        Some("silver")
+    );
     let rec = work.path(&format!(".bootstrap/snapshots/{copy}.json"));
     let mut r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
@@ -695,6 +796,34 @@ fn a_record_naming_a_path_writes_nothing_outside_the_restore_directory() {
     );
     let path = work.path(&format!(".bootstrap/snapshots/{copy}"));
     let path = path.to_str().unwrap();
+    // Restore holds the run lock: another run's lock refuses it, nothing stopped or uploaded.
+    let now: u64 = sh(&lab, "master-1", "date +%s").trim().parse().unwrap();
+    sh(
+        &lab,
+        "master-1",
+        &format!(
+            "printf 'id=0badc0de0badc0de\\nwho=ci@elsewhere\\npid=77\\ncommand=up\\nsince={now}\\nexpires={}\\n' > /var/lib/bootstrap/lock",
+            now + 600
+        ),
+    );
+    let locked = work.run(&["etcd", "restore", &inv(&work), path, "--yes"]);
+    assert!(!locked.status.success(), "{}", text(&locked));
+    assert!(
+        text(&locked).contains("locked by another run") && text(&locked).contains("ci@elsewhere"),
+        "{}",
+        text(&locked)
+    );
+    assert_eq!(
+        sh(&lab, "master-1", "systemctl is-active k3s").trim(),
+        "active"
+    );
+    assert!(!configmap(&lab, "master-1"), "nothing was restored");
+    assert!(!exists(
+        &lab,
+        "master-1",
+        "/var/lib/rancher/k3s/server/restore"
+    ));
+    sh(&lab, "master-1", "rm /var/lib/bootstrap/lock");
     // The question says where the copy goes (no terminal here: it is the error).
     let asked = work.run(&["etcd", "restore", &inv(&work), path]);
     assert!(!asked.status.success(), "{}", text(&asked));
@@ -715,4 +844,71 @@ fn a_record_naming_a_path_writes_nothing_outside_the_restore_directory() {
     assert!(configmap(&lab, "master-1"), "restored");
     let ls = sh(&lab, "master-1", "ls /var/lib/rancher/k3s/server/restore");
     assert!(ls.trim().starts_with("snapshot-"), "{ls}");
+    let restored = labels(node(&nodes(&lab, "master-1"), "master-1"));
+    eprintln!(
+        "master-1's tier after the restore: {:?}",
+        restored.get("tier")
+    );
+    work.up_json();
+    assert_eq!(
+        labels(node(&nodes(&lab, "master-1"), "master-1"))
+            .get("tier")
+            .map(String::as_str),
+        Some("silver"),
+        "the label the inventory gave after the snapshot is back"
+    );
+}
+
+/// README, Backups and restore: a compressed snapshot (`snapshot_compress`, a `.zip` copy
+/// here) is uploaded uncompressed for the restore (k3s v1.36.3 cannot restore a compressed
+/// snapshot from its path), and the cluster comes back to it.
+#[test]
+fn a_compressed_copy_is_uploaded_uncompressed_and_restored() {
+    let Some((lab, work)) = cluster_with_configmap("et-zip", 1, 1) else {
+        return;
+    };
+    let base = InventoryBuilder::new(&lab, "et-zip").render();
+    work.write_inventory(&base.replacen(
+        "\n[install]",
+        "\n[etcd]\nsnapshot_compress = true\n\n[install]",
+        1,
+    ));
+    work.up_json();
+    let copy = snapshot(&work, "zipped");
+    assert!(copy.ends_with(".zip"), "{copy}");
+    let local = work.path(&format!(".bootstrap/snapshots/{copy}"));
+    assert_eq!(&std::fs::read(&local).unwrap()[..2], b"PK", "a zip here");
+    sh(
+        &lab,
+        "master-1",
+        "k3s kubectl delete configmap keepme -n default",
+    );
+    let out = run_ok(
+        &work,
+        &[
+            "etcd",
+            "restore",
+            &inv(&work),
+            local.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    assert!(text(&out).contains("restored from"), "{}", text(&out));
+    assert!(configmap(&lab, "master-1"), "the ConfigMap is back");
+    let uploaded = sh(
+        &lab,
+        "master-1",
+        "for f in /var/lib/rancher/k3s/server/restore/*; do printf '%s ' \"$f\"; head -c 2 \"$f\" | od -An -c | tr -d ' \\n'; echo; done",
+    );
+    let lines: Vec<&str> = uploaded.lines().collect();
+    assert_eq!(lines.len(), 1, "{uploaded}");
+    assert!(!lines[0].ends_with(".zip"), "{uploaded}");
+    assert!(
+        !lines[0]
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .starts_with("PK"),
+        "uploaded compressed: {uploaded}"
+    );
 }

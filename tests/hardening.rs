@@ -306,7 +306,8 @@ fn longhorn_without_iscsiadm(
 
 /// Item 6: SIGTERM while a step's remote command runs (Longhorn's apt-get, here a stand-in
 /// that would run five minutes): the command is stopped on the host before the run lets go of
-/// the lock, and the run exits 130.
+/// the lock (the stand-in records, when its SIGTERM comes, whether the lock is still there),
+/// and the run exits 130.
 #[test]
 fn an_interrupted_run_stops_its_remote_commands_before_releasing_the_lock() {
     if vagrant_mode() {
@@ -316,6 +317,11 @@ fn an_interrupted_run_stops_its_remote_commands_before_releasing_the_lock() {
     let lab = lab("hd-stop", 1, 1, 0);
     // An apt-get that would hang for five minutes.
     let work = longhorn_without_iscsiadm(&lab, "stop", "exec sleep 301", "");
+    sh(
+        &lab,
+        "master-1",
+        "cat > /usr/local/sbin/apt-get <<'EOF'\n#!/bin/sh\ntrap 'if [ -e /var/lib/bootstrap/lock ]; then echo held; else echo free; fi > /run/lock-at-stop; exit 143' TERM\nsleep 301 &\nwait\nEOF\nchmod 755 /usr/local/sbin/apt-get; rm -f /run/lock-at-stop",
+    );
     let child = spawn_up(&work);
     let t = std::time::Instant::now();
     while sh(
@@ -352,13 +358,13 @@ fn an_interrupted_run_stops_its_remote_commands_before_releasing_the_lock() {
         "the remote command outlived the run: {err}"
     );
     assert_eq!(
-        sh(
-            &lab,
-            "master-1",
-            "[ -e /var/lib/bootstrap/lock ] && echo held || echo free"
-        )
-        .trim(),
-        "free"
+        sh(&lab, "master-1", "cat /run/lock-at-stop").trim(),
+        "held",
+        "the lock was released before the run's command was stopped"
+    );
+    assert!(
+        !exists(&lab, "master-1", "/var/lib/bootstrap/lock"),
+        "the lock is left held"
     );
 }
 
@@ -747,14 +753,9 @@ fn a_lock_needs_a_majority_and_an_expired_runs_commands_to_end() {
         err.contains("the run lock was taken on 1 of 3 servers; a run needs a majority (2)"),
         "{err}"
     );
-    assert_eq!(
-        sh(
-            &lab,
-            "master-1",
-            "[ -e /var/lib/bootstrap/lock ] && echo held || echo free"
-        )
-        .trim(),
-        "free"
+    assert!(
+        !exists(&lab, "master-1", "/var/lib/bootstrap/lock"),
+        "the lock is left held"
     );
 }
 

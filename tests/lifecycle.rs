@@ -252,9 +252,46 @@ fn replace_dead_agent_add_nodes_remove_agent_with_workloads() {
     let (sum, _) = work.up_json();
     assert_eq!(sum["changes"], 0, "{sum}");
 
-    // The last server cannot go.
+    // A server goes: its Node (and etcd member) first, then its host stops and is cleaned,
+    // then the inventory drops it. What the API said of the Node when k3s on its host was
+    // being stopped is recorded by a drop-in on that host.
+    sh(
+        &lab,
+        "spare-3",
+        &format!(
+            "mkdir -p /etc/systemd/system/k3s.service.d && cat > /etc/systemd/system/k3s.service.d/zz-order.conf <<'EOF'\n[Service]\nExecStop=/bin/sh -c 'k3s kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml --server https://{}:6443 get node master-2 -o name > /run/node-at-stop 2>&1; true'\nEOF\nsystemctl daemon-reload",
+            addr(&lab, "master-1")
+        ),
+    );
     let out = work.run(&["node", "remove", inv_s, "master-2"]);
     assert!(out.status.success(), "{}", text(&out));
+    let at_stop = sh(&lab, "spare-3", "cat /run/node-at-stop");
+    assert!(
+        at_stop.contains("NotFound") || at_stop.contains("not found"),
+        "master-2's host was stopped while its Node was still there: {at_stop}"
+    );
+    let ev = events(&lab, "master-1");
+    assert!(ev
+        .iter()
+        .any(|(k, _, v)| k == "etcd-member-removed" && v.to_string().contains("master-2")));
+    let members: serde_json::Value = serde_json::from_str(&sh(
+        &lab,
+        "master-1",
+        "cat /var/lib/rancher/k3s/server/double/members.json",
+    ))
+    .unwrap();
+    assert_eq!(members.as_array().map(Vec::len), Some(1), "{members}");
+    sh(
+        &lab,
+        "spare-3",
+        "rm -rf /etc/systemd/system/k3s.service.d /run/node-at-stop; systemctl daemon-reload",
+    );
+    assert_clean(&lab, "spare-3");
+    assert!(!std::fs::read_to_string(&invp)
+        .unwrap()
+        .contains("\"master-2\""));
+
+    // The last server cannot go.
     let out = work.run(&["node", "remove", inv_s, "master-1"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("last server"), "{}", text(&out));
@@ -361,14 +398,39 @@ fn ha_replace_joined_then_first_server_then_rolling_upgrade() {
     let (sum, _) = work.up_json();
     assert_eq!(sum["changes"], 0, "{sum}");
 
-    // Rolling upgrade.
+    // Rolling upgrade, with a pod pinned to each agent so that its drain has one to evict.
+    for a in ["worker-1", "worker-2"] {
+        let pinned = DEPLOYMENT
+            .replace("name: web", &format!("name: pinned-{a}"))
+            .replace("replicas: 4", "replicas: 1")
+            .replace("app: web", &format!("app: pinned-{a}"))
+            .replace(
+                "    spec:\n      containers:",
+                &format!("    spec:\n      nodeSelector: {{kubernetes.io/hostname: {a}}}\n      containers:"),
+            );
+        lab.exec_stdin(
+            "master-3",
+            &["k3s", "kubectl", "apply", "-f", "-"],
+            pinned.as_bytes(),
+        )
+        .unwrap();
+    }
+    wait_until("a pod on each agent", Duration::from_secs(60), || {
+        let p = pods_on(&lab, "master-3");
+        ["worker-1", "worker-2"]
+            .iter()
+            .all(|a| p.iter().any(|(_, n)| n == a))
+    });
+    let ev = events(&lab, "master-3");
     let seq_before = ev.len();
     let text_inv = std::fs::read_to_string(&invp).unwrap().replace(V1, V2);
     std::fs::write(&invp, &text_inv).unwrap();
     let t = Instant::now();
     run_ok(&work, &["up", inv_s, "--max-unavailable", "1"]);
     eprintln!("rolling upgrade: {:?}", t.elapsed());
-    for n in nodes(&lab, "master-3") {
+    let all = nodes(&lab, "master-3");
+    assert_eq!(all.len(), 5, "{all:#?}");
+    for n in all {
         assert_eq!(n["status"]["nodeInfo"]["kubeletVersion"], V2, "{n}");
         assert!(is_ready(&n));
         assert_ne!(n["spec"]["unschedulable"], true, "{n}");
@@ -396,11 +458,16 @@ fn ha_replace_joined_then_first_server_then_rolling_upgrade() {
     for w in servers.windows(2) {
         assert!(w[0].1 < w[1].0, "servers overlapped: {}", dump());
     }
-    // Agents: cordon (then drain), restart on V2, uncordon; one batch at a time.
+    // Agents: cordon, drain (its pod evicted), restart on V2, uncordon; one batch at a time.
     let mut agents = Vec::new();
     for a in ["worker-1", "worker-2"] {
         let (c, s, u) = (pos("cordon", a), pos("start", a), pos("uncordon", a));
         assert!(c < s && s < u, "{a}: {}", dump());
+        let evicted = ev
+            .iter()
+            .position(|(k, _, v)| k == "evict" && v["detail"]["node"] == a)
+            .unwrap_or_else(|| panic!("{a}'s pod was not evicted: {}", dump()));
+        assert!(c < evicted && evicted < s, "{a}: {}", dump());
         agents.push((c, u));
     }
     agents.sort();

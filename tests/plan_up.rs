@@ -1,7 +1,8 @@
-//! One writer (issue 10): in every scenario the steps `up` (or `node add`) executes are
-//! exactly the steps the plan printed just before, read from the JSON events: a fresh
-//! cluster, a label change, an add-on added, a node added, an upgrade. A plan changes
-//! nothing, the inventory included, and after each run the plan is empty.
+//! One writer (issue 10): in every scenario the steps a command executes are exactly the
+//! steps its plan printed just before, read from the JSON events: a fresh cluster, a label
+//! change, an add-on added, a node added, an upgrade, a node removed, a dead node replaced,
+//! a reset. A plan changes nothing, the inventory included, and after each run but the reset
+//! the plan is empty.
 
 mod common;
 
@@ -158,7 +159,48 @@ fn up_executes_exactly_the_plan() {
     let upgraded = std::fs::read_to_string(&inv).unwrap().replace(V1, V2);
     std::fs::write(&inv, upgraded).unwrap();
     same(&work, "upgrade", &["plan", inv_s], &["up", inv_s]);
-    for n in nodes(&lab, "master-1") {
+    let all = nodes(&lab, "master-1");
+    assert_eq!(all.len(), 4, "three nodes and the one added: {all:#?}");
+    for n in all {
         assert_eq!(n["status"]["nodeInfo"]["kubeletVersion"], V2, "{n}");
+    }
+
+    // node remove, node replace (of a dead agent, onto the host just freed) and reset: the
+    // plan changes nothing, the run does exactly what it printed.
+    same(
+        &work,
+        "node removed",
+        &["node", "remove", inv_s, "worker-3", "--plan"],
+        &["node", "remove", inv_s, "worker-3"],
+    );
+    lab.fault("worker-2", xtask::lab::Fault::Stop).unwrap();
+    same(
+        &work,
+        "node replaced",
+        &[
+            "node", "replace", inv_s, "worker-2", "--host", &spare, "--plan",
+        ],
+        &["node", "replace", inv_s, "worker-2", "--host", &spare],
+    );
+    let before = std::fs::read_to_string(&inv).unwrap();
+    let plan = planned(&work, &["reset", inv_s, "--yes", "--plan"]);
+    assert_eq!(before, std::fs::read_to_string(&inv).unwrap());
+    assert!(!plan.is_empty(), "reset: nothing planned");
+    for n in ["master-1", "spare-1"] {
+        assert!(
+            exists(&lab, n, "/usr/local/bin/k3s"),
+            "reset --plan removed k3s on {n}"
+        );
+    }
+    let run = executed(&work, &["reset", inv_s, "--yes"]);
+    assert_eq!(
+        plan, run,
+        "reset: executed steps differ from the planned ones"
+    );
+    for n in ["master-1", "worker-1", "spare-1"] {
+        assert!(
+            !exists(&lab, n, "/usr/local/bin/k3s"),
+            "reset left k3s on {n}"
+        );
     }
 }

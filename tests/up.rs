@@ -94,7 +94,15 @@ fn seed_topology_converges_and_reruns_change_nothing() {
         "{text}"
     );
 
-    // Tokens never in the output, and kept as a 0600 backup.
+    // Tokens never in the output, and kept as a 0600 backup in a 0700 directory.
+    for (path, want) in [(".bootstrap", 0o700), (".bootstrap/tokens.json", 0o600)] {
+        let mode = std::fs::metadata(work.path(path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, want, "{path} is {mode:o}");
+    }
     let tokens: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(work.path(".bootstrap/tokens.json")).unwrap(),
     )
@@ -116,6 +124,13 @@ fn seed_topology_converges_and_reruns_change_nothing() {
         .collect();
     let (sum, _) = work.up_json();
     assert_eq!(sum["changes"], 0, "{sum}");
+    // Facts in one round trip per host: that is an agent's whole no-op re-run; a server's
+    // adds the run lock's release.
+    let rt = &sum["round_trips"];
+    assert_eq!(rt.as_object().map(|m| m.len()), Some(3), "{sum}");
+    assert_eq!(rt["worker-1"], 1, "{sum}");
+    assert_eq!(rt["worker-2"], 1, "{sum}");
+    assert_eq!(rt["master-1"], 2, "{sum}");
     let after: Vec<String> = ["master-1", "worker-1", "worker-2"]
         .iter()
         .map(|n| fingerprint(&lab, n))
@@ -205,11 +220,46 @@ fn seed_topology_converges_and_reruns_change_nothing() {
         "labels = { \"node.role\" = \"db\" }\ntaints = [\"dedicated=db:NoSchedule\"]\n",
     ));
     let before_restart = fingerprint(&lab, "worker-1");
+    // `status` sees the drift before the run...
+    let status = || {
+        let out = work.run(&["status", inv.to_str().unwrap(), "--output", "json"]);
+        let st = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .rfind(|v| v["event"] == "status")
+            .unwrap_or_else(|| panic!("no status event: {}", common::text(&out)));
+        (out.status.code(), st)
+    };
+    let (_, st) = status();
+    assert_eq!(st["healthy"], false, "{st}");
+    let notes = |st: &serde_json::Value, host: &str| -> Vec<String> {
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["host"] == host)
+            .unwrap_or_else(|| panic!("no {host} in {st}"))["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        notes(&st, "worker-1"),
+        ["drift: label node.role=db, remove label tier, taint dedicated=db:NoSchedule"],
+        "{st}"
+    );
+    assert!(notes(&st, "worker-2").is_empty(), "{st}");
     let (sum, _) = work.up_json();
     assert!(sum["changes"].as_u64().unwrap() > 0);
-    // status saw the drift before... and sees none now.
-    let out = work.run(&["status", inv.to_str().unwrap()]);
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("drift"));
+    // ...and none after it.
+    let (code, st) = status();
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["healthy"], true, "{st}");
+    for n in ["master-1", "worker-1", "worker-2"] {
+        assert!(notes(&st, n).is_empty(), "{n}: {st}");
+    }
     let all = nodes(&lab, "master-1");
     let w1 = node(&all, "worker-1");
     let l = labels(w1);
@@ -396,4 +446,85 @@ fn ha_servers_join_one_after_another() {
     assert_eq!(nodes(&lab, "master-3").len(), 5);
     let (sum, _) = work.up_json();
     assert_eq!(sum["changes"], 0, "{sum}");
+}
+
+/// README, global options: `--parallel N` bounds the hosts worked on at once, `-q` says
+/// nothing when all is well, `-v` says every step. With `--parallel 1` and worker-1's join
+/// blocked (its start waits until `--timeout`), the agents' steps come one host after the
+/// other, never interleaved: worker-2 is not worked on while worker-1 waits.
+#[test]
+fn parallel_bounds_the_hosts_at_once_and_q_and_v_set_what_is_said() {
+    if vagrant_mode() {
+        skip("lab-only test (blocks a join), BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("up-par", 3, 1, 0);
+    let work = Workdir::new();
+    work.write_inventory(&InventoryBuilder::new(&lab, "par").render());
+    let inv = work.inventory();
+    let inv = inv.to_str().unwrap();
+    lab.fault("worker-1", xtask::lab::Fault::BlockJoin).unwrap();
+    struct Unblock<'a>(&'a Lab);
+    impl Drop for Unblock<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.fault("worker-1", xtask::lab::Fault::UnblockJoin);
+        }
+    }
+    let unblock = Unblock(&lab);
+    let out = work.run(&[
+        "up",
+        inv,
+        "--parallel",
+        "1",
+        "--timeout",
+        "10",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let server_started = events
+        .iter()
+        .position(|e| {
+            e["event"] == "action"
+                && e["host"] == "master-1"
+                && e["action"] == "enable and start k3s"
+        })
+        .unwrap_or_else(|| panic!("master-1 never started: {}", text(&out)));
+    let hosts: Vec<&str> = events[server_started..]
+        .iter()
+        .filter(|e| e["event"] == "step" || e["event"] == "action")
+        .filter_map(|e| e["host"].as_str())
+        .filter(|h| h.starts_with("worker-"))
+        .collect();
+    let mut runs = hosts.clone();
+    runs.dedup();
+    assert!(
+        runs.len() == 2,
+        "the agents' steps, in the order they came: {hosts:?}\n{}",
+        text(&out)
+    );
+    drop(unblock);
+    work.up_json();
+
+    // -q: nothing when all is well; -v: every step, host by host.
+    let quiet = run_ok(&work, &["up", inv, "-q"]);
+    assert_eq!(text(&quiet), "", "-q said something");
+    let verbose = run_ok(&work, &["up", inv, "-v"]);
+    let said = String::from_utf8_lossy(&verbose.stderr);
+    for n in ["master-1", "worker-1", "worker-2"] {
+        assert!(
+            said.contains(&format!("{n}: connect and read facts")),
+            "{n}: {said}"
+        );
+    }
+    let plain = run_ok(&work, &["up", inv]);
+    assert!(
+        !String::from_utf8_lossy(&plain.stderr).contains("connect and read facts"),
+        "{}",
+        text(&plain)
+    );
 }

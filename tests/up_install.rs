@@ -98,6 +98,51 @@ fn upload_then_download_and_tampered_binaries_are_refused() {
         );
     }
     assert_eq!(before, fingerprint(&lab, "worker-1"));
+
+    // The same release with a good binary and its own air-gap images (not v1's, so the
+    // nodes need them), tampered on the mirror: refused, the nodes keep the images they had.
+    let mut v2_images = std::fs::read(mirror.join(v1).join(images)).unwrap();
+    v2_images.extend_from_slice(b"v2");
+    let v2_images_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&v2_images))
+    };
+    std::fs::write(dir.join("k3s"), &good).unwrap();
+    std::fs::write(
+        dir.join("sha256sum-amd64.txt"),
+        format!("{good_sha}  k3s\n{v2_images_sha}  {images}\n"),
+    )
+    .unwrap();
+    v2_images.extend_from_slice(b"tampered");
+    std::fs::write(dir.join(images), &v2_images).unwrap();
+    // A release's files never change upstream, so the cache keeps the sums file it read for
+    // this version; the release was rewritten here, so its cache goes.
+    std::fs::remove_dir_all(work.path("cache").join(v2)).unwrap();
+    b.airgap_images = true;
+    for source in ["download", "upload"] {
+        b.source = source;
+        work.write_inventory(&b.render());
+        let inv = work.inventory();
+        let out = work.run(&["up", inv.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "images, {source}: {err}");
+        assert!(
+            err.contains("sha256") && err.contains(&v2_images_sha),
+            "images, {source}: {err}"
+        );
+        for n in ["master-1", "worker-1"] {
+            let path = format!("/var/lib/rancher/k3s/agent/images/{images}");
+            assert_eq!(
+                sha256_of(&lab, n, &path),
+                images_sha,
+                "images, {source}: replaced on {n}"
+            );
+        }
+        assert_eq!(
+            sh(&lab, "master-1", "systemctl is-active k3s").trim(),
+            "active"
+        );
+    }
 }
 
 /// Issue 13 item 4: the temp files an upload or write cut off mid-way leaves (an executable
