@@ -302,11 +302,23 @@ fn seed_addons_install_healthy_rerun_recover_and_remove() {
     assert_eq!(st["healthy"], true, "{st}");
     assert_eq!(st["addons"].as_array().unwrap().len(), 4, "{st}");
 
-    // Re-run: no manifest rewritten, no change, at most two round trips on the server for the
-    // add-on phase on top of the facts and nodes reads.
+    // Re-run: no manifest rewritten, no change; each host's facts in one round trip (the
+    // server's reads the cluster, the add-ons' health included, in it), plus the lock's
+    // release on the server.
     let before = manifest_mtimes(&lab, "master-1");
     let (sum, _) = work.up_json();
     assert_eq!(sum["changes"], 0, "{sum}");
+    let rt = sum["round_trips"]
+        .as_object()
+        .expect("round trips per host");
+    for (host, n) in rt {
+        let most = if host.starts_with("master-") { 2 } else { 1 };
+        assert!(
+            n.as_u64().is_some_and(|n| (1..=most).contains(&n)),
+            "{host}: {sum}"
+        );
+    }
+    assert_eq!(rt.len(), 3, "{sum}");
     assert_eq!(before, manifest_mtimes(&lab, "master-1"));
     // `plan` agrees: nothing to do.
     let out = work.run(&["plan", inv.to_str().unwrap()]);
@@ -1126,4 +1138,67 @@ fn an_addon_whose_workload_stays_not_ready_fails_the_run_naming_it() {
     double_faults(&lab, "  hold: none\n");
     let (sum, _) = work.up_json();
     assert_eq!(sum["ok"], true, "{sum}");
+}
+
+/// README, "What a run does": a dropped add-on is deleted, waited for, then its file removed,
+/// and an interrupted removal is finished by the next run. The double's `pre-delete-seconds`
+/// holds Sealed Secrets' uninstall for a minute; Ctrl-C while the tool waits on it leaves
+/// the manifest on the server; the next `up` finishes: release, HelmChart and file gone.
+#[test]
+fn an_interrupted_addon_removal_is_finished_by_the_next_run() {
+    if vagrant_mode() {
+        skip("lab-only test (the k3s double holds the uninstall), BOOTSTRAP_E2E=vagrant");
+        return;
+    }
+    let lab = lab("helm-rm", 1, 1, 0);
+    let work = Workdir::new();
+    let base = InventoryBuilder::new(&lab, "rm").render();
+    work.write_inventory(&format!("{base}{SEALED}"));
+    work.up_json();
+    assert_eq!(
+        releases(&lab, "kube-system", "sealed-secrets"),
+        ["1:deployed"]
+    );
+    double_faults(&lab, "  pre-delete-seconds: sealed-secrets=60\n");
+    work.write_inventory(&base);
+    let inv = work.inventory();
+    let mut run = work.spawn_json(&["up", inv.to_str().unwrap()]);
+    run.wait_for(std::time::Duration::from_secs(120), |e| {
+        e["event"] == "step"
+            && e["step"]
+                .as_str()
+                .is_some_and(|s| s.contains("uninstalls sealed-secrets"))
+    });
+    // The uninstall under way: the HelmChart is being deleted and its delete Job runs.
+    let t = std::time::Instant::now();
+    while !sh(
+        &lab,
+        "master-1",
+        "k3s kubectl get jobs -n kube-system -o name",
+    )
+    .contains("job.batch/helm-delete-sealed-secrets")
+    {
+        assert!(t.elapsed().as_secs() < 60, "no delete Job");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    run.interrupt();
+    let (code, seen, err) = run.finish();
+    assert_eq!(code, Some(130), "{seen}\n{err}");
+    let manifests = "ls /var/lib/rancher/k3s/server/manifests";
+    assert!(
+        sh(&lab, "master-1", manifests).contains("bootstrap-sealed-secrets.yaml"),
+        "the interrupt came after the file's removal: {seen}"
+    );
+    double_faults(&lab, "  pre-delete-seconds: none\n");
+    let (sum, _) = work.up_json();
+    assert_eq!(sum["ok"], true, "{sum}");
+    assert!(releases(&lab, "kube-system", "sealed-secrets").is_empty());
+    let left = sh(
+        &lab,
+        "master-1",
+        &format!("k3s kubectl get helmcharts -n kube-system -o name; {manifests}"),
+    );
+    assert!(!left.contains("sealed-secrets"), "{left}");
+    let (sum, _) = work.up_json();
+    assert_eq!(sum["changes"], 0, "{sum}");
 }

@@ -115,6 +115,31 @@ fn seed_shape_converges_and_stays_converged() {
     let kubeconfig = again["kubeconfig"].as_str().expect("kubeconfig path");
     let text = std::fs::read_to_string(kubeconfig).unwrap();
     assert!(!text.contains("127.0.0.1"), "{text}");
+    // The API at the first server's host (or the inventory's api_endpoint), as YAML reads it.
+    let inv: toml::Value =
+        toml::from_str(&std::fs::read_to_string(bed.inventory()).unwrap()).unwrap();
+    let host = inv["cluster"]
+        .get("api_endpoint")
+        .and_then(|v| v.as_str())
+        .map(String::from)
+        .unwrap_or_else(|| {
+            inv["node"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["role"].as_str() == Some("server"))
+                .expect("a server")["host"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        });
+    assert!(
+        text.replace('"', "")
+            .contains(&format!("server: https://{host}:6443")),
+        "{text}"
+    );
+    // Real k3s (and the k3s double) answer through it.
+    assert!(kubectl(kubeconfig, &["get", "nodes", "-o", "name"]).contains("node/"));
 }
 
 /// An upstream kubectl on the testbed's cluster, through the kubeconfig `up` wrote.

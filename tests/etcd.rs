@@ -95,7 +95,12 @@ fn members(lab: &Lab, server: &str) -> usize {
 
 /// `etcd restore --yes --output json`, stopped with SIGINT once the restore step on
 /// `server` began; returns its exit code and what it printed.
-fn interrupted_restore(work: &Workdir, snapshot: &str, server: &str) -> (Option<i32>, String) {
+fn interrupted_restore(
+    lab: &Lab,
+    work: &Workdir,
+    snapshot: &str,
+    server: &str,
+) -> (Option<i32>, String) {
     let mut child = Command::new(bin())
         .args([
             "etcd",
@@ -125,8 +130,22 @@ fn interrupted_restore(work: &Workdir, snapshot: &str, server: &str) -> (Option<
                 .as_str()
                 .is_some_and(|s| s.starts_with("restore etcd from"))
         {
-            // Into the foreground `k3s server --cluster-reset`.
-            std::thread::sleep(Duration::from_millis(500));
+            // Once the foreground `k3s server --cluster-reset` runs (or has left its flag).
+            let started = Instant::now();
+            while sh(
+                lab,
+                server,
+                "if pgrep -f -- '--cluster-rese[t]' >/dev/null || [ -e /var/lib/rancher/k3s/server/db/reset-flag ]; then echo yes; else echo no; fi",
+            )
+            .trim()
+                != "yes"
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "the reset never began:\n{seen}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let st = Command::new("kill")
                 .args(["-INT", &child.id().to_string()])
                 .status()
@@ -288,7 +307,7 @@ fn seed_snapshot_restore_refusal_interrupt_and_wiped_hosts() {
     eprintln!("wrong token refused: ok at {:?}", t0.elapsed());
 
     // Ctrl-C inside the restore, then the same command finishes the job.
-    let (code, said) = interrupted_restore(&work, &copy, "master-1");
+    let (code, said) = interrupted_restore(&lab, &work, &copy, "master-1");
     assert_eq!(code, Some(130), "{said}");
     let out = run_ok(&work, &["etcd", "restore", &inv(&work), &copy, "--yes"]);
     assert!(text(&out).contains("restored from"), "{}", text(&out));

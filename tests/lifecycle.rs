@@ -255,17 +255,10 @@ fn replace_dead_agent_add_nodes_remove_agent_with_workloads() {
     // A server goes: its Node (and etcd member) first, then its host stops and is cleaned,
     // then the inventory drops it. What the API said of the Node when k3s on its host was
     // being stopped is recorded by a drop-in on that host.
-    sh(
-        &lab,
-        "spare-3",
-        &format!(
-            "mkdir -p /etc/systemd/system/k3s.service.d && cat > /etc/systemd/system/k3s.service.d/zz-order.conf <<'EOF'\n[Service]\nExecStop=/bin/sh -c 'k3s kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml --server https://{}:6443 get node master-2 -o name > /run/node-at-stop 2>&1; true'\nEOF\nsystemctl daemon-reload",
-            addr(&lab, "master-1")
-        ),
-    );
+    record_node_at_stop(&lab, "spare-3", "master-2", "master-1");
     let out = work.run(&["node", "remove", inv_s, "master-2"]);
     assert!(out.status.success(), "{}", text(&out));
-    let at_stop = sh(&lab, "spare-3", "cat /run/node-at-stop");
+    let at_stop = node_at_stop(&lab, "spare-3");
     assert!(
         at_stop.contains("NotFound") || at_stop.contains("not found"),
         "master-2's host was stopped while its Node was still there: {at_stop}"
@@ -281,11 +274,6 @@ fn replace_dead_agent_add_nodes_remove_agent_with_workloads() {
     ))
     .unwrap();
     assert_eq!(members.as_array().map(Vec::len), Some(1), "{members}");
-    sh(
-        &lab,
-        "spare-3",
-        "rm -rf /etc/systemd/system/k3s.service.d /run/node-at-stop; systemctl daemon-reload",
-    );
     assert_clean(&lab, "spare-3");
     assert!(!std::fs::read_to_string(&invp)
         .unwrap()
@@ -518,8 +506,10 @@ fn one_run_at_a_time_interrupts_and_reset() {
     let inv_s = work.inventory().to_str().unwrap().to_string();
     let lock = "/var/lib/bootstrap/lock";
 
-    // Two at once: the second refuses, naming the first. Then SIGINT the
-    // first while the server is being installed.
+    // Two at once: the second refuses, naming the first. Then SIGINT the first once the
+    // server is installed. worker-1 cannot join (its port 6443 is blocked), so the first run
+    // cannot end before the signal comes.
+    lab.fault("worker-1", Fault::BlockJoin).unwrap();
     let first = spawn_up(&work);
     wait_until("the lock", Duration::from_secs(60), || {
         exists(&lab, "master-1", lock)
@@ -537,6 +527,7 @@ fn one_run_at_a_time_interrupts_and_reset() {
     let o = first.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));
     assert!(!exists(&lab, "master-1", lock), "lock not released");
+    lab.fault("worker-1", Fault::UnblockJoin).unwrap();
 
     // Interrupt during the agents' install. worker-2's link goes down once its unit is
     // written (the agents phase), so the run is surely still going when the signal comes.

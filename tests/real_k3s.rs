@@ -357,6 +357,7 @@ fn reset_of_a_server_deletes_its_node_first_under_the_quorum_guard() {
     work.write_inventory(&InventoryBuilder::new(&lab, "reset").render());
     work.up_json();
     let inv = work.inventory();
+    record_node_at_stop(&lab, "master-4", "master-4", "master-1");
     run_ok(
         &work,
         &[
@@ -366,6 +367,12 @@ fn reset_of_a_server_deletes_its_node_first_under_the_quorum_guard() {
             "master-4",
             "--yes",
         ],
+    );
+    // What the API said of master-4 when its host's k3s was being stopped: already gone.
+    let at_stop = node_at_stop(&lab, "master-4");
+    assert!(
+        at_stop.contains("NotFound") || at_stop.contains("not found"),
+        "master-4's host was stopped while its Node was still there: {at_stop}"
     );
     let ev = events(&lab, "master-1");
     let deleted = ev

@@ -104,6 +104,8 @@ async fn ssh_engine_against_the_lab() {
         common::skip("the ssh lab test needs root for the lab");
         return;
     }
+    // A lab an interrupted run of this test left goes first, as common::lab does.
+    let _ = xtask::lab::Lab::down_by_name("ssh-test");
     let lab = LabGuard::up(&LabSpec::new("ssh-test", 3)).expect("lab up");
     let ctx = Ctx {
         lab,
@@ -611,14 +613,21 @@ async fn secrets_not_in_argv(ctx: &Ctx) {
             .stdin(format!("{secret}\n").into_bytes())
             .label("use the token");
         let job = tokio::spawn(async move { runner.run_ok(&cmd).await });
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        let seen = observer
-            .run_ok(&Cmd::new(
-                "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null",
-            ))
-            .await
-            .expect("read cmdlines")
-            .stdout_str();
+        // Read the command lines once the command runs (its `sleep 3` is there), not before.
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = observer
+                .run_ok(&Cmd::new(
+                    "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null",
+                ))
+                .await
+                .expect("read cmdlines")
+                .stdout_str();
+            if seen.contains("sleep 3") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert!(
             seen.contains("sleep 3"),
             "{user}: the command was running while observed:\n{seen}"

@@ -486,12 +486,13 @@ fn resolve_path_expands_home_and_base() {
         PathBuf::from("/srv/inv/keys/a")
     );
     assert_eq!(resolve_path("/abs", base).unwrap(), PathBuf::from("/abs"));
-    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        assert_eq!(
-            resolve_path("~/.ssh/id", base).unwrap(),
-            PathBuf::from(home).join(".ssh/id")
-        );
-    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .expect("HOME is set: `~` expands to it");
+    assert_eq!(
+        resolve_path("~/.ssh/id", base).unwrap(),
+        PathBuf::from(home).join(".ssh/id")
+    );
     assert!(resolve_path("~bob/x", base).is_err());
     assert!(resolve_path("", base).is_err());
 }

@@ -262,6 +262,32 @@ pub fn exists(lab: &xtask::lab::Lab, node: &str, path: &str) -> bool {
     }
 }
 
+/// A drop-in on `host` whose k3s unit, when stopped, records what the API on `api` (another
+/// server, at its lab address) says of Node `name`: read it with [`node_at_stop`]. Shows
+/// whether a removal deleted the Node before it stopped the host.
+pub fn record_node_at_stop(lab: &xtask::lab::Lab, host: &str, name: &str, api: &str) {
+    let addr = lab.node(api).expect("the API server").addr;
+    sh(
+        lab,
+        host,
+        &format!(
+            "mkdir -p /etc/systemd/system/k3s.service.d && cat > /etc/systemd/system/k3s.service.d/zz-order.conf <<'EOF'\n[Service]\nExecStop=/bin/sh -c 'k3s kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml --server https://{addr}:6443 get node {name} -o name > /run/node-at-stop 2>&1; true'\nEOF\nsystemctl daemon-reload"
+        ),
+    );
+}
+
+/// What [`record_node_at_stop`] recorded (NotFound: the Node was gone when the host stopped),
+/// its drop-in removed.
+pub fn node_at_stop(lab: &xtask::lab::Lab, host: &str) -> String {
+    let said = sh(lab, host, "cat /run/node-at-stop");
+    sh(
+        lab,
+        host,
+        "rm -rf /etc/systemd/system/k3s.service.d /run/node-at-stop; systemctl daemon-reload",
+    );
+    said
+}
+
 /// Run a shell command on a lab node (through nsenter, not SSH) and return stdout.
 pub fn sh(lab: &xtask::lab::Lab, node: &str, script: &str) -> String {
     let out = lab.exec(node, &["sh", "-c", script]).expect("lab exec");
@@ -338,13 +364,13 @@ pub fn taints(n: &serde_json::Value) -> Vec<String> {
     t
 }
 
-/// The files `up` must leave alone on a re-run, with their mtimes, plus the
-/// time each k3s service last started.
+/// The files `up` must leave alone on a re-run (config, binary, its links and scripts, units),
+/// with their mtimes, plus the time each k3s service last started.
 pub fn fingerprint(lab: &xtask::lab::Lab, node: &str) -> String {
     sh(
         lab,
         node,
-        "{ find /etc/rancher -type f; ls -d /usr/local/bin/k3s /etc/systemd/system/k3s* 2>/dev/null; } \
+        "{ find /etc/rancher -type f; ls -d /usr/local/bin/k3s /usr/local/bin/k3s-*.sh /usr/local/bin/kubectl /usr/local/bin/crictl /usr/local/bin/ctr /etc/systemd/system/k3s* 2>/dev/null; } \
          | sort | while read -r f; do stat -c '%n %y %a' \"$f\"; done; \
          for s in k3s k3s-agent; do echo \"$s $(systemctl show -p ActiveEnterTimestampMonotonic,NRestarts --value $s | tr '\\n' ' ')\"; done",
     )

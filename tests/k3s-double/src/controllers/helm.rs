@@ -502,18 +502,22 @@ struct Faults {
     fail_jobs: bool,
     fail_release: bool,
     hook_secs: Option<i64>,
+    pre_delete_secs: Option<i64>,
     refuse_uninstall: bool,
 }
 
 fn faults(st: &State, name: &str) -> Faults {
-    let hook_secs = st.control_list("hook-seconds").iter().find_map(|e| {
-        let (n, v) = e.split_once('=')?;
-        (n.trim() == name).then(|| v.trim().trim_end_matches('s').parse().ok())?
-    });
+    let secs = |knob: &str| {
+        st.control_list(knob).iter().find_map(|e| {
+            let (n, v) = e.split_once('=')?;
+            (n.trim() == name).then(|| v.trim().trim_end_matches('s').parse().ok())?
+        })
+    };
     Faults {
         fail_jobs: st.control_list("fail-jobs").iter().any(|x| x == name),
         fail_release: st.control_list("fail-release").iter().any(|x| x == name),
-        hook_secs,
+        hook_secs: secs("hook-seconds"),
+        pre_delete_secs: secs("pre-delete-seconds"),
         refuse_uninstall: st
             .control_list("refuse-uninstall")
             .iter()
@@ -1012,7 +1016,10 @@ fn remove(st: &mut State, ctx: &Ctx, chart: &Value) {
         }
         return;
     };
-    let Some(pod_key) = ripe_pod(st, &j, 2) else {
+    let faults = faults(st, &name);
+    // `helm uninstall --wait` takes as long as the chart's pre-delete hook (2 s without one).
+    let takes = faults.pre_delete_secs.unwrap_or(2).max(2);
+    let Some(pod_key) = ripe_pod(st, &j, takes) else {
         return;
     };
     let run = ChartRun {
@@ -1021,7 +1028,7 @@ fn remove(st: &mut State, ctx: &Ctx, chart: &Value) {
         target: target.clone(),
         hash: String::new(),
         timeout_secs: HELM_TIMEOUT_SECS,
-        faults: faults(st, &name),
+        faults,
     };
     let mut a = Attempt::new();
     if latest_release(st, &target, &name).revision == 0 {
