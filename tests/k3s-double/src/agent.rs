@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::join::{self, Validated};
 use crate::net::client::{self, Target};
 use crate::nodes::{self, NodeInfo};
+use crate::registries;
 use crate::{util, version, version_line};
 
 fn node_info(cfg: &Config, name: &str, ip: &str) -> NodeInfo {
@@ -73,8 +74,16 @@ fn start_lb(port: u16, default: String, servers: Arc<Mutex<Vec<String>>>) -> Res
     Ok(())
 }
 
+/// What the server's answer tells the agent: the servers for its load balancer, and whether
+/// the embedded registry is on (k3s: `controlConfig.EmbeddedRegistry` from `/v1-k3s/config`,
+/// `pkg/agent/config/config.go`:538), with the supervisor port it is served on.
+struct Joined {
+    servers: Vec<String>,
+    embedded: Option<u16>,
+}
+
 /// Registers the node (k3s's config.Get: retried forever while the server says no).
-fn register(v: &Validated, lb_url: &str, info: &NodeInfo) -> Result<Vec<String>, String> {
+fn register(v: &Validated, lb_url: &str, info: &NodeInfo) -> Result<Joined, String> {
     let auth = client::basic_auth("node", &v.password);
     let op = Op::Join {
         role: "agent".into(),
@@ -83,15 +92,21 @@ fn register(v: &Validated, lb_url: &str, info: &NodeInfo) -> Result<Vec<String>,
     };
     let cfg_url = format!("{lb_url}/v1-k3s/config");
     match common::post_op(&v.target, &v.trust(), &auth, &op, Duration::from_secs(30)) {
-        Ok((200, r)) => Ok(r
-            .get("servers")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()),
+        Ok((200, r)) => Ok(Joined {
+            servers: r
+                .get("servers")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            embedded: r
+                .get("embedded_registry")
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok()),
+        }),
         Ok((401, _)) => Err(format!(
             "failed to retrieve configuration from server: {cfg_url}: 401 Unauthorized"
         )),
@@ -178,9 +193,14 @@ pub fn run(cfg: Config) -> ! {
     };
     let ip = common::local_ip(&cfg, Some(&url));
     let info = node_info(&cfg, &name, &ip);
-    let learned = loop {
-        match register(&v, &supervisor, &info) {
-            Ok(s) => break s,
+    // k3s's config.get reads registries.yaml on every attempt, before it asks for the
+    // kubelet's certificates (the node-password check): a file that does not parse keeps the
+    // node from registering (`pkg/agent/config/config.go`:698 and 734; src/registries.rs).
+    let (learned, registry, embedded) = loop {
+        let attempt = registries::load(&registries::path(&cfg))
+            .and_then(|r| register(&v, &supervisor, &info).map(|j| (j, r)));
+        match attempt {
+            Ok((j, r)) => break (j.servers, r, j.embedded),
             Err(e) => util::info(format!(
                 "Waiting to retrieve agent configuration; server is not ready: {e}"
             )),
@@ -189,6 +209,12 @@ pub fn run(cfg: Config) -> ! {
             std::process::exit(0);
         }
     };
+    registries::apply(
+        &cfg,
+        registry,
+        embedded.map(|port| registries::Embedded::new(&cfg.data_dir(), port)),
+        &ip,
+    );
     *servers.lock().unwrap_or_else(|p| p.into_inner()) = learned.clone();
     let dd = cfg.data_dir().join("agent");
     let mut known = learned;

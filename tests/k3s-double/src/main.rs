@@ -17,6 +17,7 @@ mod nodes;
 mod notify;
 mod objects;
 mod pki;
+mod registries;
 mod reset;
 mod server;
 mod serving;

@@ -19,6 +19,7 @@ use crate::net::client::{self, Request, Target};
 use crate::net::server::{full, HttpResponse};
 use crate::net::tls::{self, DynamicCert, Trust};
 use crate::nodes::{self, NodeInfo};
+use crate::registries::Registry;
 use crate::serving::{self, Serving};
 use crate::store::{Bootstrap, Member, State};
 use crate::{controllers, deploy, join, pki, token, util, version, version_line};
@@ -512,6 +513,11 @@ impl Server {
                     st.members.iter().map(|m| m.api.clone()).collect()
                 };
                 let mut resp = json!({"servers": servers});
+                if self.ctx.cfg.bool("embedded-registry") {
+                    // `controlConfig.EmbeddedRegistry`, served on the supervisor port
+                    // (`pkg/agent/config/config.go`:538, 713).
+                    resp["embedded_registry"] = json!(self.ctx.port);
+                }
                 if role == "server" {
                     resp["state"] = serde_json::to_value(&*st).unwrap_or(Value::Null);
                 }
@@ -983,9 +989,19 @@ fn node_info(ctx: &Ctx, etcd: bool, member: &str) -> NodeInfo {
     }
 }
 
+/// The server's own agent reading registries.yaml (k3s `agent.Run` → `config.Get`, between
+/// `PrepareServer` and `StartServer`, `pkg/cli/server/server.go`:553-628): retried until it
+/// parses; a stop meanwhile exits.
+fn agent_registries(ctx: &Ctx) -> Registry {
+    match crate::registries::wait_valid(&ctx.cfg) {
+        Some(r) => r,
+        None => std::process::exit(0),
+    }
+}
+
 /// Joins an existing cluster through `server:`. A failure is fatal, as in k3s: the process
 /// exits and systemd starts it again (`Restart=always`), so the unit keeps activating.
-fn join_cluster(ctx: &Ctx, url: &str, tok: &str) -> (State, Member) {
+fn join_cluster(ctx: &Ctx, url: &str, tok: &str) -> (State, Member, Registry) {
     let v = match join::validate(url, tok) {
         Ok(v) => v,
         Err(e) => {
@@ -1044,6 +1060,9 @@ fn join_cluster(ctx: &Ctx, url: &str, tok: &str) -> (State, Member) {
             e.go("GET", &bootstrap_url)
         )),
     }
+    // The local agent's config (registries.yaml) before etcd's MemberAdd, which k3s does in
+    // control.Server after agent.Run returned (`pkg/cli/server/server.go`:626, 628).
+    let registry = agent_registries(ctx);
     let member = my_member(ctx);
     let op = Op::Join {
         role: "server".into(),
@@ -1052,7 +1071,7 @@ fn join_cluster(ctx: &Ctx, url: &str, tok: &str) -> (State, Member) {
     };
     match common::post_op(&v.target, &v.trust(), &auth, &op, Duration::from_secs(30)) {
         Ok((200, r)) => match serde_json::from_value::<State>(r.get("state").cloned().unwrap_or(Value::Null)) {
-            Ok(st) => (st, member),
+            Ok(st) => (st, member, registry),
             Err(e) => util::fatal(format!("starting kubernetes: preparing server: bad bootstrap data: {e}")),
         },
         Ok((401, _)) => util::fatal(format!(
@@ -1343,7 +1362,7 @@ pub fn run(cfg: Config) -> ! {
     let existing = std::fs::read(db.join("state.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<State>(&b).ok());
-    let (mut st, joined) = match existing {
+    let (mut st, joined_registry) = match existing {
         Some(st) => {
             if let Some(t) = read_token(&ctx.cfg, "token", "token-file") {
                 if token::parse(&t).password != st.bootstrap.server_password {
@@ -1354,7 +1373,7 @@ pub fn run(cfg: Config) -> ! {
                 util::info("Managed etcd cluster bootstrap already complete and initialized");
             }
             reconcile_bootstrap(&ctx, &st.bootstrap, false);
-            (st, false)
+            (st, None)
         }
         None => match ctx.cfg.get("server") {
             Some(url) => {
@@ -1362,15 +1381,26 @@ pub fn run(cfg: Config) -> ! {
                     util::fatal("starting kubernetes: preparing server: token is required to join a cluster")
                 };
                 let url = url.to_string();
-                let (st, _m) = join_cluster(&ctx, &url, &tok);
-                (st, true)
+                let (st, _m, registry) = join_cluster(&ctx, &url, &tok);
+                (st, Some(registry))
             }
             None => match new_cluster(&ctx, ctx.cfg.bool("cluster-init")) {
-                Ok(st) => (st, false),
+                Ok(st) => (st, None),
                 Err(e) => util::fatal(format!("starting kubernetes: preparing server: {e}")),
             },
         },
     };
+    let joined = joined_registry.is_some();
+    // The local agent: registries.yaml read (retried while it does not parse: nothing of
+    // etcd or the apiserver starts meanwhile) and containerd's hosts.toml written.
+    let registry = joined_registry.unwrap_or_else(|| agent_registries(&ctx));
+    if !ctx.cfg.bool("disable-agent") {
+        let embedded = ctx
+            .cfg
+            .bool("embedded-registry")
+            .then(|| crate::registries::Embedded::new(&ctx.data_dir, ctx.port));
+        crate::registries::apply(&ctx.cfg, registry, embedded, &ctx.ip);
+    }
     if let Some(me) = st.members.iter_mut().find(|m| m.node == ctx.node) {
         if me.api != ctx.api {
             me.api = ctx.api.clone();

@@ -186,7 +186,14 @@ pub fn symlink_force(target: &str, link: &Path) -> std::io::Result<()> {
 }
 
 fn log(level: &str, msg: &str) {
-    let msg = msg.replace('\\', "\\\\").replace('"', "\\\"");
+    // logrus's text formatter quotes the message with Go's `%q`: a multi-line error (yaml.v2's
+    // `unmarshal errors:\n  line 3: ...`) stays on one line.
+    let msg = msg
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .replace('\t', "\\t")
+        .replace('\r', "\\r");
     eprintln!("time=\"{}\" level={level} msg=\"{msg}\"", now_rfc3339());
 }
 
