@@ -164,7 +164,7 @@ enum Command {
         #[command(flatten)]
         rollout: Rollout,
     },
-    /// Nodes, roles, versions, readiness, label/taint drift and add-on health.
+    /// Nodes, roles, versions, readiness, clocks, label/taint drift and add-on health.
     Status {
         /// The inventory file (TOML).
         inventory: PathBuf,

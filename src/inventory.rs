@@ -19,7 +19,9 @@ mod error;
 mod etcd;
 mod flags;
 pub mod init;
+mod os;
 mod raw;
+mod registries;
 mod syntax;
 mod validate;
 mod values;
@@ -31,6 +33,10 @@ use std::time::Duration;
 
 pub use etcd::{
     Etcd, EtcdS3, Key as EtcdKey, S3Credentials, S3_TIMEOUT_SECS, SNAPSHOT_CLIENT_SECS,
+};
+pub use os::{Os, Swap, Updates, DEFAULT_MAX_CLOCK_OFFSET_SECS, RECOMMENDED_SYSCTL};
+pub use registries::{
+    Mirror, Registries, RegistryConfig, Secret, REGISTRIES_HEADER, REGISTRIES_PATH,
 };
 
 /// A node's role and the SSH host-key policy are the k3s and SSH layers' own types.
@@ -92,6 +98,10 @@ pub struct Inventory {
     pub charts: Vec<Chart>,
     /// `[etcd]`: snapshots and their S3 copies (none: k3s's defaults).
     pub etcd: Option<Etcd>,
+    /// `[os]`: the hosts' own settings (none: nothing on the hosts changes).
+    pub os: Option<Os>,
+    /// `[registries]`: k3s's registries.yaml and embedded registry.
+    pub registries: Option<Registries>,
     path: PathBuf,
     base_dir: PathBuf,
     warnings: Vec<Warning>,
@@ -651,6 +661,13 @@ impl std::fmt::Display for WaitFor {
 }
 
 impl Inventory {
+    /// How far a host's clock may be from this machine's before a join is refused.
+    pub fn max_clock_offset_secs(&self) -> u32 {
+        self.os
+            .as_ref()
+            .map_or(DEFAULT_MAX_CLOCK_OFFSET_SECS, |o| o.max_clock_offset_secs)
+    }
+
     /// Reads, parses and validates the inventory at `path`. Nothing else happens before this
     /// succeeds.
     pub fn load(path: impl AsRef<Path>) -> Result<Inventory, InventoryError> {

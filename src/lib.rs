@@ -10,7 +10,8 @@
 //! - [`report`]: progress, JSON events and the summary.
 //!
 //! Below them: [`k3s`] (paths, config, unit, tokens, release files), [`addons`] (the four
-//! charts and extra manifests, rendered, and what healthy means), [`kubeconfig`],
+//! charts and extra manifests, rendered, and what healthy means), [`os`] (the hosts' own
+//! settings: sysctl, time sync, security updates, swap), [`kubeconfig`],
 //! [`templates`], [`local`] (files on this machine) and [`outcome`] (exit codes).
 
 pub mod addons;
@@ -22,6 +23,7 @@ pub mod inventory;
 pub mod k3s;
 pub mod kubeconfig;
 pub mod local;
+pub mod os;
 pub mod outcome;
 pub mod plan;
 pub mod report;

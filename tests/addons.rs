@@ -1,13 +1,13 @@
 //! Add-ons end to end on lab hosts (issue 4): Longhorn, Traefik, cert-manager and Sealed Secrets
 //! through k3s's HelmChart CRD, extra manifests, health, removal, the sealing key.
 //!
-//! The lab's nodes are containers on a kernel without iSCSI or device-mapper, and without
-//! internet access, so Longhorn's prerequisites cannot really be installed there. The tests
-//! stand in for a prepared host: they put the binaries Longhorn probes and an `iscsid` unit in
-//! place ([`prepare_longhorn_host`]). The kernel modules are reported (honestly) as a warning:
-//! they cannot be loaded from inside a container. What the tests do exercise for real is
-//! bootstrap's check, its fixes (starting iscsid) and its error when apt cannot install a
-//! package.
+//! The lab's nodes are containers with no internet access; the lab serves them a Debian
+//! repository (xtask/src/lab/repo.rs) holding Longhorn's prerequisites and their dependencies,
+//! so bootstrap's fix installs the real packages with the node's own apt, as on a VPS. What a
+//! container cannot do is reported (honestly) as a warning and checked as such: its kernel
+//! modules cannot be loaded from inside it, and iscsid cannot run there (no iSCSI netlink in
+//! its network namespace), so the tests check what apt wrote (the packages, iscsid.socket
+//! enabled) instead. xtask/src/lab/README.md lists every difference from a VPS.
 
 mod common;
 
@@ -17,31 +17,71 @@ use base64::Engine;
 use common::*;
 use xtask::lab::Lab;
 
-/// Stand-ins for open-iscsi, nfs-common, cryptsetup and dmsetup, and a running iscsid.
-fn prepare_longhorn_host(lab: &Lab, node: &str) {
-    sh(
-        lab,
-        node,
-        "mkdir -p /usr/local/sbin && for b in iscsiadm mount.nfs cryptsetup dmsetup; do \
-           printf '#!/bin/sh\\nexit 0\\n' > /usr/local/sbin/$b; chmod 755 /usr/local/sbin/$b; done; \
-         printf '[Unit]\\nDescription=lab stand-in for iscsid\\n[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' \
-           > /etc/systemd/system/iscsid.service; \
-         systemctl daemon-reload && systemctl enable --now iscsid.service",
-    );
-}
+/// The Debian packages that provide what Longhorn probes (src/addons/longhorn.rs, PACKAGES).
+const LONGHORN_PACKAGES: [&str; 4] = ["open-iscsi", "nfs-common", "cryptsetup", "dmsetup"];
 
-/// A lab of `nodes` (one server) whose every node is prepared for Longhorn; `None`, said so,
-/// against Vagrant VMs, where the stand-ins have no place.
+/// A lab of `nodes` (one server) as the rootfs leaves it: none of Longhorn's packages but
+/// dmsetup, apt pointed at the lab's mirror only. `None`, said so, against Vagrant VMs: the
+/// tests read the nodes through the lab.
 fn longhorn_lab(name: &str, nodes: usize) -> Option<xtask::lab::LabGuard> {
     if vagrant_mode() {
-        skip("lab-only test (stand-in Longhorn prerequisites), BOOTSTRAP_E2E=vagrant");
+        skip("lab-only test (the lab's package mirror, the k3s double), BOOTSTRAP_E2E=vagrant");
         return None;
     }
     let lab = lab(name, nodes, 1, 0);
     for n in lab.nodes() {
-        prepare_longhorn_host(&lab, &n.name);
+        let missing = sh(
+            &lab,
+            &n.name,
+            "dpkg-query -W -f '${db:Status-Abbrev}${Package}\n' open-iscsi nfs-common cryptsetup 2>/dev/null | grep -c '^ii' || true",
+        );
+        assert_eq!(
+            missing.trim(),
+            "0",
+            "{}: Longhorn's packages are already there",
+            n.name
+        );
     }
     Some(lab)
+}
+
+/// Longhorn's packages are installed on `node`, by dpkg, from the lab's mirror; open-iscsi's
+/// package enabled and started iscsid.socket. iscsid itself cannot run in a container (no
+/// iSCSI netlink in its network namespace): the run said so (`printed`), naming the node.
+fn assert_longhorn_packages_from_the_mirror(lab: &Lab, node: &str) {
+    for p in LONGHORN_PACKAGES {
+        let status = sh(
+            lab,
+            node,
+            &format!("dpkg-query -W -f '${{db:Status-Abbrev}}' {p} 2>&1 || true"),
+        );
+        assert!(
+            status.starts_with("ii"),
+            "{node}: dpkg says {p} is {status:?}"
+        );
+        if p == "dmsetup" {
+            continue; // in the node image already (systemd's libcryptsetup needs it)
+        }
+        let policy = sh(lab, node, &format!("apt-cache policy {p}"));
+        assert!(
+            policy.contains(&format!("{}/debian bookworm/main", lab.mirror_url())),
+            "{node}: {p} is not from the lab's mirror:\n{policy}"
+        );
+    }
+    assert_eq!(
+        sh(
+            lab,
+            node,
+            "systemctl is-enabled iscsid.socket; systemctl is-active iscsid.socket"
+        ),
+        "enabled\nactive\n",
+        "{node}: open-iscsi's package did not enable iscsid.socket"
+    );
+}
+
+/// The warning a run gives for a node whose iscsid cannot run (a lab node is a container).
+fn iscsid_warning(node: &str) -> String {
+    format!("{node}: iscsid (open-iscsi) is not running and cannot run inside a container (systemd-nspawn)")
 }
 
 const ADDONS: &str = r#"
@@ -131,11 +171,16 @@ fn seed_addons_install_healthy_rerun_recover_and_remove() {
             "{printed}"
         );
     }
-    // Kernel modules cannot be loaded in a container: said, not hidden.
+    // Kernel modules cannot be loaded in a container, nor iscsid run: said, not hidden.
     assert!(
         printed.contains("cannot be loaded from inside a container"),
         "{printed}"
     );
+    // Longhorn's prerequisites, installed by the nodes' own apt from the lab's mirror.
+    for n in lab.nodes() {
+        assert!(printed.contains(&iscsid_warning(&n.name)), "{printed}");
+        assert_longhorn_packages_from_the_mirror(&lab, &n.name);
+    }
 
     // Every HelmChart, pinned, failurePolicy abort, its Job complete.
     let charts = json(
@@ -411,6 +456,10 @@ fn a_failed_attempt_under_reinstall_is_reported_and_waited_through() {
     assert_eq!(sum["changes"], 0, "{sum}");
 }
 
+/// Longhorn's prerequisites on fresh nodes: installed by the nodes' own apt from the lab's
+/// mirror, or named with apt's error when no mirror answers, before k3s changes anywhere; a
+/// package removed later is installed again, alone. iscsid, which cannot run in a container,
+/// is said so and never "started" (a VPS gets `start iscsid`: src/addons/longhorn.rs tests).
 #[test]
 fn longhorn_prerequisites_are_fixed_or_named() {
     let Some(lab) = longhorn_lab("addons-prereq", 2) else {
@@ -428,18 +477,20 @@ fn longhorn_prerequisites_are_fixed_or_named() {
     work.write_inventory(&format!("{base}\n[addons.longhorn]\nreplicas = 1\n"));
     let inv = work.inventory();
 
-    // open-iscsi missing and apt without a reachable mirror: a clear error, nothing changed.
+    // apt on the worker without a reachable mirror: a clear error, k3s nowhere.
     sh(
         &lab,
         &worker,
         &format!(
-            "rm -f /usr/local/sbin/iscsiadm; echo 'deb {}/debian bookworm main' > /etc/apt/sources.list; rm -rf /var/lib/apt/lists/*",
-            lab.mirror_url()
+            "echo 'deb [trusted=yes] http://{}:9/debian bookworm main' > /etc/apt/sources.list",
+            lab.host_addr()
         ),
     );
     let err = run_failed(&work, &["up", inv.to_str().unwrap()]);
     assert!(
-        err.contains(&format!("{worker}: apt-get could not install open-iscsi")),
+        err.contains(&format!(
+            "{worker}: apt-get could not install open-iscsi, nfs-common, cryptsetup"
+        )),
         "{err}"
     );
     assert!(err.contains("nothing else was changed"), "{err}");
@@ -451,33 +502,71 @@ fn longhorn_prerequisites_are_fixed_or_named() {
             n.name
         );
     }
+    assert!(!sh(
+        &lab,
+        &worker,
+        "dpkg-query -W -f '${db:Status-Abbrev}' open-iscsi 2>&1 || true"
+    )
+    .starts_with("ii"));
 
-    // Restored: the cluster converges with Longhorn.
-    prepare_longhorn_host(&lab, &worker);
-    work.up_json();
+    // The lab's mirror back: the cluster converges, Longhorn's packages installed by apt.
+    let restored = lab
+        .exec_stdin(
+            &worker,
+            &["sh", "-c", "cat > /etc/apt/sources.list"],
+            lab.apt_sources().as_bytes(),
+        )
+        .unwrap();
+    assert!(restored.status.success());
+    let (_, out) = work.up_json();
+    let printed = text(&out);
+    assert!(printed.contains(&iscsid_warning(&worker)), "{printed}");
+    for n in lab.nodes() {
+        assert_longhorn_packages_from_the_mirror(&lab, &n.name);
+    }
+    // Nothing planned again, and nothing said again about iscsid: its socket is enabled and
+    // listening, which is what the facts count.
+    let (sum, out) = work.up_json();
+    assert_eq!(sum["changes"], 0, "{sum}");
+    let printed = text(&out);
+    assert!(!printed.contains("iscsid (open-iscsi)"), "{printed}");
 
-    // iscsid stopped on the worker: started again, and nothing else on it changes.
+    // A package removed: installed again, alone; nothing else on the node changes.
     let before = fingerprint(&lab, &worker);
-    sh(&lab, &worker, "systemctl stop iscsid.service");
+    sh(
+        &lab,
+        &worker,
+        "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q nfs-common >/dev/null",
+    );
     let (sum, _) = work.up_json();
-    let host = sum["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["host"] == worker.as_str())
-        .unwrap()
-        .clone();
+    let changes = |sum: &serde_json::Value| {
+        sum["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == worker.as_str())
+            .unwrap()["changes"]
+            .clone()
+    };
     assert_eq!(
-        host["changes"],
-        serde_json::json!(["longhorn prerequisites: start iscsid"]),
+        changes(&sum),
+        serde_json::json!(["longhorn prerequisites: install nfs-common"]),
         "{sum}"
     );
     assert_eq!(sum["changes"], 1, "{sum}");
     assert_eq!(before, fingerprint(&lab, &worker));
-    assert_eq!(
-        sh(&lab, &worker, "systemctl is-active iscsid.service").trim(),
-        "active"
-    );
+    assert_longhorn_packages_from_the_mirror(&lab, &worker);
+
+    // iscsid's socket stopped: on a VPS the run would start iscsid; in a container it cannot
+    // run, so the run says so and changes nothing, this time and the next.
+    sh(&lab, &worker, "systemctl stop iscsid.socket iscsid.service");
+    for _ in 0..2 {
+        let (sum, out) = work.up_json();
+        assert_eq!(sum["changes"], 0, "{sum}");
+        let printed = text(&out);
+        assert!(printed.contains(&iscsid_warning(&worker)), "{printed}");
+    }
+    assert_eq!(before, fingerprint(&lab, &worker));
 }
 
 /// Puts the test-fault `entries` (`key: value` lines) into the double's control ConfigMap.

@@ -16,9 +16,8 @@ pub const NAMESPACE: &str = "longhorn-system";
 /// `nfs` for RWX volumes: the manager's NFS-client check wants NFSv4 built in or the module
 /// loaded (longhorn-manager v1.12.1 `node` conditions, reference/addons.md §3.2 item 4).
 pub const MODULES: [&str; 3] = ["iscsi_tcp", "dm_crypt", "nfs"];
-/// The longest one apt-get call of the package fix may take: three calls at most, so a host
-/// whose package manager cannot reach a mirror fails in under five minutes.
-pub const APT_STEP_SECS: u32 = 90;
+/// How long one apt-get call may take (the apt install script lives in src/os.rs).
+pub use crate::os::APT_STEP_SECS;
 /// (binary Longhorn probes, Debian package that provides it).
 pub const PACKAGES: [(&str, &str); 4] = [
     ("iscsiadm", "open-iscsi"),
@@ -223,10 +222,7 @@ pub struct PrereqPlan {
 /// Decide what `node` (with OS id `os_id`) needs. Pure.
 pub fn plan_prereqs(node: &str, os_id: &str, f: &PrereqFacts) -> PrereqPlan {
     let mut p = PrereqPlan::default();
-    let apt = matches!(
-        os_id,
-        "debian" | "ubuntu" | "raspbian" | "linuxmint" | "pop"
-    );
+    let apt = crate::os::apt_host(os_id);
     let missing: Vec<(&str, &str)> = PACKAGES
         .iter()
         .copied()
@@ -247,7 +243,19 @@ pub fn plan_prereqs(node: &str, os_id: &str, f: &PrereqFacts) -> PrereqPlan {
     }
     let will_have_iscsiadm = f.binaries.get("iscsiadm") == Some(&true) || apt;
     if !f.iscsid_running() && will_have_iscsiadm {
-        p.fixes.push(PrereqFix::StartIscsid);
+        match &f.container {
+            // iscsid talks to the kernel's iSCSI transport over netlink, which the kernel
+            // offers in the host's network namespace only: in a container it exits at once
+            // ("can not create NETLINK_ISCSI socket") while `systemctl start` (a forking unit)
+            // may still say it started, so a start would report a change that did not happen.
+            // Said instead, like a module the container cannot load; once open-iscsi's
+            // package has enabled iscsid.socket the facts count iscsid as running and this
+            // is said no more.
+            Some(c) => p.warnings.push(format!(
+                "{node}: iscsid (open-iscsi) is not running and cannot run inside a container ({c}): it needs the kernel's iSCSI netlink, which only the container host's network namespace has; bootstrap does not start it there, and Longhorn volumes will not attach there"
+            )),
+            None => p.fixes.push(PrereqFix::StartIscsid),
+        }
     }
     if f.multipathd_running() {
         if f.multipath_maps == 0 {
@@ -289,20 +297,7 @@ pub fn plan_prereqs(node: &str, os_id: &str, f: &PrereqFacts) -> PrereqPlan {
 /// last stderr lines say why.
 pub fn fix_script(fix: &PrereqFix) -> String {
     match fix {
-        PrereqFix::Install(pkgs) => {
-            let pkgs = pkgs.join(" ");
-            // Try with the current lists first (no network round trip when they are fresh),
-            // then refresh them once. Each apt-get call is bounded ([`APT_STEP_SECS`]): with no
-            // reachable mirror apt retries connections for many minutes otherwise.
-            // The log goes to a fresh mktemp file: a fixed path under /tmp is one another
-            // user of the host could point elsewhere with a symlink, for root to overwrite.
-            format!(
-                "export DEBIAN_FRONTEND=noninteractive; opts='-y -q --no-install-recommends -o Acquire::Retries=1 -o Acquire::http::Timeout=20 -o Dpkg::Options::=--force-confold'; \
-                 log=$(mktemp) || exit 1; t='timeout -k 5 {APT_STEP_SECS}'; \
-                 run() {{ $t \"$@\" >>\"$log\" 2>&1; rc=$?; [ $rc -eq 124 ] && echo \"$1 $2: no answer within {APT_STEP_SECS}s (is a package mirror reachable from this host?)\" >>\"$log\"; return $rc; }}; \
-                 run apt-get install $opts {pkgs} || {{ run apt-get update -q -o Acquire::Retries=1 -o Acquire::http::Timeout=20; run apt-get install $opts {pkgs}; }} || {{ tail -n 15 \"$log\" >&2; rm -f \"$log\"; exit 1; }}; rm -f \"$log\""
-            )
-        }
+        PrereqFix::Install(pkgs) => crate::os::apt_install_script(pkgs),
         PrereqFix::StartIscsid => "if systemctl cat iscsid.socket >/dev/null 2>&1; then systemctl enable --now iscsid.socket; fi; systemctl enable iscsid.service >/dev/null 2>&1 || true; systemctl start iscsid.service".into(),
         PrereqFix::LoadModules(mods) => {
             let mods = mods.join(" ");
@@ -335,6 +330,89 @@ pub fn fix_error(node: &str, fix: &PrereqFix, stderr_tail: &str) -> String {
 #[cfg(test)]
 mod script_tests {
     use super::*;
+
+    fn facts(lines: &[(&str, &str)]) -> PrereqFacts {
+        let mut f = PrereqFacts::default();
+        for (k, v) in lines {
+            f.parse_line(k, v);
+        }
+        f
+    }
+
+    /// A fresh Debian node with nothing of Longhorn's, on a kernel whose modules are loaded.
+    const FRESH: &[(&str, &str)] = &[
+        ("bin.iscsiadm", "no"),
+        ("bin.mount.nfs", "no"),
+        ("bin.cryptsetup", "no"),
+        ("bin.dmsetup", "yes"),
+        ("iscsid", "inactive/inactive"),
+        ("multipathd", "inactive/inactive"),
+        ("multipath.maps", "0"),
+        ("mod.iscsi_tcp", "loaded"),
+        ("mod.dm_crypt", "loaded"),
+        ("mod.nfs", "loaded"),
+    ];
+
+    #[test]
+    fn iscsid_in_a_container_is_said_not_started() {
+        // A VPS: installed, then started.
+        let p = plan_prereqs("w1", "debian", &facts(FRESH));
+        assert_eq!(
+            p.fixes,
+            vec![
+                PrereqFix::Install(vec![
+                    "open-iscsi".into(),
+                    "nfs-common".into(),
+                    "cryptsetup".into()
+                ]),
+                PrereqFix::StartIscsid,
+            ]
+        );
+        assert!(p.warnings.is_empty(), "{p:?}");
+
+        // A container: installed, and iscsid said to be impossible there, naming the node and
+        // the container; nothing fails.
+        let mut in_container = FRESH.to_vec();
+        in_container.push(("container", "systemd-nspawn"));
+        let p = plan_prereqs("worker-1", "debian", &facts(&in_container));
+        assert_eq!(
+            p.fixes,
+            vec![PrereqFix::Install(vec![
+                "open-iscsi".into(),
+                "nfs-common".into(),
+                "cryptsetup".into()
+            ])]
+        );
+        assert!(p.errors.is_empty(), "{p:?}");
+        assert_eq!(p.warnings.len(), 1, "{p:?}");
+        let w = &p.warnings[0];
+        assert!(w.starts_with("worker-1: iscsid"), "{w}");
+        assert!(w.contains("inside a container (systemd-nspawn)"), "{w}");
+
+        // The next run, after apt: open-iscsi's package enabled iscsid.socket, the service
+        // could not stay up. Nothing planned, nothing said again about iscsid.
+        let mut installed = in_container.clone();
+        for (k, v) in installed.iter_mut() {
+            if k.starts_with("bin.") {
+                *v = "yes";
+            }
+            if *k == "iscsid" {
+                *v = "failed/active";
+            }
+        }
+        let p = plan_prereqs("worker-1", "debian", &facts(&installed));
+        assert_eq!(p, PrereqPlan::default());
+
+        // Stopped by hand in a container: said again, never a step that cannot work.
+        for (k, v) in installed.iter_mut() {
+            if *k == "iscsid" {
+                *v = "inactive/inactive";
+            }
+        }
+        let p = plan_prereqs("worker-1", "debian", &facts(&installed));
+        assert!(p.fixes.is_empty(), "{p:?}");
+        assert_eq!(p.warnings.len(), 1, "{p:?}");
+    }
 
     #[test]
     fn no_fix_writes_through_a_fixed_path_under_tmp() {

@@ -11,6 +11,7 @@ use crate::addons::{self, longhorn, AddonKind, EXTRA_RECORD, MANIFESTS_DIR};
 use crate::inventory::{InstallSource, K3sVersion};
 use crate::k3s::artifacts::{self, Cache};
 use crate::k3s::{self, token, Role};
+use crate::os;
 use crate::plan::{Action, Release};
 use crate::report::Reporter;
 use crate::ssh::{self, sh_quote, Cmd, Session};
@@ -56,6 +57,17 @@ pub(super) async fn run(
                 .await?;
             if !out.success() {
                 bail!("{}", longhorn::fix_error(name, fix, &out.stderr_tail(15)));
+            }
+        }
+        Action::Os(step) => {
+            let out = s
+                .exec(&Cmd::new(os::step_script(step)).label(step.to_string()))
+                .await?;
+            if !out.success() {
+                bail!(
+                    "{name}: {step} failed; nothing else was changed on this node:\n{}",
+                    out.stderr_tail(15)
+                );
             }
         }
         Action::InstallBinary {

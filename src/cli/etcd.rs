@@ -72,7 +72,7 @@ fn copies(dir: &Path) -> Result<Vec<(PathBuf, Record)>> {
 pub async fn list(cx: &Ctx) -> Result<()> {
     let inv = &cx.inv;
     let local = copies(&inv.snapshots_dir())?;
-    let (_, facts) = super::show::read(cx, false, false, false, true).await?;
+    let (_, facts) = super::show::read(cx, false, false, false, true, false).await?;
     let mut rows: Vec<serde_json::Value> = facts
         .cluster
         .snapshots

@@ -51,6 +51,11 @@ fn converge_request(
         waits: local.addons.wait_kinds(),
         longhorn: inv.addons.longhorn.is_some(),
         snapshot_dir: inv.custom_snapshot_dir(),
+        sysctl: inv
+            .os
+            .as_ref()
+            .map(|o| o.sysctl.keys().cloned().collect())
+            .unwrap_or_default(),
         sealing_key: inv.addons.sealed_secrets.is_some() && local.sealing_backup.is_none(),
         new_secrets: true,
         ..take_out_request(inv, hosts, exclude)

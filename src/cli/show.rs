@@ -19,21 +19,23 @@ pub(super) async fn cluster(
     sealing_key: bool,
     merge: bool,
 ) -> Result<(connect::Sessions, Facts)> {
-    read(cx, host_facts, sealing_key, merge, false).await
+    read(cx, host_facts, sealing_key, merge, false, false).await
 }
 
-/// As [`cluster`], with the etcd snapshots the cluster records when `snapshots`.
+/// As [`cluster`], with the etcd snapshots the cluster records when `snapshots`, and every
+/// node's clock (agents too) when `clocks`.
 pub(super) async fn read(
     cx: &Ctx,
     host_facts: bool,
     sealing_key: bool,
     merge: bool,
     snapshots: bool,
+    clocks: bool,
 ) -> Result<(connect::Sessions, Facts)> {
     let inv = &cx.inv;
     let local = facts::local::read(inv)?;
     let mut hosts = connect::hosts(inv)?;
-    hosts.retain(|h| h.role == crate::k3s::Role::Server);
+    hosts.retain(|h| clocks || h.role == crate::k3s::Role::Server);
     for h in &mut hosts {
         h.required = false;
         h.read_only();
@@ -47,6 +49,7 @@ pub(super) async fn read(
         sealing_key,
         merge_target: merge,
         snapshots,
+        clock: clocks,
         ..Default::default()
     };
     let reads = facts::read(&req, cx.opts.parallel, &cx.rep).await;
@@ -54,7 +57,7 @@ pub(super) async fn read(
 }
 
 pub async fn status(cx: &Ctx) -> Result<()> {
-    let (_, facts) = cluster(cx, false, false, false).await?;
+    let (_, facts) = read(cx, false, false, false, false, true).await?;
     let st = plan::status::status(&cx.inv, &facts)?;
     let addon_rows: Vec<serde_json::Value> = st
         .addons
@@ -73,16 +76,19 @@ pub async fn status(cx: &Ctx) -> Result<()> {
         OutputFormat::Text => {
             // Versions, notes and health come from the cluster: printed clean.
             let mut table = format!(
-                "{:<16} {:<7} {:<16} {:<6} NOTES\n",
-                "NODE", "ROLE", "VERSION", "READY"
+                "{:<16} {:<7} {:<16} {:<6} {:<9} NOTES\n",
+                "NODE", "ROLE", "VERSION", "READY", "CLOCK"
             );
             for r in &st.nodes {
                 table.push_str(&format!(
-                    "{:<16} {:<7} {:<16} {:<6} {}\n",
+                    "{:<16} {:<7} {:<16} {:<6} {:<9} {}\n",
                     r.node,
                     r.role,
                     r.version.as_deref().unwrap_or("-"),
                     if r.ready { "yes" } else { "no" },
+                    r.clock_offset
+                        .map(|o| format!("{o:+.1}s"))
+                        .unwrap_or_else(|| "-".into()),
                     r.notes.join("; ")
                 ));
             }

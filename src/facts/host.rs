@@ -41,12 +41,15 @@ pub fn is_leftover(path: &str) -> bool {
 /// compares, one `stat` for modes and links, one `systemctl show` for every unit.
 /// `longhorn` adds Longhorn's node prerequisites, `snapshot_dir` the state of a custom etcd
 /// snapshot directory.
-pub fn script(longhorn: bool, snapshot_dir: Option<&str>) -> String {
-    let units = if longhorn {
-        "k3s.service k3s-agent.service iscsid.service iscsid.socket multipathd.service multipathd.socket"
-    } else {
-        "k3s.service k3s-agent.service"
-    };
+pub fn script(longhorn: bool, snapshot_dir: Option<&str>, sysctl: &[String]) -> String {
+    let mut units = String::from("k3s.service k3s-agent.service");
+    if longhorn {
+        units.push_str(" iscsid.service iscsid.socket multipathd.service multipathd.socket");
+    }
+    for u in crate::os::units() {
+        units.push(' ');
+        units.push_str(u);
+    }
     let mut s = format!(
         r#"set -u
 p() {{ printf '%s\t%s\n' "$1" "$2"; }}
@@ -63,12 +66,12 @@ if [ -f $B/k3s ]; then p bin.present yes; fi
 if [ -x $B/k3s ]; then p bin.version "$($B/k3s --version 2>/dev/null)"; fi
 sha256sum $S/k3s.service $S/k3s-agent.service $S/k3s.service.env $S/k3s-agent.service.env \
   $B/k3s-uninstall.sh $B/k3s-agent-uninstall.sh $B/k3s-killall.sh $R/config.yaml \
-  $R/config.yaml.d/* $D/agent/images/* $D/server/manifests/* 2>/dev/null | while read -r h f; do p "sha:$f" "$h"; done
-stat --printf 'stat:%n\t%a\t%N\n' $R/config.yaml \
+  $R/config.yaml.d/* $D/agent/images/* $D/server/manifests/* $R/registries.yaml {APT_CONF} 2>/dev/null | while read -r h f; do p "sha:$f" "$h"; done
+stat --printf 'stat:%n\t%a\t%N\n' $R/config.yaml $R/registries.yaml \
   $B/kubectl $B/crictl $B/ctr 2>/dev/null
 # kubectl, crictl or ctr elsewhere in PATH (install.sh makes no link then); builtins only.
 o=$IFS; IFS=:; for d in $PATH; do [ "$d" = $B ] && continue; for c in kubectl crictl ctr; do [ -e "$d/$c" ] && p which.$c "$d/$c"; done; done; IFS=$o
-systemctl show -p Id,ActiveState,UnitFileState {units} 2>/dev/null | while IFS= read -r l; do p sys "$l"; done
+systemctl show -p Id,LoadState,ActiveState,UnitFileState {units} 2>/dev/null | while IFS= read -r l; do p sys "$l"; done
 # Temp files an interrupted upload or write left (ssh/session.rs put_file, apply/host.rs).
 for f in $B/.*.bootstrap-tmp-* $B/.*.bootstrap-upload $S/.*.bootstrap-tmp-* $R/.*.bootstrap-tmp-* $R/config.yaml.d/.*.bootstrap-tmp-* $D/agent/images/.*.bootstrap-tmp-* $D/agent/images/.*.bootstrap-upload $D/server/manifests/.*.bootstrap-tmp-*; do if [ -e "$f" ]; then p leftover "$f"; fi; done
 # Cluster data as k3s decides it: etcd's WAL directory (pkg/etcd/etcd.go:305-318
@@ -84,6 +87,8 @@ if [ -s /etc/rancher/node/password ]; then p node.password yes; fi
 r=; for f in $S/k3s.service $S/k3s-agent.service $B/k3s $R $D /var/lib/kubelet; do if [ -e "$f" ]; then r="$r $f"; fi; done
 p residue "$r"
 # Contents the plan compares or recovers from (tokens, kubeconfig): base64, never printed.
+# registries.yaml: bootstrap's (its first line) or the operator's own.
+if [ -f $R/registries.yaml ]; then l=; read -r l <$R/registries.yaml; if [ "$l" = {REG_HEADER} ]; then p registries.ours yes; fi; fi
 if [ -f $R/config.yaml ]; then p config.b64 "$(base64 -w0 $R/config.yaml)"; fi
 if [ -f $R/k3s.yaml ]; then p kubeconfig.b64 "$(base64 -w0 $R/k3s.yaml)"; fi
 # The client CA that signs the admin certificate in k3s.yaml (src/kubeconfig.rs checks it).
@@ -95,7 +100,10 @@ p addons.extra "$x"
         CONFIG_DIR = k3s::CONFIG_DIR,
         DATA_DIR = k3s::DATA_DIR,
         EXTRA_RECORD = crate::addons::EXTRA_RECORD,
+        APT_CONF = crate::os::APT_CONF,
+        REG_HEADER = crate::ssh::sh_quote(crate::inventory::REGISTRIES_HEADER),
     );
+    s.push_str(&crate::os::script(sysctl));
     if let Some(d) = snapshot_dir {
         let d = crate::ssh::sh_quote(d);
         s.push_str(&format!(
@@ -187,6 +195,13 @@ pub struct HostFacts {
     pub kubeconfig: Option<String>,
     /// `server/tls/client-ca.crt`, on servers: what signs the admin certificate.
     pub client_ca: Option<String>,
+    /// `/etc/rancher/k3s/registries.yaml`: its sha256 and mode, and whether bootstrap wrote
+    /// it (its first line).
+    pub registries_sha256: Option<String>,
+    pub registries_mode: Option<u32>,
+    pub registries_ours: bool,
+    /// The host's own settings (`[os]`).
+    pub os: crate::os::OsFacts,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -269,6 +284,9 @@ impl HostFacts {
                         unit = v.to_string();
                         continue;
                     }
+                    if f.os.unit_property(&unit, k, v) {
+                        continue;
+                    }
                     let lh = &mut f.addons.prereq;
                     let slot = match (unit.as_str(), k) {
                         ("k3s.service", "ActiveState") => &mut f.server.active,
@@ -283,12 +301,18 @@ impl HostFacts {
                     };
                     *slot = v.to_string();
                 }
+                "registries.ours" => f.registries_ours = value == "yes",
                 "end" => ended = true,
+                _ if key.starts_with("os.") => f.os.parse_line(&key[3..], value),
                 _ => {
                     if let Some(path) = key.strip_prefix("sha:") {
                         let sha = Some(value.trim().to_string());
                         if path == k3s::CONFIG_PATH {
                             f.config_sha256 = sha;
+                        } else if path == crate::inventory::REGISTRIES_PATH {
+                            f.registries_sha256 = sha;
+                        } else if path == crate::os::APT_CONF {
+                            f.os.apt_conf_sha256 = sha;
                         } else if path == "/usr/local/bin/k3s-killall.sh" {
                             f.killall_sha256 = sha;
                         } else if let Some(n) = path.strip_prefix(dropins.as_str()) {
@@ -321,6 +345,8 @@ impl HostFacts {
                         let n = parts.next().unwrap_or("");
                         if path == k3s::CONFIG_PATH {
                             f.config_mode = m;
+                        } else if path == crate::inventory::REGISTRIES_PATH {
+                            f.registries_mode = m;
                         } else if let Some(l) = path.strip_prefix("/usr/local/bin/") {
                             f.links.insert(l.into(), link_target(n));
                         }
@@ -506,8 +532,9 @@ residue\t /usr/local/bin/k3s /etc/rancher/k3s\nend\tok",
 
     #[test]
     fn the_script_runs_in_sh() {
+        let keys = vec!["vm.max_map_count".to_string()];
         for (lh, dir) in [(false, None), (true, Some("/srv/etcd snapshots"))] {
-            let s = script(lh, dir);
+            let s = script(lh, dir, &keys);
             assert!(s.starts_with("set -u\n") && s.ends_with("p end ok\n"));
             assert_eq!(s.contains("modinfo"), lh);
             let out = std::process::Command::new("sh")
@@ -520,6 +547,37 @@ residue\t /usr/local/bin/k3s /etc/rancher/k3s\nend\tok",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    /// The `[os]` lines, run here (they only read), parse into what this machine has.
+    #[test]
+    fn the_os_lines_read_this_machine() {
+        let keys = vec!["vm.max_map_count".to_string(), "fs.no_such_key".to_string()];
+        let s = format!(
+            "p() {{ printf '%s\\t%s\\n' \"$1\" \"$2\"; }}\n{}",
+            crate::os::script(&keys)
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &s])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut f = crate::os::OsFacts::default();
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            let (k, v) = l.split_once('\t').unwrap();
+            f.parse_line(k.strip_prefix("os.").unwrap(), v);
+        }
+        let want = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap();
+        match &f.sysctl["vm.max_map_count"] {
+            crate::os::Live::Value { value, .. } => assert_eq!(value, want.trim()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(f.sysctl["fs.no_such_key"], crate::os::Live::Missing);
+        assert!(f.cap_sys_time.is_some());
     }
 
     #[test]

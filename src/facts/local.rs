@@ -56,6 +56,9 @@ pub fn read(inv: &Inventory) -> Result<LocalFacts> {
             crate::ssh::register_secret(s.clone());
         }
     }
+    for s in inv.registries.iter().flat_map(|g| g.secrets()) {
+        crate::ssh::register_secret(s);
+    }
     // S3 keys still accepted in `[cluster.server_config]` (with a warning) are masked too.
     for key in [
         "etcd-s3-secret-key",

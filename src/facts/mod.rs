@@ -39,6 +39,8 @@ pub struct Facts {
     pub unreachable: BTreeMap<String, String>,
     pub cluster: ClusterFacts,
     pub local: LocalFacts,
+    /// Each host's clock offset against this machine's, in seconds (ahead: positive).
+    pub clocks: BTreeMap<String, f64>,
 }
 
 impl Facts {
@@ -63,6 +65,10 @@ pub struct Request {
     pub longhorn: bool,
     /// A custom etcd snapshot directory whose state to read with the host facts.
     pub snapshot_dir: Option<String>,
+    /// The kernel settings (`[os.sysctl]` keys) to read with the host facts.
+    pub sysctl: Vec<String>,
+    /// Read every host's clock (the host facts read it too).
+    pub clock: bool,
     /// Read the sealing key Secret (Sealed Secrets is on and there is no backup).
     pub sealing_key: bool,
     /// Read the etcd snapshots the cluster knows (its ETCDSnapshotFile objects).
@@ -86,6 +92,8 @@ pub struct Reads {
     /// output could not be used: the lock is let go of there.
     started: std::collections::BTreeSet<String>,
     sections: BTreeMap<String, BTreeMap<String, String>>,
+    /// When each host's output arrived, by this machine's clock.
+    received: BTreeMap<String, std::time::SystemTime>,
     cluster: ClusterFacts,
     pub elapsed: Duration,
 }
@@ -131,7 +139,7 @@ pub const FACTS_DEADLINE: Duration = Duration::from_secs(180);
 pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
     let started = Instant::now();
     let query = cluster::query_script(req.addons, &req.waits, req.sealing_key, req.snapshots);
-    let host_script = host::script(req.longhorn, req.snapshot_dir.as_deref());
+    let host_script = host::script(req.longhorn, req.snapshot_dir.as_deref(), &req.sysctl);
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
     // A JoinSet: when the read is dropped (Ctrl-C), no host gets a command after that.
     let mut tasks = tokio::task::JoinSet::new();
@@ -146,8 +154,12 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
         if req.api_from.first() == Some(&h.key) {
             script.push_str(&section("cluster", &query));
         }
-        if script.is_empty() {
+        if script.is_empty() && !req.clock {
             continue;
+        }
+        // Last, so the time it prints is the one closest to the output's arrival.
+        if req.host_facts || req.clock {
+            script.push_str(&section("clock", "date +%s.%N"));
         }
         if req.progress {
             rep.host(&h.key, h.role.command());
@@ -167,7 +179,7 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
                     .timeout(target.command_timeout.min(FACTS_DEADLINE)),
             )
             .await;
-            (key, r)
+            (key, r, std::time::SystemTime::now())
         });
     }
     let mut reads = Reads {
@@ -176,6 +188,7 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
         errors: BTreeMap::new(),
         started: Default::default(),
         sections: BTreeMap::new(),
+        received: BTreeMap::new(),
         cluster: ClusterFacts::default(),
         elapsed: Duration::ZERO,
     };
@@ -185,10 +198,11 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
     }
     // In the order of the request, as the progress lines were.
     let order = |k: &str| req.hosts.iter().position(|h| h.key == k);
-    results.sort_by_key(|r| r.as_ref().ok().and_then(|(k, _)| order(k)));
+    results.sort_by_key(|r| r.as_ref().ok().and_then(|(k, _, _)| order(k)));
     for t in results {
         match t {
-            Ok((key, Ok((session, out)))) => {
+            Ok((key, Ok((session, out)), at)) => {
+                reads.received.insert(key.clone(), at);
                 // What the connection learned (a host key recorded or trusted for this run)
                 // is said, not only logged.
                 for note in session.notes() {
@@ -207,7 +221,7 @@ pub async fn read(req: &Request, parallel: usize, rep: &Reporter) -> Reads {
                 }
                 reads.sessions.insert(key, session);
             }
-            Ok((key, Err(e))) => {
+            Ok((key, Err(e), _)) => {
                 if req.progress {
                     rep.done(&key, Err(e.to_string()));
                 }
@@ -366,6 +380,15 @@ impl Reads {
             ..Default::default()
         };
         let mut errors = Vec::new();
+        for (key, sections) in &self.sections {
+            let offset = sections
+                .get("clock")
+                .zip(self.received.get(key))
+                .and_then(|(text, at)| clock_offset(text, *at));
+            if let Some(o) = offset {
+                facts.clocks.insert(key.clone(), o);
+            }
+        }
         for h in &self.hosts {
             let problem = match (self.errors.get(&h.key), self.sections.get(&h.key)) {
                 (Some(e), _) => Some(e.clone()),
@@ -464,6 +487,18 @@ fn register_config_secrets(config: &str) {
             ssh::register_secret(t.to_string());
         }
     }
+}
+
+/// How far the host's clock (`date +%s.%N` as it printed it, the last thing it printed) is
+/// ahead of this machine's when the output arrived, in seconds (negative: behind). The error
+/// is the time the output took to arrive.
+fn clock_offset(text: &str, received: std::time::SystemTime) -> Option<f64> {
+    let host: f64 = text.trim().parse().ok()?;
+    let here = received
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(host - here)
 }
 
 /// Base64 text (`-` or empty for none) decoded as UTF-8.

@@ -60,6 +60,26 @@ pub fn template(spec: &InitSpec) -> String {
         "host_key_policy = \"strict\"".into(),
         "\"accept-new\" trusts unknown hosts on first contact",
     );
+    s += "\n# The hosts' own settings (remove the table to leave the hosts as they are).\n[os]\n";
+    s += "# Recommended for the platform: Loki, Promtail and Prometheus watch many files,\n# search engines need more memory maps.\nsysctl = { ";
+    s += &super::os::RECOMMENDED_SYSCTL
+        .iter()
+        .map(|(k, v)| format!("\"{k}\" = {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    s += " }\n";
+    s += &line(
+        "time_sync = true".into(),
+        "keep the host's NTP client running (else install chrony)",
+    );
+    s += &line(
+        "updates = \"security\"".into(),
+        "unattended-upgrades, security only, never reboots",
+    );
+    s += &line(
+        "swap = \"keep\"".into(),
+        "k3s runs with swap on (fail-swap-on=false); \"off\" turns it off",
+    );
     let nodes = spec
         .servers
         .iter()
@@ -114,5 +134,9 @@ mod tests {
         assert_eq!(inv.node("agent-1").unwrap().role, Role::Agent);
         assert_eq!(inv.ssh.user, "deploy");
         assert!(text.contains("# api_endpoint"), "{text}");
+        let os = inv.os.as_ref().expect("[os]");
+        assert_eq!(os.sysctl["vm.max_map_count"], "262144");
+        assert!(os.time_sync);
+        assert_eq!(os.updates, crate::inventory::Updates::Security);
     }
 }

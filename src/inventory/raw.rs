@@ -37,6 +37,56 @@ pub(crate) struct RawInventory {
     pub charts: Vec<RawChart>,
     #[serde(default)]
     pub etcd: Option<RawEtcd>,
+    #[serde(default)]
+    pub os: Option<RawOs>,
+    #[serde(default)]
+    pub registries: Option<RawRegistries>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOs {
+    #[serde(default)]
+    pub sysctl: SpannedMap<toml::Value>,
+    pub time_sync: Option<bool>,
+    pub max_clock_offset: Option<S<i64>>,
+    pub updates: Option<S<String>>,
+    pub swap: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistries {
+    pub embedded_registry: Option<bool>,
+    #[serde(default)]
+    pub mirrors: SpannedMap<RawMirror>,
+    #[serde(default)]
+    pub configs: SpannedMap<RawRegistryConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirror {
+    #[serde(default)]
+    pub endpoint: Vec<S<String>>,
+    #[serde(default)]
+    pub rewrite: SpannedMap<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistryConfig {
+    pub username: Option<S<String>>,
+    /// Refused: a password never sits in the inventory.
+    pub password: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub token_file: Option<S<String>>,
+    pub token_env: Option<S<String>>,
+    pub ca_file: Option<S<String>>,
+    pub cert_file: Option<S<String>>,
+    pub key_file: Option<S<String>>,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1228,3 +1228,84 @@ fn messages_at(text: &str, at: &Path) -> Vec<String> {
         Err(e) => e.diagnostics().iter().map(|d| d.message.clone()).collect(),
     }
 }
+
+#[test]
+fn os_table_values_and_located_errors() {
+    let inv = parse(&minimal(
+        "[os]\nsysctl = { \"vm.max_map_count\" = 262144, \"net.ipv4.ip_local_port_range\" = \"1024 65000\" }\ntime_sync = true\nupdates = \"security\"\nswap = \"off\"\nmax_clock_offset = 10\n",
+    ))
+    .unwrap();
+    let os = inv.os.as_ref().unwrap();
+    assert_eq!(os.sysctl["vm.max_map_count"], "262144");
+    assert_eq!(os.sysctl["net.ipv4.ip_local_port_range"], "1024 65000");
+    assert_eq!(os.swap, Swap::Off);
+    assert_eq!(inv.max_clock_offset_secs(), 10);
+    // Without [os]: nothing on the hosts, the default clock bound.
+    let plain = parse(&minimal("")).unwrap();
+    assert!(plain.os.is_none());
+    assert_eq!(plain.max_clock_offset_secs(), DEFAULT_MAX_CLOCK_OFFSET_SECS);
+
+    let errs = errors(&minimal(
+        "[os]\nsysctl = { \"vm/max_map_count\" = 1, \"vm.swappiness\" = true, \"vm.x\" = \"a#b\" }\nupdates = \"all\"\nswap = \"maybe\"\nmax_clock_offset = 0\n",
+    ));
+    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    let all = text.join("\n");
+    for want in [
+        "os.sysctl key \"vm/max_map_count\" is not a sysctl name",
+        "os.sysctl \"vm.swappiness\" is a boolean",
+        "os.sysctl \"vm.x\" = \"a#b\"",
+        "os.updates is \"all\"",
+        "os.swap is \"maybe\"",
+        "os.max_clock_offset is 0",
+    ] {
+        assert!(all.contains(want), "{want}:\n{all}");
+    }
+    assert!(
+        text.iter()
+            .all(|t| t.starts_with("/tmp/inv/inventory.toml:")),
+        "{all}"
+    );
+}
+
+#[test]
+fn registries_credentials_come_from_a_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret-pull\n").unwrap();
+    let path = dir.path().join("inventory.toml");
+    let text = minimal(
+        "[registries]\nembedded_registry = true\n[registries.mirrors.\"docker.io\"]\nendpoint = [\"https://m.example.com\"]\n[registries.configs.\"m.example.com\"]\nusername = \"pull\"\npassword_file = \"pw\"\n",
+    );
+    let inv = Inventory::from_str_at(&text, &path).unwrap();
+    let g = inv.registries.as_ref().unwrap();
+    assert_eq!(g.secrets(), vec!["s3cret-pull".to_string()]);
+    assert!(g.embedded_registry);
+    assert!(!format!("{inv:?}").contains("s3cret-pull"));
+
+    let errs = Inventory::from_str_at(
+        &minimal(
+            "[registries.mirrors.\"docker io\"]\nendpoint = []\n[registries.mirrors.\"quay.io\"]\nendpoint = [\"quay-mirror\"]\n[registries.configs.\"m.example.com\"]\nusername = \"pull\"\npassword = \"inline\"\n[registries.configs.\"e.example.com\"]\nusername = \"pull\"\npassword_env = \"BOOTSTRAP_TEST_UNSET_PASSWORD\"\n",
+        ),
+        &path,
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "registries.mirrors \"docker io\" is not a registry name",
+        "endpoint \"quay-mirror\" is not a URL",
+        "a password never sits in the inventory",
+        "$BOOTSTRAP_TEST_UNSET_PASSWORD is not set",
+    ] {
+        assert!(errs.contains(want), "{want}:\n{errs}");
+    }
+
+    // embedded-registry in both places: one source only.
+    let errs = errors(&minimal(
+        "[cluster.server_config]\nembedded-registry = true\n[registries]\nembedded_registry = true\n",
+    ));
+    assert!(
+        errs.iter().any(|e| e
+            .to_string()
+            .contains("what [registries] embedded_registry renders")),
+        "{errs:?}"
+    );
+}

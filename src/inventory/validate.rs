@@ -289,6 +289,12 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
         .filter(|k| k.get_ref().starts_with("etcd-s3-"))
         .map(|k| (k.get_ref().clone(), k.span()))
         .collect();
+    let raw_server_config_keys: Vec<(String, Range<usize>)> = raw
+        .cluster
+        .server_config
+        .keys()
+        .map(|k| (k.get_ref().clone(), k.span()))
+        .collect();
     let cluster = cluster(raw.cluster, r);
     let install = install(raw.install, r, base);
     let ssh = ssh(raw.ssh, r, base);
@@ -398,6 +404,22 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
         }
     }
 
+    let os = raw.os.map(|o| super::os::os(o, r));
+    let registries = raw
+        .registries
+        .map(|g| super::registries::registries(g, r, base));
+    if registries.as_ref().is_some_and(|g| g.embedded_registry) {
+        if let Some(k) = raw_server_config_keys
+            .iter()
+            .find(|(k, _)| k == "embedded-registry")
+        {
+            r.error(
+                k.1.clone(),
+                ErrorKind::Conflict,
+                "[cluster.server_config] key \"embedded-registry\" is what [registries] embedded_registry renders; set it there only",
+            );
+        }
+    }
     Inventory {
         cluster,
         install,
@@ -408,6 +430,8 @@ fn build(raw: raw::RawInventory, r: &mut Report, path: &Path, base: &Path) -> In
         manifests,
         charts,
         etcd,
+        os,
+        registries,
         path: path.to_path_buf(),
         base_dir: base.to_path_buf(),
         warnings: Vec::new(),

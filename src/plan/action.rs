@@ -10,6 +10,7 @@ use crate::addons::{HelmRelease, ManifestFile, Owner};
 use crate::inventory::{InstallSource, K3sVersion};
 use crate::k3s::token::TokenBackup;
 use crate::k3s::Role;
+use crate::os::OsStep;
 
 use super::labels::NodeDrift;
 
@@ -79,6 +80,8 @@ pub enum Action {
     // ---- on a host, over its SSH session
     /// Fix one of Longhorn's node prerequisites.
     Prerequisite(PrereqFix),
+    /// Change one of the host's own settings (`[os]`).
+    Os(OsStep),
     /// Put release file `file` (the k3s binary for `arch`) of `to` on the host: in place on a
     /// fresh host, staged beside it on one that runs k3s (moved in at its turn).
     InstallBinary {
@@ -351,6 +354,7 @@ impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Action::Prerequisite(fix) => write!(f, "{fix}"),
+            Action::Os(step) => write!(f, "{step}"),
             Action::InstallBinary {
                 to, staged: true, ..
             } => write!(f, "stage k3s {to} (in place at its turn)"),

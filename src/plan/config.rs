@@ -65,6 +65,9 @@ fn server_keys(inv: &Inventory) -> BTreeMap<String, Value> {
     if let Some(dns) = &c.cluster_dns {
         keys.insert("cluster-dns".into(), Value::Str(dns.clone()));
     }
+    if inv.registries.as_ref().is_some_and(|g| g.embedded_registry) {
+        keys.insert("embedded-registry".into(), Value::Bool(true));
+    }
     for (k, v) in inv.etcd.iter().flat_map(|e| e.server_keys()) {
         let v = match v {
             EtcdKey::Str(s) => Value::Str(s),

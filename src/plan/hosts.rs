@@ -161,6 +161,8 @@ pub struct HostInput<'a> {
     /// The air-gap images tarball wanted on the host: (file name, sha256).
     pub images: Option<(&'a str, &'a str)>,
     pub release: &'a Release,
+    /// registries.yaml from `[registries]` (`None`: bootstrap's own file goes, if any).
+    pub registries: Option<&'a FileSpec>,
 }
 
 /// The plan for one host.
@@ -176,6 +178,7 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
         version,
         images,
         release,
+        registries,
     } = input;
     let role = node.role;
     let svc = facts.service(role);
@@ -304,6 +307,32 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<HostPlan, ConfigError> {
         };
         actions.push(Action::WriteFile { file: cfg, reason });
     }
+    // k3s reads registries.yaml only when it starts (its agent's containerd configuration).
+    match registries {
+        Some(file) => {
+            let sha = file.sha256();
+            if facts.registries_sha256.as_deref() != Some(sha.as_str())
+                || facts.registries_mode != Some(0o600)
+            {
+                if !fresh && facts.registries_sha256.as_deref() != Some(sha.as_str()) {
+                    restart_reasons.push("registries changed".into());
+                }
+                actions.push(Action::WriteFile {
+                    file: (*file).clone(),
+                    reason: "registries",
+                });
+            }
+        }
+        None if facts.registries_ours && facts.registries_sha256.is_some() => {
+            if !fresh {
+                restart_reasons.push("registries removed".into());
+            }
+            actions.push(Action::Os(crate::os::OsStep::RemoveFile(
+                crate::inventory::REGISTRIES_PATH.into(),
+            )));
+        }
+        None => {}
+    }
     // Whether a server joins is decided by its etcd data, never by its unit file: a run
     // stopped after the unit was written but before this drop-in leaves a host with a unit
     // and no data, and a server started without `server:` there forms a cluster of its own
@@ -395,6 +424,16 @@ pub fn check(inv: &Inventory, facts: &Facts) -> Result<()> {
             errors.push(format!(
                 "{}: curl is not installed, and install.source = \"download\" needs it on the host; install curl or use source = \"upload\"",
                 n.name
+            ));
+        }
+        if inv.registries.as_ref().is_some_and(|g| g.has_file())
+            && f.registries_sha256.is_some()
+            && !f.registries_ours
+        {
+            errors.push(format!(
+                "{}: {} is not bootstrap's (someone wrote it by hand), and [registries] would replace it: move its settings into [registries], remove the file, then re-run",
+                n.name,
+                crate::inventory::REGISTRIES_PATH
             ));
         }
         if let Some(role) = f.installed_role() {
@@ -530,6 +569,16 @@ pub fn plan_all(
         cache_dir: inv.install.cache_dir.clone(),
         sha256: inv.install.sha256.clone(),
     };
+    let registries = inv
+        .registries
+        .as_ref()
+        .filter(|g| g.has_file())
+        .map(|g| FileSpec {
+            path: crate::inventory::REGISTRIES_PATH.into(),
+            mode: 0o600,
+            content: g.render().into_bytes(),
+            secret: true,
+        });
     let mut plans = BTreeMap::new();
     for n in &inv.nodes {
         let Some(f) = facts.host(&n.name) else {
@@ -578,6 +627,7 @@ pub fn plan_all(
             version: inv.cluster.k3s_version,
             images,
             release: &release,
+            registries: registries.as_ref(),
         })
         .with_context(|| format!("{}: rendering its configuration", n.name))?;
         plans.insert(n.name.clone(), p);

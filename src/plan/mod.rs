@@ -4,7 +4,7 @@
 //! same value to the executor (src/apply), which is the only code that writes.
 //!
 //! `up` is this list, each phase in its own file:
-//! [`secrets`] (backups) → [`prerequisites`] → [`artifacts`] → [`servers`] → [`agents`] →
+//! [`secrets`] (backups) → [`os`] (the hosts' own settings, the clock check) → [`prerequisites`] → [`artifacts`] → [`servers`] → [`agents`] →
 //! [`upgrade`] → [`labels`] (nodes-ready, labels) → [`addons`] (add-ons, add-on health) →
 //! [`kubeconfig`]. [`lifecycle`] puts the steps of `node replace|remove` and `reset` in front
 //! (or instead); [`hosts`] holds the per-host decisions the middle phases share.
@@ -19,6 +19,7 @@ pub mod hosts;
 mod kubeconfig;
 pub mod labels;
 pub mod lifecycle;
+pub mod os;
 mod prerequisites;
 pub mod render;
 pub mod secrets;
@@ -121,6 +122,8 @@ pub struct Plan {
     /// Hosts the plan must leave out because they could not be reached: the run fails
     /// once the rest is done.
     pub unreachable: Vec<String>,
+    /// Each host's clock against this machine's, in milliseconds.
+    pub clocks: Vec<(String, i64)>,
 }
 
 impl Plan {
@@ -131,6 +134,7 @@ impl Plan {
             phases: Vec::new(),
             warnings: Vec::new(),
             unreachable: Vec::new(),
+            clocks: Vec::new(),
         }
     }
 
@@ -234,6 +238,14 @@ pub(crate) fn converge(
         sealing_key: secrets::sealing_key(inv, facts)?.map(|(k, _)| k),
     };
     plan.api = cx.api.clone();
+    plan.clocks = inv
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let o = facts.clocks.get(&n.name)?;
+            Some((n.name.clone(), (o * 1000.0).round() as i64))
+        })
+        .collect();
     let joins = cx.hosts.values().any(|p| p.fresh);
     if joins
         && hosts::existing_server(inv, facts).is_some()
@@ -245,6 +257,7 @@ pub(crate) fn converge(
     }
     let mut phases: Vec<Option<Phase>> = vec![
         secrets::phase(inv, facts, &tokens)?,
+        os::phase(&cx, &mut plan.warnings)?,
         prerequisites::phase(&cx, &mut plan.warnings)?,
         snapshot_dir::phase(&cx),
         artifacts::phase(&cx),

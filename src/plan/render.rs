@@ -41,6 +41,14 @@ pub fn text(plan: &Plan, apply: &str) -> String {
     for u in &plan.unreachable {
         out.push_str(&format!("not reachable, left out: {u}\n"));
     }
+    if !plan.clocks.is_empty() {
+        let c: Vec<String> = plan
+            .clocks
+            .iter()
+            .map(|(h, ms)| format!("{h} {:+.1}s", *ms as f64 / 1000.0))
+            .collect();
+        out.push_str(&format!("clocks against this machine: {}\n", c.join(", ")));
+    }
     let changes = plan.changes();
     let steps = plan.steps().count();
     if steps == 0 {
@@ -73,6 +81,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "warnings": plan.warnings,
         "unreachable": plan.unreachable,
+        "clocks": plan.clocks.iter().map(|(h, ms)| (h.clone(), json!(*ms as f64 / 1000.0))).collect::<serde_json::Map<_, _>>(),
         "changes": plan.changes(),
         "steps": plan.steps().count(),
     })

@@ -17,6 +17,8 @@ pub struct NodeRow {
     pub role: String,
     pub version: Option<String>,
     pub ready: bool,
+    /// The host's clock against this machine's, in seconds (`None`: not read).
+    pub clock_offset: Option<f64>,
     pub notes: Vec<String>,
 }
 
@@ -58,6 +60,7 @@ pub fn status(inv: &Inventory, facts: &Facts) -> Result<Status> {
                     role: d.role.command().into(),
                     version: Some(n.kubelet_version.clone()),
                     ready: n.ready,
+                    clock_offset: None,
                     notes,
                 }
             }
@@ -68,6 +71,7 @@ pub fn status(inv: &Inventory, facts: &Facts) -> Result<Status> {
                     role: d.role.command().into(),
                     version: None,
                     ready: false,
+                    clock_offset: None,
                     notes: vec!["not in the cluster".into()],
                 }
             }
@@ -79,8 +83,20 @@ pub fn status(inv: &Inventory, facts: &Facts) -> Result<Status> {
             role: "?".into(),
             version: Some(n.kubelet_version.clone()),
             ready: n.ready,
+            clock_offset: None,
             notes: vec!["not in the inventory".into()],
         });
+    }
+    let bound = inv.max_clock_offset_secs();
+    for r in &mut rows {
+        r.clock_offset = facts.clocks.get(&r.node).copied();
+        if let Some(o) = r.clock_offset.filter(|o| o.abs() > f64::from(bound)) {
+            healthy = false;
+            r.notes.push(format!(
+                "clock {} this machine's (more than {bound} s)",
+                super::os::offset_text(o)
+            ));
+        }
     }
     // With the files `up` would write, health knows the values they carry.
     let spec = &facts.local.addons;

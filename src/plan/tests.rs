@@ -606,6 +606,7 @@ fn host_plan(n: &Node, f: &HostFacts, config_for: &Inventory, version: &str) -> 
             cache_dir: "/c".into(),
             sha256: Default::default(),
         },
+        registries: None,
     })
     .unwrap()
 }
@@ -1662,5 +1663,133 @@ fn an_open_state_dir_is_made_private_by_the_next_run() {
         step.action.to_string().contains("0755 to 0700"),
         "{}",
         step.action
+    );
+}
+
+// ---------------------------------------------------------------- [registries], clocks
+
+fn with_mirror(endpoint: &str) -> Inventory {
+    inventory(
+        &format!("[registries.mirrors.\"docker.io\"]\nendpoint = [\"{endpoint}\"]\n"),
+        &[
+            ("master-1", "server", ""),
+            ("master-2", "server", ""),
+            ("master-3", "server", ""),
+            ("worker-1", "agent", ""),
+        ],
+    )
+}
+
+/// `f` with registries.yaml as `inv` renders it, bootstrap's.
+fn with_registries(mut f: Facts, inv: &Inventory) -> Facts {
+    let text = inv.registries.as_ref().unwrap().render();
+    for h in f.hosts.values_mut() {
+        h.registries_sha256 = Some(k3s::sha256_hex(text.as_bytes()));
+        h.registries_mode = Some(0o600);
+        h.registries_ours = true;
+    }
+    f
+}
+
+#[test]
+fn a_registries_change_restarts_servers_one_at_a_time_then_agents() {
+    let old = with_mirror("https://a.example.com");
+    let facts = with_registries(cluster(&old), &old);
+    assert!(up(&old, &facts, &SETTINGS).unwrap().phases.is_empty());
+
+    let new = with_mirror("https://b.example.com");
+    let plan = up(&new, &facts, &SETTINGS).unwrap();
+    let servers = plan.phases.iter().find(|p| p.name == "servers").unwrap();
+    assert_eq!(servers.mode, Mode::Serial);
+    let hosts: Vec<&str> = servers.groups.iter().map(|g| g.host.as_str()).collect();
+    assert_eq!(hosts, ["master-1", "master-2", "master-3"]);
+    for g in &servers.groups {
+        let t: Vec<String> = g.steps.iter().map(|s| s.action.to_string()).collect();
+        assert_eq!(
+            t,
+            [
+                "write /etc/rancher/k3s/registries.yaml (registries)".to_string(),
+                "restart k3s (registries changed)".to_string(),
+                format!("wait until {} is Ready", g.host),
+            ],
+            "{t:?}"
+        );
+        // The file holds credentials: never shown.
+        match &g.steps[0].action {
+            Action::WriteFile { file, .. } => {
+                assert!(file.secret && file.mode == 0o600)
+            }
+            other => panic!("{other}"),
+        }
+    }
+    let agents = plan.phases.iter().find(|p| p.name == "agents").unwrap();
+    assert!(texts(&plan)
+        .contains(&"agents worker-1: restart k3s-agent (registries changed)".to_string()));
+    assert_eq!(agents.groups.len(), 1);
+
+    // The table goes: bootstrap's file goes, the nodes restart.
+    let plain = ha_like_without_registries();
+    let plan = up(&plain, &with_registries(cluster(&plain), &old), &SETTINGS).unwrap();
+    let t = texts(&plan);
+    assert!(
+        t.contains(&"servers master-1: os: remove /etc/rancher/k3s/registries.yaml".to_string()),
+        "{t:#?}"
+    );
+    assert!(
+        t.contains(&"servers master-1: restart k3s (registries removed)".to_string()),
+        "{t:#?}"
+    );
+
+    // A registries.yaml the operator wrote is not overwritten.
+    let mut theirs = with_registries(cluster(&old), &old);
+    theirs.hosts.get_mut("worker-1").unwrap().registries_ours = false;
+    let err = up(&new, &theirs, &SETTINGS).unwrap_err().to_string();
+    assert!(
+        err.contains("worker-1: /etc/rancher/k3s/registries.yaml is not bootstrap's"),
+        "{err}"
+    );
+}
+
+fn ha_like_without_registries() -> Inventory {
+    inventory(
+        "",
+        &[
+            ("master-1", "server", ""),
+            ("master-2", "server", ""),
+            ("master-3", "server", ""),
+            ("worker-1", "agent", ""),
+        ],
+    )
+}
+
+#[test]
+fn a_host_whose_clock_is_off_is_not_joined_and_a_joined_one_is_warned_about() {
+    let inv = seed();
+    let mut facts = new_cluster(&inv);
+    facts.clocks.insert("master-1".into(), 0.02);
+    facts.clocks.insert("worker-2".into(), 612.5);
+    let err = up(&inv, &facts, &SETTINGS).unwrap_err().to_string();
+    assert!(
+        err.contains("worker-2: its clock is 612.5 s ahead of this machine's (more than os.max_clock_offset = 30 s), so it is not joined"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+
+    let mut facts = cluster(&inv);
+    facts.clocks.insert("worker-2".into(), -45.0);
+    let plan = up(&inv, &facts, &SETTINGS).unwrap();
+    assert!(plan.phases.is_empty(), "{:#?}", texts(&plan));
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("worker-2: its clock is 45.0 s behind this machine's")),
+        "{:?}",
+        plan.warnings
+    );
+    assert_eq!(plan.clocks, vec![("worker-2".to_string(), -45000)]);
+    let text = crate::plan::render::text(&plan, "run up");
+    assert!(
+        text.contains("clocks against this machine: worker-2 -45.0s"),
+        "{text}"
     );
 }

@@ -129,6 +129,13 @@ fn print_lab(lab: &Lab, with_state: bool) -> Result<()> {
         lab.mirror_url(),
         lab.mirror_dir().display()
     );
+    if let Some(repo) = lab.package_repo() {
+        println!(
+            "packages:    {}/debian (apt, trusted=yes) <- {}",
+            lab.mirror_url(),
+            repo.display()
+        );
+    }
     println!(
         "host:        {} ({})",
         lab.host_addr(),

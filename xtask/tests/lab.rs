@@ -159,6 +159,44 @@ fn three_nodes_ssh_sudo_network_and_mirror() {
         .status
         .success());
 
+    // apt: the lab's package repository, through the same mirror, is the nodes' only source;
+    // real packages install from it.
+    assert_eq!(
+        exec(&lab, "worker-2", &["cat", "/etc/apt/sources.list"]),
+        lab.apt_sources()
+    );
+    let repo = lab
+        .package_repo()
+        .expect("the mirror serves a package repository");
+    assert!(repo.join("dists/bookworm/Release").is_file());
+    let installed = exec(
+        &lab,
+        "worker-2",
+        &[
+            "sh",
+            "-c",
+            "export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && \
+             apt-get install -y -q --no-install-recommends open-iscsi chrony >/dev/null && \
+             dpkg-query -W -f '${db:Status-Abbrev}${Package}\n' open-iscsi chrony",
+        ],
+    );
+    assert_eq!(installed, "ii chrony\nii open-iscsi\n");
+    let other = lab
+        .exec("worker-2", &["apt-get", "install", "-y", "-q", "nginx"])
+        .unwrap();
+    assert!(
+        !other.status.success(),
+        "nginx is not in the lab's repository"
+    );
+
+    // The node's net.* sysctls are its own to set; the rest of /proc/sys is the host's kernel.
+    exec(&lab, "worker-2", &["sysctl", "-w", "net.ipv4.ip_forward=1"]);
+    assert!(!lab
+        .exec("worker-2", &["sysctl", "-w", "vm.swappiness=10"])
+        .unwrap()
+        .status
+        .success());
+
     // exec passes stdin and the exit code.
     let out = lab
         .exec_stdin("worker-2", &["sh", "-c", "cat > /tmp/in; exit 7"], b"data")
@@ -396,6 +434,32 @@ fn thirty_nodes() {
     for n in ["master-3", "worker-25", "spare-2"] {
         assert_eq!(ok(&ssh(&lab, "root", addr(&lab, n), "hostname")).trim(), n);
     }
+    // Every node fetches its package lists and Longhorn's and the time and update packages
+    // from the lab's mirror at once (download only: 30 dpkg runs would be the CPU's, not the
+    // mirror's, test).
+    let t = Instant::now();
+    let fetch = "export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && \
+        apt-get install -y -q --no-install-recommends --download-only \
+        open-iscsi nfs-common cryptsetup chrony unattended-upgrades >/dev/null && \
+        ls /var/cache/apt/archives/*.deb | wc -l";
+    let counts: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = lab
+            .nodes()
+            .iter()
+            .map(|n| {
+                let lab = &lab;
+                s.spawn(move || exec(lab, &n.name, &["sh", "-c", fetch]))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(counts.iter().all(|c| c == &counts[0]), "{counts:?}");
+    assert!(counts[0].trim().parse::<u32>().unwrap() > 10, "{counts:?}");
+    eprintln!(
+        "30 nodes fetched {} packages each from the mirror in {:?}",
+        counts[0].trim(),
+        t.elapsed()
+    );
     // How fast is `cargo xtask bench`'s business, not a test's.
     eprintln!("30 nodes up in {elapsed:?}");
 }
@@ -446,6 +510,8 @@ fn names_and_nat_like_real_hosts() {
         )
         .expect("exec");
     assert_eq!(ok(&from_master), "SSH-");
+    // The NAT'd node reaches the lab's package mirror like the others.
+    exec(&lab, "worker-1", &["apt-get", "update", "-q"]);
     let inv = std::fs::read_to_string(lab.inventory_path()).unwrap();
     assert!(inv.contains(&format!("host = \"{dns}\"")), "{inv}");
     let route = format!("10.214.{}.0/24", public.octets()[2]);

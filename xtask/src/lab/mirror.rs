@@ -1,5 +1,6 @@
-//! The lab's HTTP mirror: a tiny static file server standing in for the k3s release downloads,
-//! and the code that lays out a release on it.
+//! The lab's HTTP mirror: a tiny static file server standing in for the k3s release downloads
+//! and serving the lab's Debian package repository (repo.rs, under `/debian/`), and the code
+//! that lays out a release on it.
 
 use super::util::{cmd, run, sha256_file, write_mode};
 use anyhow::{Context, Result};
@@ -58,6 +59,24 @@ fn respond_status(stream: &mut TcpStream, code: &str, head_only: bool) -> std::i
 fn handle(root: &Path, mut stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
+    let result = respond(root, &mut stream, &mut reader);
+    // Closed gracefully: apt pipelines its requests, and closing a socket with requests still
+    // unread resets the connection, which can cut the response before apt has read it. Told
+    // `Connection: close`, apt sends the rest again on a new connection.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut sink = [0u8; 4096];
+    while std::time::Instant::now() < deadline && matches!(reader.read(&mut sink), Ok(n) if n > 0) {
+    }
+    result
+}
+
+fn respond(
+    root: &Path,
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+) -> std::io::Result<()> {
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // Headers are read and ignored: every response closes the connection.
@@ -71,7 +90,7 @@ fn handle(root: &Path, mut stream: TcpStream) -> std::io::Result<()> {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
-        return respond_status(&mut stream, "405 Method Not Allowed", false);
+        return respond_status(stream, "405 Method Not Allowed", false);
     }
     let file = resolve(root, target).and_then(|p| {
         let f = std::fs::File::open(&p).ok()?;
@@ -79,7 +98,7 @@ fn handle(root: &Path, mut stream: TcpStream) -> std::io::Result<()> {
         meta.is_file().then_some((f, meta.len()))
     });
     let Some((mut f, len)) = file else {
-        return respond_status(&mut stream, "404 Not Found", head_only);
+        return respond_status(stream, "404 Not Found", head_only);
     };
     write!(
         stream,
@@ -87,7 +106,7 @@ fn handle(root: &Path, mut stream: TcpStream) -> std::io::Result<()> {
     )?;
     if !head_only {
         // Streams in chunks: the double is tens of MB and airgap tarballs can be large.
-        std::io::copy(&mut (&mut f).take(len), &mut stream)?;
+        std::io::copy(&mut (&mut f).take(len), stream)?;
     }
     stream.flush()
 }

@@ -1,5 +1,6 @@
 //! The lab: Debian containers booted with `systemd-nspawn` on a private bridge, reachable from
-//! the host, with an HTTP mirror serving k3s-double releases. See DESIGN.md, "The lab".
+//! the host, with an HTTP mirror serving k3s-double releases and a Debian package repository.
+//! See xtask/src/lab/README.md and DESIGN.md, "The lab".
 
 mod build;
 mod hosts;
@@ -7,6 +8,7 @@ pub mod kubectl;
 mod mirror;
 mod net;
 mod node;
+mod repo;
 mod rootfs;
 mod spec;
 mod state;
@@ -26,7 +28,8 @@ pub fn prepare() -> anyhow::Result<()> {
     // An upstream kubectl first: without one there is no lab, and the message says what to do.
     kubectl::find()?;
     rootfs::ensure_host_tools()?;
-    rootfs::ensure_rootfs()?;
+    let rootfs = rootfs::ensure_rootfs()?;
+    repo::ensure_repo(&rootfs)?;
     Ok(())
 }
 
@@ -197,6 +200,7 @@ impl Lab {
         require_root()?;
         rootfs::ensure_host_tools()?;
         let rootfs = rootfs::ensure_rootfs()?;
+        let repo = repo::ensure_repo(&rootfs)?;
         let mut doubles = Vec::new();
         for v in &spec.k3s_versions {
             doubles.push((v.clone(), build_double(v)?));
@@ -205,7 +209,7 @@ impl Lab {
         raise_inotify_limits();
         let st = reserve(spec, &rootfs)?;
         let lab = Lab::from_state(st);
-        match lab.bring_up(&rootfs, &doubles, &xtask) {
+        match lab.bring_up(&rootfs, &repo, &doubles, &xtask) {
             Ok(()) => Ok(lab),
             Err(e) => {
                 if std::env::var_os("BOOTSTRAP_LAB_KEEP").is_none() {
@@ -232,7 +236,13 @@ impl Lab {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn bring_up(&self, rootfs: &Path, doubles: &[(String, PathBuf)], xtask: &Path) -> Result<()> {
+    fn bring_up(
+        &self,
+        rootfs: &Path,
+        repo: &Path,
+        doubles: &[(String, PathBuf)],
+        xtask: &Path,
+    ) -> Result<()> {
         let st = self.state().clone();
         net::setup_bridge(&st.bridge_netns, &st.host_if, self.host_addr())?;
 
@@ -257,7 +267,11 @@ impl Lab {
         for (version, binary) in doubles {
             mirror::publish(&self.mirror_dir(), version, binary)?;
         }
+        // The package repository, served from the cache (which keeps it while a lab links it).
+        std::os::unix::fs::symlink(repo, self.mirror_dir().join(repo::URL_PATH))
+            .context("cannot link the package repository into the mirror")?;
         self.start_mirror(xtask)?;
+        let apt_sources = repo::sources_list(&self.mirror_url());
 
         let public_net = format!("{}/24", spec::public_host(self.index, 0));
         let nat: Vec<(Ipv4Addr, Ipv4Addr)> = self
@@ -303,8 +317,14 @@ impl Lab {
             }
             node::mount_overlay(rootfs, &p)?;
             let lab_node = self.node(&n.name).context("node vanished")?;
-            let host_key =
-                node::personalize(&p, lab_node, &self.nodes, self.host_addr(), &operator_pub)?;
+            let host_key = node::personalize(
+                &p,
+                lab_node,
+                &self.nodes,
+                self.host_addr(),
+                &apt_sources,
+                &operator_pub,
+            )?;
             let mut names = vec![n.addr.to_string()];
             names.extend(n.public.map(|a| a.to_string()));
             names.extend(n.dns.clone());
@@ -628,6 +648,16 @@ impl Lab {
 
     pub fn mirror_dir(&self) -> PathBuf {
         self.dir.join("mirror")
+    }
+
+    /// The package repository the mirror serves under `/debian/` (in the host's cache).
+    pub fn package_repo(&self) -> Option<PathBuf> {
+        std::fs::read_link(self.mirror_dir().join(repo::URL_PATH)).ok()
+    }
+
+    /// What every node's `/etc/apt/sources.list` says: the lab's mirror, and nothing else.
+    pub fn apt_sources(&self) -> String {
+        repo::sources_list(&self.mirror_url())
     }
 
     /// Whether the mirror process recorded in the state is running.

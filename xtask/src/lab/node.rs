@@ -94,16 +94,19 @@ fn passwd_ids(root: &Path, user: &str) -> Result<(u32, u32)> {
 }
 
 /// Writes the node's identity into its (mounted) root before the first boot: machine-id,
-/// hostname, hosts, its SSH host key, and the operator key for root, deploy and nosudo.
-/// Returns the host public key line (`ssh-ed25519 AAAA...`).
+/// hostname, hosts, apt's sources (`apt_sources`: the lab's mirror), its SSH host key, and the
+/// operator key for root, deploy and nosudo. Returns the host public key line
+/// (`ssh-ed25519 AAAA...`).
 pub fn personalize(
     p: &NodePaths,
     node: &LabNode,
     all: &[LabNode],
     host_addr: Ipv4Addr,
+    apt_sources: &str,
     operator_pub: &str,
 ) -> Result<String> {
     let root = p.merged();
+    std::fs::write(root.join("etc/apt/sources.list"), apt_sources)?;
     std::fs::write(
         root.join("etc/machine-id"),
         format!("{}\n", random_hex(16)?),
@@ -243,6 +246,10 @@ pub fn boot(p: &NodePaths, machine: &str, netns: &str) -> Result<ProcRef> {
     .arg(format!("--machine={machine}"))
     .arg(format!("--network-namespace-path=/run/netns/{netns}"))
     .env("PATH", SANE_PATH)
+    // The node's own network namespace: its net.* sysctls are its own to set, as a VPS's are
+    // (nspawn leaves all of /proc/sys read-only with a namespace given by path). The rest of
+    // /proc/sys stays read-only: it is the host's kernel.
+    .env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network")
     .stdin(Stdio::null())
     .stdout(console.try_clone()?)
     .stderr(console);

@@ -5,8 +5,8 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 pub const CACHE_ROOT: &str = "/var/cache/bootstrap-lab";
-const SUITE: &str = "bookworm";
-const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+pub const SUITE: &str = "bookworm";
+pub const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// Everything a node needs to look like a small VPS: systemd as init, sshd, sudo, and what the
 /// tool and the k3s double use on hosts (curl downloads, iptables, kmod, procps).
@@ -27,7 +27,7 @@ pub const PACKAGES: &[&str] = &[
 ];
 
 /// Bump when the customisation below changes, so old caches are not reused.
-const RECIPE_VERSION: &str = "4";
+const RECIPE_VERSION: &str = "5";
 
 /// Where the node image keeps upstream kubectl; the k3s double's `kubectl` execs it
 /// (tests/k3s-double/src/kubectl.rs). Off PATH, so install.sh's link logic is unaffected.
@@ -47,6 +47,8 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     // NAT'd lab nodes (a router namespace), and the TLS checks tests make from the host.
     ("iptables", "iptables"),
     ("openssl", "openssl"),
+    // Indexes the lab's package repository (repo.rs).
+    ("apt-ftparchive", "apt-utils"),
     // `cargo xtask test` validates vagrant/Vagrantfile with Debian's Vagrant.
     ("vagrant", "vagrant"),
 ];
@@ -209,7 +211,9 @@ fn customize(root: &Path) -> Result<()> {
         "systemd-remount-fs.service",
         // Only writes a runlevel record to utmp, and times out on the bus when 30 nodes boot.
         "systemd-update-utmp-runlevel.service",
-        "systemd-timesyncd.service",
+        // systemd-timesyncd is not masked: the lab's repository has it, and a real install
+        // enables it (its ConditionVirtualization=!container then skips it, as
+        // ConditionCapability=CAP_SYS_TIME skips chrony: see README.md here).
     ];
     for unit in mask {
         let link = root.join("etc/systemd/system").join(unit);
@@ -221,6 +225,17 @@ fn customize(root: &Path) -> Result<()> {
     // Empty: each node writes its own before boot.
     std::fs::write(root.join("etc/machine-id"), b"")?;
     std::fs::write(root.join("etc/hostname"), b"localhost\n")?;
+    // apt: the lab's own mirror only, written per node (node.rs personalize; repo.rs), and
+    // no package lists from the archive debootstrap used: nodes cannot reach it.
+    std::fs::write(
+        root.join("etc/apt/sources.list"),
+        b"# Written per node when its lab is made: the lab's package mirror.\n",
+    )?;
+    for e in std::fs::read_dir(root.join("var/lib/apt/lists"))?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_file()) && e.file_name() != "lock" {
+            std::fs::remove_file(e.path())?;
+        }
+    }
     // Package cache: not needed, and it makes the rootfs twice as big.
     let _ = sh(
         "sh",

@@ -102,6 +102,21 @@ impl FileLock {
         }
         Ok(FileLock(f))
     }
+
+    /// The lock if nobody holds it now, `None` if someone does.
+    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open lock {}", path.display()))?;
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Ok(None);
+        }
+        Ok(Some(FileLock(f)))
+    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
