@@ -537,16 +537,22 @@ residue\t /usr/local/bin/k3s /etc/rancher/k3s\nend\tok",
             let s = script(lh, dir, &keys);
             assert!(s.starts_with("set -u\n") && s.ends_with("p end ok\n"));
             assert_eq!(s.contains("modinfo"), lh);
-            let out = std::process::Command::new("sh")
-                .args(["-n", "-c", &s])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            sh(&["-n", "-c", &s]);
         }
+    }
+
+    /// `sh ARGS...`, which must succeed; its stdout.
+    fn sh(args: &[&str]) -> String {
+        let out = std::process::Command::new("sh")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The `[os]` lines, run here (they only read), parse into what this machine has.
@@ -557,17 +563,8 @@ residue\t /usr/local/bin/k3s /etc/rancher/k3s\nend\tok",
             "p() {{ printf '%s\\t%s\\n' \"$1\" \"$2\"; }}\n{}",
             crate::os::script(&keys)
         );
-        let out = std::process::Command::new("sh")
-            .args(["-c", &s])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let mut f = crate::os::OsFacts::default();
-        for l in String::from_utf8_lossy(&out.stdout).lines() {
+        for l in sh(&["-c", &s]).lines() {
             let (k, v) = l.split_once('\t').unwrap();
             f.parse_line(k.strip_prefix("os.").unwrap(), v);
         }

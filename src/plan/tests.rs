@@ -1668,9 +1668,10 @@ fn an_open_state_dir_is_made_private_by_the_next_run() {
 
 // ---------------------------------------------------------------- [registries], clocks
 
-fn with_mirror(endpoint: &str) -> Inventory {
+/// Three servers and an agent, with `extra` after `[cluster]`.
+fn three_and_one(extra: &str) -> Inventory {
     inventory(
-        &format!("[registries.mirrors.\"docker.io\"]\nendpoint = [\"{endpoint}\"]\n"),
+        extra,
         &[
             ("master-1", "server", ""),
             ("master-2", "server", ""),
@@ -1728,7 +1729,7 @@ fn a_registries_change_restarts_servers_one_at_a_time_then_agents() {
     assert_eq!(agents.groups.len(), 1);
 
     // The table goes: bootstrap's file goes, the nodes restart.
-    let plain = ha_like_without_registries();
+    let plain = three_and_one("");
     let plan = up(&plain, &with_registries(cluster(&plain), &old), &SETTINGS).unwrap();
     let t = texts(&plan);
     assert!(
@@ -1750,16 +1751,10 @@ fn a_registries_change_restarts_servers_one_at_a_time_then_agents() {
     );
 }
 
-fn ha_like_without_registries() -> Inventory {
-    inventory(
-        "",
-        &[
-            ("master-1", "server", ""),
-            ("master-2", "server", ""),
-            ("master-3", "server", ""),
-            ("worker-1", "agent", ""),
-        ],
-    )
+fn with_mirror(endpoint: &str) -> Inventory {
+    three_and_one(&format!(
+        "[registries.mirrors.\"docker.io\"]\nendpoint = [\"{endpoint}\"]\n"
+    ))
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! getting commands into it.
 
 use super::spec::LabNode;
-use super::util::{cmd, random_hex, run, sh, write_mode, ProcRef, SANE_PATH};
+use super::util::{cmd, random_hex, run, write_mode, ProcRef, SANE_PATH};
 use anyhow::{bail, Context, Result};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -62,23 +62,7 @@ pub fn mount_overlay(lower: &Path, p: &NodePaths) -> Result<()> {
     if is_mountpoint(&p.merged()) {
         return Ok(());
     }
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        p.upper().display(),
-        p.work().display()
-    );
-    sh(
-        "mount",
-        &[
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            &opts,
-            &p.merged().to_string_lossy(),
-        ],
-    )?;
+    super::util::mount_overlay(lower, &p.upper(), &p.work(), &p.merged())?;
     Ok(())
 }
 

@@ -172,23 +172,7 @@ fn build(rootfs: &Path, tmp: &Path, key: &str) -> Result<PathBuf> {
     for d in [&upper, &work, &merged, &out] {
         std::fs::create_dir_all(d)?;
     }
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        rootfs.display(),
-        upper.display(),
-        work.display()
-    );
-    run(cmd(
-        "mount",
-        &[
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            &opts,
-            &merged.to_string_lossy(),
-        ],
-    ))?;
+    super::util::mount_overlay(rootfs, &upper, &work, &merged)?;
     let _mounted = Mounted(merged.clone());
 
     // The chroot shares the host's network: the host's resolver, the Debian archive the

@@ -78,20 +78,46 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Mounts an overlay of `lower` (read-only) and `upper` at `merged`.
+pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> Result<()> {
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    sh(
+        "mount",
+        &[
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            &opts,
+            &merged.to_string_lossy(),
+        ],
+    )?;
+    Ok(())
+}
+
 /// An exclusive `flock`, released when dropped (or when the process dies).
 pub struct FileLock(#[allow(dead_code)] File);
 
 impl FileLock {
-    pub fn acquire(path: &Path) -> Result<FileLock> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let f = OpenOptions::new()
+    fn open(path: &Path) -> Result<File> {
+        OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .with_context(|| format!("cannot open lock {}", path.display()))?;
+            .with_context(|| format!("cannot open lock {}", path.display()))
+    }
+
+    pub fn acquire(path: &Path) -> Result<FileLock> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let f = Self::open(path)?;
         // SAFETY: plain syscall on a descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             bail!(
@@ -105,12 +131,7 @@ impl FileLock {
 
     /// The lock if nobody holds it now, `None` if someone does.
     pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("cannot open lock {}", path.display()))?;
+        let f = Self::open(path)?;
         // SAFETY: plain syscall on a descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Ok(None);
