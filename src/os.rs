@@ -325,7 +325,7 @@ pub fn step_script(step: &OsStep) -> String {
 /// origin lists Debian's 50unattended-upgrades (and Ubuntu's) fill (apt.conf(5)).
 pub fn apt_conf() -> String {
     r#"// Written by bootstrap ([os] updates = "security"): security updates only, never a reboot
-// (reboot with `bootstrap node reboot --if-needed`).
+// (/var/run/reboot-required says when one is due: reboot at a time you choose).
 APT::Periodic::Update-Package-Lists "1";
 APT::Periodic::Unattended-Upgrade "1";
 #clear Unattended-Upgrade::Origins-Pattern;
