@@ -239,6 +239,12 @@ pub(crate) fn registries(g: raw::RawRegistries, r: &mut Report, base: &Path) -> 
         embedded_registry: g.embedded_registry.unwrap_or(false),
         ..Registries::default()
     };
+    if out.embedded_registry && g.mirrors.is_empty() {
+        r.warn(
+            r.key_span("embedded_registry"),
+            "registries.embedded_registry = true mirrors only the registries listed under [registries.mirrors] (k3s pkg/spegel/spegel.go): with none, nothing is shared; add [registries.mirrors.\"docker.io\"] (an empty table is enough) or [registries.mirrors.\"*\"]",
+        );
+    }
     for (name, m) in g.mirrors {
         let n = name.get_ref();
         if !registry_name_ok(n, true) {

@@ -1298,6 +1298,16 @@ fn registries_credentials_come_from_a_file_or_the_environment() {
         assert!(errs.contains(want), "{want}:\n{errs}");
     }
 
+    // The embedded registry alone mirrors nothing: said.
+    let alone = parse(&minimal("[registries]\nembedded_registry = true\n")).unwrap();
+    assert!(
+        alone
+            .warnings()
+            .iter()
+            .any(|w| w.to_string().contains("mirrors only the registries listed")),
+        "{:?}",
+        alone.warnings()
+    );
     // embedded-registry in both places: one source only.
     let errs = errors(&minimal(
         "[cluster.server_config]\nembedded-registry = true\n[registries]\nembedded_registry = true\n",
