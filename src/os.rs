@@ -62,8 +62,13 @@ impl UnitState {
 /// One kernel setting as the host has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Live {
-    /// /proc/sys has no such file: this kernel does not know the key.
+    /// /proc/sys has no such file: this kernel does not know the key (yet: a module's keys
+    /// appear when it loads).
     Missing,
+    /// A directory of settings, not one.
+    Directory,
+    /// Write-only: an action (`vm.drop_caches`), not a setting.
+    WriteOnly,
     Value {
         value: String,
         writable: bool,
@@ -77,6 +82,8 @@ pub struct OsFacts {
     pub sysctl_file: Option<String>,
     /// The inventory's keys as the kernel has them.
     pub sysctl: BTreeMap<String, Live>,
+    /// The inventory's keys in sysctl files read after bootstrap's: (file, key, value).
+    pub sysctl_later: Vec<(String, String, String)>,
     pub units: BTreeMap<String, UnitState>,
     /// The bounding set holds CAP_SYS_TIME (`None`: not read).
     pub cap_sys_time: Option<bool>,
@@ -115,7 +122,7 @@ if [ -e {SWAP_RECORD} ]; then p os.swap_record yes; fi
     for k in sysctl {
         let path = proc_path(k);
         s.push_str(&format!(
-            "if [ -e {path} ]; then if [ -w {path} ]; then p 'os.sysctl.{k}' rw; else p 'os.sysctl.{k}' ro; fi; else p 'os.sysctl.{k}' missing; fi\n"
+            "if [ -d {path} ]; then p 'os.sysctl.{k}' dir; elif [ ! -e {path} ]; then p 'os.sysctl.{k}' missing; elif [ ! -r {path} ]; then p 'os.sysctl.{k}' wo; elif [ -w {path} ]; then p 'os.sysctl.{k}' rw; else p 'os.sysctl.{k}' ro; fi\n"
         ));
         paths.push(path);
     }
@@ -123,6 +130,12 @@ if [ -e {SWAP_RECORD} ]; then p os.swap_record yes; fi
         s.push_str(&format!(
             "grep -H '' {} 2>/dev/null | while IFS= read -r l; do p os.sysctl_value \"$l\"; done\n",
             paths.join(" ")
+        ));
+        // The same keys in files systemd-sysctl reads after bootstrap's (they win at boot).
+        let keys: Vec<String> = sysctl.iter().map(|k| k.replace('.', "[./]")).collect();
+        s.push_str(&format!(
+            "for f in /etc/sysctl.d/*.conf /run/sysctl.d/*.conf /usr/lib/sysctl.d/*.conf /etc/sysctl.conf; do case ${{f##*/}} in 9[1-9]*|sysctl.conf) grep -sHE '^[[:space:]]*-?({})[[:space:]]*=' \"$f\" | while IFS= read -r l; do p os.sysctl_later \"$l\"; done;; esac; done\n",
+            keys.join("|")
         ));
     }
     s
@@ -158,9 +171,20 @@ impl OsFacts {
                             value: String::new(),
                             writable: w == "rw",
                         },
+                        "dir" => Live::Directory,
+                        "wo" => Live::WriteOnly,
                         _ => Live::Missing,
                     };
                     self.sysctl.insert(k.to_string(), live);
+                } else if key == "sysctl_later" {
+                    // `/etc/sysctl.conf:vm.max_map_count = 65530` (grep -H).
+                    if let Some((file, line)) = value.split_once(':') {
+                        if let Some((k, v)) = line.split_once('=') {
+                            let k = k.trim().trim_start_matches('-').replace('/', ".");
+                            self.sysctl_later
+                                .push((file.to_string(), k, v.trim().to_string()));
+                        }
+                    }
                 } else if key == "sysctl_value" {
                     // `/proc/sys/vm/max_map_count:65530` (grep -H).
                     let Some((path, v)) = value.split_once(':') else {
@@ -211,13 +235,19 @@ impl SysctlFile {
         let mut f = SysctlFile::default();
         for line in text.lines() {
             let line = line.trim();
+            // Only keys that name a setting reach a script; a hand-edited line that does not
+            // is left out.
             if let Some(rest) = line.strip_prefix("# before ") {
-                if let Some((k, v)) = rest.split_once(" = ") {
-                    f.before.insert(k.trim().into(), v.trim().into());
+                if let Some((k, v)) = rest.split_once('=') {
+                    if key_ok(k.trim()) {
+                        f.before.insert(k.trim().into(), v.trim().into());
+                    }
                 }
             } else if !line.starts_with('#') {
                 if let Some((k, v)) = line.split_once('=') {
-                    f.values.insert(k.trim().into(), v.trim().into());
+                    if key_ok(k.trim()) {
+                        f.values.insert(k.trim().into(), v.trim().into());
+                    }
                 }
             }
         }
@@ -234,6 +264,22 @@ impl SysctlFile {
         }
         s
     }
+}
+
+/// A key as the inventory accepts it (src/inventory/os.rs): dotted words of `[A-Za-z0-9_-]`.
+fn key_ok(k: &str) -> bool {
+    k.split('.').count() >= 2
+        && k.split('.').all(|w| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+}
+
+/// Keys of kernel modules k3s loads when it starts (br_netfilter, nf_conntrack): on a host
+/// that never ran k3s they are not there yet.
+fn module_key(k: &str) -> bool {
+    k.starts_with("net.netfilter.") || k.starts_with("net.bridge.")
 }
 
 /// Values compare as the kernel prints them: words separated by any blanks.
@@ -259,6 +305,9 @@ pub enum OsStep {
     SwapOff,
     /// swap.target unmasked, swapon -a, the record removed.
     SwapOn,
+    /// Wait (bounded) until the host's clock is within `bound_secs` of this machine's: the
+    /// time sync client just started steps it (chrony's `makestep`, timesyncd's first sync).
+    WaitClock { bound_secs: u32 },
 }
 
 impl std::fmt::Display for OsStep {
@@ -279,20 +328,31 @@ impl std::fmt::Display for OsStep {
                 f.write_str("os: turn swap off now and at boot (swapoff -a, mask swap.target)")
             }
             OsStep::SwapOn => f.write_str("os: let swap on again (unmask swap.target, swapon -a)"),
+            OsStep::WaitClock { bound_secs } => write!(
+                f,
+                "os: wait until its clock is within {bound_secs} s of this machine's"
+            ),
         }
     }
 }
 
-fn write_proc(pairs: &[(String, String)], only_writable: bool) -> String {
+/// Sets each key; with `check`, reads it back and fails, naming the key, when the kernel
+/// keeps another value (it normalised the one given, `0x10` → `16`, or could not take it all,
+/// `vm.nr_hugepages`): written as the kernel prints it, the next run has nothing to do.
+fn write_proc(pairs: &[(String, String)], check: bool) -> String {
     pairs
         .iter()
         .map(|(k, v)| {
-            let p = proc_path(k);
+            let p = crate::ssh::sh_quote(&proc_path(k));
             let v = crate::ssh::sh_quote(v);
-            if only_writable {
-                format!("if [ -w {p} ]; then printf '%s\\n' {v} >{p}; fi")
+            if check {
+                format!(
+                    "printf '%s\\n' {v} >{p} || {{ echo \"cannot set {k}\" >&2; exit 1; }}\n\
+                     got=$(tr -s ' \\t' '  ' <{p}); want=$(printf '%s' {v} | tr -s ' \\t' '  ')\n\
+                     [ \"$got\" = \"$want\" ] || {{ echo \"{k}: the kernel keeps $got for $want; write it in the inventory as the kernel prints it\" >&2; exit 1; }}"
+                )
             } else {
-                format!("printf '%s\\n' {v} >{p} || {{ echo \"cannot set {k}\" >&2; exit 1; }}")
+                format!("if [ -w {p} ]; then printf '%s\\n' {v} >{p}; fi")
             }
         })
         .collect::<Vec<_>>()
@@ -302,8 +362,8 @@ fn write_proc(pairs: &[(String, String)], only_writable: bool) -> String {
 /// The shell that applies `step` as root; on failure its last stderr lines say why.
 pub fn step_script(step: &OsStep) -> String {
     match step {
-        OsStep::SetSysctl(p) => write_proc(p, false),
-        OsStep::RestoreSysctl(p) => write_proc(p, true),
+        OsStep::SetSysctl(p) => write_proc(p, true),
+        OsStep::RestoreSysctl(p) => write_proc(p, false),
         OsStep::Install(pkgs) => apt_install_script(pkgs),
         OsStep::Enable(u) => format!(
             "systemctl enable --now {} >/dev/null 2>&1 || systemctl enable --now {}",
@@ -315,6 +375,8 @@ pub fn step_script(step: &OsStep) -> String {
             "set -e; if [ ! -e /run/systemd/container ]; then swapoff -a; fi; systemctl mask swap.target >/dev/null; mkdir -p {d}; : >{SWAP_RECORD}",
             d = SWAP_RECORD.rsplit_once('/').map(|(d, _)| d).unwrap_or("/")
         ),
+        // Run by the executor itself: it compares with this machine's clock.
+        OsStep::WaitClock { .. } => "date +%s.%N".into(),
         OsStep::SwapOn => format!(
             "set -e; systemctl unmask swap.target >/dev/null; if [ ! -e /run/systemd/container ]; then swapon -a; fi; rm -f {SWAP_RECORD}"
         ),
@@ -338,6 +400,13 @@ Unattended-Upgrade::Origins-Pattern {
 Unattended-Upgrade::Automatic-Reboot "false";
 "#
     .to_string()
+}
+
+/// Whether these steps start a time sync client.
+pub fn starts_time_sync(steps: &[OsStep]) -> bool {
+    steps
+        .iter()
+        .any(|s| matches!(s, OsStep::Enable(u) if TIME_CLIENTS.contains(&u.as_str())))
 }
 
 /// What one host needs: files to write (path, content), steps after them, warnings, errors.
@@ -416,20 +485,42 @@ fn sysctl(node: &str, want: &Os, f: &OsFacts, p: &mut OsPlan) {
             None => {
                 file.values.insert(k.clone(), v.clone());
             }
+            Some(Live::Missing) if module_key(k) => {
+                file.values.insert(k.clone(), v.clone());
+                p.warnings.push(format!(
+                    "{node}: os.sysctl \"{k}\" is not there until its kernel module loads (k3s loads br_netfilter and nf_conntrack when it starts): written to {SYSCTL_FILE}; the next run sets it"
+                ));
+            }
             Some(Live::Missing) => p.errors.push(format!(
                 "{node}: os.sysctl \"{k}\": this host's kernel has no such setting ({} does not exist)",
                 proc_path(k)
             )),
+            Some(Live::Directory) => p.errors.push(format!(
+                "{node}: os.sysctl \"{k}\" is a directory of settings ({}), not one: name a key inside it",
+                proc_path(k)
+            )),
+            Some(Live::WriteOnly) => p.errors.push(format!(
+                "{node}: os.sysctl \"{k}\" is write-only, an action and not a setting: it would run on every `up`; remove it"
+            )),
             Some(Live::Value { value, writable }) => {
+                // The value the key had before bootstrap first set it, kept for as long as
+                // the key is bootstrap's.
                 let before = cur
                     .before
                     .get(k)
                     .cloned()
                     .or_else(|| (!cur.values.contains_key(k)).then(|| value.clone()));
-                if let Some(b) = before.filter(|b| !same_value(b, v)) {
+                if let Some(b) = before {
                     file.before.insert(k.clone(), b);
                 }
                 file.values.insert(k.clone(), v.clone());
+                for (later, _, lv) in f.sysctl_later.iter().filter(|(_, lk, _)| lk == k) {
+                    if !same_value(lv, v) {
+                        p.warnings.push(format!(
+                            "{node}: os.sysctl \"{k}\": {later} sets it to {lv} and is read after {SYSCTL_FILE} at boot, so after a reboot it is {lv} until the next `up`; remove it there"
+                        ));
+                    }
+                }
                 if !same_value(value, v) {
                     if *writable {
                         set.push((k.clone(), v.clone()));
@@ -470,21 +561,26 @@ fn time_sync(node: &str, os_id: &str, f: &OsFacts, p: &mut OsPlan) {
         return;
     }
     let installed: Vec<&(&str, UnitState)> = states.iter().filter(|(_, s)| s.installed()).collect();
+    // Units systemd will not start here: chrony and timesyncd need CAP_SYS_TIME
+    // (ConditionCapability), timesyncd also refuses any container (ConditionVirtualization).
     let no_cap = f.cap_sys_time == Some(false);
+    let wont_start =
+        |u: &str| no_cap || (u == "systemd-timesyncd.service" && f.container.is_some());
     let skipped = |u: &str| {
         format!(
-            "{node}: time sync: {u} is enabled, but systemd does not start it here: this host may not set the clock (no CAP_SYS_TIME{}), so whoever runs it keeps its time",
-            f.container
-                .as_deref()
-                .map(|c| format!(", a {c} container"))
-                .unwrap_or_default()
+            "{node}: time sync: {u} is enabled, but systemd does not start it here: this host may not set the clock ({}), so whoever runs it keeps its time",
+            match (&f.container, no_cap) {
+                (Some(c), true) => format!("no CAP_SYS_TIME, a {c} container"),
+                (None, _) => "no CAP_SYS_TIME".to_string(),
+                (Some(c), false) => format!("a {c} container"),
+            }
         )
     };
     match installed.first() {
-        Some((u, s)) if no_cap && s.enabled == "enabled" => p.warnings.push(skipped(u)),
+        Some((u, s)) if wont_start(u) && s.enabled == "enabled" => p.warnings.push(skipped(u)),
         Some((u, _)) => {
             p.steps.push(OsStep::Enable(u.to_string()));
-            if no_cap {
+            if wont_start(u) {
                 p.warnings.push(skipped(u));
             }
         }
@@ -517,8 +613,10 @@ fn updates(node: &str, os_id: &str, want: Updates, f: &OsFacts, p: &mut OsPlan) 
                 p.steps.push(OsStep::RemoveFile(APT_CONF.into()));
             }
         }
-        Updates::Security if !apt_host(os_id) => p.errors.push(format!(
-            "{node}: os.updates = \"security\" uses unattended-upgrades, which bootstrap sets up only on Debian/Ubuntu (this host is {os_id})"
+        // The origin patterns name Debian's and Ubuntu's security archives: on another apt
+        // distribution they would match nothing and nothing would ever be updated.
+        Updates::Security if !matches!(os_id, "debian" | "ubuntu") => p.errors.push(format!(
+            "{node}: os.updates = \"security\" sets up unattended-upgrades for Debian's and Ubuntu's security archives only, and this host is {os_id}: set up its updates yourself and leave updates = \"keep\""
         )),
         Updates::Security => {
             if !f.unattended_upgrades {

@@ -37,6 +37,45 @@ fn with_ca_hash<'c>(content: &'c [u8], learned: &Learned) -> Result<std::borrow:
     Ok(std::borrow::Cow::Owned(text.into_bytes()))
 }
 
+/// How long a host's new time sync client gets to step its clock.
+const CLOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits until `s`'s clock is within `bound_secs` of this machine's (read as the facts read
+/// it: `date +%s.%N`, against this machine's clock when the answer arrives), at most
+/// [`CLOCK_WAIT`]; else fails naming the offset.
+async fn wait_clock(s: &Session, name: &str, bound_secs: u32) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let out = s
+            .run_ok(
+                &Cmd::new(os::step_script(&os::OsStep::WaitClock { bound_secs }))
+                    .label("read its clock"),
+            )
+            .await?;
+        let here = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let offset = out
+            .stdout_str()
+            .trim()
+            .parse::<f64>()
+            .map(|t| t - here)
+            .with_context(|| format!("{name}: `date +%s.%N` printed {:?}", out.stdout_str()))?;
+        if offset.abs() <= f64::from(bound_secs) {
+            return Ok(());
+        }
+        if started.elapsed() >= CLOCK_WAIT {
+            bail!(
+                "{name}: its clock is still {} this machine's after {} s of time sync, so it is not joined: check that its time sync client reaches an NTP server (chronyc sources, timedatectl timesync-status), then re-run",
+                crate::plan::os::offset_text(offset),
+                CLOCK_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
 /// Where a new k3s binary waits, verified, until its host's turn to restart.
 const STAGED_BIN: &str = "/usr/local/bin/.k3s.bootstrap-staged";
 
@@ -58,6 +97,9 @@ pub(super) async fn run(
             if !out.success() {
                 bail!("{}", longhorn::fix_error(name, fix, &out.stderr_tail(15)));
             }
+        }
+        Action::Os(os::OsStep::WaitClock { bound_secs }) => {
+            wait_clock(s, name, *bound_secs).await?;
         }
         Action::Os(step) => {
             let out = s

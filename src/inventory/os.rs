@@ -104,10 +104,31 @@ fn sysctl_value(r: &mut Report, key: &str, v: &S<toml::Value>) -> Option<String>
     Some(s)
 }
 
+/// Keys the kubelet (k3s runs it without `protect-kernel-defaults`) and kube-proxy set each
+/// time k3s starts (kubernetes pkg/kubelet/cm/container_manager_linux.go setupKernelTunables,
+/// pkg/proxy/conntrack): a different value here flips back at every restart of k3s.
+const KUBE_OWNED: &[&str] = &[
+    "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
+    "net.netfilter.nf_conntrack_max",
+    "net.netfilter.nf_conntrack_tcp_timeout_established",
+    "net.netfilter.nf_conntrack_tcp_timeout_close_wait",
+];
+
 pub(crate) fn os(o: raw::RawOs, r: &mut Report) -> Os {
     let mut sysctl = BTreeMap::new();
     for (k, v) in &o.sysctl {
         let key = k.get_ref();
+        if KUBE_OWNED.contains(&key.as_str()) {
+            r.warn(
+                k.span(),
+                format!("os.sysctl \"{key}\" is set by the kubelet or kube-proxy each time k3s starts: a different value here flips back at every restart and is set again by every `up`; set it through their flags instead (kubelet-arg, kube-proxy-arg)"),
+            );
+        }
         if !sysctl_key_ok(key) {
             r.error(
                 k.span(),

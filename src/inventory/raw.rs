@@ -77,8 +77,9 @@ pub(crate) struct RawMirror {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRegistryConfig {
     pub username: Option<S<String>>,
-    /// Refused: a password never sits in the inventory.
-    pub password: Option<S<String>>,
+    /// Refused: a password never sits in the inventory (any type, so the refusal never
+    /// echoes it).
+    pub password: Option<S<toml::Value>>,
     pub password_file: Option<S<String>>,
     pub password_env: Option<S<String>>,
     pub token_file: Option<S<String>>,

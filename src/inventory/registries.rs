@@ -146,15 +146,28 @@ fn registry_name_ok(n: &str, star: bool) -> bool {
             && !n.starts_with(['.', '-', ':']))
 }
 
-fn endpoint_ok(u: &str) -> bool {
-    let Some(rest) = u
+/// An endpoint as k3s takes it: `https://host[:port][/path]`, `http://...`, or without a
+/// scheme (k3s adds `https://`). Credentials in it (`user:pass@`) are refused: they belong in
+/// `[registries.configs]`, out of the inventory.
+fn endpoint_ok(u: &str) -> Result<(), &'static str> {
+    let rest = u
         .strip_prefix("https://")
         .or_else(|| u.strip_prefix("http://"))
-    else {
-        return false;
-    };
+        .unwrap_or(u);
     let host = rest.split('/').next().unwrap_or("");
-    !host.is_empty() && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+    if host.contains('@') {
+        return Err("credentials in the URL would sit in the inventory: give them in [registries.configs.\"HOST\"] (username, password_file or password_env)");
+    }
+    if host.is_empty()
+        || rest.contains("://")
+        || u.chars().any(|c| c.is_whitespace() || c.is_control())
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+    {
+        return Err("expected https://host[:port][/path] (or http://, or host[:port] for https)");
+    }
+    Ok(())
 }
 
 /// A password or token: exactly one of `<what>_file` (beside the inventory) and
@@ -257,14 +270,16 @@ pub(crate) fn registries(g: raw::RawRegistries, r: &mut Report, base: &Path) -> 
         }
         let m = m.into_inner();
         for e in &m.endpoint {
-            if !endpoint_ok(e.get_ref()) {
+            if let Err(why) = endpoint_ok(e.get_ref()) {
+                let shown = if e.get_ref().contains('@') {
+                    "(with credentials, not shown)".to_string()
+                } else {
+                    format!("\"{}\"", e.get_ref())
+                };
                 r.error(
                     e.span(),
-                    ErrorKind::InvalidValue,
-                    format!(
-                        "registries.mirrors.\"{n}\" endpoint \"{}\" is not a URL; expected https://host[:port][/path] (or http://)",
-                        e.get_ref()
-                    ),
+                    ErrorKind::InvalidUrl,
+                    format!("registries.mirrors.\"{n}\" endpoint {shown}: {why}"),
                 );
             }
         }
@@ -289,11 +304,11 @@ pub(crate) fn registries(g: raw::RawRegistries, r: &mut Report, base: &Path) -> 
     }
     for (host, c) in g.configs {
         let h = host.get_ref().clone();
-        if !registry_name_ok(&h, false) {
+        if !registry_name_ok(&h, true) {
             r.error(
                 host.span(),
                 ErrorKind::InvalidValue,
-                format!("registries.configs \"{h}\" is not a registry host; expected host[:port]"),
+                format!("registries.configs \"{h}\" is not a registry host; expected host[:port], or \"*\" for every registry"),
             );
             continue;
         }
@@ -392,10 +407,15 @@ mod tests {
         assert!(!registry_name_ok("*", false));
         assert!(!registry_name_ok("a b", true));
         assert!(!registry_name_ok("", true));
-        assert!(endpoint_ok("https://m.example.com:5000/v2"));
-        assert!(endpoint_ok("http://10.0.0.1:5000"));
-        assert!(!endpoint_ok("m.example.com"));
-        assert!(!endpoint_ok("https://"));
-        assert!(!endpoint_ok("ftp://x"));
+        assert!(endpoint_ok("https://m.example.com:5000/v2").is_ok());
+        assert!(endpoint_ok("http://10.0.0.1:5000").is_ok());
+        assert!(endpoint_ok("http://[fd00::1]:5000").is_ok());
+        // k3s adds https:// to an endpoint without a scheme.
+        assert!(endpoint_ok("m.example.com:5000").is_ok());
+        assert!(endpoint_ok("https://").is_err());
+        assert!(endpoint_ok("ftp://x").is_err());
+        assert!(endpoint_ok("https://pull:s3cret@m.example.com")
+            .unwrap_err()
+            .contains("credentials in the URL"));
     }
 }

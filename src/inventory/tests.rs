@@ -1283,7 +1283,7 @@ fn registries_credentials_come_from_a_file_or_the_environment() {
 
     let errs = Inventory::from_str_at(
         &minimal(
-            "[registries.mirrors.\"docker io\"]\nendpoint = []\n[registries.mirrors.\"quay.io\"]\nendpoint = [\"quay-mirror\"]\n[registries.configs.\"m.example.com\"]\nusername = \"pull\"\npassword = \"inline\"\n[registries.configs.\"e.example.com\"]\nusername = \"pull\"\npassword_env = \"BOOTSTRAP_TEST_UNSET_PASSWORD\"\n",
+            "[registries.mirrors.\"docker io\"]\nendpoint = []\n[registries.mirrors.\"quay.io\"]\nendpoint = [\"https://quay mirror\", \"https://u:pw-in-url@q.example.com\"]\n[registries.configs.\"m.example.com\"]\nusername = \"pull\"\npassword = 987654321\n[registries.configs.\"e.example.com\"]\nusername = \"pull\"\npassword_env = \"BOOTSTRAP_TEST_UNSET_PASSWORD\"\n",
         ),
         &path,
     )
@@ -1291,12 +1291,21 @@ fn registries_credentials_come_from_a_file_or_the_environment() {
     .to_string();
     for want in [
         "registries.mirrors \"docker io\" is not a registry name",
-        "endpoint \"quay-mirror\" is not a URL",
+        "endpoint \"https://quay mirror\": expected https://host",
+        "endpoint (with credentials, not shown): credentials in the URL",
         "a password never sits in the inventory",
         "$BOOTSTRAP_TEST_UNSET_PASSWORD is not set",
     ] {
         assert!(errs.contains(want), "{want}:\n{errs}");
     }
+    // Neither a password written in the inventory nor one in a URL is ever echoed.
+    assert!(
+        !errs.contains("987654321") && !errs.contains("pw-in-url"),
+        "{errs}"
+    );
+    // k3s's "*" config (every registry) is taken.
+    let star = minimal("[registries.configs.\"*\"]\ninsecure_skip_verify = true\n");
+    assert!(parse(&star).unwrap().registries.unwrap().configs["*"].insecure_skip_verify);
 
     // The embedded registry alone mirrors nothing: said.
     let alone = parse(&minimal("[registries]\nembedded_registry = true\n")).unwrap();

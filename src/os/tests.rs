@@ -74,7 +74,11 @@ fn sysctl_written_set_and_idempotent() {
         )])]
     );
     assert!(text.contains("# before vm.max_map_count = 65530\nvm.max_map_count = 262144\n"));
-    assert!(!text.contains("# before net.core.somaxconn"), "{text}");
+    // A key already at its value keeps that value as its "before" too.
+    assert!(
+        text.contains("# before net.core.somaxconn = 4096\n"),
+        "{text}"
+    );
 
     // After the run: the file is there and the value live: nothing to do.
     f.sysctl_file = Some(text.clone());
@@ -101,7 +105,10 @@ fn sysctl_written_set_and_idempotent() {
         p.steps,
         vec![
             OsStep::RemoveFile(SYSCTL_FILE.into()),
-            OsStep::RestoreSysctl(vec![("vm.max_map_count".into(), "65530".into())])
+            OsStep::RestoreSysctl(vec![
+                ("net.core.somaxconn".into(), "4096".into()),
+                ("vm.max_map_count".into(), "65530".into())
+            ])
         ]
     );
 }
@@ -303,5 +310,138 @@ fn step_scripts_quote_values() {
     assert!(
         s.contains("printf '%s\\n' '1024 65000' >/proc/sys/net/ipv4/ip_local_port_range"),
         "{s}"
+    );
+    // Read back: a value the kernel normalises fails the step, naming the key.
+    assert!(s.contains("the kernel keeps $got for $want"), "{s}");
+}
+
+/// The set-and-read-back script, run here with files standing in for /proc/sys: what is
+/// written goes to one, what the "kernel" keeps is read from the other.
+#[test]
+fn a_value_the_kernel_keeps_otherwise_fails_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, r) = (dir.path().join("written"), dir.path().join("kept"));
+    let run = |v: &str, kept: &str| {
+        std::fs::write(&r, kept).unwrap();
+        let s = step_script(&OsStep::SetSysctl(vec![("vm.swappiness".into(), v.into())]))
+            .replace(">/proc/sys/vm/swappiness", &format!(">{}", w.display()))
+            .replace("</proc/sys/vm/swappiness", &format!("<{}", r.display()));
+        // Never this machine's own settings.
+        assert!(!s.contains("/proc/sys"), "{s}");
+        std::process::Command::new("sh")
+            .args(["-c", &s])
+            .output()
+            .unwrap()
+    };
+    // Kept as given, blanks aside.
+    let ok = run("1024 65000", "1024\t65000\n");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&w).unwrap(), "1024 65000\n");
+    // What a kernel does with 0x10: keeps 16.
+    let bad = run("0x10", "16\n");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("vm.swappiness: the kernel keeps 16 for 0x10"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[test]
+fn before_values_survive_empty_values_and_changes_back_and_forth() {
+    let mut f = OsFacts::default();
+    f.sysctl
+        .insert("net.ipv4.ip_local_reserved_ports".into(), live("", true));
+    f.sysctl
+        .insert("vm.max_map_count".into(), live("65530", true));
+    let mut want = os_with(&[
+        ("net.ipv4.ip_local_reserved_ports", "30000-32767"),
+        ("vm.max_map_count", "262144"),
+    ]);
+    let step = |want: &Os, f: &mut OsFacts| {
+        let p = plan_host("n1", "debian", Some(want), f);
+        if let Some((_, text)) = p.files.first() {
+            f.sysctl_file = Some(text.clone());
+        }
+        for (k, v) in &want.sysctl {
+            f.sysctl.insert(k.clone(), live(v, true));
+        }
+        p
+    };
+    step(&want, &mut f);
+    // Back to the kernel's value, then another one: the value from before stays.
+    want.sysctl
+        .insert("vm.max_map_count".into(), "65530".into());
+    step(&want, &mut f);
+    want.sysctl
+        .insert("vm.max_map_count".into(), "1000000".into());
+    step(&want, &mut f);
+    assert_eq!(step(&want, &mut f), OsPlan::default());
+    let p = plan_host("n1", "debian", None, &f);
+    assert_eq!(
+        p.steps,
+        vec![
+            OsStep::RemoveFile(SYSCTL_FILE.into()),
+            OsStep::RestoreSysctl(vec![
+                ("net.ipv4.ip_local_reserved_ports".into(), "".into()),
+                ("vm.max_map_count".into(), "65530".into())
+            ])
+        ]
+    );
+}
+
+#[test]
+fn keys_that_are_no_setting_are_refused_and_module_keys_wait_for_k3s() {
+    let want = os_with(&[
+        ("net.ipv4.conf.all", "1"),
+        ("vm.drop_caches", "3"),
+        ("net.netfilter.nf_conntrack_max", "262144"),
+    ]);
+    let mut f = OsFacts::default();
+    f.sysctl.insert("net.ipv4.conf.all".into(), Live::Directory);
+    f.sysctl.insert("vm.drop_caches".into(), Live::WriteOnly);
+    f.sysctl
+        .insert("net.netfilter.nf_conntrack_max".into(), Live::Missing);
+    let p = plan_host("n1", "debian", Some(&want), &f);
+    let errors = p.errors.join("\n");
+    assert!(
+        errors.contains("\"net.ipv4.conf.all\" is a directory"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("\"vm.drop_caches\" is write-only"),
+        "{errors}"
+    );
+    assert_eq!(p.errors.len(), 2, "{errors}");
+    assert!(
+        p.warnings[0].contains("not there until its kernel module loads"),
+        "{:?}",
+        p.warnings
+    );
+    assert!(p.files[0]
+        .1
+        .contains("net.netfilter.nf_conntrack_max = 262144"));
+}
+
+#[test]
+fn a_later_sysctl_file_is_named() {
+    let f = facts(
+        "os.sysctl.vm.max_map_count\trw\nos.sysctl_value\t/proc/sys/vm/max_map_count:262144\nos.sysctl_later\t/etc/sysctl.conf:vm.max_map_count=65530\n",
+    );
+    let p = plan_host(
+        "n1",
+        "debian",
+        Some(&os_with(&[("vm.max_map_count", "262144")])),
+        &f,
+    );
+    assert!(
+        p.warnings[0].contains("/etc/sysctl.conf sets it to 65530 and is read after"),
+        "{:?}",
+        p.warnings
     );
 }

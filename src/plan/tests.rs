@@ -1788,3 +1788,65 @@ fn a_host_whose_clock_is_off_is_not_joined_and_a_joined_one_is_warned_about() {
         "{text}"
     );
 }
+
+#[test]
+fn a_new_host_off_in_time_waits_for_the_client_it_starts_and_this_machine_is_named_when_all_agree()
+{
+    let inv = inventory(
+        "[os]\ntime_sync = true\n",
+        &[("master-1", "server", ""), ("worker-1", "agent", "")],
+    );
+    let mut facts = new_cluster(&inv);
+    for f in facts.hosts.values_mut() {
+        f.os.cap_sys_time = Some(true);
+        f.os.units.insert(
+            "chrony.service".into(),
+            crate::os::UnitState {
+                load: "loaded".into(),
+                active: "active".into(),
+                enabled: "enabled".into(),
+            },
+        );
+    }
+    // worker-1 has chrony but stopped: started, then waited for, then joined.
+    facts.hosts.get_mut("worker-1").unwrap().os.units.insert(
+        "chrony.service".into(),
+        crate::os::UnitState {
+            load: "loaded".into(),
+            active: "inactive".into(),
+            enabled: "disabled".into(),
+        },
+    );
+    facts.clocks.insert("master-1".into(), 0.1);
+    facts.clocks.insert("worker-1".into(), -300.0);
+    let plan = up(&inv, &facts, &SETTINGS).unwrap();
+    let t = texts(&plan);
+    let enable = t
+        .iter()
+        .position(|l| l == "os worker-1: os: enable and start chrony.service")
+        .unwrap_or_else(|| panic!("{t:#?}"));
+    assert_eq!(
+        t[enable + 1],
+        "os worker-1: os: wait until its clock is within 30 s of this machine's"
+    );
+
+    // Its client already runs and the clock is still off: not joined, and said why.
+    facts.hosts.get_mut("worker-1").unwrap().os.units.insert(
+        "chrony.service".into(),
+        crate::os::UnitState {
+            load: "loaded".into(),
+            active: "active".into(),
+            enabled: "enabled".into(),
+        },
+    );
+    let err = up(&inv, &facts, &SETTINGS).unwrap_err().to_string();
+    assert!(err.contains("check that it reaches an NTP server"), "{err}");
+
+    // Every host 5 minutes behind, and agreeing: this machine is the suspect.
+    facts.clocks.insert("master-1".into(), -301.0);
+    let err = up(&inv, &facts, &SETTINGS).unwrap_err().to_string();
+    assert!(
+        err.contains("this machine's clock is the likelier one to be wrong"),
+        "{err}"
+    );
+}
