@@ -571,7 +571,41 @@ pub fn parse(text: &str) -> Result<Registry, String> {
     let Some(doc) = serde_yaml::Deserializer::from_str(text).next() else {
         return Ok(Registry::default());
     };
-    de::DeserializeSeed::deserialize(RegistrySeed, doc).map_err(|e| go_error(&e))
+    let r = de::DeserializeSeed::deserialize(RegistrySeed, doc).map_err(|e| go_error(&e))?;
+    match quoted_bool_word(text) {
+        Some((line, word)) => Err(format!(
+            "yaml: unmarshal errors:\n  line {line}: cannot unmarshal !!str `{word}` into bool"
+        )),
+        None => Ok(r),
+    }
+}
+
+/// A YAML 1.1 boolean word written quoted as `insecure_skip_verify` (`"yes"`): yaml.v2 resolves
+/// only plain ones to a bool (resolve.go:37-42) and refuses a quoted one into a Go bool, but
+/// serde_yaml hands both over as the same string. So the text is looked at: (line, word).
+fn quoted_bool_word(text: &str) -> Option<(usize, String)> {
+    const WORDS: [&str; 16] = [
+        "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off",
+        "OFF",
+    ];
+    for (i, line) in text.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("insecure_skip_verify") {
+            rest = &rest[at + "insecure_skip_verify".len()..];
+            let Some(v) = rest.trim_start().strip_prefix(':') else {
+                continue;
+            };
+            let v = v.trim_start();
+            for q in ['"', '\''] {
+                if let Some(inner) = v.strip_prefix(q).and_then(|v| v.split(q).next()) {
+                    if WORDS.contains(&inner) {
+                        return Some((i + 1, inner.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 /// wharfie `GetPrivateRegistries` (`registries.go`:39-55), with Go's error words.

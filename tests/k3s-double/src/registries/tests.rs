@@ -80,6 +80,15 @@ fn decodes_like_yaml_v2() {
         "token is not a key"
     );
     assert!(r.configs["r"].tls.as_ref().unwrap().insecure_skip_verify);
+    // Quoted, the same word is a string, which yaml.v2 will not put in a bool.
+    for quoted in [
+        "configs:\n  r:\n    tls:\n      insecure_skip_verify: \"yes\"\n",
+        "configs:\n  r:\n    tls: {insecure_skip_verify: 'on'}\n",
+    ] {
+        let e = parse(quoted).unwrap_err();
+        assert!(e.starts_with("yaml: unmarshal errors:\n  line "), "{e}");
+        assert!(e.contains("cannot unmarshal !!str `"), "{e}");
+    }
     // A map named twice is merged; a key named twice keeps its last value.
     let r = parse("mirrors:\n  a.io:\n    endpoint: [x.io]\nmirrors:\n  b.io:\n    endpoint: [y.io]\n  a.io:\n    endpoint: [z.io]\n    endpoint: [w.io]\n").unwrap();
     assert_eq!(r.mirrors["a.io"].endpoints, vec!["w.io"]);
