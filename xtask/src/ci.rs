@@ -27,7 +27,7 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 /// every test of the workspace; fail if a test left a lab behind.
 pub fn test(extra: &[String]) -> Result<()> {
     let root = lab::workspace_root();
-    lab::prepare().context("preparing the lab (host packages, rootfs)")?;
+    lab::prepare().context("preparing the lab (host packages, rootfs, S3 venv)")?;
     let kubectl = lab::kubectl::find()?;
     eprintln!(
         "xtask: upstream kubectl {} ({}) runs in the lab's nodes and in the tests",

@@ -94,6 +94,11 @@ enum LabCmd {
     },
     /// Labs on this machine.
     List,
+    /// The lab's S3 servers (moto): HTTPS with the lab's CA, and plain HTTP.
+    S3 {
+        #[command(subcommand)]
+        cmd: S3Cmd,
+    },
     /// Run the lab's HTTP mirror (started by `lab up`).
     #[command(hide = true)]
     ServeMirror {
@@ -101,6 +106,20 @@ enum LabCmd {
         dir: PathBuf,
         #[arg(long)]
         addr: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum S3Cmd {
+    /// Start them (or keep the running ones) and print their endpoints, CA and keys.
+    Up {
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Stop them (their buckets are lost; the CA and keys stay for the next `up`).
+    Down {
+        #[arg(long, default_value = "default")]
+        name: String,
     },
 }
 
@@ -135,6 +154,19 @@ fn print_lab(lab: &Lab, with_state: bool) -> Result<()> {
             lab.mirror_url(),
             repo.display()
         );
+    }
+    if with_state {
+        if let Some(s3) = lab.s3() {
+            let (https, http) = lab.s3_running();
+            let state = |up: bool| if up { "running" } else { "NOT running" };
+            println!(
+                "s3 https:    {} ({}) CA {}",
+                s3.https_endpoint,
+                state(https),
+                s3.ca_pem.display()
+            );
+            println!("s3 http:     {} ({})", s3.http_endpoint, state(http));
+        }
     }
     println!(
         "host:        {} ({})",
@@ -286,6 +318,28 @@ fn run(cli: Cli) -> Result<()> {
                     Err(e) => println!("{name:<20} broken state: {e:#}"),
                 }
             }
+        }
+        LabCmd::S3 {
+            cmd: S3Cmd::Up { name },
+        } => {
+            let lab = Lab::open(&name)?;
+            let s3 = lab.s3_up()?;
+            println!(
+                "s3 https:   {} (CA {})",
+                s3.https_endpoint,
+                s3.ca_pem.display()
+            );
+            println!("s3 http:    {}", s3.http_endpoint);
+            println!("access key: {}", s3.access_key);
+            println!("secret key: {}", s3.secret_key);
+            println!("region:     {}", s3.region);
+            println!("described in {}", lab.dir().join("s3.json").display());
+        }
+        LabCmd::S3 {
+            cmd: S3Cmd::Down { name },
+        } => {
+            Lab::open(&name)?.s3_down()?;
+            println!("the S3 servers of lab {name} are stopped");
         }
         LabCmd::ServeMirror { dir, addr } => {
             lab::serve_mirror(&dir, addr).context("mirror failed")?;

@@ -10,19 +10,21 @@ mod net;
 mod node;
 mod repo;
 mod rootfs;
+mod s3;
 mod spec;
 mod state;
 mod util;
 
 pub use build::{build_double, workspace_root};
 pub use mirror::{percent_decode, serve as serve_mirror};
+pub use s3::{S3Object, S3Server, MOTO_REQUIREMENT, S3_HTTPS_PORT, S3_HTTP_PORT};
 pub use spec::{
     dns_name, plan_nodes, render_inventory, validate_name, InventoryInput, LabNode, LabSpec,
     NodeKind, DEFAULT_K3S_VERSION, MIRROR_PORT,
 };
 pub use state::{list_labs, LAB_ROOT};
 
-/// Install the host packages the lab needs and build the node rootfs, once;
+/// Install the host packages the lab needs, build the node rootfs and the S3 server's venv, once;
 /// what `Lab::up` would do first, done up front (CI, demo).
 pub fn prepare() -> anyhow::Result<()> {
     // An upstream kubectl first: without one there is no lab, and the message says what to do.
@@ -30,6 +32,8 @@ pub fn prepare() -> anyhow::Result<()> {
     rootfs::ensure_host_tools()?;
     let rootfs = rootfs::ensure_rootfs()?;
     repo::ensure_repo(&rootfs)?;
+    // The Python venv with moto's S3 server and boto3 (`Lab::s3_up`).
+    s3::ensure_venv()?;
     Ok(())
 }
 
@@ -187,6 +191,8 @@ fn reserve(spec: &LabSpec, rootfs: &Path) -> Result<State> {
             })
             .collect(),
         hosts_file: false,
+        s3_https: None,
+        s3_http: None,
     };
     std::fs::create_dir_all(dir.join("nodes"))?;
     st.save()?;
@@ -426,9 +432,12 @@ impl Lab {
         if let Some(st) = &st {
             let procs: Vec<ProcRef> = st.nodes.iter().filter_map(|n| n.nspawn).collect();
             util::terminate_all(&procs, STOP_GRACE);
-            if let Some(m) = st.mirror {
-                util::terminate_all(&[m], Duration::from_secs(5));
-            }
+            // The mirror and the S3 servers (s3.rs), together.
+            let servers: Vec<ProcRef> = [st.mirror, st.s3_https, st.s3_http]
+                .into_iter()
+                .flatten()
+                .collect();
+            util::terminate_all(&servers, Duration::from_secs(5));
         }
         if let Some(st) = &st {
             for n in &st.nodes {
@@ -665,13 +674,16 @@ impl Lab {
         self.state().mirror.is_some_and(|p| p.alive())
     }
 
-    /// Every PID the lab recorded (nspawn per node, mirror): for tests checking teardown.
+    /// Every PID the lab recorded (nspawn per node, mirror, S3 servers): for tests checking
+    /// teardown.
     pub fn recorded_pids(&self) -> Vec<i32> {
         let st = self.state();
         st.nodes
             .iter()
             .filter_map(|n| n.nspawn)
             .chain(st.mirror)
+            .chain(st.s3_https)
+            .chain(st.s3_http)
             .map(|p| p.pid)
             .collect()
     }

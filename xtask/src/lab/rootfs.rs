@@ -64,11 +64,16 @@ pub fn ensure_host_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
+    apt_install(&missing)
+}
+
+/// Installs Debian packages on the host with apt (under the cache's apt lock).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     let _lock = FileLock::acquire(&Path::new(CACHE_ROOT).join(".lock-apt"))?;
-    eprintln!("lab: installing host packages: {}", missing.join(" "));
+    eprintln!("lab: installing host packages: {}", packages.join(" "));
     run(cmd("apt-get", &["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(&missing);
+    args.extend(packages);
     run(cmd("apt-get", &args).env("DEBIAN_FRONTEND", "noninteractive"))?;
     Ok(())
 }

@@ -42,6 +42,12 @@ pub struct State {
     /// Whether this lab wrote its names into the machine's /etc/hosts (`down` removes them).
     #[serde(default)]
     pub hosts_file: bool,
+    /// The lab's S3 servers (moto, s3.rs), HTTPS and plain HTTP, while started: `down` and
+    /// `s3_down` stop them.
+    #[serde(default)]
+    pub s3_https: Option<ProcRef>,
+    #[serde(default)]
+    pub s3_http: Option<ProcRef>,
 }
 
 pub fn lab_dir(name: &str) -> PathBuf {
