@@ -930,16 +930,20 @@ fn the_platform_inventory_converges_with_every_chart_healthy() {
         let bytes: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
         base64::engine::general_purpose::STANDARD.encode(bytes)
     };
-    let platform_text = format!("{}{tail}", seed_nodes(&lab))
-        .replacen(
-            "# Flagger 1.44.0",
-            &format!("{no_entry}# Flagger 1.44.0"),
-            1,
-        )
-        .replace(
-            "\"REPLACE-with-the-output-of-kubeseal-raw\"",
-            &format!("\"{sealed}\""),
-        );
+    let mut platform_text = format!("{}{tail}", seed_nodes(&lab)).replacen(
+        "# Flagger 1.44.0",
+        &format!("{no_entry}# Flagger 1.44.0"),
+        1,
+    );
+    // Velero's credentials file, PostgreSQL's backup key ID and secret.
+    for placeholder in [
+        "REPLACE-with-the-output-of-kubeseal-raw",
+        "REPLACE-with-the-output-of-kubeseal-raw-for-ACCESS_KEY_ID",
+        "REPLACE-with-the-output-of-kubeseal-raw-for-ACCESS_SECRET_KEY",
+    ] {
+        platform_text =
+            platform_text.replace(&format!("\"{placeholder}\""), &format!("\"{sealed}\""));
+    }
     work.write_inventory(&platform_text);
     let inv = work.inventory();
     let inv = inv.to_str().unwrap();
@@ -1012,10 +1016,16 @@ fn the_platform_inventory_converges_with_every_chart_healthy() {
             "traefik",
         ),
         ("infra", "clusters.postgresql.cnpg.io", "pg"),
+        ("infra", "scheduledbackups.postgresql.cnpg.io", "pg-daily"),
         (
             "infra",
             "sealedsecrets.bitnami.com",
             "velero-s3-credentials",
+        ),
+        (
+            "infra",
+            "sealedsecrets.bitnami.com",
+            "pg-backup-s3-credentials",
         ),
     ] {
         sh(
@@ -1034,6 +1044,7 @@ fn the_platform_inventory_converges_with_every_chart_healthy() {
         pg["spec"]["storage"]["storageClass"], "longhorn-retain",
         "{pg}"
     );
+    assert_eq!(pg["spec"]["backup"]["retentionPolicy"], "30d", "{pg}");
     let np = sh(
         &lab,
         "master-1",

@@ -686,16 +686,31 @@ fn fake_sealed() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// `inventory/platform.toml` with its Velero credentials sealed (the file ships a placeholder).
+/// The placeholders `inventory/platform.toml` ships for `kubeseal --raw` outputs: Velero's
+/// credentials file, and PostgreSQL's backup key ID and secret. Each is its own, so that the
+/// refusal names the variable it came from.
+const PLATFORM_PLACEHOLDERS: [&str; 3] = [
+    "REPLACE-with-the-output-of-kubeseal-raw",
+    "REPLACE-with-the-output-of-kubeseal-raw-for-ACCESS_KEY_ID",
+    "REPLACE-with-the-output-of-kubeseal-raw-for-ACCESS_SECRET_KEY",
+];
+
+/// `platform.toml`'s text with every placeholder but `keep` sealed.
+fn platform_text_sealed_but(keep: Option<&str>) -> String {
+    let path = root().join("inventory/platform.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for p in PLATFORM_PLACEHOLDERS.iter().filter(|p| Some(**p) != keep) {
+        let quoted = format!("\"{p}\"");
+        assert_eq!(text.matches(&quoted).count(), 1, "{p} in platform.toml");
+        text = text.replace(&quoted, &format!("\"{}\"", fake_sealed()));
+    }
+    text
+}
+
+/// `inventory/platform.toml` with its credentials sealed (the file ships placeholders).
 fn platform_sealed() -> Inventory {
     let path = root().join("inventory/platform.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let sealed = text.replace(
-        "\"REPLACE-with-the-output-of-kubeseal-raw\"",
-        &format!("\"{}\"", fake_sealed()),
-    );
-    assert_ne!(sealed, text, "the placeholder is in platform.toml");
-    Inventory::from_str_at(&sealed, &path).expect("platform inventory")
+    Inventory::from_str_at(&platform_text_sealed_but(None), &path).expect("platform inventory")
 }
 
 #[test]
@@ -711,12 +726,33 @@ fn a_placeholder_in_a_sealed_secret_is_refused_with_the_way_to_seal_it() {
     }
     // Plain base64 of a short secret is not sealed either.
     let path = root().join("inventory/platform.toml");
-    let text = std::fs::read_to_string(&path).unwrap().replace(
+    let text = platform_text_sealed_but(Some(PLATFORM_PLACEHOLDERS[0])).replace(
         "\"REPLACE-with-the-output-of-kubeseal-raw\"",
         "\"c2VjcmV0\"",
     );
     let inv = Inventory::from_str_at(&text, &path).unwrap();
-    assert!(AddonsSpec::from_inventory(&inv).is_err());
+    let e = AddonsSpec::from_inventory(&inv).unwrap_err().to_string();
+    assert!(
+        e.contains("velero-s3-credentials key cloud is \"c2VjcmV0\""),
+        "{e}"
+    );
+    // PostgreSQL's backup credentials: each placeholder names its own variable.
+    for (key, var) in [
+        ("ACCESS_KEY_ID", "pg_backup_access_key_id_sealed"),
+        ("ACCESS_SECRET_KEY", "pg_backup_secret_access_key_sealed"),
+    ] {
+        let placeholder = format!("REPLACE-with-the-output-of-kubeseal-raw-for-{key}");
+        let inv =
+            Inventory::from_str_at(&platform_text_sealed_but(Some(&placeholder)), &path).unwrap();
+        let e = AddonsSpec::from_inventory(&inv).unwrap_err().to_string();
+        let shown: String = placeholder.chars().take(40).collect();
+        for want in [
+            format!("manifest postgres-backup-credentials: SealedSecret infra/pg-backup-s3-credentials key {key} is \"{shown}\" (from [variables] {var})"),
+            "kubeseal --raw --cert sealing.pem --namespace infra --name pg-backup-s3-credentials".to_string(),
+        ] {
+            assert!(e.contains(&want), "{want}: {e}");
+        }
+    }
     assert!(AddonsSpec::from_inventory(&platform_sealed()).is_ok());
 }
 
@@ -742,6 +778,7 @@ fn platform_charts_match_the_golden_files() {
             "network-policies.yaml",
             "postgres.yaml",
             "velero-credentials.yaml",
+            "postgres-backup-credentials.yaml",
             "traefik-podmonitor.yaml",
             "bootstrap-chart-cloudnative-pg.yaml",
             "bootstrap-chart-velero.yaml",
@@ -788,11 +825,453 @@ fn platform_charts_match_the_golden_files() {
         stage("postgres.yaml"),
         Stage::After(vec!["cloudnative-pg".into(), "longhorn".into()])
     );
+    assert_eq!(
+        stage("postgres-backup-credentials.yaml"),
+        Stage::After(vec!["sealed-secrets".into()])
+    );
     assert_eq!(stage("bootstrap-chart-cloudnative-pg.yaml"), Stage::Base);
     assert_eq!(
         stage("bootstrap-chart-flagger.yaml"),
         Stage::After(vec!["traefik".into(), "kube-prometheus-stack".into()])
     );
+}
+
+/// One object held against a CRD version's `openAPIV3Schema` as the apiserver holds it on
+/// create: types, `required`, `enum`, `pattern`, lengths and bounds, and no field the schema
+/// does not have (the apiserver would prune it without a word: a misspelt `retentionPolicy`
+/// would leave the Cluster without retention). CEL rules (`x-kubernetes-validations`) are
+/// evaluated by `cel`, which must know every rule met on the object's path; transition rules
+/// (`oldSelf`) do not apply on create. Every failure is named by its path.
+fn crd_errors(
+    schema: &serde_json::Value,
+    v: &serde_json::Value,
+    path: &str,
+    errs: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    let s = |k: &str| schema.get(k);
+    if v.is_null() {
+        if s("nullable") != Some(&Value::Bool(true)) {
+            errs.push(format!("{path}: null"));
+        }
+        return;
+    }
+    for rule in s("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let r = rule["rule"].as_str().unwrap_or("");
+        if r.contains("oldSelf") {
+            continue;
+        }
+        match cel(r, v) {
+            Some(true) => {}
+            Some(false) => errs.push(format!("{path}: {}", rule["message"])),
+            None => errs.push(format!(
+                "{path}: no evaluator for the CEL rule `{r}`: add one to cel()"
+            )),
+        }
+    }
+    let int_or_string = s("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    if let Some(any) = s("anyOf")
+        .and_then(Value::as_array)
+        .filter(|_| !int_or_string)
+    {
+        let fits = any.iter().any(|sub| {
+            let mut e = Vec::new();
+            crd_errors(sub, v, path, &mut e);
+            e.is_empty()
+        });
+        if !fits {
+            errs.push(format!("{path}: matches none of anyOf"));
+        }
+    }
+    if let Some(allowed) = s("enum").and_then(Value::as_array) {
+        if !allowed.contains(v) {
+            errs.push(format!(
+                "{path}: {v} is not one of {}",
+                Value::from(allowed.clone())
+            ));
+        }
+    }
+    let ty = s("type").and_then(Value::as_str).unwrap_or("");
+    let ok_type = match ty {
+        _ if int_or_string => v.is_i64() || v.is_u64() || v.is_string(),
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "" => true,
+        other => panic!("{path}: schema type {other}"),
+    };
+    if !ok_type {
+        errs.push(format!("{path}: {v} is not of type {ty}"));
+        return;
+    }
+    if let Some(text) = v.as_str() {
+        let n = text.chars().count() as u64;
+        if s("minLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n < m)
+        {
+            errs.push(format!("{path}: shorter than minLength"));
+        }
+        if s("maxLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n > m)
+        {
+            errs.push(format!("{path}: longer than maxLength"));
+        }
+        if let Some(p) = s("pattern").and_then(Value::as_str) {
+            match crd_pattern(p, text) {
+                Some(true) => {}
+                Some(false) => errs.push(format!("{path}: \"{text}\" does not match {p}")),
+                None => errs.push(format!(
+                    "{path}: no matcher for the pattern {p}: add one to crd_pattern()"
+                )),
+            }
+        }
+    }
+    if let Some(n) = v.as_i64() {
+        if s("minimum").and_then(Value::as_i64).is_some_and(|m| n < m)
+            || s("maximum").and_then(Value::as_i64).is_some_and(|m| n > m)
+            || s("format") == Some(&Value::from("int32")) && i32::try_from(n).is_err()
+        {
+            errs.push(format!("{path}: {n} out of bounds"));
+        }
+    }
+    if let Some(items) = v.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            if let Some(sub) = s("items") {
+                crd_errors(sub, item, &format!("{path}[{i}]"), errs);
+            }
+        }
+    }
+    if let Some(map) = v.as_object() {
+        for req in s("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !map.contains_key(req.as_str().unwrap()) {
+                errs.push(format!("{path}: {req} is required"));
+            }
+        }
+        // The root's metadata is ObjectMeta, which the apiserver checks itself.
+        if path == ".metadata" {
+            return;
+        }
+        let preserve = s("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+        for (k, val) in map {
+            let at = format!("{path}.{k}");
+            match (
+                s("properties").and_then(|p| p.get(k)),
+                s("additionalProperties"),
+            ) {
+                (Some(sub), _) => crd_errors(sub, val, &at, errs),
+                (None, Some(sub)) if sub.is_object() => crd_errors(sub, val, &at, errs),
+                _ if preserve => {}
+                _ => errs.push(format!(
+                    "{at}: unknown field (the apiserver would prune it)"
+                )),
+            }
+        }
+    }
+}
+
+/// The CEL rules of the CRDs met on the checked objects, as Rust (`None`: not known here).
+fn cel(rule: &str, v: &serde_json::Value) -> Option<bool> {
+    match rule {
+        // Cluster .spec (clusters CRD): an image, or an image catalog, not both.
+        "!(has(self.imageCatalogRef) && has(self.imageName))" => {
+            Some(!(v.get("imageCatalogRef").is_some() && v.get("imageName").is_some()))
+        }
+        // Cluster .spec.imageCatalogRef.
+        "self.kind == 'ImageCatalog' || self.kind == 'ClusterImageCatalog'" => {
+            Some(v["kind"] == "ImageCatalog" || v["kind"] == "ClusterImageCatalog")
+        }
+        "self.apiGroup == 'postgresql.cnpg.io'" => Some(v["apiGroup"] == "postgresql.cnpg.io"),
+        _ => None,
+    }
+}
+
+/// The `pattern`s of the CRDs met on the checked objects, as Rust (`None`: not known here).
+fn crd_pattern(pattern: &str, text: &str) -> Option<bool> {
+    match pattern {
+        // Cluster .spec.backup.retentionPolicy: a count and d, w or m.
+        "^[1-9][0-9]*[dwm]$" => {
+            let (n, unit) = text.split_at(text.len().saturating_sub(1));
+            Some(
+                n.starts_with(|c: char| ('1'..='9').contains(&c))
+                    && n.chars().all(|c| c.is_ascii_digit())
+                    && matches!(unit, "d" | "w" | "m"),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The `openAPIV3Schema` of a recorded CRD fixture's version `v1`.
+fn crd_schema(fixture: &str) -> serde_json::Value {
+    let crd = crate::testdata::json(fixture);
+    crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "v1")
+        .map(|v| v["schema"]["openAPIV3Schema"].clone())
+        .unwrap_or_else(|| panic!("{fixture}: no v1"))
+}
+
+/// Errors of `obj` against the CloudNativePG CRD of its kind, from the pinned chart
+/// (cloudnative-pg 0.29.0, operator 1.30.0; tests/fixtures/upstream/cnpg-crd-*).
+fn cnpg_errors(obj: &serde_json::Value) -> Vec<String> {
+    assert_eq!(obj["apiVersion"], "postgresql.cnpg.io/v1", "{obj}");
+    let fixture = match obj["kind"].as_str() {
+        Some("Cluster") => "cnpg-crd-clusters-chart-v0.29.0.yaml",
+        Some("ScheduledBackup") => "cnpg-crd-scheduledbackups-chart-v0.29.0.yaml",
+        k => panic!("no recorded CRD for {k:?}"),
+    };
+    let mut errs = Vec::new();
+    crd_errors(&crd_schema(fixture), obj, "", &mut errs);
+    errs
+}
+
+/// A `ScheduledBackup` schedule as the operator reads it: robfig/cron v1.2.0's `Parse`
+/// (`Second | Minute | Hour | Dom | Month | DowOptional`, parser.go:174-175), which takes five
+/// fields too, seconds first, so the webhook only warns on them
+/// (internal/webhook/v1/scheduledbackup_webhook.go:138-148); here anything but six fields of
+/// numbers, `*`, ranges, steps and lists within each field's bounds is an error. The fields.
+fn cnpg_schedule(schedule: &str) -> Result<Vec<String>, String> {
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    if fields.len() != 6 {
+        return Err(format!(
+            "\"{schedule}\" has {} fields, not six (seconds first)",
+            fields.len()
+        ));
+    }
+    let bounds = [(0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6)];
+    for (f, (lo, hi)) in fields.iter().zip(bounds) {
+        for part in f.split(',') {
+            let (range, step) = part.split_once('/').unwrap_or((part, "1"));
+            let num = |t: &str| {
+                t.parse::<u32>()
+                    .map_err(|_| format!("{t} in \"{schedule}\""))
+            };
+            let (a, b) = match range {
+                "*" | "?" => (lo, hi),
+                r => match r.split_once('-') {
+                    Some((a, b)) => (num(a)?, num(b)?),
+                    None => (num(r)?, num(r)?),
+                },
+            };
+            if num(step)? == 0 || a < lo || b > hi || a > b {
+                return Err(format!("{part} out of {lo}-{hi} in \"{schedule}\""));
+            }
+        }
+    }
+    Ok(fields.iter().map(|f| f.to_string()).collect())
+}
+
+/// The README's recovery example ("Database backups and point-in-time recovery"), with the
+/// values platform.toml ships: a new Cluster bootstrapped from `pg`'s object store up to a
+/// time (CloudNativePG 1.30.0 docs/src/appendixes/backup_barmanobjectstore.md, "Recovery from
+/// an object store", and docs/src/recovery.md, "PITR from an object store"). Kept in step
+/// with the README by hand.
+const PITR_EXAMPLE: &str = r#"
+apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata:
+  name: pg-pitr
+  namespace: infra
+spec:
+  instances: 1
+  storage:
+    storageClass: longhorn-retain
+    size: 20Gi
+  affinity:
+    nodeSelector:
+      node.role: database
+  bootstrap:
+    recovery:
+      source: pg-archive
+      recoveryTarget:
+        targetTime: "2026-07-01T09:30:00Z"
+  externalClusters:
+    - name: pg-archive
+      barmanObjectStore:
+        destinationPath: s3://dirtbikechina-cluster-backups/postgres
+        endpointURL: https://s3.us-east-1.amazonaws.com
+        serverName: pg
+        s3Credentials:
+          accessKeyId:
+            name: pg-backup-s3-credentials
+            key: ACCESS_KEY_ID
+          secretAccessKey:
+            name: pg-backup-s3-credentials
+            key: ACCESS_SECRET_KEY
+          region:
+            name: pg-backup-s3-credentials
+            key: REGION
+        wal:
+          maxParallel: 4
+"#;
+
+/// Issue 28: platform.toml's CloudNativePG objects (the Cluster with its WAL archive and base
+/// backups, the daily ScheduledBackup) and the README's recovery Cluster are valid for the CRDs
+/// of the pinned chart, and fit together: the backups go where the variables say, with the
+/// credentials of the SealedSecret beside them, every day, kept 30 days. The check itself
+/// refuses a misspelt field, a bad pattern or enum, a missing required field and a five-field
+/// schedule.
+#[test]
+fn platform_cnpg_objects_match_the_pinned_crds() {
+    let inv = platform_sealed();
+    let spec = AddonsSpec::from_inventory(&inv).unwrap();
+    let files = spec.files(Some(&fake_key())).unwrap();
+    let docs = |file: &str| -> Vec<serde_json::Value> {
+        let f = files.iter().find(|f| f.file == file).unwrap();
+        yaml_docs(&f.content)
+            .iter()
+            .map(|d| serde_json::to_value(d).unwrap())
+            .collect()
+    };
+    let pg = docs("postgres.yaml");
+    let kinds: Vec<&str> = pg.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Cluster", "ScheduledBackup"]);
+    let pitr = serde_json::to_value(yaml_docs(PITR_EXAMPLE).remove(0)).unwrap();
+    for obj in pg.iter().chain([&pitr]) {
+        let errs = cnpg_errors(obj);
+        assert!(errs.is_empty(), "{}: {errs:#?}", obj["metadata"]["name"]);
+    }
+    let (cluster, scheduled) = (&pg[0], &pg[1]);
+    let var = |n: &str| inv.variables[n].clone();
+
+    // Where the backups go, and with what (the webhook: exactly one kind of credentials, both
+    // S3 keys; barman-cloud v0.5.1 pkg/api/webhooks/config.go:27-70, config.go:385-405).
+    let store = &cluster["spec"]["backup"]["barmanObjectStore"];
+    assert_eq!(
+        store["destinationPath"],
+        format!("s3://{}/{}", var("pg_backup_bucket"), var("pg_backup_path"))
+    );
+    assert_eq!(store["endpointURL"], var("pg_backup_endpoint_url"));
+    assert!(store["endpointURL"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
+    for other in ["azureCredentials", "googleCredentials"] {
+        assert!(store.get(other).is_none(), "{other}");
+    }
+    let creds = &store["s3Credentials"];
+    assert!(creds.get("inheritFromIAMRole").is_none());
+    assert_eq!(cluster["spec"]["backup"]["retentionPolicy"], "30d");
+    assert_eq!(store["wal"]["compression"], "gzip");
+
+    // Every key the Cluster names is in the SealedSecret of its namespace and name.
+    let sealed = docs("postgres-backup-credentials.yaml").remove(0);
+    assert_eq!(sealed["kind"], "SealedSecret");
+    assert_eq!(
+        sealed["metadata"]["namespace"],
+        cluster["metadata"]["namespace"]
+    );
+    assert_eq!(
+        sealed["spec"]["template"]["metadata"]["name"],
+        sealed["metadata"]["name"]
+    );
+    let plain = &sealed["spec"]["template"]["data"];
+    assert_eq!(plain["REGION"], var("pg_backup_region"));
+    for (field, key) in [
+        ("accessKeyId", "ACCESS_KEY_ID"),
+        ("secretAccessKey", "ACCESS_SECRET_KEY"),
+        ("region", "REGION"),
+    ] {
+        assert_eq!(creds[field]["name"], sealed["metadata"]["name"], "{field}");
+        assert_eq!(creds[field]["key"], key, "{field}");
+        let in_secret =
+            sealed["spec"]["encryptedData"].get(key).is_some() || plain.get(key).is_some();
+        assert!(in_secret, "{key} is not in the SealedSecret");
+    }
+    assert!(plain.get("ACCESS_KEY_ID").is_none() && plain.get("ACCESS_SECRET_KEY").is_none());
+
+    // The ScheduledBackup: pg's, in its namespace, by barmanObjectStore (so no `online`
+    // settings, webhook :151-174), daily at a fixed time, the first at once.
+    assert_eq!(
+        scheduled["spec"]["cluster"]["name"],
+        cluster["metadata"]["name"]
+    );
+    assert_eq!(
+        scheduled["metadata"]["namespace"],
+        cluster["metadata"]["namespace"]
+    );
+    assert_eq!(scheduled["spec"]["method"], "barmanObjectStore");
+    assert!(scheduled["spec"].get("online").is_none());
+    assert!(scheduled["spec"].get("onlineConfiguration").is_none());
+    assert_eq!(scheduled["spec"]["immediate"], true);
+    let f = cnpg_schedule(scheduled["spec"]["schedule"].as_str().unwrap()).unwrap();
+    assert!(
+        f[..3].iter().all(|x| x.parse::<u32>().is_ok()) && f[3..] == ["*", "*", "*"],
+        "not once a day: {f:?}"
+    );
+
+    // The recovery example reads pg's archive with pg's credentials.
+    let origin = &pitr["spec"]["externalClusters"][0];
+    assert_eq!(
+        pitr["spec"]["bootstrap"]["recovery"]["source"],
+        origin["name"]
+    );
+    let from = &origin["barmanObjectStore"];
+    assert_eq!(from["serverName"], cluster["metadata"]["name"]);
+    for k in ["destinationPath", "endpointURL", "s3Credentials"] {
+        assert_eq!(from[k], store[k], "{k}");
+    }
+    assert_eq!(pitr["spec"]["storage"], cluster["spec"]["storage"]);
+
+    // The check is no formality.
+    let broken = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = cluster.clone();
+        edit(&mut c);
+        cnpg_errors(&c).join("\n")
+    };
+    let e = broken(&|c| {
+        let b = c["spec"]["backup"].as_object_mut().unwrap();
+        let r = b.remove("retentionPolicy").unwrap();
+        b.insert("retention".into(), r);
+    });
+    assert!(e.contains(".spec.backup.retention: unknown field"), "{e}");
+    let e = broken(&|c| c["spec"]["backup"]["retentionPolicy"] = "30 days".into());
+    assert!(e.contains("does not match ^[1-9][0-9]*[dwm]$"), "{e}");
+    let e =
+        broken(&|c| c["spec"]["backup"]["barmanObjectStore"]["wal"]["compression"] = "zip".into());
+    assert!(
+        e.contains(".spec.backup.barmanObjectStore.wal.compression: \"zip\" is not one of"),
+        "{e}"
+    );
+    let e = broken(&|c| {
+        c["spec"]["backup"]["barmanObjectStore"]
+            .as_object_mut()
+            .unwrap()
+            .remove("destinationPath");
+    });
+    assert!(e.contains("\"destinationPath\" is required"), "{e}");
+    let e = broken(&|c| {
+        c["spec"]["imageName"] = "ghcr.io/cloudnative-pg/postgresql:18.4-system-trixie".into()
+    });
+    assert!(e.is_empty(), "{e}");
+    let e = broken(&|c| {
+        c["spec"]["imageName"] = "x".into();
+        c["spec"]["imageCatalogRef"] = serde_json::json!({"apiGroup": "postgresql.cnpg.io", "kind": "ImageCatalog", "name": "c", "major": 18});
+    });
+    assert_eq!(
+        e, ".spec: \"imageName and imageCatalogRef are mutually exclusive\"",
+        "{e}"
+    );
+    let mut s = scheduled.clone();
+    s["spec"]["schedule"] = "0 4 * * *".into();
+    assert!(cnpg_errors(&s).is_empty(), "the CRD takes any string");
+    assert!(cnpg_schedule("0 4 * * *").unwrap_err().contains("not six"));
+    assert!(cnpg_schedule("0 0 24 * * *").is_err());
 }
 
 #[test]
