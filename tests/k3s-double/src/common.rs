@@ -49,10 +49,20 @@ pub enum Op {
         node: String,
         name: String,
     },
-    /// This node's ETCDSnapshotFile objects become these (k3s `reconcileSnapshotData`).
+    /// This node's ETCDSnapshotFile objects become these, and with `s3` (the S3 listing)
+    /// the `s3` ones are reconciled (k3s `reconcileSnapshotData`); `deleted` names the
+    /// snapshots the operation removed. Answers `{created, deleted}` snapshot names.
     SyncSnapshotFiles {
         node: String,
         items: Vec<Value>,
+        #[serde(default)]
+        s3: Option<Vec<Value>>,
+        #[serde(default)]
+        deleted: Vec<String>,
+    },
+    /// One ETCDSnapshotFile created or updated (k3s `addSnapshotData`).
+    AddSnapshotFile {
+        item: Value,
     },
     /// The first start after a cluster reset drops the node's password Secret (k3s
     /// `pkg/cluster/managed.go` 58-62, `deleteNodePasswdSecret`).

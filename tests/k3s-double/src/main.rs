@@ -19,6 +19,7 @@ mod objects;
 mod pki;
 mod registries;
 mod reset;
+mod s3;
 mod server;
 mod serving;
 mod snapshot;

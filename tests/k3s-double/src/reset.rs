@@ -119,15 +119,32 @@ pub fn run(ctx: &Ctx) -> ! {
             }
         }
         Some(p) => {
-            // With etcd-s3 the restore path names an S3 object, downloaded first (k3s
-            // pkg/etcd/etcd.go:390-409). The double has no S3: it refuses rather than read a
-            // local file k3s would not read.
-            if cfg.bool("etcd-s3") {
+            let settings = snapshot::Settings::of_server(cfg);
+            let mut p = p.clone();
+            // With etcd-s3 the restore path names an S3 object, downloaded into the snapshot
+            // dir first; the restore then reads the downloaded file (k3s
+            // `pkg/etcd/etcd.go` 388-409, `pkg/etcd/s3/s3.go` 346-386).
+            if let Some(s3cfg) = &settings.s3 {
                 util::info(format!("Retrieving etcd snapshot {p} from S3"));
-                fail_db(format!(
-                    "failed to download {p} from S3: the k3s double has no S3 (pass --etcd-s3=false to restore a local file)"
-                ));
+                let client = match crate::s3::get_client(None, s3cfg) {
+                    Ok(c) => c,
+                    Err(e) if e.no_config_secret => fail_db(
+                        "cannot use S3 config secret when restoring snapshot; configuration must be set in CLI or config file",
+                    ),
+                    Err(e) => fail_db(format!("failed to initialize S3 client: {e}")),
+                };
+                let dir = match snapshot::snapshot_dir(&ctx.data_dir, settings.dir.as_deref(), true)
+                {
+                    Ok(d) => d,
+                    Err(e) => fail_db(format!("failed to get the snapshot dir: {e}")),
+                };
+                match client.download(&p, &dir) {
+                    Ok(path) => p = path.display().to_string(),
+                    Err(e) => fail_db(format!("failed to download snapshot from S3: {e}")),
+                }
+                util::info(format!("S3 download complete for {p}"));
             }
+            let p = &p;
             let path = PathBuf::from(p);
             match std::fs::metadata(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -142,8 +159,10 @@ pub fn run(ctx: &Ctx) -> ! {
                 // This k3s version joins the restore path to the snapshot dir even when it is
                 // absolute (k3s issue #14526, `snapshot.go` 157-172 from `etcd.go` 1536), so an
                 // absolute `.zip` path fails to open and the restore stops before the data
-                // is moved.
-                let dir = match snapshot::snapshot_dir(&ctx.data_dir, None, true) {
+                // is moved. A compressed snapshot downloaded from S3 always fails so: the
+                // download's path is absolute (`s3.go` 352, 362).
+                let dir = match snapshot::snapshot_dir(&ctx.data_dir, settings.dir.as_deref(), true)
+                {
                     Ok(d) => d,
                     Err(e) => fail_db(format!("failed to get the snapshot dir: {e}")),
                 };

@@ -575,12 +575,27 @@ impl Server {
                 self.commit(&mut st);
                 (200, json!({}))
             }
-            Op::SyncSnapshotFiles { node, items } => {
+            Op::SyncSnapshotFiles {
+                node,
+                items,
+                s3,
+                deleted,
+            } => {
                 if auth != Auth::Server {
                     return (401, json!({"error": "Unauthorized"}));
                 }
                 let mut st = self.state.lock().expect("state lock");
-                crate::snapshot::sync_objects(&mut st, &node, items);
+                let (created, deleted) =
+                    crate::snapshot::sync_objects(&mut st, &node, items, s3, &deleted);
+                self.commit(&mut st);
+                (200, json!({"created": created, "deleted": deleted}))
+            }
+            Op::AddSnapshotFile { item } => {
+                if auth != Auth::Server {
+                    return (401, json!({"error": "Unauthorized"}));
+                }
+                let mut st = self.state.lock().expect("state lock");
+                crate::snapshot::add_object(&mut st, item);
                 self.commit(&mut st);
                 (200, json!({}))
             }
@@ -1348,11 +1363,15 @@ pub fn run(cfg: Config) -> ! {
         ip,
         port,
     };
+    // `etcd-s3-timeout must be greater than 0s` comes before the cluster-reset flag checks
+    // (k3s `pkg/cli/server/server.go` 214-217, 245-247).
+    if let Err(e) = crate::s3::server_config(&ctx.cfg) {
+        util::fatal(format!("Error: {e}"));
+    }
     crate::reset::check_flags(&ctx);
     if ctx.cfg.bool("cluster-reset") {
         crate::reset::run(&ctx);
     }
-    crate::snapshot::check_s3(&ctx.cfg);
     let db = ctx.data_dir.join("server/db");
     // Set by a cluster reset, cleared once this first normal start is up (`managed.go` 58-64).
     let reset_done = crate::reset::reset_flag(&ctx.data_dir).exists();
@@ -1556,11 +1575,11 @@ pub fn run(cfg: Config) -> ! {
     }
     util::info("k3s is up and running");
     crate::notify::ready();
-    if member_name.is_some() {
+    // Snapshots are reconciled and scheduled only when they are not disabled (k3s
+    // `pkg/cluster/cluster.go` 91, `pkg/etcd/etcd.go` 445-448).
+    if member_name.is_some() && !srv.ctx.cfg.bool("etcd-disable-snapshots") {
         crate::snapshot::reconcile_loop(srv.clone());
-        if !srv.ctx.cfg.bool("etcd-disable-snapshots") {
-            crate::snapshot::schedule(srv.clone());
-        }
+        crate::snapshot::schedule(srv.clone());
     }
     if reset_done {
         // metadata_controller (`pkg/etcd/metadata_controller.go` 62-94).

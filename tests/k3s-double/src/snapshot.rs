@@ -1,18 +1,21 @@
 //! etcd snapshots: `k3s etcd-snapshot save|ls|delete|prune` (a client of the running server,
 //! k3s `pkg/cli/etcdsnapshot/etcd_snapshot.go`), the server's `/db/snapshot` handler
 //! (`pkg/etcd/snapshot_handler.go`), the files in the snapshot dir (`pkg/etcd/snapshot.go`),
-//! the ETCDSnapshotFile objects that record them (`pkg/etcd/snapshot/types.go`), and the
-//! scheduled snapshots (robfig/cron, as `setSnapshotFunction`).
+//! the ETCDSnapshotFile objects that record them (`pkg/etcd/snapshot/types.go`), the copies
+//! in S3 (`src/s3.rs`, k3s `pkg/etcd/s3`), and the scheduled snapshots (robfig/cron, as
+//! `setSnapshotFunction`).
 //!
 //! A snapshot is the member's replicated `State` serialized as JSON: what the double keeps
 //! instead of etcd's bbolt database.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -20,6 +23,7 @@ use crate::common::Op;
 use crate::config::{self, Config, Role};
 use crate::net::client::{self, Request};
 use crate::net::server::{full, HttpResponse};
+use crate::s3::{self, EtcdS3};
 use crate::server::{Auth, Server};
 use crate::{common, join, util};
 
@@ -28,8 +32,17 @@ pub const LABEL_STORAGE_NODE: &str = "etcd.k3s.cattle.io/snapshot-storage-node";
 pub const ANNOTATION_TOKEN_HASH: &str = "etcd.k3s.cattle.io/snapshot-token-hash";
 /// `snapshot.CompressedExtension` (`pkg/etcd/snapshot/types.go` 32).
 pub const COMPRESSED_EXT: &str = ".zip";
+/// `snapshot.ExtraMetadataConfigMapName` (`types.go` 42).
+pub const EXTRA_METADATA_CONFIGMAP: &str = "k3s-etcd-snapshot-extra-metadata";
 const GROUP: &str = "k3s.cattle.io";
 const KIND: &str = "ETCDSnapshotFile";
+/// `errorTTL` and `s3ReconcileTTL` (`snapshot.go` 45-49).
+const ERROR_TTL: i64 = 24 * 3600;
+const S3_RECONCILE_TTL: i64 = 60;
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
 
 /// The CLI's request body (`snapshot_handler.go` 27-36).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -44,7 +57,7 @@ pub struct SnapshotRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3: Option<Value>,
+    pub s3: Option<EtcdS3>,
 }
 
 /// `managed.SnapshotResult` (`pkg/cluster/managed/drivers.go` 49-54).
@@ -57,13 +70,15 @@ pub struct SnapshotResult {
 }
 
 /// The snapshot settings of one operation: the server's, overridden by the request's
-/// (`withRequest`, `snapshot_handler.go` 145-178; the dir is the request's only).
+/// (`withRequest`, `snapshot_handler.go` 145-178; the dir and the S3 settings are the
+/// request's only: a CLI request without `--s3` does not touch S3, whatever the server has).
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub dir: Option<String>,
     pub name: String,
     pub compress: bool,
     pub retention: i64,
+    pub s3: Option<EtcdS3>,
 }
 
 impl Settings {
@@ -80,12 +95,14 @@ impl Settings {
                 .get("etcd-snapshot-retention")
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(5),
+            s3: s3::server_config(cfg).ok().flatten(),
         }
     }
 
     fn with_request(cfg: &Config, sr: &SnapshotRequest) -> Settings {
         let mut s = Settings::of_server(cfg);
         s.dir = sr.dir.clone();
+        s.s3 = sr.s3.clone();
         if let Some(n) = sr.name.first() {
             s.name = n.clone();
         }
@@ -106,6 +123,169 @@ pub struct LocalFile {
     pub path: PathBuf,
     pub size: u64,
     pub ts: i64,
+    /// The extra metadata saved beside it (`<dir>/../.metadata/<name>`), base64.
+    pub metadata: String,
+}
+
+/// `snapshot.File` (`pkg/etcd/snapshot/types.go` 56-77): a snapshot as k3s handles it
+/// between the disk or S3 and its ETCDSnapshotFile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnapFile {
+    pub name: String,
+    pub location: String,
+    /// Extra metadata as stored (the JSON of the ConfigMap's data), base64.
+    pub metadata: String,
+    /// The error of a failed snapshot, base64.
+    pub message: String,
+    pub node_name: String,
+    pub created_at: i64,
+    pub size: u64,
+    /// `Status == SuccessfulStatus`.
+    pub successful: bool,
+    pub s3: Option<EtcdS3>,
+    pub compressed: bool,
+    /// The extra-metadata ConfigMap's data at save time.
+    pub metadata_source: Option<BTreeMap<String, String>>,
+    pub node_source: String,
+    pub token_hash: String,
+}
+
+impl SnapFile {
+    /// A local file (`listLocalSnapshots`, `snapshot.go` 420-454).
+    pub fn local(node: &str, f: &LocalFile) -> SnapFile {
+        SnapFile {
+            name: f.name.clone(),
+            location: format!("file://{}", f.path.display()),
+            metadata: f.metadata.clone(),
+            node_name: node.to_string(),
+            created_at: f.ts,
+            size: f.size,
+            successful: true,
+            compressed: f.name.ends_with(COMPRESSED_EXT),
+            ..Default::default()
+        }
+    }
+
+    /// `GenerateConfigMapKey` (`types.go` 79-87).
+    pub fn configmap_key(&self) -> String {
+        let name: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if self.node_name == "s3" {
+            format!("s3-{name}")
+        } else {
+            format!("local-{name}")
+        }
+    }
+
+    /// `GenerateName` (`types.go` 89-115): `local-` or `s3-`, the lowercased name (or
+    /// `etcd-snapshot-<node>-<ts>` when that is no DNS-1123 name), and 6 hex of
+    /// sha256(node + location), the node being `NodeSource` when set.
+    pub fn generate_name(&self) -> String {
+        let mut name = self.name.to_lowercase();
+        let nodename = if self.node_source.is_empty() {
+            &self.node_name
+        } else {
+            &self.node_source
+        };
+        let digest = util::sha256_hex(format!("{nodename}{}", self.location).as_bytes());
+        if !crate::objects::is_dns1123_subdomain(&name) || name.len() + 13 > 253 {
+            let short = nodename.split('.').next().unwrap_or(nodename);
+            name = format!("etcd-snapshot-{short}-{}", self.created_at);
+            if self.compressed {
+                name.push_str(COMPRESSED_EXT);
+            }
+        }
+        let prefix = if self.node_name == "s3" {
+            "s3"
+        } else {
+            "local"
+        };
+        format!("{prefix}-{name}-{}", &digest[..6])
+    }
+
+    /// `ToETCDSnapshotFile` (`types.go` 181-253) onto a new object named by `GenerateName`.
+    pub fn to_object(&self) -> Value {
+        let node = if self.node_source.is_empty() {
+            &self.node_name
+        } else {
+            &self.node_source
+        };
+        let mut o = json!({
+            "apiVersion": "k3s.cattle.io/v1",
+            "kind": KIND,
+            "metadata": {"name": self.generate_name(), "labels": {}},
+            "spec": {
+                "snapshotName": self.name,
+                "nodeName": node,
+                "location": self.location,
+            },
+            "status": {
+                "creationTime": util::rfc3339(self.created_at),
+                "readyToUse": self.successful,
+                "size": quantity(self.size),
+            },
+        });
+        if !self.message.is_empty() {
+            let message = base64::engine::general_purpose::STANDARD
+                .decode(&self.message)
+                .map(|b| String::from_utf8_lossy(&b).to_string())
+                .unwrap_or_else(|_| "etcd snapshot failed".into());
+            o["status"]["error"] = json!({
+                "time": util::rfc3339(self.created_at),
+                "message": message,
+            });
+        }
+        let metadata: Option<BTreeMap<String, String>> = match &self.metadata_source {
+            Some(m) => Some(m.clone()),
+            None if !self.metadata.is_empty() => base64::engine::general_purpose::STANDARD
+                .decode(&self.metadata)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok()),
+            None => None,
+        };
+        if let Some(m) = metadata.filter(|m| !m.is_empty()) {
+            o["spec"]["metadata"] = json!(m);
+        }
+        if !self.token_hash.is_empty() {
+            o["metadata"]["annotations"] = json!({ ANNOTATION_TOKEN_HASH: self.token_hash });
+        }
+        match &self.s3 {
+            None => o["metadata"]["labels"][LABEL_STORAGE_NODE] = json!(node),
+            Some(c) => {
+                o["metadata"]["labels"][LABEL_STORAGE_NODE] = json!("s3");
+                let mut s3 = serde_json::Map::new();
+                for (k, v) in [
+                    ("endpoint", &c.endpoint),
+                    ("endpointCA", &c.endpoint_ca),
+                    ("bucket", &c.bucket),
+                    ("bucketLookup", &c.bucket_lookup),
+                    ("region", &c.region),
+                    ("prefix", &c.folder),
+                ] {
+                    if !v.is_empty() {
+                        s3.insert(k.into(), json!(v));
+                    }
+                }
+                if c.skip_ssl_verify {
+                    s3.insert("skipSSLVerify".into(), json!(true));
+                }
+                if c.insecure {
+                    s3.insert("insecure".into(), json!(true));
+                }
+                o["spec"]["s3"] = Value::Object(s3);
+            }
+        }
+        o
+    }
 }
 
 pub fn default_dir(data_dir: &Path) -> PathBuf {
@@ -114,7 +294,12 @@ pub fn default_dir(data_dir: &Path) -> PathBuf {
 
 /// Go's wording of an I/O error (`stat /x: no such file or directory`).
 pub fn go_err(op: &str, path: &Path, e: &std::io::Error) -> String {
-    let what = match e.kind() {
+    format!("{op} {}: {}", path.display(), go_errno(e))
+}
+
+/// The errno text Go prints (`no such file or directory`).
+pub fn go_errno(e: &std::io::Error) -> String {
+    match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         std::io::ErrorKind::AlreadyExists => "file exists".to_string(),
@@ -122,8 +307,7 @@ pub fn go_err(op: &str, path: &Path, e: &std::io::Error) -> String {
             let s = e.to_string();
             s.split(" (os error").next().unwrap_or(&s).to_lowercase()
         }
-    };
-    format!("{op} {}: {what}", path.display())
+    }
 }
 
 /// `snapshotDir` (`snapshot.go` 72-102): only the default dir is created (0700).
@@ -174,12 +358,17 @@ pub fn list_local(dir: &Path) -> Result<Vec<LocalFile>, String> {
                 continue;
             }
             let name = e.file_name().to_string_lossy().to_string();
+            // The extra metadata beside it, if any (`snapshot.go` 431-438).
+            let metadata = std::fs::read(metadata_path(&p))
+                .map(|m| b64(&m))
+                .unwrap_or_default();
             out.push(LocalFile {
                 ts: file_ts(&name, &p),
                 // Like k3s, the location joins the dir and the base name.
                 path: dir.join(&name),
                 name,
                 size: m.len(),
+                metadata,
             });
         }
     }
@@ -209,7 +398,12 @@ pub fn retention(retention: i64, prefix: &str, dir: &Path) -> Result<Vec<String>
         let p = dir.join(&f.name);
         util::info(format!("Removing local snapshot {}", p.display()));
         std::fs::remove_file(&p).map_err(|e| go_err("remove", &p, &e))?;
-        let _ = std::fs::remove_file(dir.join("..").join(".metadata").join(&f.name));
+        let m = metadata_path(&p);
+        if let Err(e) = std::fs::remove_file(&m) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(go_err("remove", &m, &e));
+            }
+        }
         deleted.push(f.name.clone());
     }
     Ok(deleted)
@@ -227,137 +421,239 @@ pub fn quantity(n: u64) -> String {
     format!("{v}{}", SUFFIX[i])
 }
 
-/// `File.GenerateName` (`types.go` 91-115).
-pub fn cr_name(node: &str, f: &LocalFile) -> String {
-    let location = format!("file://{}", f.path.display());
-    let digest = util::sha256_hex(format!("{node}{location}").as_bytes());
-    let mut name = f.name.to_lowercase();
-    if !crate::objects::is_dns1123_subdomain(&name) || name.len() + 13 > 253 {
-        let short = node.split('.').next().unwrap_or(node);
-        name = format!("etcd-snapshot-{short}-{}", f.ts);
-        if f.name.ends_with(COMPRESSED_EXT) {
-            name.push_str(COMPRESSED_EXT);
-        }
-    }
-    format!("local-{name}-{}", &digest[..6])
-}
-
 /// `util.ShortHash(password, 12)` (`pkg/util/token.go` 51-70).
 pub fn token_hash(password: &str) -> String {
     util::sha256_hex(password.as_bytes())[..12].to_string()
 }
 
-/// The ETCDSnapshotFile k3s keeps for a local snapshot (`ToETCDSnapshotFile`, `types.go`
-/// 182-253). Only a snapshot saved now carries the token hash; one found on disk does not
-/// (`listLocalSnapshots` sets no TokenHash).
-pub fn cr_object(node: &str, f: &LocalFile, token_hash: Option<&str>) -> Value {
-    let mut o = json!({
-        "apiVersion": "k3s.cattle.io/v1",
-        "kind": KIND,
-        "metadata": {"name": cr_name(node, f), "labels": {LABEL_STORAGE_NODE: node}},
-        "spec": {
-            "snapshotName": f.name,
-            "nodeName": node,
-            "location": format!("file://{}", f.path.display()),
-        },
-        "status": {
-            "creationTime": util::rfc3339(f.ts),
-            "readyToUse": true,
-            "size": quantity(f.size),
-        },
-    });
-    if let Some(h) = token_hash {
-        o["metadata"]["annotations"] = json!({ ANNOTATION_TOKEN_HASH: h });
-    }
-    o
-}
-
-/// An item of `ls -o json`: named by the ConfigMap key (`local-<name>`, `types.go` 81-87),
-/// not by the object's name.
-fn list_item(node: &str, f: &LocalFile) -> Value {
-    let key: String = f
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut o = cr_object(node, f, None);
-    o["metadata"] = json!({
-        "name": format!("local-{key}"),
+/// An item of `ls -o json`: named by the ConfigMap key (`local-<name>`, `s3-<name>`;
+/// `k3s.NewETCDSnapshotFile("", k, ...)`, `snapshot.go` 530-546), not by the object's name.
+fn list_item(sf: &SnapFile) -> Value {
+    let mut o = sf.to_object();
+    let mut meta = json!({
+        "name": sf.configmap_key(),
         "creationTimestamp": null,
-        "labels": {LABEL_STORAGE_NODE: node},
+        "labels": o["metadata"]["labels"].clone(),
     });
+    if let Some(a) = o["metadata"].get("annotations") {
+        meta["annotations"] = a.clone();
+    }
+    o["metadata"] = meta;
     o
 }
 
-/// The leader's side of `Op::SyncSnapshotFiles`: this node's objects become `items` (created,
-/// updated, or deleted when their file is gone; `reconcileSnapshotData`, `snapshot.go` 718-914).
-pub fn sync_objects(st: &mut crate::store::State, node: &str, items: Vec<Value>) {
-    let keys: Vec<String> = items.iter().map(crate::store::key_of).collect();
-    let stale: Vec<String> = st
-        .list(GROUP, KIND, None)
-        .into_iter()
-        .filter(|o| {
-            o.pointer(&format!(
-                "/metadata/labels/{}",
-                LABEL_STORAGE_NODE.replace('/', "~1")
-            ))
-            .and_then(Value::as_str)
-                == Some(node)
-        })
-        .map(crate::store::key_of)
-        .filter(|k| !keys.contains(k))
-        .collect();
-    for k in stale {
-        st.remove(&k);
-    }
-    for (item, key) in items.into_iter().zip(keys) {
-        if st.objects.contains_key(&key) {
-            st.update(&key, |o| {
-                for f in ["spec", "status"] {
-                    o[f] = item[f].clone();
-                }
-                let meta = &mut o["metadata"];
-                for f in ["labels", "annotations"] {
-                    if let Some(m) = item["metadata"][f].as_object() {
-                        if !meta[f].is_object() {
-                            meta[f] = json!({});
-                        }
-                        for (k, v) in m {
-                            meta[f][k] = v.clone();
-                        }
+fn label_of(o: &Value) -> Option<&str> {
+    o.pointer(&format!(
+        "/metadata/labels/{}",
+        LABEL_STORAGE_NODE.replace('/', "~1")
+    ))
+    .and_then(Value::as_str)
+}
+
+/// Creates `item`, or updates the object of that name: spec and status replaced, labels and
+/// annotations added (`addSnapshotData`, `snapshot.go` 616-661).
+pub fn add_object(st: &mut crate::store::State, item: Value) -> bool {
+    let key = crate::store::key_of(&item);
+    if st.objects.contains_key(&key) {
+        st.update(&key, |o| {
+            for f in ["spec", "status"] {
+                o[f] = item[f].clone();
+            }
+            let meta = &mut o["metadata"];
+            for f in ["labels", "annotations"] {
+                if let Some(m) = item["metadata"][f].as_object() {
+                    if !meta[f].is_object() {
+                        meta[f] = json!({});
+                    }
+                    for (k, v) in m {
+                        meta[f][k] = v.clone();
                     }
                 }
-            });
-        } else {
-            st.put(item);
-        }
+            }
+        });
+        false
+    } else {
+        st.put(item);
+        true
     }
 }
 
-/// Records this node's snapshots in `dir` as ETCDSnapshotFile objects (through the leader).
-pub fn reconcile(srv: &Server, dir: &Path, fresh: &[(String, String)]) -> Result<(), String> {
-    let node = &srv.ctx.node;
-    let items = list_local(dir)?
-        .iter()
-        .map(|f| {
-            let h = fresh
-                .iter()
-                .find(|(n, _)| *n == f.name)
-                .map(|(_, h)| h.as_str());
-            cr_object(node, f, h)
-        })
+/// `generateETCDSnapshotFileConfigMapKey` (`snapshot.go` 663-671).
+fn object_key(o: &Value) -> String {
+    let sf = SnapFile {
+        name: o
+            .pointer("/spec/snapshotName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        node_name: if o.pointer("/spec/s3").is_some_and(|s| !s.is_null()) {
+            "s3".into()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    };
+    sf.configmap_key()
+}
+
+/// The leader's side of `Op::SyncSnapshotFiles` (`reconcileSnapshotData`, `snapshot.go`
+/// 718-860). This node's objects become `items` (created, updated, or deleted when their file
+/// is gone). With `s3` (the S3 listing, when it could be listed), the `s3`-labelled objects
+/// are reconciled as k3s does: one whose key and name match a listed snapshot is in sync and
+/// left alone; one that does not is deleted unless it is a failure record younger than 24 h
+/// or an S3 record created less than a minute ago (another server's upload racing the
+/// listing), or named in `deleted`; listed snapshots without an object are created.
+/// Returns the snapshot names created and deleted.
+pub fn sync_objects(
+    st: &mut crate::store::State,
+    node: &str,
+    items: Vec<Value>,
+    s3: Option<Vec<Value>>,
+    deleted: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let snap = |o: &Value| {
+        o.pointer("/spec/snapshotName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (mut created, mut removed) = (Vec::new(), Vec::new());
+    let keys: Vec<String> = items.iter().map(crate::store::key_of).collect();
+    let stale: Vec<(String, String)> = st
+        .list(GROUP, KIND, None)
+        .into_iter()
+        .filter(|o| label_of(o) == Some(node))
+        .filter(|o| !keys.contains(&crate::store::key_of(o)))
+        .map(|o| (crate::store::key_of(o), snap(o)))
         .collect();
-    srv.submit(&Op::SyncSnapshotFiles {
-        node: node.clone(),
-        items,
+    for (k, n) in stale {
+        st.remove(&k);
+        removed.push(n);
+    }
+    for item in items {
+        let n = snap(&item);
+        if add_object(st, item) {
+            created.push(n);
+        }
+    }
+    let Some(s3) = s3 else {
+        return (created, removed);
+    };
+    let now = util::now_secs();
+    let mut listed: BTreeMap<String, Value> = s3.into_iter().map(|o| (object_key(&o), o)).collect();
+    let existing: Vec<Value> = st
+        .list(GROUP, KIND, None)
+        .into_iter()
+        .filter(|o| label_of(o) == Some("s3"))
+        .cloned()
+        .collect();
+    for esf in existing {
+        let key = object_key(&esf);
+        let name = crate::store::meta(&esf, "name").to_string();
+        if listed
+            .get(&key)
+            .is_some_and(|o| crate::store::meta(o, "name") == name)
+        {
+            listed.remove(&key);
+            continue;
+        }
+        let snapshot_name = snap(&esf);
+        if !deleted.contains(&snapshot_name) {
+            let error_time = esf
+                .pointer("/status/error/time")
+                .and_then(Value::as_str)
+                .and_then(util::parse_rfc3339);
+            if let Some(t) = error_time {
+                if now < t + ERROR_TTL {
+                    continue;
+                }
+            } else if esf.pointer("/spec/s3").is_some_and(|s| !s.is_null()) {
+                let created_at =
+                    util::parse_rfc3339(crate::store::meta(&esf, "creationTimestamp")).unwrap_or(0);
+                if now < created_at + S3_RECONCILE_TTL {
+                    continue;
+                }
+            }
+        }
+        st.remove(&crate::store::obj_key(GROUP, KIND, "", &name));
+        removed.push(snapshot_name);
+    }
+    for item in listed.into_values() {
+        let n = snap(&item);
+        add_object(st, item);
+        created.push(n);
+    }
+    (created, removed)
+}
+
+/// `addSnapshotData` (`snapshot.go` 616-661), through the leader.
+fn add_snapshot_data(srv: &Server, sf: &SnapFile) -> Result<(), String> {
+    srv.submit(&Op::AddSnapshotFile {
+        item: sf.to_object(),
     })
     .map(|_| ())
+}
+
+/// `reconcileSnapshotData` (`snapshot.go` 714-914): this node's files, and with S3 settings
+/// the S3 listing, made the ETCDSnapshotFile objects (through the leader). Without an S3
+/// client the whole reconcile fails (unless the S3 settings come from a missing config
+/// secret); a failed listing only leaves the S3 objects alone.
+pub fn reconcile_all(
+    srv: &Server,
+    s: &Settings,
+    res: Option<&SnapshotResult>,
+) -> Result<(), String> {
+    util::info("Reconciling ETCDSnapshotFile resources");
+    let r = (|| {
+        let dir = snapshot_dir(&srv.ctx.data_dir, s.dir.as_deref(), true)
+            .map_err(|e| format!("failed to get etcd-snapshot-dir: {e}"))?;
+        let node = &srv.ctx.node;
+        let items = list_local(&dir)?
+            .iter()
+            .map(|f| SnapFile::local(node, f).to_object())
+            .collect();
+        let mut s3_items = None;
+        if let Some(cfg) = &s.s3 {
+            match s3::get_client(Some(srv), cfg) {
+                Err(e) => {
+                    util::warn(format!("Unable to initialize S3 client: {e}"));
+                    if !e.no_config_secret {
+                        return Err(format!("failed to initialize S3 client: {e}"));
+                    }
+                }
+                Ok(c) => match c.list_snapshots() {
+                    Err(e) => util::error(format!(
+                        "Error retrieving S3 snapshots for reconciliation: {e}"
+                    )),
+                    Ok(m) => s3_items = Some(m.values().map(SnapFile::to_object).collect()),
+                },
+            }
+        }
+        let v = srv.submit(&Op::SyncSnapshotFiles {
+            node: node.clone(),
+            items,
+            s3: s3_items,
+            deleted: res.map(|r| r.deleted.clone()).unwrap_or_default(),
+        })?;
+        let names = |k: &str| -> Vec<String> {
+            v.get(k)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        };
+        for n in names("deleted") {
+            util::info(format!("Deleting ETCDSnapshotFile for {n}"));
+        }
+        for n in names("created") {
+            util::info(format!("Creating ETCDSnapshotFile for {n}"));
+        }
+        Ok(())
+    })();
+    util::info("Reconciliation of ETCDSnapshotFile resources complete");
+    r
 }
 
 static SAVING: Mutex<()> = Mutex::new(());
@@ -391,17 +687,82 @@ pub fn read_zip(path: &Path) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// `e.Snapshot` (`snapshot.go` 221-400), local part: save, compress, record, retention.
+/// The data of the `k3s-etcd-snapshot-extra-metadata` ConfigMap in kube-system, when it
+/// exists (`snapshot.go` 229-241).
+fn extra_metadata(st: &crate::store::State) -> Option<BTreeMap<String, String>> {
+    let cm = st.get("", "ConfigMap", "kube-system", EXTRA_METADATA_CONFIGMAP)?;
+    Some(
+        cm.get("data")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// Go's `json.Marshal` of a `map[string]string`: keys sorted, `<`, `>`, `&` escaped.
+fn go_json_map(m: &BTreeMap<String, String>) -> Vec<u8> {
+    serde_json::to_string(m)
+        .unwrap_or_default()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+        .into_bytes()
+}
+
+/// The extra-metadata file of a snapshot: `<dir of the snapshot>/../.metadata/<name>`.
+pub fn metadata_path(snapshot_path: &Path) -> PathBuf {
+    let name = snapshot_path.file_name().unwrap_or_default();
+    let dir = snapshot_path.parent().unwrap_or(Path::new("/"));
+    dir.parent()
+        .unwrap_or(Path::new("/"))
+        .join(s3::METADATA_DIR)
+        .join(name)
+}
+
+/// `saveSnapshotMetadata` (`snapshot.go` 982-1001): the ConfigMap's data as JSON, written
+/// (mode 0700, as k3s writes it) only when there is some.
+fn save_metadata(
+    snapshot_path: &Path,
+    extra: Option<&BTreeMap<String, String>>,
+) -> Result<(), String> {
+    let Some(m) = extra.filter(|m| !m.is_empty()) else {
+        return Ok(());
+    };
+    let p = metadata_path(snapshot_path);
+    util::info(format!("Saving snapshot metadata to {}", p.display()));
+    let dir = p.parent().unwrap_or(Path::new("/"));
+    s3::mkdir_all(dir).map_err(|e| go_err("mkdir", dir, &e))?;
+    util::write_file(&p, &go_json_map(m), 0o700).map_err(|e| go_err("open", &p, &e))
+}
+
+/// `e.Snapshot` (`snapshot.go` 204-216): save, then reconcile the objects. A reconcile
+/// error comes back beside the result, as k3s returns both.
+pub fn snapshot(srv: &Server, s: &Settings) -> Result<(SnapshotResult, Option<String>), String> {
+    let res = save(srv, s)?;
+    let err = reconcile_all(srv, s, Some(&res)).err();
+    Ok((res, err))
+}
+
+/// `e.snapshot` (`snapshot.go` 218-407): save, compress, record, local retention, then with
+/// S3 settings the upload, its record (or a failure record when no client can be made) and
+/// S3 retention.
 pub fn save(srv: &Server, s: &Settings) -> Result<SnapshotResult, String> {
     let Ok(_guard) = SAVING.try_lock() else {
         return Err("snapshot save already in progress".into());
     };
-    let (body, password, quorum) = {
+    let (body, password, quorum, extra) = {
         let st = srv.state.lock().expect("state lock");
         (
             serde_json::to_vec(&*st).map_err(|e| e.to_string())?,
             st.bootstrap.server_password.clone(),
             srv.has_quorum(&st),
+            extra_metadata(&st),
         )
     };
     if !quorum {
@@ -442,16 +803,38 @@ pub fn save(srv: &Server, s: &Settings) -> Result<SnapshotResult, String> {
         path = zip_path;
         util::info(format!("Compressed snapshot: {}", path.display()));
     }
+    let size = std::fs::metadata(&path)
+        .map_err(|e| {
+            format!(
+                "unable to retrieve snapshot information from local snapshot: {}",
+                go_err("stat", &path, &e)
+            )
+        })?
+        .len();
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
+    let local = SnapFile {
+        name: file_name.clone(),
+        location: format!("file://{}", path.display()),
+        node_name: node.clone(),
+        created_at: now,
+        successful: true,
+        size,
+        compressed: s.compress,
+        metadata_source: extra.clone(),
+        token_hash: token_hash(&password),
+        ..Default::default()
+    };
     let mut res = SnapshotResult {
         created: vec![file_name.clone()],
         deleted: vec![],
     };
-    let fresh = vec![(file_name, token_hash(&password))];
-    if let Err(e) = reconcile(srv, &dir, &fresh) {
+    if let Err(e) = save_metadata(&path, extra.as_ref()) {
+        util::warn(format!("Failed to save local snapshot metadata: {e}"));
+    }
+    if let Err(e) = add_snapshot_data(srv, &local) {
         util::warn(format!("Failed to sync ETCDSnapshotFile: {e}"));
     }
     match retention(s.retention, &s.name, &dir) {
@@ -460,55 +843,148 @@ pub fn save(srv: &Server, s: &Settings) -> Result<SnapshotResult, String> {
             "Failed to apply local snapshot retention policy: {e}"
         )),
     }
-    if !res.deleted.is_empty() {
-        if let Err(e) = reconcile(srv, &dir, &fresh) {
-            util::warn(format!("Failed to sync ETCDSnapshotFile: {e}"));
+    if let Some(cfg) = &s.s3 {
+        let sf = match s3::get_client(Some(srv), cfg) {
+            Err(e) => {
+                util::warn(format!("Unable to initialize S3 client: {e}"));
+                (!e.no_config_secret).then(|| SnapFile {
+                    name: file_name.clone(),
+                    node_name: "s3".into(),
+                    created_at: now,
+                    message: b64(format!("failed to initialize S3 client: {e}").as_bytes()),
+                    successful: false,
+                    s3: Some(cfg.clone()),
+                    metadata_source: extra.clone(),
+                    ..Default::default()
+                })
+            }
+            Ok(c) => {
+                util::info(format!("Saving etcd snapshot {name} to S3"));
+                let (sf, err) = c.upload(&path, extra.as_ref(), now);
+                match err {
+                    Some(e) => {
+                        util::error(format!("Error received during snapshot upload to S3: {e}"))
+                    }
+                    None => {
+                        res.created.push(sf.name.clone());
+                        util::info(format!("S3 upload complete for {name}"));
+                    }
+                }
+                let (deleted, err) = c.snapshot_retention(&s.name);
+                res.deleted.extend(deleted);
+                if let Some(e) = err {
+                    util::warn(format!("Failed to apply S3 snapshot retention policy: {e}"));
+                }
+                Some(sf)
+            }
+        };
+        if let Some(sf) = sf {
+            if let Err(e) = add_snapshot_data(srv, &sf) {
+                util::warn(format!("Failed to sync ETCDSnapshotFile: {e}"));
+            }
         }
     }
     Ok(res)
 }
 
+/// The S3 client of an operation that needs one (`ListSnapshots`, `DeleteSnapshots`): none
+/// without S3 settings or with a missing config secret; an error otherwise.
+fn s3_client_or_fail(srv: &Server, s: &Settings) -> Result<Option<Arc<s3::Client>>, String> {
+    let Some(cfg) = &s.s3 else {
+        return Ok(None);
+    };
+    match s3::get_client(Some(srv), cfg) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) => {
+            util::warn(format!("Unable to initialize S3 client: {e}"));
+            if e.no_config_secret {
+                Ok(None)
+            } else {
+                Err(format!("failed to initialize S3 client: {e}"))
+            }
+        }
+    }
+}
+
+/// `ListSnapshots` (`snapshot.go` 510-549): S3's first (when set), then the local files.
 fn list(srv: &Server, s: &Settings) -> Result<Value, String> {
+    let mut items: Vec<Value> = Vec::new();
+    if let Some(c) = s3_client_or_fail(srv, s)? {
+        let m = c.list_snapshots().map_err(|e| e.msg)?;
+        items.extend(m.values().map(list_item));
+    }
     let dir = snapshot_dir(&srv.ctx.data_dir, s.dir.as_deref(), true)
         .map_err(|e| format!("failed to get etcd-snapshot-dir: {e}"))?;
-    let items: Vec<Value> = list_local(&dir)?
-        .iter()
-        .map(|f| list_item(&srv.ctx.node, f))
-        .collect();
+    items.extend(
+        list_local(&dir)?
+            .iter()
+            .map(|f| list_item(&SnapFile::local(&srv.ctx.node, f))),
+    );
     Ok(json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
 }
 
-fn delete(srv: &Server, s: &Settings, names: &[String]) -> Result<SnapshotResult, String> {
+/// `DeleteSnapshots` (`snapshot.go` 551-614): each name locally and in S3.
+fn delete(
+    srv: &Server,
+    s: &Settings,
+    names: &[String],
+) -> Result<(SnapshotResult, Option<String>), String> {
     let dir = snapshot_dir(&srv.ctx.data_dir, s.dir.as_deref(), false)
         .map_err(|e| format!("failed to get etcd-snapshot-dir: {e}"))?;
+    let client = s3_client_or_fail(srv, s)?;
     let mut res = SnapshotResult::default();
     for n in names {
         let p = dir.join(n);
         match std::fs::remove_file(&p) {
             Ok(()) => {
-                let _ = std::fs::remove_file(dir.join("..").join(".metadata").join(n));
+                let _ = std::fs::remove_file(metadata_path(&p));
                 util::info(format!("Snapshot {n} deleted locally"));
                 res.deleted.push(n.clone());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = std::fs::remove_file(metadata_path(&p));
                 util::info(format!("Snapshot {n} not found locally"))
             }
             Err(e) => util::error(format!("Failed to delete local snapshot {n}: {e}")),
         }
+        if let Some(c) = &client {
+            match c.delete_snapshot(n) {
+                Err(e) if e.is_not_exist() => util::info(format!("Snapshot {n} not found in S3")),
+                Err(e) => util::error(format!("Failed to delete S3 snapshot {n}: {e}")),
+                Ok(()) => {
+                    res.deleted.push(n.clone());
+                    util::info(format!("Snapshot {n} deleted from S3"));
+                }
+            }
+        }
     }
-    reconcile(srv, &dir, &[])?;
-    Ok(res)
+    let err = reconcile_all(srv, s, Some(&res)).err();
+    Ok((res, err))
 }
 
-fn prune(srv: &Server, s: &Settings) -> Result<SnapshotResult, String> {
-    let dir = snapshot_dir(&srv.ctx.data_dir, s.dir.as_deref(), true)
+/// `PruneSnapshots` (`snapshot.go` 479-508): local retention, then S3's.
+fn prune(srv: &Server, s: &Settings) -> Result<(SnapshotResult, Option<String>), String> {
+    let dir = snapshot_dir(&srv.ctx.data_dir, s.dir.as_deref(), false)
         .map_err(|e| format!("failed to get etcd-snapshot-dir: {e}"))?;
-    let deleted = retention(s.retention, &s.name, &dir)?;
-    reconcile(srv, &dir, &[])?;
-    Ok(SnapshotResult {
-        created: vec![],
-        deleted,
-    })
+    let mut res = SnapshotResult::default();
+    match retention(s.retention, &s.name, &dir) {
+        Ok(d) => res.deleted = d,
+        Err(e) => util::error(format!("Error applying snapshot retention policy: {e}")),
+    }
+    if let Some(cfg) = &s.s3 {
+        match s3::get_client(Some(srv), cfg) {
+            Err(e) => util::warn(format!("Unable to initialize S3 client: {e}")),
+            Ok(c) => {
+                let (deleted, err) = c.snapshot_retention(&s.name);
+                if let Some(e) = err {
+                    util::error(format!("Error applying S3 snapshot retention policy: {e}"));
+                }
+                res.deleted.extend(deleted);
+            }
+        }
+    }
+    let err = reconcile_all(srv, s, Some(&res)).err();
+    Ok((res, err))
 }
 
 fn status_resp(code: u16, reason: &str, message: &str, cause: Option<&str>) -> HttpResponse {
@@ -537,25 +1013,17 @@ fn send_error(err: &str) -> HttpResponse {
     )
 }
 
+/// `util.SendError` with a 400: `apierrors.NewBadRequest`.
+fn send_bad_request(err: &str) -> HttpResponse {
+    util::error(format!("Sending HTTP/1.1 400 response: {err}"));
+    status_resp(400, "BadRequest", err, None)
+}
+
 /// `util.SendErrorWithID` (`pkg/util/apierrors.go` 25-29): the details stay in the log.
 fn send_error_with_id(err: &str) -> HttpResponse {
     let id = u32::from_str_radix(&util::random_hex(4), 16).unwrap_or(0) % 99999;
     util::error(format!("etcd-snapshot error ID {id:05}: {err}"));
     send_error(&format!("etcd-snapshot error ID {id:05}"))
-}
-
-fn warn_s3_once() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        util::warn("etcd-s3 is set, but the k3s double does not talk to S3: snapshots are saved, listed, pruned and restored locally only")
-    });
-}
-
-/// Warns once when the server's config names S3 (the double keeps snapshots locally only).
-pub fn check_s3(cfg: &Config) {
-    if cfg.values.keys().any(|k| k.starts_with("etcd-s3")) {
-        warn_s3_once();
-    }
 }
 
 /// `POST /db/snapshot`: routed only on etcd members, for the `server` role
@@ -576,9 +1044,6 @@ pub fn handle(srv: Arc<Server>, method: &str, auth_h: &str, body: &[u8]) -> Http
         Ok(sr) => sr,
         Err(e) => return send_error_with_id(&e.to_string()),
     };
-    if sr.s3.is_some() {
-        warn_s3_once();
-    }
     let s = Settings::with_request(&srv.ctx.cfg, &sr);
     let json = |v: &Value| {
         full(
@@ -587,24 +1052,37 @@ pub fn handle(srv: Arc<Server>, method: &str, auth_h: &str, body: &[u8]) -> Http
             serde_json::to_vec(v).unwrap_or_default(),
         )
     };
-    let result = |r: &SnapshotResult| json(&serde_json::to_value(r).unwrap_or(Value::Null));
+    let result = |r: &SnapshotResult, err: Option<String>| {
+        if let Some(e) = err {
+            util::warn(format!("Error in etcd-snapshot handler: {e}"));
+        }
+        json(&serde_json::to_value(r).unwrap_or(Value::Null))
+    };
+    // Every operation first makes sure an S3 client can be had, refusing with 400
+    // (`handleList`/`handleSave`/`handlePrune`/`handleDelete`, `snapshot_handler.go` 70-136).
+    let s3_check = || -> Option<HttpResponse> {
+        let cfg = s.s3.as_ref()?;
+        s3::get_client(Some(&srv), cfg)
+            .err()
+            .map(|e| send_bad_request(&format!("failed to initialize S3 client: {e}")))
+    };
     match sr.operation.as_str() {
-        "list" => match list(&srv, &s) {
+        "list" => s3_check().unwrap_or_else(|| match list(&srv, &s) {
             Ok(v) => json(&v),
             Err(e) => send_error_with_id(&e),
-        },
-        "save" => match save(&srv, &s) {
-            Ok(r) => result(&r),
+        }),
+        "save" => s3_check().unwrap_or_else(|| match snapshot(&srv, &s) {
+            Ok((r, err)) => result(&r, err),
             Err(e) => send_error_with_id(&e),
-        },
-        "prune" => match prune(&srv, &s) {
-            Ok(r) => result(&r),
+        }),
+        "prune" => s3_check().unwrap_or_else(|| match prune(&srv, &s) {
+            Ok((r, err)) => result(&r, err),
             Err(e) => send_error(&e),
-        },
-        "delete" => match delete(&srv, &s, &sr.name) {
-            Ok(r) => result(&r),
+        }),
+        "delete" => s3_check().unwrap_or_else(|| match delete(&srv, &s, &sr.name) {
+            Ok((r, err)) => result(&r, err),
             Err(e) => send_error(&e),
-        },
+        }),
         _ => {
             let id = u32::from_str_radix(&util::random_hex(4), 16).unwrap_or(0) % 99999;
             util::error(format!(
@@ -769,14 +1247,21 @@ pub fn schedule(srv: Arc<Server>) {
         }
         let jitter = u64::from_str_radix(&util::random_hex(2), 16).unwrap_or(0) % 5000;
         std::thread::sleep(Duration::from_millis(jitter));
-        if let Err(e) = save(&srv, &settings) {
-            util::error(format!("Failed to take scheduled snapshot: {e}"));
+        // `e.Snapshot`: an S3 client that cannot be made does not stop the local save; it is
+        // logged and recorded (`snapshot.go` 356-375).
+        match snapshot(&srv, &settings) {
+            Err(e) | Ok((_, Some(e))) => {
+                util::error(format!("Failed to take scheduled snapshot: {e}"))
+            }
+            Ok(_) => {}
         }
     });
 }
 
-/// Reconciles the ETCDSnapshotFile objects once etcd is ready, then every
-/// `etcd-snapshot-reconcile-interval` (default 10m; `pkg/cluster/cluster.go` 91-109).
+/// Reconciles the ETCDSnapshotFile objects once etcd is ready, retrying after 1, 2, 4, 8, 16
+/// and then every 32 s until it succeeds, then at once and every
+/// `etcd-snapshot-reconcile-interval` (default 10m, up to 5 % later), failures only logged
+/// (`pkg/cluster/cluster.go` 91-109: a `wait.Backoff` of 5 steps, then `JitterUntil`).
 pub fn reconcile_loop(srv: Arc<Server>) {
     let interval = srv
         .ctx
@@ -784,20 +1269,30 @@ pub fn reconcile_loop(srv: Arc<Server>) {
         .get("etcd-snapshot-reconcile-interval")
         .and_then(parse_duration)
         .unwrap_or(Duration::from_secs(600));
-    std::thread::spawn(move || loop {
-        let s = Settings::of_server(&srv.ctx.cfg);
-        match snapshot_dir(&srv.ctx.data_dir, s.dir.as_deref(), true) {
-            Ok(dir) => {
-                if let Err(e) = reconcile(&srv, &dir, &[]) {
-                    util::error(format!("Failed to reconcile snapshot data: {e}"));
-                    if !common::sleep_or_stop(Duration::from_secs(5)) {
-                        continue;
-                    }
-                }
+    std::thread::spawn(move || {
+        let mut delay = 1;
+        loop {
+            let s = Settings::of_server(&srv.ctx.cfg);
+            match reconcile_all(&srv, &s, None) {
+                Ok(()) => break,
+                Err(e) => util::error(format!("Failed to record snapshots for cluster: {e}")),
             }
-            Err(e) => util::error(format!("Failed to reconcile snapshot data: {e}")),
+            if common::sleep_or_stop(Duration::from_secs(delay)) {
+                return;
+            }
+            delay = (delay * 2).min(32);
         }
-        std::thread::sleep(interval);
+        loop {
+            let s = Settings::of_server(&srv.ctx.cfg);
+            if let Err(e) = reconcile_all(&srv, &s, None) {
+                util::error(format!("Failed to record snapshots for cluster: {e}"));
+            }
+            let jitter =
+                u64::from_str_radix(&util::random_hex(2), 16).unwrap_or(0) as f64 / 65535.0;
+            if common::sleep_or_stop(interval.mul_f64(1.0 + 0.05 * jitter)) {
+                return;
+            }
+        }
     });
 }
 
@@ -947,15 +1442,10 @@ pub fn main(args: &[String]) -> ! {
     if sub != "save" && cfg.values.contains_key("snapshot-retention") {
         sr.retention = cfg.get("snapshot-retention").and_then(|r| r.parse().ok());
     }
-    if cfg.bool("s3") {
-        let s3: serde_json::Map<String, Value> = cfg
-            .values
-            .iter()
-            .filter(|(k, _)| k.starts_with("s3-"))
-            .map(|(k, v)| (k.clone(), json!(v.last())))
-            .collect();
-        sr.s3 = Some(Value::Object(s3));
-    }
+    // The S3 settings, and a request timeout extended by the S3 timeout (`etcd_snapshot.go`
+    // 51-75).
+    sr.s3 = s3::cli_config(&cfg, sub == "save");
+    let timeout = Duration::from_secs(120) + sr.s3.as_ref().map(|c| c.timeout).unwrap_or_default();
     match sub {
         "save" | "prune" => sr.name = vec![cfg.get("name").unwrap_or("on-demand").to_string()],
         "delete" => sr.name = positional.clone(),
@@ -982,7 +1472,7 @@ pub fn main(args: &[String]) -> ! {
     let req = Request::post("/db/snapshot", body)
         .header("Authorization", &client::basic_auth("server", &v.password))
         .header("Content-Type", "application/json");
-    let r = match client::call(&v.target, &v.trust(), None, req, Duration::from_secs(120)) {
+    let r = match client::call(&v.target, &v.trust(), None, req, timeout) {
         Ok(r) => r,
         Err(e) => fatal_err(format!(
             "see server log for details: {}",
@@ -1034,6 +1524,24 @@ fn print_list(body: &[u8], format: Option<&str>) {
         Ok(v) => v,
         Err(e) => fatal_err(e.to_string()),
     };
+    sort_list(&mut list);
+    match format {
+        Some("json") => {
+            // printers.JSONPrinter: four-space indentation.
+            let mut out = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+            let _ = list.serialize(&mut ser);
+            println!("{}", String::from_utf8_lossy(&out));
+        }
+        Some("yaml") => print!("{}", serde_yaml::to_string(&list).unwrap_or_default()),
+        _ => print!("{}", table(&list)),
+    }
+}
+
+/// The items oldest first, ties by name; `sort.Slice` is not stable, the double keeps the
+/// server's order (S3's first) for ties.
+fn sort_list(list: &mut Value) {
     if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
         // Oldest first, ties by name (`etcd_snapshot.go` 238-243).
         items.sort_by(|a, b| {
@@ -1052,40 +1560,31 @@ fn print_list(body: &[u8], format: Option<&str>) {
             k(a).cmp(&k(b))
         });
     }
-    match format {
-        Some("json") => {
-            // printers.JSONPrinter: four-space indentation.
-            let mut out = Vec::new();
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-            let _ = list.serialize(&mut ser);
-            println!("{}", String::from_utf8_lossy(&out));
-        }
-        Some("yaml") => print!("{}", serde_yaml::to_string(&list).unwrap_or_default()),
-        _ => {
-            let mut rows = vec![[
-                "Name".to_string(),
-                "Location".to_string(),
-                "Size".to_string(),
-                "Created".to_string(),
-            ]];
-            for o in list["items"].as_array().into_iter().flatten() {
-                let s = |p: &str| {
-                    o.pointer(p)
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string()
-                };
-                rows.push([
-                    s("/spec/snapshotName"),
-                    s("/spec/location"),
-                    quantity_value(&s("/status/size")).to_string(),
-                    s("/status/creationTime"),
-                ]);
-            }
-            print!("{}", tabwrite(&rows));
-        }
+}
+
+/// The `ls` table (`etcd_snapshot.go` 259-264).
+fn table(list: &Value) -> String {
+    let mut rows = vec![[
+        "Name".to_string(),
+        "Location".to_string(),
+        "Size".to_string(),
+        "Created".to_string(),
+    ]];
+    for o in list["items"].as_array().into_iter().flatten() {
+        let s = |p: &str| {
+            o.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        rows.push([
+            s("/spec/snapshotName"),
+            s("/spec/location"),
+            quantity_value(&s("/status/size")).to_string(),
+            s("/status/creationTime"),
+        ]);
     }
+    tabwrite(&rows)
 }
 
 /// `tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)`: each column as wide as its widest cell plus one
@@ -1162,15 +1661,20 @@ mod tests {
             path: PathBuf::from("/d/on-demand-m1-1700000000"),
             size: 10,
             ts: 1_700_000_000,
+            metadata: String::new(),
         };
         let digest = util::sha256_hex(b"m1file:///d/on-demand-m1-1700000000");
+        let mut sf = SnapFile::local("m1", &f);
         assert_eq!(
-            cr_name("m1", &f),
+            sf.generate_name(),
             format!("local-on-demand-m1-1700000000-{}", &digest[..6])
         );
-        let o = cr_object("m1", &f, Some("abc"));
+        sf.token_hash = "abc".into();
+        let o = sf.to_object();
         assert_eq!(o["status"]["size"], "10");
         assert_eq!(o["metadata"]["annotations"][ANNOTATION_TOKEN_HASH], "abc");
+        assert_eq!(o["metadata"]["labels"][LABEL_STORAGE_NODE], "m1");
+        assert!(o["spec"].get("s3").is_none());
         let t = tabwrite(&[
             [
                 "Name".into(),
@@ -1186,5 +1690,215 @@ mod tests {
         );
         assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
         assert_eq!(parse_duration("1h30m0s"), Some(Duration::from_secs(5400)));
+    }
+
+    fn s3_cfg(bucket: &str, folder: &str) -> EtcdS3 {
+        EtcdS3 {
+            bucket: bucket.into(),
+            folder: folder.into(),
+            endpoint: "s3.example.com".into(),
+            region: "us-east-1".into(),
+            skip_ssl_verify: true,
+            retention: 5,
+            timeout: Duration::from_secs(300),
+            ..Default::default()
+        }
+    }
+
+    /// The S3 snapshot of the k3s docs' recording, as `Client.Upload` describes it.
+    fn docs_s3_file() -> SnapFile {
+        SnapFile {
+            name: "on-demand-k3s-server-1-1730308816".into(),
+            location: "s3://etcd/k3s-test/on-demand-k3s-server-1-1730308816".into(),
+            node_name: "s3".into(),
+            created_at: 1_730_308_816,
+            size: 2_891_808,
+            successful: true,
+            s3: Some(s3_cfg("etcd", "k3s-test")),
+            token_hash: "b4b83cda3099".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn s3_object_as_the_recording_has_it() {
+        // etcdsnapshotfile-s3.yaml: values from the k3s docs' `kubectl describe`; the name's
+        // suffix is sha256("s3" + location), i.e. NODE_NAME was empty in the S3 controller.
+        let rec = xtask::fixtures::json("etcdsnapshotfile-s3.yaml");
+        let o = docs_s3_file().to_object();
+        assert_eq!(o["metadata"]["name"], rec["metadata"]["name"]);
+        assert_eq!(o["metadata"]["labels"], rec["metadata"]["labels"]);
+        assert_eq!(o["metadata"]["annotations"], rec["metadata"]["annotations"]);
+        assert_eq!(o["spec"], rec["spec"]);
+        assert_eq!(o["status"], rec["status"]);
+        // With NODE_NAME known, spec.nodeName and the digest are the node's.
+        let mut sf = docs_s3_file();
+        sf.node_source = "k3s-server-1".into();
+        let o = sf.to_object();
+        assert_eq!(o["spec"]["nodeName"], "k3s-server-1");
+        assert_eq!(o["metadata"]["labels"][LABEL_STORAGE_NODE], "s3");
+        assert!(o["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3-on-demand-k3s-server-1-1730308816-"));
+        assert_ne!(o["metadata"]["name"], rec["metadata"]["name"]);
+        // `ls -o json` names it by the legacy ConfigMap key.
+        assert_eq!(
+            list_item(&docs_s3_file())["metadata"]["name"],
+            "s3-on-demand-k3s-server-1-1730308816"
+        );
+    }
+
+    #[test]
+    fn s3_failure_record() {
+        let sf = SnapFile {
+            name: "etcd-snapshot-m1-1700000000".into(),
+            node_name: "s3".into(),
+            created_at: 1_700_000_000,
+            message: b64(b"failed to initialize S3 client: bucket b does not exist"),
+            s3: Some(s3_cfg("b", "")),
+            ..Default::default()
+        };
+        let o = sf.to_object();
+        let digest = util::sha256_hex(b"s3");
+        assert_eq!(
+            o["metadata"]["name"],
+            format!("s3-etcd-snapshot-m1-1700000000-{}", &digest[..6])
+        );
+        assert_eq!(o["spec"]["location"], "");
+        assert_eq!(o["spec"]["nodeName"], "s3");
+        assert_eq!(o["status"]["readyToUse"], false);
+        assert_eq!(o["status"]["size"], "0");
+        assert_eq!(
+            o["status"]["error"]["message"],
+            "failed to initialize S3 client: bucket b does not exist"
+        );
+        assert_eq!(o["status"]["error"]["time"], "2023-11-14T22:13:20Z");
+        assert!(o["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn extra_metadata_in_the_object() {
+        let mut m = BTreeMap::new();
+        m.insert("k".to_string(), "<v>".to_string());
+        assert_eq!(go_json_map(&m), br#"{"k":"\u003cv\u003e"}"#.to_vec());
+        let mut sf = docs_s3_file();
+        sf.metadata = b64(br#"{"a":"1"}"#);
+        assert_eq!(sf.to_object()["spec"]["metadata"], json!({"a": "1"}));
+        sf.metadata_source = Some(m);
+        assert_eq!(sf.to_object()["spec"]["metadata"], json!({"k": "<v>"}));
+        assert_eq!(
+            metadata_path(Path::new("/var/lib/rancher/k3s/server/db/snapshots/x.zip")),
+            PathBuf::from("/var/lib/rancher/k3s/server/db/.metadata/x.zip")
+        );
+    }
+
+    #[test]
+    fn ls_table_with_s3_rows_as_recorded() {
+        // etcd-snapshot-ls-k3s-v1.28.15.txt (k3s issue 11053): S3 rows come first for the
+        // same snapshot, as the server lists S3 before the disk.
+        let a = "etcd-snapshot-v12815rc1-pool1-bw8gq-lcs4g-1729886400";
+        let b = "etcd-snapshot-v12815rc1-pool1-bw8gq-fjmq9-1729886401";
+        let s3 = |name: &str, ts: i64, size: u64| SnapFile {
+            name: name.into(),
+            location: format!("s3://justin-snapshot-buckets/v12815rc1/{name}"),
+            node_name: "s3".into(),
+            created_at: ts,
+            size,
+            successful: true,
+            s3: Some(s3_cfg("justin-snapshot-buckets", "v12815rc1")),
+            ..Default::default()
+        };
+        let local = LocalFile {
+            name: a.into(),
+            path: PathBuf::from(format!("/var/lib/rancher/k3s/server/db/snapshots/{a}")),
+            size: 10_330_144,
+            ts: 1_729_886_400,
+            metadata: String::new(),
+        };
+        let mut list = json!({"items": [
+            list_item(&s3(b, 1_729_886_401, 10_346_528)),
+            list_item(&s3(a, 1_729_886_400, 10_330_144)),
+            list_item(&SnapFile::local("pool1-bw8gq-lcs4g", &local)),
+        ]});
+        sort_list(&mut list);
+        let want = xtask::fixtures::text("etcd-snapshot-ls-k3s-v1.28.15.txt");
+        assert_eq!(table(&list).trim_end(), want.trim_end());
+    }
+
+    fn esf(st: &mut crate::store::State, o: Value, age: i64) -> String {
+        let key = crate::store::key_of(&o);
+        st.put(o);
+        let then = util::rfc3339(util::now_secs() - age);
+        st.objects.get_mut(&key).unwrap()["metadata"]["creationTimestamp"] = json!(then);
+        key
+    }
+
+    #[test]
+    fn s3_reconcile_as_k3s_does_it() {
+        let mut st = crate::store::State::default();
+        let file = |name: &str| SnapFile {
+            name: name.into(),
+            location: format!("s3://b/{name}"),
+            node_name: "s3".into(),
+            created_at: 1_700_000_000,
+            size: 5,
+            successful: true,
+            s3: Some(s3_cfg("b", "")),
+            ..Default::default()
+        };
+        let kept = esf(&mut st, file("listed").to_object(), 3600);
+        let rv = st.objects[&kept]["metadata"]["resourceVersion"].clone();
+        let fresh = esf(&mut st, file("fresh").to_object(), 10);
+        let old = esf(&mut st, file("old").to_object(), 120);
+        let gone = esf(&mut st, file("removed").to_object(), 10);
+        let mut failed = file("failed");
+        failed.successful = false;
+        failed.location.clear();
+        failed.message = b64(b"x");
+        failed.created_at = util::now_secs() - 3600;
+        let failed_recent = esf(&mut st, failed.to_object(), 3600);
+        let mut failed_old = failed.clone();
+        failed_old.name = "failed-old".into();
+        failed_old.created_at = util::now_secs() - 25 * 3600;
+        let failed_old = esf(&mut st, failed_old.to_object(), 25 * 3600);
+        let other_node = esf(
+            &mut st,
+            SnapFile {
+                name: "n2-file".into(),
+                location: "file:///x/n2-file".into(),
+                node_name: "n2".into(),
+                successful: true,
+                ..Default::default()
+            }
+            .to_object(),
+            3600,
+        );
+        let listing = vec![file("listed").to_object(), file("new").to_object()];
+        let (created, deleted) = sync_objects(
+            &mut st,
+            "n1",
+            vec![],
+            Some(listing),
+            &["removed".to_string()],
+        );
+        assert_eq!(created, vec!["new"]);
+        let mut deleted = deleted;
+        deleted.sort();
+        assert_eq!(deleted, vec!["failed-old", "old", "removed"]);
+        for k in [&kept, &fresh, &failed_recent, &other_node] {
+            assert!(st.objects.contains_key(k), "{k} kept");
+        }
+        for k in [&old, &gone, &failed_old] {
+            assert!(!st.objects.contains_key(k), "{k} deleted");
+        }
+        assert_eq!(
+            st.objects[&kept]["metadata"]["resourceVersion"], rv,
+            "an object in sync is not updated"
+        );
+        // Without a listing the S3 objects are left alone.
+        let before = st.objects.len();
+        sync_objects(&mut st, "n1", vec![], None, &[]);
+        assert_eq!(st.objects.len(), before);
     }
 }

@@ -102,6 +102,10 @@ fn io_cause(e: &std::io::Error) -> String {
         if let Some(r) = inner.downcast_ref::<rustls::Error>() {
             return match r {
                 rustls::Error::General(m) => m.clone(),
+                // Go reads the first bytes of a TLS handshake answered in plain HTTP as that.
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                    "http: server gave HTTP response to HTTPS client".into()
+                }
                 rustls::Error::AlertReceived(a) => {
                     format!("remote error: tls: {}", format!("{a:?}").to_lowercase())
                 }
@@ -223,6 +227,127 @@ pub async fn send_streaming(
     }
 }
 
+/// How a request reaches its server, as Go's `http.Transport` does it: TLS with `tls`'s trust
+/// (HTTPS) or plain HTTP, directly or through an HTTP proxy (`CONNECT` for HTTPS, the
+/// absolute-form request for HTTP).
+#[derive(Clone, Debug, Default)]
+pub struct Route {
+    pub tls: Option<Trust>,
+    pub proxy: Option<Target>,
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// The proxy's answer to `CONNECT`: Go's transport fails with the status text after the
+/// code (`Forbidden`) when it is not 200.
+async fn proxy_connect(s: &mut TcpStream, t: &Target) -> Result<(), NetError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = t.authority();
+    s.write_all(format!("CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| NetError(io_cause(&e)))?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b).await {
+            Ok(0) => return Err(NetError("unexpected EOF".into())),
+            Ok(_) => head.push(b[0]),
+            Err(e) => return Err(NetError(io_cause(&e))),
+        }
+        if head.len() > 16 * 1024 {
+            return Err(NetError("net/http: proxy response too large".into()));
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status = text
+        .lines()
+        .next()
+        .and_then(|l| l.split_once(' '))
+        .map(|(_, s)| s.trim().to_string())
+        .unwrap_or_default();
+    if status.starts_with("200") {
+        return Ok(());
+    }
+    match status.split_once(' ') {
+        Some((_, text)) => Err(NetError(text.to_string())),
+        None => Err(NetError("unknown status code".into())),
+    }
+}
+
+/// Sends one request along `route`, `req`'s URI being the path (and query); the response head
+/// with a streaming body.
+pub async fn send_route(
+    t: &Target,
+    route: &Route,
+    mut req: hyper::Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<hyper::Response<Incoming>, NetError> {
+    // Go's DefaultTransport (which k3s's S3 client clones): 30 s to dial, 10 s for the TLS
+    // handshake, within the request's own deadline.
+    let dial = timeout.min(Duration::from_secs(30));
+    let handshake = timeout.min(Duration::from_secs(10));
+    let mut tcp = match &route.proxy {
+        None => connect(t, dial).await?,
+        Some(p) => connect(p, dial)
+            .await
+            .map_err(|e| NetError(format!("proxyconnect tcp: {}", e.0)))?,
+    };
+    let io: Box<dyn Io> = match &route.tls {
+        Some(trust) => {
+            if route.proxy.is_some() {
+                tokio::time::timeout(timeout, proxy_connect(&mut tcp, t))
+                    .await
+                    .map_err(|_| NetError("context deadline exceeded".into()))??;
+            }
+            let cfg = tls::client_config(trust, None).map_err(NetError)?;
+            let tls = tokio::time::timeout(
+                handshake,
+                tokio_rustls::TlsConnector::from(cfg).connect(server_name(t)?, tcp),
+            )
+            .await
+            .map_err(|_| NetError("net/http: TLS handshake timeout".into()))?
+            .map_err(|e| NetError(io_cause(&e)))?;
+            Box::new(tls)
+        }
+        None => {
+            if route.proxy.is_some() {
+                let host = req
+                    .headers()
+                    .get("Host")
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| t.authority());
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into());
+                *req.uri_mut() = format!("http://{host}{pq}")
+                    .parse()
+                    .map_err(|e: hyper::http::uri::InvalidUri| NetError(e.to_string()))?;
+            }
+            Box::new(tcp)
+        }
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| NetError(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    match tokio::time::timeout(timeout, sender.send_request(req)).await {
+        Err(_) => Err(NetError("context deadline exceeded".into())),
+        Ok(Err(e)) => Err(NetError(if e.is_incomplete_message() {
+            "EOF".into()
+        } else {
+            e.to_string()
+        })),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
 pub async fn send(
     t: &Target,
     trust: &Trust,
@@ -299,6 +424,107 @@ mod tests {
         assert_eq!(
             NetError("EOF".into()).go("GET", "https://x:6443/cacerts"),
             "Get \"https://x:6443/cacerts\": EOF"
+        );
+    }
+
+    /// A proxy that answers one connection with `reply`; the request's first line comes back.
+    fn proxy(reply: &'static str) -> (Target, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+                head.push(b[0]);
+            }
+            c.write_all(reply.as_bytes()).unwrap();
+            String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        });
+        (
+            Target {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            h,
+        )
+    }
+
+    fn get(path: &str, host: &str) -> hyper::Request<Full<Bytes>> {
+        hyper::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("Host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    #[test]
+    fn requests_through_an_http_proxy_as_go_sends_them() {
+        let t = Target {
+            host: "s3.example.test".into(),
+            port: 9000,
+        };
+        // Plain HTTP: the absolute-form request to the proxy.
+        let (p, h) = proxy("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let route = Route {
+            tls: None,
+            proxy: Some(p),
+        };
+        let r = crate::net::rt().block_on(send_route(
+            &t,
+            &route,
+            get("/b/k?x=1", "s3.example.test:9000"),
+            Duration::from_secs(5),
+        ));
+        assert_eq!(r.unwrap().status(), 200);
+        assert_eq!(
+            h.join().unwrap(),
+            "GET http://s3.example.test:9000/b/k?x=1 HTTP/1.1"
+        );
+        // HTTPS: CONNECT first; a refusal is its status text.
+        let (p, h) = proxy("HTTP/1.1 403 Forbidden\r\n\r\n");
+        let route = Route {
+            tls: Some(Trust::Insecure),
+            proxy: Some(p),
+        };
+        let e = crate::net::rt()
+            .block_on(send_route(
+                &t,
+                &route,
+                get("/b/", "s3.example.test:9000"),
+                Duration::from_secs(5),
+            ))
+            .unwrap_err();
+        assert_eq!(e.0, "Forbidden");
+        assert_eq!(h.join().unwrap(), "CONNECT s3.example.test:9000 HTTP/1.1");
+        // An unreachable proxy.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let route = Route {
+            tls: None,
+            proxy: Some(Target {
+                host: "127.0.0.1".into(),
+                port,
+            }),
+        };
+        let e = crate::net::rt()
+            .block_on(send_route(
+                &t,
+                &route,
+                get("/", "x"),
+                Duration::from_secs(5),
+            ))
+            .unwrap_err();
+        assert_eq!(
+            e.0,
+            format!("proxyconnect tcp: dial tcp 127.0.0.1:{port}: connect: connection refused")
         );
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -170,12 +171,68 @@ impl ServerCertVerifier for Insecure {
 }
 
 /// Whom a client trusts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Trust {
     /// Nothing is checked (k3s's `insecureClient`).
     Insecure,
     /// This PEM bundle, and the name dialed must be in the certificate.
     Ca(Vec<u8>),
+    /// A Go `x509.CertPool` filled by `AppendCertsFromPEM`: the certificates of these PEM
+    /// bundles that parse (others are skipped, as Go skips them), the name dialed checked.
+    /// Empty, nothing verifies (`x509: certificate signed by unknown authority`).
+    Pool(Vec<u8>),
+}
+
+/// `AppendCertsFromPEM`: the certificates that parse, how many were added.
+pub fn pool(pem: &[u8]) -> (RootCertStore, usize) {
+    let mut r = RootCertStore::empty();
+    let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect();
+    let (added, _) = r.add_parsable_certificates(ders);
+    (r, added)
+}
+
+/// A pool without certificates: every chain is from an unknown authority.
+#[derive(Debug)]
+struct NoRoots;
+
+impl ServerCertVerifier for NoRoots {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::General(
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+                .into(),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Insecure.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Insecure.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        Insecure.supported_verify_schemes()
+    }
 }
 
 /// A client certificate: (chain PEM, key PEM).
@@ -195,6 +252,14 @@ pub fn client_config(
                 .build()
                 .map_err(|e| e.to_string())?,
         }),
+        Trust::Pool(pem) => match pool(pem) {
+            (_, 0) => Arc::new(NoRoots),
+            (r, _) => Arc::new(GoVerifier {
+                inner: WebPkiServerVerifier::builder_with_provider(Arc::new(r), provider())
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            }),
+        },
     };
     let b = b.dangerous().with_custom_certificate_verifier(verifier);
     let mut cfg = match cert {
