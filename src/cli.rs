@@ -6,6 +6,7 @@
 mod etcd;
 mod init;
 mod run;
+mod secrets;
 mod show;
 
 use std::path::PathBuf;
@@ -81,6 +82,69 @@ enum SealedSecretsCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum SecretsCommand {
+    /// Write the secrets of `.bootstrap/` (tokens, Sealed Secrets key, snapshot records) to one
+    /// age-encrypted file, to keep off this machine.
+    #[command(
+        long_about = "Write the secrets of `.bootstrap/` beside the inventory to one \
+        age-encrypted file (age-encryption.org/v1), to keep off this machine.\n\n\
+        In it: tokens.json (the server and agent tokens), sealed-secrets.key and .crt (the \
+        sealing key), restore.json (an unfinished restore) and snapshots/*.json (each \
+        snapshot's record, with the server token it needs). Not in it: the snapshot files \
+        themselves, the release cache, the kubeconfig (`bootstrap kubeconfig` fetches it again).\n\n\
+        Encrypted to the age public keys given with --recipient, or else to a passphrase: \
+        from --passphrase-file, else $BOOTSTRAP_SECRETS_PASSPHRASE, else asked twice on the \
+        terminal. `age -d` opens it too: inside is one JSON object, each file in base64."
+    )]
+    Export {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        /// The encrypted file to write (mode 0600; replaced when it exists).
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: PathBuf,
+        /// An age public key to encrypt to (`age1...`, as age-keygen prints it), repeatable:
+        /// any one of their secret keys opens the file. Without it, a passphrase does.
+        #[arg(long = "recipient", value_name = "AGE_PUBLIC_KEY")]
+        recipients: Vec<String>,
+        /// Encrypt with the passphrase in this file, one line (else
+        /// $BOOTSTRAP_SECRETS_PASSPHRASE, else asked twice on the terminal).
+        #[arg(long, value_name = "PATH", conflicts_with = "recipients")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Put the secrets of a file `secrets export` wrote back into `.bootstrap/` (files 0600).
+    #[command(
+        long_about = "Put the secrets of a file `secrets export` wrote back into \
+        `.bootstrap/` beside the inventory, files 0600 in 0700 directories.\n\n\
+        The file is decrypted and every entry checked before anything is written: a wrong \
+        passphrase or identity, or a file changed since it was written, writes nothing. A \
+        file already there and the same is left as it is (importing twice changes nothing); \
+        one that differs (another token, another sealing key, another record) is refused, \
+        named, unless --force; files the archive does not hold are never touched.\n\n\
+        A file encrypted to a passphrase takes it from --passphrase-file, else \
+        $BOOTSTRAP_SECRETS_PASSPHRASE, else the terminal; one encrypted to age recipients \
+        needs --identity."
+    )]
+    Import {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        /// The file `bootstrap secrets export` wrote.
+        file: PathBuf,
+        /// An age identity file (the `AGE-SECRET-KEY-1...` line age-keygen writes), for a file
+        /// encrypted to recipients; repeatable.
+        #[arg(short = 'i', long = "identity", value_name = "PATH")]
+        identities: Vec<PathBuf>,
+        /// The passphrase in this file, one line (else $BOOTSTRAP_SECRETS_PASSPHRASE, else
+        /// asked on the terminal).
+        #[arg(long, value_name = "PATH", conflicts_with = "identities")]
+        passphrase_file: Option<PathBuf>,
+        /// Replace the files in `.bootstrap/` that differ from the archive's (a token, the
+        /// sealing key, a record), and take another cluster's archive.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum EtcdCommand {
     /// Take an etcd snapshot on a server and copy it, with its record (the server token it
     /// needs), to `.bootstrap/snapshots/` beside the inventory.
@@ -93,6 +157,10 @@ enum EtcdCommand {
         /// Keep the snapshot on the server only.
         #[arg(long)]
         no_fetch: bool,
+        /// Do not upload it to the bucket of `[etcd.s3]` (k3s takes no snapshot at all when
+        /// it cannot reach S3).
+        #[arg(long)]
+        no_s3: bool,
     },
     /// The snapshots the cluster knows (on its servers and in S3) and the copies here.
     List {
@@ -100,12 +168,17 @@ enum EtcdCommand {
         inventory: PathBuf,
     },
     /// Put the cluster back to a snapshot: a copy here (a path, or a name in
-    /// `.bootstrap/snapshots/`), or one the cluster knows, by name.
+    /// `.bootstrap/snapshots/`), one the cluster knows, or one in the bucket, by name.
     Restore {
         /// The inventory file (TOML).
         inventory: PathBuf,
         /// The snapshot.
-        snapshot: String,
+        #[arg(required_unless_present = "from_s3")]
+        snapshot: Option<String>,
+        /// Everything lost: take the newest snapshot (`latest`) or NAME from the bucket of
+        /// `[etcd.s3]`, listed from this machine; hosts without a cluster get k3s first.
+        #[arg(long, value_name = "latest|NAME", conflicts_with = "snapshot")]
+        from_s3: Option<String>,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
@@ -192,6 +265,12 @@ enum Command {
         #[command(subcommand)]
         command: EtcdCommand,
     },
+    /// The secrets of `.bootstrap/` (tokens, sealing key, snapshot records) as one encrypted
+    /// file, and back: `export`, `import`.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Stop and uninstall k3s from every host (or one), as k3s-uninstall.sh does.
     Reset {
         /// The inventory file (TOML).
@@ -254,6 +333,13 @@ enum NodeCommand {
         /// without it they stop the replace before anything changes.
         #[arg(long)]
         force: bool,
+        /// The only server's host is lost: install the new host from this snapshot
+        /// (`latest`, or a name; a copy in `.bootstrap/snapshots/` or in the bucket).
+        #[arg(long, value_name = "latest|NAME")]
+        from_snapshot: Option<String>,
+        /// With --from-snapshot: do not ask for confirmation.
+        #[arg(long, requires = "from_snapshot")]
+        yes: bool,
         /// Show what it would do, and change nothing (the inventory included).
         #[arg(long)]
         plan: bool,
@@ -292,6 +378,10 @@ impl Command {
             | Command::Reset { inventory, .. }
             | Command::SealedSecrets {
                 command: SealedSecretsCommand::Cert { inventory },
+            }
+            | Command::Secrets {
+                command:
+                    SecretsCommand::Export { inventory, .. } | SecretsCommand::Import { inventory, .. },
             }
             | Command::Etcd {
                 command:
@@ -412,7 +502,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let cx = Ctx {
+    let mut cx = Ctx {
         inv,
         opts: Options {
             parallel: cli.global.parallel as usize,
@@ -441,6 +531,14 @@ pub fn main() -> ExitCode {
                 NodeCommand::Replace {
                     name,
                     host,
+                    from_snapshot: Some(pick),
+                    yes,
+                    plan,
+                    ..
+                } => etcd::replace_only_server(&mut cx, name, host, pick, *yes, *plan).await,
+                NodeCommand::Replace {
+                    name,
+                    host,
                     force,
                     plan,
                     ..
@@ -458,22 +556,48 @@ pub fn main() -> ExitCode {
             } => run::reset(&cx, node.as_deref(), *force, *yes, *plan).await,
             Command::Status { .. } => show::status(&cx).await,
             Command::Etcd { command } => match command {
-                EtcdCommand::Snapshot { name, no_fetch, .. } => {
-                    etcd::snapshot(&cx, name.as_deref(), !no_fetch).await
-                }
+                EtcdCommand::Snapshot {
+                    name,
+                    no_fetch,
+                    no_s3,
+                    ..
+                } => etcd::snapshot(&cx, name.as_deref(), !no_fetch, *no_s3).await,
                 EtcdCommand::List { .. } => etcd::list(&cx).await,
                 EtcdCommand::Restore {
                     snapshot,
+                    from_s3,
                     yes,
                     plan,
                     delete_stale_nodes,
                     ..
-                } => etcd::restore(&cx, snapshot, *yes, *plan, *delete_stale_nodes).await,
+                } => {
+                    let what = match (snapshot, from_s3) {
+                        (_, Some(s)) => etcd::What::Bucket(s.clone()),
+                        (Some(s), None) => etcd::What::Given(s.clone()),
+                        (None, None) => unreachable!("clap requires one"),
+                    };
+                    etcd::restore(&cx, &what, *yes, *plan, *delete_stale_nodes).await
+                }
             },
             Command::Kubeconfig { merge, .. } => show::kubeconfig(&cx, *merge).await,
             Command::SealedSecrets {
                 command: SealedSecretsCommand::Cert { .. },
             } => show::sealed_secrets_cert(&cx).await,
+            Command::Secrets { command } => match command {
+                SecretsCommand::Export {
+                    out,
+                    recipients,
+                    passphrase_file,
+                    ..
+                } => secrets::export(&cx, out, recipients, passphrase_file.as_deref()),
+                SecretsCommand::Import {
+                    file,
+                    identities,
+                    passphrase_file,
+                    force,
+                    ..
+                } => secrets::import(&cx, file, identities, passphrase_file.as_deref(), *force),
+            },
         }
     });
     match result {

@@ -41,58 +41,6 @@ fn snapshot(work: &Workdir, name: &str) -> String {
     file
 }
 
-/// Whether ConfigMap default/keepme exists, as the API on `server` says.
-fn configmap(lab: &Lab, server: &str) -> bool {
-    configmap_named(lab, server, "keepme")
-}
-
-/// Whether ConfigMap default/`name` exists, as the API on `server` says. Anything but found or
-/// NotFound (an exec that failed, an API that does not answer) fails the test: a "not there"
-/// must mean not there.
-fn configmap_named(lab: &Lab, server: &str, name: &str) -> bool {
-    let o = lab
-        .exec(
-            server,
-            &["k3s", "kubectl", "get", "configmap", "-n", "default", name],
-        )
-        .unwrap_or_else(|e| panic!("exec on {server}: {e:#}"));
-    if o.status.success() {
-        return true;
-    }
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("NotFound") || err.contains("not found"),
-        "kubectl on {server}: {err}"
-    );
-    false
-}
-
-fn all_ready(lab: &Lab, server: &str, want: usize) {
-    let n = nodes(lab, server);
-    assert_eq!(n.len(), want, "{n:#?}");
-    assert!(n.iter().all(is_ready), "{n:#?}");
-}
-
-fn no_changes(work: &Workdir, when: &str) {
-    let (s, out) = work.up_json();
-    assert_eq!(
-        s["changes"],
-        0,
-        "{when}: the next up changed things:\n{}",
-        text(&out)
-    );
-}
-
-fn members(lab: &Lab, server: &str) -> usize {
-    let m: Value = serde_json::from_str(&sh(
-        lab,
-        server,
-        "cat /var/lib/rancher/k3s/server/double/members.json",
-    ))
-    .unwrap();
-    m.as_array().map(Vec::len).unwrap_or(0)
-}
-
 /// `etcd restore --yes --output json`, stopped with SIGINT once the restore step on
 /// `server` began; returns its exit code and what it printed.
 fn interrupted_restore(
@@ -541,19 +489,7 @@ fn ha_restore_onto_new_hosts_with_other_addresses() {
     let copy = snapshot(&work, "dr");
     let t0 = Instant::now();
     // The provider is gone: every host with it.
-    let pairs = [
-        ("master-1", "spare-1"),
-        ("master-2", "spare-2"),
-        ("master-3", "spare-3"),
-        ("worker-1", "spare-4"),
-    ];
-    let mut moved = text0.clone();
-    for (node, spare) in pairs {
-        lab.fault(node, xtask::lab::Fault::Stop).unwrap();
-        let (old, new) = (lab.host_of(node).unwrap(), lab.host_of(spare).unwrap());
-        moved = moved.replace(&format!("host = \"{old}\""), &format!("host = \"{new}\""));
-    }
-    assert_ne!(moved, text0);
+    let moved = lose_every_host(&lab, &text0);
     // The agent's new host gets another name: the snapshot's worker-1 is then a Node the
     // inventory does not name, which `--delete-stale-nodes` deletes after the restore.
     let moved = moved.replace("name = \"worker-1\"", "name = \"worker-9\"");

@@ -310,6 +310,8 @@ pub(super) async fn run(
             name: base,
             dir,
             timeout_secs,
+            s3,
+            no_s3,
         } => {
             // Success is k3s's exit status and the file it wrote, `<name>-<node>-<unix>`
             // (k3s pkg/etcd/snapshot.go:269-271; `.zip` when compressed), not a line of its
@@ -323,6 +325,9 @@ pub(super) async fn run(
             );
             if let Some(b) = base {
                 cmd.push_str(&format!(" --name {}", sh_quote(b)));
+            }
+            if *no_s3 {
+                cmd.push_str(" --etcd-s3=false");
             }
             cmd.push_str(&format!(
                 " 2>&1; rc=$?; }}\nprintf '\\n{MARK}files\\n'\nfor f in {d}/{p}*; do [ -f \"$f\" ] && [ \"$(stat -c %Y \"$f\")\" -ge \"$t\" ] && printf '%s\\n' \"${{f##*/}}\"; done\nprintf '{MARK}hashes\\n'\nk3s kubectl get etcdsnapshotfiles.k3s.cattle.io -o jsonpath='{{range .items[*]}}{{.spec.snapshotName}}{{\" \"}}{{.spec.location}}{{\" \"}}{{.metadata.annotations.etcd\\.k3s\\.cattle\\.io/snapshot-token-hash}}{{\"\\n\"}}{{end}}' 2>/dev/null\nexit $rc",
@@ -375,7 +380,15 @@ pub(super) async fn run(
                     } else {
                         ssh::tail(&said, 10)
                     };
-                    bail!("{name}: {why}:\n{said}")
+                    // k3s refuses the whole save when its S3 client cannot start
+                    // (pkg/etcd/snapshot_handler.go:87-94): no local snapshot either.
+                    let hint = match s3 {
+                        Some(place) if !ok => format!(
+                            "\nk3s takes no snapshot at all when it cannot reach S3 ({place}): if S3 is what failed, `bootstrap etcd snapshot --no-s3` takes one on the server only"
+                        ),
+                        _ => String::new(),
+                    };
+                    bail!("{name}: {why}:\n{said}{hint}")
                 }
             }
         }

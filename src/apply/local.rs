@@ -101,6 +101,114 @@ pub(super) async fn run(
                 snapshot::record_path(&file).display()
             ));
         }
+        Action::DownloadSnapshot {
+            s3,
+            object,
+            node,
+            cluster,
+            dir,
+            token_hash,
+            server_token,
+        } => {
+            let name = snapshot::local_name(&object.name)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "s3://{}/{}: {e}; nothing was downloaded",
+                        s3.bucket,
+                        object.key
+                    )
+                })?
+                .to_string();
+            let (s3c, obj) = ((**s3).clone(), (**object).clone());
+            let bytes = tokio::task::spawn_blocking(move || {
+                crate::s3::Client::new(&s3c)?.get(&obj.key, obj.size.saturating_add(1))
+            })
+            .await
+            .context("the S3 download stopped")??;
+            if bytes.len() as u64 != object.size {
+                anyhow::bail!(
+                    "s3://{}/{} is {} bytes in the listing but {} arrived; nothing was written",
+                    s3.bucket,
+                    object.key,
+                    object.size,
+                    bytes.len()
+                );
+            }
+            let file = dir.join(&name);
+            let record = snapshot::Record {
+                cluster: cluster.clone(),
+                name: name.clone(),
+                node: node.clone(),
+                path: format!("s3://{}/{}", s3.bucket, object.key),
+                created: object.created(),
+                size: object.size,
+                sha256: k3s::sha256_hex(&bytes),
+                token_hash: token_hash.clone(),
+                server_token: server_token.clone(),
+            };
+            snapshot::save_copy(&file, &bytes, &record)
+                .with_context(|| format!("writing {}", file.display()))?;
+            rep.info(&format!(
+                "snapshot {name} downloaded from s3://{}/{} to {} with its record",
+                s3.bucket,
+                object.key,
+                file.display()
+            ));
+        }
+        Action::UploadSecrets {
+            s3,
+            state_dir,
+            cluster,
+        } => {
+            let place = crate::s3::secrets_place(s3);
+            let digest =
+                crate::secrets::offsite_digest(state_dir, cluster, &s3.secrets_recipients, &place);
+            if digest.is_some() && digest == crate::secrets::uploaded(state_dir) {
+                return Ok(Duration::ZERO);
+            }
+            let created = crate::report::rfc3339(time::OffsetDateTime::now_utc());
+            let sealed =
+                crate::secrets::archive_of(state_dir, cluster, &created).and_then(|(a, _)| {
+                    let rs = s3
+                        .secrets_recipients
+                        .iter()
+                        .map(|r| crate::secrets::parse_recipient(r))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    crate::secrets::encrypt(&a.to_bytes(), &crate::secrets::Key::Recipients(rs))
+                });
+            let s3c = (**s3).clone();
+            let put = match sealed {
+                Ok(bytes) => tokio::task::spawn_blocking(move || {
+                    let c = crate::s3::Client::new(&s3c)?;
+                    c.put(&c.secrets_key(), &bytes, "application/octet-stream")
+                })
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r),
+                Err(e) => Err(anyhow::anyhow!(e)),
+            };
+            // The cluster converges even when the bucket does not answer: said, and tried
+            // again by the next run (nothing recorded).
+            match put {
+                Ok(()) => {
+                    if let Some(d) = digest {
+                        crate::local::write_private(
+                            &state_dir.join(crate::secrets::UPLOADED_RECORD),
+                            format!("{d}\n").as_bytes(),
+                        )
+                        .with_context(|| format!("writing {}", crate::secrets::UPLOADED_RECORD))?;
+                    }
+                    rep.info(&format!(
+                        "{} put at {place}, encrypted",
+                        state_dir.display()
+                    ));
+                }
+                Err(e) => rep.warn(&format!(
+                    "{} could not be put at {place} ({e:#}); the next run tries again",
+                    state_dir.display()
+                )),
+            }
+        }
         Action::PrivateStateDir { path, mode } => {
             crate::local::private_dir(path)
                 .with_context(|| format!("making {} private", path.display()))?;

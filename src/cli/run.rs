@@ -162,14 +162,19 @@ fn converged(cluster: &str) -> impl Fn(&Report) -> String + '_ {
 }
 
 pub async fn up(cx: &Ctx) -> Result<()> {
+    let r = install(cx).await;
+    finish(cx, false, r, converged(&cx.inv.cluster.name))
+}
+
+/// What `up` does, without its summary: for a command that converges first.
+pub(super) async fn install(cx: &Ctx) -> Result<Option<Report>> {
     let inv = &cx.inv;
     let local = facts::local::read(inv)?;
     let req = converge_request(inv, connect::hosts(inv)?, &local, None);
-    let r = converge(cx, inv, req, local, "up", false, |f| {
+    converge(cx, inv, req, local, "up", false, |f| {
         plan::up(inv, f, &cx.settings)
     })
-    .await;
-    finish(cx, false, r, converged(&inv.cluster.name))
+    .await
 }
 
 pub async fn plan(cx: &Ctx) -> Result<()> {
@@ -254,7 +259,7 @@ pub async fn node_replace(
     let new_inv = edit::validate(&new_text, path).map_err(usage)?;
     if old.is_server() && inv.servers().count() == 1 {
         return Err(usage(format!(
-            "{name} is the only server: replacing it would start a new cluster; add a server first (bootstrap node add ... --role server), then replace {name}"
+            "{name} is the only server: replacing it would start a new cluster. While it runs, add a server first (bootstrap node add ... --role server), then replace {name}; if its host is lost, only a snapshot brings the cluster back: bootstrap node replace {} {name} --host {new_host} --from-snapshot latest (or a snapshot's name: a copy in .bootstrap/snapshots/ or in the bucket of [etcd.s3])", path.display()
         )));
     }
     let mut hosts = connect::hosts(&new_inv)?;

@@ -34,6 +34,9 @@ pub struct LocalFacts {
     pub new_sealing_key: Option<SealingKey>,
     /// What an earlier `etcd restore` of a named snapshot checked, when it did not finish.
     pub restore: Option<crate::k3s::snapshot::RestoreRecord>,
+    /// With `[etcd.s3] secrets_recipients`: what the off-site archive of `.bootstrap/` would
+    /// hold now, and what `up` last put in the bucket (digests, [`crate::secrets::offsite_digest`]).
+    pub secrets_offsite: Option<(Option<String>, Option<String>)>,
     /// The mode of `.bootstrap/` when others than its owner may use it (made by hand, or by
     /// an older version): the backups in it must be the operator's alone.
     pub open_state_dir: Option<u32>,
@@ -51,9 +54,10 @@ pub fn read(inv: &Inventory) -> Result<LocalFacts> {
         crate::ssh::register_secret(t.agent.clone());
     }
     if let Some(s3) = inv.etcd.as_ref().and_then(|e| e.s3.as_ref()) {
-        let c = &s3.credentials;
-        for s in [&c.access_key, &c.secret_key] {
-            crate::ssh::register_secret(s.clone());
+        if let Some(c) = &s3.credentials {
+            for s in [&c.access_key, &c.secret_key] {
+                crate::ssh::register_secret(s.clone());
+            }
         }
     }
     for s in inv.registries.iter().flat_map(|g| g.secrets()) {
@@ -93,6 +97,23 @@ pub fn read(inv: &Inventory) -> Result<LocalFacts> {
             .map(|m| m.permissions().mode() & 0o7777)
             .filter(|m| m & 0o077 != 0)
     };
+    let secrets_offsite = inv
+        .etcd
+        .as_ref()
+        .and_then(|e| e.s3.as_ref())
+        .filter(|s| !s.secrets_recipients.is_empty())
+        .map(|s| {
+            let dir = inv.state_dir();
+            (
+                crate::secrets::offsite_digest(
+                    &dir,
+                    &inv.cluster.name,
+                    &s.secrets_recipients,
+                    &crate::s3::secrets_place(s),
+                ),
+                crate::secrets::uploaded(&dir),
+            )
+        });
     Ok(LocalFacts {
         addons,
         token_backup,
@@ -100,6 +121,7 @@ pub fn read(inv: &Inventory) -> Result<LocalFacts> {
         kubeconfig,
         restore,
         open_state_dir,
+        secrets_offsite,
         ..Default::default()
     })
 }

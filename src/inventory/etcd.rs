@@ -47,7 +47,7 @@ pub struct Etcd {
 }
 
 /// Where the servers copy their snapshots (k3s `etcd-s3*`).
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EtcdS3 {
     pub endpoint: Option<String>,
     pub bucket: String,
@@ -68,10 +68,17 @@ pub struct EtcdS3 {
     pub timeout_secs: Option<u64>,
     /// `etcd-s3-bucket-lookup-type`: `auto`, `dns` or `path` (s3.go:590-602).
     pub bucket_lookup_type: Option<String>,
-    pub credentials: S3Credentials,
+    /// The keys written into the servers' config.yaml: from `credentials_file`, or the
+    /// operator's environment when `credentials = "env"` says so. None: the servers use
+    /// their own, as k3s finds them after static keys: root's `~/.aws/credentials`, then the
+    /// instance role (pkg/etcd/s3/s3.go:210-225).
+    pub credentials: Option<S3Credentials>,
+    /// age recipients (`age1...`) the operator's `.bootstrap/` is encrypted to when `up`
+    /// puts it beside the snapshots; empty: it is not uploaded.
+    pub secrets_recipients: Vec<String>,
 }
 
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct S3Credentials {
     pub access_key: String,
     pub secret_key: String,
@@ -86,7 +93,10 @@ impl fmt::Debug for EtcdS3 {
             .field("bucket", &self.bucket)
             .field("folder", &self.folder)
             .field("region", &self.region)
-            .field("credentials", &self.credentials.from)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|c| c.from.as_str()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -138,14 +148,10 @@ impl Etcd {
             if s3.insecure {
                 keys.push(("etcd-s3-insecure", Key::Bool));
             }
-            keys.push((
-                "etcd-s3-access-key",
-                Key::Str(s3.credentials.access_key.clone()),
-            ));
-            keys.push((
-                "etcd-s3-secret-key",
-                Key::Str(s3.credentials.secret_key.clone()),
-            ));
+            if let Some(c) = &s3.credentials {
+                keys.push(("etcd-s3-access-key", Key::Str(c.access_key.clone())));
+                keys.push(("etcd-s3-secret-key", Key::Str(c.secret_key.clone())));
+            }
         }
         keys
     }
@@ -494,12 +500,37 @@ fn s3(s: raw::RawEtcdS3, r: &mut Report, shipped: &Shipped) -> Option<EtcdS3> {
         .retention
         .as_ref()
         .and_then(|v| retention(r, v, "etcd.s3 retention"));
-    let credentials = match &s.credentials_file {
-        Some(v) => match resolve_path(v.get_ref(), shipped.base)
+    // Static keys only where the inventory asks for them: a file, or the operator's own
+    // environment when `credentials = "env"` says so (audit 3 part 1 #9: copying a personal
+    // key to every server unasked is not the tool's to do). Otherwise k3s's chain on the
+    // servers: root's ~/.aws/credentials, then the instance role (s3.go:210-225).
+    let from_env = match &s.credentials {
+        None => false,
+        Some(v) if v.get_ref() == "env" => true,
+        Some(v) => {
+            r.error(
+                v.span(),
+                ErrorKind::InvalidValue,
+                format!("etcd.s3 credentials \"{}\": the only value is \"env\" (copy ${ENV_ACCESS_KEY} and ${ENV_SECRET_KEY} of this machine into the servers' config.yaml); for a file use credentials_file, and for the servers' own (root's ~/.aws/credentials or the instance role) leave both out", v.get_ref()),
+            );
+            ok = false;
+            false
+        }
+    };
+    let credentials: Option<Option<S3Credentials>> = match (&s.credentials_file, from_env) {
+        (Some(v), true) => {
+            r.error(
+                v.span(),
+                ErrorKind::InvalidValue,
+                "etcd.s3 has both credentials_file and credentials = \"env\"; keep one".to_string(),
+            );
+            None
+        }
+        (Some(v), false) => match resolve_path(v.get_ref(), shipped.base)
             .map_err(|e| e.to_string())
             .and_then(|p| credentials_file(&p).map_err(|e| format!("{}: {e}", p.display())))
         {
-            Ok(c) => Some(c),
+            Ok(c) => Some(Some(c)),
             Err(e) => {
                 r.error(
                     v.span(),
@@ -509,26 +540,41 @@ fn s3(s: raw::RawEtcdS3, r: &mut Report, shipped: &Shipped) -> Option<EtcdS3> {
                 None
             }
         },
-        None => match credentials_env() {
-            Ok(Some(c)) => Some(c),
+        (None, true) => match credentials_env() {
+            Ok(Some(c)) => Some(Some(c)),
             Ok(None) => {
                 r.error(
-                    s.bucket.span(),
+                    s.credentials.as_ref().map_or(s.bucket.span(), |c| c.span()),
                     ErrorKind::MissingKey,
-                    format!("etcd.s3 needs credentials: set credentials_file (a TOML file beside the inventory with access_key and secret_key), or export {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}"),
+                    format!("etcd.s3 credentials = \"env\", but ${ENV_ACCESS_KEY} and ${ENV_SECRET_KEY} are not both set"),
                 );
                 None
             }
             Err(e) => {
                 r.error(
-                    s.bucket.span(),
+                    s.credentials.as_ref().map_or(s.bucket.span(), |c| c.span()),
                     ErrorKind::InvalidValue,
                     format!("etcd.s3: {e}"),
                 );
                 None
             }
         },
+        (None, false) => Some(None),
     };
+    let mut secrets_recipients = Vec::new();
+    for v in s.secrets_recipients.iter().flatten() {
+        let k = v.get_ref();
+        if crate::secrets::parse_recipient(k).is_ok() {
+            secrets_recipients.push(k.clone());
+        } else {
+            r.error(
+                v.span(),
+                ErrorKind::InvalidValue,
+                format!("etcd.s3 secrets_recipients: \"{k}\" is not an age public key (age1...); make one with `age-keygen` and keep its identity file off the cluster"),
+            );
+            ok = false;
+        }
+    }
     let proxy = match &s.proxy {
         None => None,
         Some(v) => {
@@ -602,6 +648,7 @@ fn s3(s: raw::RawEtcdS3, r: &mut Report, shipped: &Shipped) -> Option<EtcdS3> {
         timeout_secs,
         bucket_lookup_type,
         credentials,
+        secrets_recipients,
     })
 }
 

@@ -80,6 +80,13 @@ pub fn template(spec: &InitSpec) -> String {
         "swap = \"keep\"".into(),
         "k3s runs with swap on (fail-swap-on=false); \"off\" turns it off",
     );
+    if spec.servers.len() == 1 {
+        s += "\n# One server: the cluster's state (etcd) lives on that host alone. If it is lost, only a\n\
+              # snapshot brings the cluster back (`bootstrap node replace THIS_FILE server-1 --host NEW\n\
+              # --from-snapshot latest`), and what changed since the snapshot is lost. Keep snapshots\n\
+              # off-site ([etcd.s3]) and `bootstrap secrets export`. Three servers keep working through\n\
+              # the loss of one: `bootstrap node add THIS_FILE server-2 --host ... --role server`.\n";
+    }
     let nodes = spec
         .servers
         .iter()
@@ -138,5 +145,20 @@ mod tests {
         assert_eq!(os.sysctl["vm.max_map_count"], "262144");
         assert!(os.time_sync);
         assert_eq!(os.updates, crate::inventory::Updates::Security);
+        assert!(!text.contains("One server"), "{text}");
+        // One server: what that means, and how to move to three, said in the file.
+        let one = InitSpec {
+            servers: vec!["10.0.0.1".into()],
+            ..spec
+        };
+        let text = template(&one);
+        Inventory::from_str_at(&text, std::path::Path::new("/tmp/demo.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(
+            text.contains("only a")
+                && text.contains("--from-snapshot latest")
+                && text.contains("--role server"),
+            "{text}"
+        );
     }
 }

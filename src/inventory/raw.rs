@@ -114,6 +114,8 @@ pub(crate) struct RawEtcdS3 {
     pub allow_insecure: Option<bool>,
     pub retention: Option<S<i64>>,
     pub credentials_file: Option<S<String>>,
+    pub credentials: Option<S<String>>,
+    pub secrets_recipients: Option<Vec<S<String>>>,
     pub proxy: Option<S<String>>,
     pub timeout: Option<S<toml::Value>>,
     pub bucket_lookup_type: Option<S<String>>,

@@ -1328,3 +1328,54 @@ fn registries_credentials_come_from_a_file_or_the_environment() {
         "{errs:?}"
     );
 }
+
+/// Issue 28 (7): `[etcd.s3]` without keys leaves the servers to their own (root's
+/// ~/.aws/credentials, the instance role: k3s's chain); the operator's environment is copied
+/// only on `credentials = "env"`; a wrong value, both sources at once, and a recipient that
+/// is not an age key are located errors.
+#[test]
+fn etcd_s3_credentials_are_the_servers_own_unless_the_inventory_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv_path = dir.path().join("inventory.toml");
+    let text = minimal("[etcd.s3]\nendpoint = \"10.0.0.1:9443\"\nbucket = \"k3s-backups\"\n");
+    let inv = Inventory::from_str_at(&text, &inv_path).unwrap();
+    let s3 = inv.etcd.as_ref().unwrap().s3.as_ref().unwrap();
+    assert!(s3.credentials.is_none());
+    let keys: Vec<&str> = inv
+        .etcd
+        .as_ref()
+        .unwrap()
+        .server_keys()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        !keys.contains(&"etcd-s3-access-key") && !keys.contains(&"etcd-s3-secret-key"),
+        "{keys:?}"
+    );
+    write_private(
+        &dir.path().join("s3.toml"),
+        "access_key = \"AKIA1\"\nsecret_key = \"s\"\n",
+    )
+    .unwrap();
+    let msgs = |extra: &str| messages_at(&minimal(extra), &inv_path);
+    let m = msgs("[etcd.s3]\nbucket = \"b-1\"\ncredentials = \"instance\"\n");
+    assert!(
+        m.iter().any(|x| x.contains("the only value is \"env\"")),
+        "{m:?}"
+    );
+    let m = msgs(
+        "[etcd.s3]\nbucket = \"b-1\"\ncredentials = \"env\"\ncredentials_file = \"s3.toml\"\n",
+    );
+    assert!(m.iter().any(|x| x.contains("keep one")), "{m:?}");
+    let m = msgs("[etcd.s3]\nbucket = \"b-1\"\nsecrets_recipients = [\"ssh-ed25519 AAAA\"]\n");
+    assert!(
+        m.iter().any(|x| x.contains("is not an age public key")),
+        "{m:?}"
+    );
+    let key = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+    assert!(msgs(&format!(
+        "[etcd.s3]\nbucket = \"b-1\"\nsecrets_recipients = [\"{key}\"]\n"
+    ))
+    .is_empty());
+}

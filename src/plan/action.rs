@@ -163,6 +163,12 @@ pub enum Action {
         /// How long k3s's own client may take: 2 minutes, plus `etcd-s3-timeout` when it
         /// uploads to S3 (k3s pkg/cli/etcdsnapshot/etcd_snapshot.go:30, :73-74).
         timeout_secs: u64,
+        /// `s3://bucket/folder` when k3s uploads it there (config.yaml has S3 on), for the
+        /// message when k3s refuses because it cannot reach S3 (k3s
+        /// pkg/etcd/snapshot_handler.go:87-94).
+        s3: Option<String>,
+        /// `--etcd-s3=false`: on the server only, whatever config.yaml says.
+        no_s3: bool,
     },
     /// Check, before anything stops, that the snapshot file is on this server.
     CheckSnapshot {
@@ -309,6 +315,24 @@ pub enum Action {
         token_hash: Option<String>,
         server_token: String,
     },
+    /// Download the snapshot `object` from the bucket of `s3` with this machine's S3 client
+    /// into `dir`, with its record (the token hash k3s put on the object), 0600.
+    DownloadSnapshot {
+        s3: Box<crate::inventory::EtcdS3>,
+        object: Box<crate::s3::Object>,
+        node: String,
+        cluster: String,
+        dir: PathBuf,
+        token_hash: String,
+        server_token: String,
+    },
+    /// Put `.bootstrap/` (as `secrets export` archives it), encrypted to the age recipients of
+    /// `s3`, beside the snapshots in its bucket, unless that is what was put there last.
+    UploadSecrets {
+        s3: Box<crate::inventory::EtcdS3>,
+        state_dir: PathBuf,
+        cluster: String,
+    },
 }
 
 /// Where a step runs.
@@ -340,6 +364,8 @@ impl Action {
                 | Action::LearnCaHash
                 | Action::CheckSnapshot { .. }
                 | Action::FetchSnapshot { .. }
+                | Action::DownloadSnapshot { .. }
+                | Action::UploadSecrets { .. }
                 | Action::RecordRestore { .. }
                 | Action::ForgetRestore { .. }
         )
@@ -488,9 +514,14 @@ impl std::fmt::Display for Action {
                 write!(f, "upload {} to {remote}", local.display())
             }
             Action::Stop { role } => write!(f, "stop {}", role.service()),
-            Action::ClusterReset { path, .. } => write!(
+            Action::ClusterReset { path, no_s3 } => write!(
                 f,
-                "restore etcd from {path} (k3s server --cluster-reset; this server becomes the only member)"
+                "restore etcd from {path}{} (k3s server --cluster-reset; this server becomes the only member)",
+                if !path.starts_with('/') && !no_s3 {
+                    ", which k3s downloads from S3"
+                } else {
+                    ""
+                }
             ),
             Action::MakeDir { path, mode } => write!(
                 f,
@@ -524,6 +555,22 @@ impl std::fmt::Display for Action {
                 "copy {} from {from} to {}",
                 remote.as_deref().unwrap_or("the snapshot"),
                 dir.display()
+            ),
+            Action::DownloadSnapshot { s3, object, dir, .. } => write!(
+                f,
+                "download {} ({} bytes) from s3://{}/{} to {}",
+                object.name,
+                object.size,
+                s3.bucket,
+                object.key,
+                dir.display()
+            ),
+            Action::UploadSecrets { s3, state_dir, .. } => write!(
+                f,
+                "put {} encrypted to {} age recipient(s) at {}",
+                state_dir.display(),
+                s3.secrets_recipients.len(),
+                crate::s3::secrets_place(s3)
             ),
         }
     }

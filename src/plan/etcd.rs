@@ -26,8 +26,31 @@ use crate::outcome::usage;
 /// server (uncompressed), else copied here and uploaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    Copy { file: PathBuf, record: Record },
+    Copy {
+        file: PathBuf,
+        record: Record,
+    },
     Named(String),
+    /// A snapshot in the bucket of `[etcd.s3]`, as this machine's S3 client listed it, with
+    /// the object's `k3s-token-hash` and `k3s-node-name` metadata (k3s pkg/etcd/s3/s3.go:38-40,
+    /// 290-297). Downloaded here and restored as a copy: a compressed one cannot be
+    /// restored by k3s v1.36.3 from its own download (k3s issue #14526).
+    Bucket {
+        object: Box<crate::s3::Object>,
+        token_hash: Option<String>,
+        node: Option<String>,
+    },
+}
+
+impl Source {
+    /// The snapshot's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Copy { record, .. } => &record.name,
+            Source::Named(n) => n,
+            Source::Bucket { object, .. } => &object.name,
+        }
+    }
 }
 
 /// Where an uploaded snapshot waits on the first server: outside the snapshot directory,
@@ -56,7 +79,13 @@ fn needs_etcd(inv: &Inventory) -> Result<()> {
 
 /// `etcd snapshot [--name N]`: a snapshot on the server whose API answered, and unless
 /// `keep_remote_only`, its copy in `.bootstrap/snapshots/` with its record.
-pub fn snapshot(inv: &Inventory, facts: &Facts, name: Option<&str>, fetch: bool) -> Result<Plan> {
+pub fn snapshot(
+    inv: &Inventory,
+    facts: &Facts,
+    name: Option<&str>,
+    fetch: bool,
+    no_s3: bool,
+) -> Result<Plan> {
     needs_etcd(inv)?;
     let api = facts.cluster.api.clone().ok_or_else(|| {
         anyhow!(
@@ -99,6 +128,17 @@ pub fn snapshot(inv: &Inventory, facts: &Facts, name: Option<&str>, fetch: bool)
             name: name.map(String::from),
             dir,
             timeout_secs,
+            s3: (!no_s3)
+                .then(|| inv.etcd.as_ref().and_then(|e| e.s3.as_ref()))
+                .flatten()
+                .map(|s| {
+                    format!(
+                        "s3://{}/{}",
+                        s.bucket,
+                        crate::s3::prefix(s.folder.as_deref())
+                    )
+                }),
+            no_s3,
         },
     )];
     if fetch {
@@ -183,8 +223,37 @@ pub fn restore(
     // recorded when it took the snapshot; a restore of it interrupted after the first server
     // started again left that record without one, and the hash it checked in
     // `.bootstrap/restore.json`.
+    // A name in the bucket that a server also holds is restored from the server's file.
+    let on_server;
+    let source = match source {
+        Source::Bucket { object, .. }
+            if facts.cluster.api.is_some()
+                && facts
+                    .cluster
+                    .snapshots
+                    .iter()
+                    .any(|s| s.name == object.name && !s.s3) =>
+        {
+            on_server = Source::Named(object.name.clone());
+            &on_server
+        }
+        s => s,
+    };
     let (name, theirs, known) = match source {
         Source::Copy { record, .. } => (record.name.clone(), Some(record.token_hash.clone()), None),
+        Source::Bucket {
+            object, token_hash, ..
+        } => {
+            if token_hash.is_none() {
+                return Err(usage(format!(
+                    "refusing to restore {}: the object s3://{}/{} has no k3s-token-hash metadata (k3s puts it on every snapshot it uploads), so whether this cluster's token opens it cannot be checked. Nothing was stopped",
+                    object.name,
+                    inv.etcd.as_ref().and_then(|e| e.s3.as_ref()).map_or("", |s| s.bucket.as_str()),
+                    object.key
+                )));
+            }
+            (object.name.clone(), token_hash.clone(), None)
+        }
         Source::Named(n) => {
             let kept = facts.local.restore.as_ref().filter(|r| r.snapshot == *n);
             let s = match (named(facts, n), kept) {
@@ -247,6 +316,36 @@ pub fn restore(
     };
     let path = match (source, known.as_ref()) {
         (Source::Copy { file, record }, _) => upload(&mut plan, file.clone(), &record.name),
+        // Uncompressed: k3s downloads it by its name in the folder itself (with S3 in
+        // config.yaml the restore path is an object name, pkg/etcd/etcd.go:389-409).
+        (Source::Bucket { object, .. }, _) if !object.name.ends_with(".zip") => object.name.clone(),
+        // Compressed: k3s v1.36.3 cannot restore what it downloads (k3s issue #14526: the
+        // downloaded path is joined to the snapshot dir again), so it comes through this
+        // machine and goes up uncompressed.
+        (Source::Bucket { object, node, .. }, _) => {
+            let s3 = inv
+                .etcd
+                .as_ref()
+                .and_then(|e| e.s3.clone())
+                .ok_or_else(|| usage(format!("{}: the inventory has no [etcd.s3]", object.name)))?;
+            plan.phases.push(Phase::single(
+                "download",
+                "local",
+                vec![Step::local(Action::DownloadSnapshot {
+                    s3: Box::new(s3),
+                    object: object.clone(),
+                    node: node.clone().unwrap_or_else(|| "s3".into()),
+                    cluster: inv.cluster.name.clone(),
+                    dir: inv.snapshots_dir(),
+                    token_hash: ours.clone(),
+                    server_token: tokens.server.clone(),
+                })],
+            ));
+            let local = inv.snapshots_dir().join(
+                snapshot::local_name(&object.name).map_err(|e| anyhow!("{}: {e}", object.name))?,
+            );
+            upload(&mut plan, local, &object.name)
+        }
         (Source::Named(n), None) => unreachable!("{n} was found above"),
         (Source::Named(n), Some(s)) => {
             let path = s
@@ -325,8 +424,9 @@ pub fn restore(
         &first.name,
         [
             Action::ClusterReset {
+                no_s3: inv.etcd.as_ref().is_some_and(|e| e.s3.is_some())
+                    && !matches!(source, Source::Bucket { object, .. } if object.name == path),
                 path,
-                no_s3: inv.etcd.as_ref().is_some_and(|e| e.s3.is_some()),
             },
             Action::Start {
                 role: Role::Server,

@@ -113,5 +113,19 @@ pub fn phase(inv: &Inventory, facts: &Facts, tokens: &TokenBackup) -> Result<Opt
             source,
         }));
     }
+    // `.bootstrap/` off-site, when the inventory names recipients: after what this phase
+    // writes into it, and only when that or anything else there changed since the last upload.
+    if let (Some(s3), Some((now, last))) = (
+        inv.etcd.as_ref().and_then(|e| e.s3.as_ref()),
+        &facts.local.secrets_offsite,
+    ) {
+        if !steps.is_empty() || now.is_none() || now != last {
+            steps.push(Step::local(Action::UploadSecrets {
+                s3: Box::new(s3.clone()),
+                state_dir: inv.state_dir(),
+                cluster: inv.cluster.name.clone(),
+            }));
+        }
+    }
     Ok((!steps.is_empty()).then(|| Phase::single("backups", "local", steps)))
 }

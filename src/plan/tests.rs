@@ -1545,7 +1545,7 @@ fn a_copy_is_uploaded_first_and_a_snapshot_needs_the_api() {
     // One server: nobody rejoins but the agents.
     assert!(!plan.phases.iter().any(|p| p.name == "rejoin servers"));
 
-    let p = etcd::snapshot(&inv, &f, Some("before-upgrade"), true).unwrap();
+    let p = etcd::snapshot(&inv, &f, Some("before-upgrade"), true, false).unwrap();
     let t = texts(&p);
     assert_eq!(
         t,
@@ -1557,7 +1557,7 @@ fn a_copy_is_uploaded_first_and_a_snapshot_needs_the_api() {
     let mut down = f.clone();
     down.cluster.api = None;
     down.cluster.unanswered = vec!["master-1: etcdserver: request timed out".into()];
-    let e = etcd::snapshot(&inv, &down, None, true).unwrap_err();
+    let e = etcd::snapshot(&inv, &down, None, true, false).unwrap_err();
     assert!(e.to_string().contains("request timed out"), "{e}");
 }
 
@@ -1848,5 +1848,103 @@ fn a_new_host_off_in_time_waits_for_the_client_it_starts_and_this_machine_is_nam
     assert!(
         err.contains("this machine's clock is the likelier one to be wrong"),
         "{err}"
+    );
+}
+
+/// Issue 28: a snapshot only in the bucket is downloaded here and restored as a copy, its
+/// token hash (the object's `k3s-token-hash`) checked before anything stops; one a server
+/// also holds is restored from the server.
+#[test]
+fn a_snapshot_in_the_bucket_is_downloaded_checked_and_restored_as_a_copy() {
+    let inv = inventory(
+        "\n[etcd.s3]\nbucket = \"snaps\"\nendpoint = \"10.0.0.1:9443\"\nfolder = \"t\"",
+        &[("master-1", "server", ""), ("worker-1", "agent", "")],
+    );
+    let f = cluster(&inv);
+    let object = crate::s3::Object {
+        key: "t/on-demand-master-1-1764763200.zip".into(),
+        name: "on-demand-master-1-1764763200.zip".into(),
+        size: 4096,
+        last_modified: "2026-12-03T12:00:01Z".into(),
+    };
+    let src = |hash: Option<String>| etcd::Source::Bucket {
+        object: Box::new(object.clone()),
+        token_hash: hash,
+        node: Some("master-1".into()),
+    };
+    let plan = etcd::restore(&inv, &f, &src(Some(held_hash(&inv, &f))), "1", false).unwrap();
+    let t = texts(&plan);
+    assert_eq!(
+        t[..2],
+        [
+            "download local: download on-demand-master-1-1764763200.zip (4096 bytes) from s3://snaps/t/on-demand-master-1-1764763200.zip to /nonexistent/t/.bootstrap/snapshots".to_string(),
+            format!("upload master-1: upload /nonexistent/t/.bootstrap/snapshots/on-demand-master-1-1764763200.zip to {}", etcd::restore_path("on-demand-master-1-1764763200.zip")),
+        ]
+    );
+    assert!(
+        t.iter().any(|s| s.starts_with("stop servers master-1")),
+        "{t:#?}"
+    );
+    // Another token: refused, nothing stops.
+    let e = etcd::restore(&inv, &f, &src(Some("0123456789ab".into())), "1", false).unwrap_err();
+    assert!(crate::outcome::is_usage(&e), "{e}");
+    assert!(e.to_string().contains("Nothing was stopped"), "{e}");
+    // No k3s-token-hash on the object: cannot be checked, refused.
+    let e = etcd::restore(&inv, &f, &src(None), "1", false).unwrap_err();
+    assert!(e.to_string().contains("no k3s-token-hash"), "{e}");
+    // The same name on a server: restored from there, nothing downloaded.
+    let mut f2 = with_snapshot(&inv, "master-1", Some(held_hash(&inv, &f)));
+    f2.cluster.snapshots[0].name = object.name.clone();
+    f2.cluster.snapshots[0].location = format!("file://{}/{}", k3s::SNAPSHOT_DIR, object.name);
+    let plan = etcd::restore(&inv, &f2, &src(Some(held_hash(&inv, &f))), "1", false).unwrap();
+    assert!(
+        !texts(&plan).iter().any(|s| s.contains("download")),
+        "{:#?}",
+        texts(&plan)
+    );
+    // Uncompressed: k3s downloads it itself, by its name in the folder.
+    let plain = etcd::Source::Bucket {
+        object: Box::new(crate::s3::Object {
+            key: "t/on-demand-master-1-1764763200".into(),
+            name: "on-demand-master-1-1764763200".into(),
+            ..object.clone()
+        }),
+        token_hash: Some(held_hash(&inv, &f)),
+        node: None,
+    };
+    let plan = etcd::restore(&inv, &f, &plain, "1", false).unwrap();
+    let t = texts(&plan);
+    assert!(!t.iter().any(|s| s.contains("download local")), "{t:#?}");
+    assert!(
+        t.contains(&"restore master-1: restore etcd from on-demand-master-1-1764763200, which k3s downloads from S3 (k3s server --cluster-reset; this server becomes the only member)".to_string()),
+        "{t:#?}"
+    );
+    assert!(plan
+        .steps()
+        .any(|(_, _, s)| matches!(&s.action, Action::ClusterReset { no_s3: false, .. })));
+}
+
+/// Issue 28 (6): with `secrets_recipients`, `.bootstrap/` goes to the bucket when it changed
+/// since the last upload (or this run writes into it), and a converged run puts nothing.
+#[test]
+fn the_secrets_go_off_site_only_when_they_changed() {
+    let inv = inventory(
+        "\n[etcd.s3]\nbucket = \"snaps\"\nendpoint = \"10.0.0.1:9443\"\nsecrets_recipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]",
+        &[("master-1", "server", "")],
+    );
+    let mut f = cluster(&inv);
+    f.local.secrets_offsite = Some((Some("d1".into()), Some("d1".into())));
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    assert!(
+        !texts(&plan).iter().any(|t| t.contains("age recipient")),
+        "{:#?}",
+        texts(&plan)
+    );
+    f.local.secrets_offsite = Some((Some("d2".into()), Some("d1".into())));
+    let plan = up(&inv, &f, &SETTINGS).unwrap();
+    assert!(
+        texts(&plan).contains(&"backups local: put /nonexistent/t/.bootstrap encrypted to 1 age recipient(s) at s3://snaps/.metadata/bootstrap-secrets.age".to_string()),
+        "{:#?}",
+        texts(&plan)
     );
 }

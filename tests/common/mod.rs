@@ -517,3 +517,74 @@ pub fn run_ok(work: &Workdir, args: &[&str]) -> std::process::Output {
     );
     out
 }
+
+/// Whether ConfigMap default/keepme exists, as the API on `server` says.
+pub fn configmap(lab: &xtask::lab::Lab, server: &str) -> bool {
+    configmap_named(lab, server, "keepme")
+}
+
+/// Whether ConfigMap default/`name` exists, as the API on `server` says. Anything but found or
+/// NotFound (an exec that failed, an API that does not answer) fails the test: a "not there"
+/// must mean not there.
+pub fn configmap_named(lab: &xtask::lab::Lab, server: &str, name: &str) -> bool {
+    let o = lab
+        .exec(
+            server,
+            &["k3s", "kubectl", "get", "configmap", "-n", "default", name],
+        )
+        .unwrap_or_else(|e| panic!("exec on {server}: {e:#}"));
+    if o.status.success() {
+        return true;
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "kubectl on {server}: {err}"
+    );
+    false
+}
+
+pub fn all_ready(lab: &xtask::lab::Lab, server: &str, want: usize) {
+    let n = nodes(lab, server);
+    assert_eq!(n.len(), want, "{n:#?}");
+    assert!(n.iter().all(is_ready), "{n:#?}");
+}
+
+pub fn no_changes(work: &Workdir, when: &str) {
+    let (s, out) = work.up_json();
+    assert_eq!(
+        s["changes"],
+        0,
+        "{when}: the next up changed things:\n{}",
+        text(&out)
+    );
+}
+
+pub fn members(lab: &xtask::lab::Lab, server: &str) -> usize {
+    let m: serde_json::Value = serde_json::from_str(&sh(
+        lab,
+        server,
+        "cat /var/lib/rancher/k3s/server/double/members.json",
+    ))
+    .unwrap();
+    m.as_array().map(Vec::len).unwrap_or(0)
+}
+
+/// The provider is gone: master-1..3 and worker-1 stopped, and `text` (their inventory) with
+/// their hosts moved to spare-1..4, other addresses under the same names.
+pub fn lose_every_host(lab: &xtask::lab::Lab, text: &str) -> String {
+    let pairs = [
+        ("master-1", "spare-1"),
+        ("master-2", "spare-2"),
+        ("master-3", "spare-3"),
+        ("worker-1", "spare-4"),
+    ];
+    let mut moved = text.to_string();
+    for (node, spare) in pairs {
+        lab.fault(node, xtask::lab::Fault::Stop).unwrap();
+        let (old, new) = (lab.host_of(node).unwrap(), lab.host_of(spare).unwrap());
+        moved = moved.replace(&format!("host = \"{old}\""), &format!("host = \"{new}\""));
+    }
+    assert_ne!(moved, text);
+    moved
+}
