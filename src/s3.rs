@@ -337,26 +337,31 @@ impl Client {
         Ok(all)
     }
 
-    /// The user metadata of `key` (`x-amz-meta-*`, lowercased, prefix removed).
-    pub fn metadata(&self, key: &str) -> Result<BTreeMap<String, String>> {
+    /// The user metadata of `key` (`x-amz-meta-*`, lowercased, prefix removed); `None` when
+    /// the object is gone (pruned between a listing and this).
+    pub fn metadata(&self, key: &str) -> Result<Option<BTreeMap<String, String>>> {
         let url = HeadObject::new(&self.bucket, Some(&self.credentials), key).sign(SIGNED_FOR);
         let resp = self
             .agent
             .head(url.as_str())
             .call()
             .map_err(|e| self.send_err(&format!("reading {key}"), e))?;
+        if resp.status().as_u16() == 404 {
+            return Ok(None);
+        }
         if !resp.status().is_success() {
             return Err(self.fail(&format!("reading {key}"), resp));
         }
-        Ok(resp
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| {
-                let k = k.as_str().to_ascii_lowercase();
-                let m = k.strip_prefix("x-amz-meta-")?.to_string();
-                Some((m, v.to_str().ok()?.to_string()))
-            })
-            .collect())
+        Ok(Some(
+            resp.headers()
+                .iter()
+                .filter_map(|(k, v)| {
+                    let k = k.as_str().to_ascii_lowercase();
+                    let m = k.strip_prefix("x-amz-meta-")?.to_string();
+                    Some((m, v.to_str().ok()?.to_string()))
+                })
+                .collect(),
+        ))
     }
 
     /// `key`'s content, at most `limit` bytes.

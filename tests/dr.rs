@@ -101,7 +101,7 @@ fn everything_lost_comes_back_from_the_bucket() {
     // The endpoint's CA beside the inventory, as the README says to keep it.
     std::fs::copy(&s3.ca_pem, work.path("s3-ca.pem")).unwrap();
     let etcd = format!(
-        "\n[etcd]\nsnapshot_schedule = \"* * * * *\"\nsnapshot_retention = 5\n\n[etcd.s3]\nendpoint = \"{}\"\nendpoint_ca = \"s3-ca.pem\"\nbucket = \"{BUCKET}\"\nfolder = \"dr-all\"\nretention = 2\ncredentials_file = \"s3.toml\"\nsecrets_recipients = [\"{recipient}\"]\n",
+        "\n[etcd]\nsnapshot_schedule = \"@every 20s\"\nsnapshot_retention = 5\n\n[etcd.s3]\nendpoint = \"{}\"\nendpoint_ca = \"s3-ca.pem\"\nbucket = \"{BUCKET}\"\nfolder = \"dr-all\"\nretention = 2\ncredentials_file = \"s3.toml\"\nsecrets_recipients = [\"{recipient}\"]\n",
         s3.https_endpoint,
     );
     let text0 = format!("{}{etcd}", InventoryBuilder::new(&lab, "dr-all").render());
@@ -127,7 +127,7 @@ fn everything_lost_comes_back_from_the_bucket() {
         "master-1",
         "k3s kubectl create configmap keepme -n default --from-literal=a=b",
     );
-    // Scheduled snapshots, one a minute on each server, land in the bucket; retention 2 is
+    // Scheduled snapshots, every 20 s on each server, land in the bucket; retention 2 is
     // counted over the servers together (k3s pkg/etcd/s3/s3.go SnapshotRetention), so the
     // bucket never holds more than 2 of them once k3s pruned it.
     let t0 = Instant::now();
@@ -153,12 +153,24 @@ fn everything_lost_comes_back_from_the_bucket() {
         seen.len(),
         t0.elapsed()
     );
-    // What the S3 server holds carries k3s's metadata.
+    // An on-demand snapshot goes to the bucket too (never pruned by the scheduled ones'
+    // retention, which counts their name's prefix), with k3s's metadata.
+    run_ok(
+        &work,
+        &[
+            "etcd",
+            "snapshot",
+            &inv(&work),
+            "--name",
+            "held",
+            "--no-fetch",
+        ],
+    );
     let objects = in_bucket(&s3, true, "dr-all");
     let o = objects
         .iter()
-        .find(|o| o.key.contains("/etcd-snapshot-"))
-        .unwrap();
+        .find(|o| o.key.starts_with("dr-all/held-"))
+        .unwrap_or_else(|| panic!("{objects:?}"));
     assert!(o.size > 0, "{o:?}");
     assert_eq!(
         o.metadata.get("k3s-token-hash").map(String::len),
@@ -209,6 +221,51 @@ fn everything_lost_comes_back_from_the_bucket() {
     assert!(active(&lab, &["master-1", "master-2", "master-3"]));
     s3.delete(true, BUCKET, "dr-all/other-master-1-1700000000")
         .unwrap();
+    // A snapshot only in the bucket, of this cluster's token: k3s downloads it by its name
+    // and restores it (uncompressed, so not through this machine).
+    sh(
+        &lab,
+        "master-1",
+        "k3s kubectl create configmap after-the-snapshot -n default --from-literal=a=b",
+    );
+    meta.insert(
+        "k3s-token-hash".to_string(),
+        o.metadata["k3s-token-hash"].clone(),
+    );
+    s3.put_with_metadata(
+        true,
+        BUCKET,
+        "dr-all/copy-master-1-1700000000",
+        &bytes,
+        &meta,
+    )
+    .unwrap();
+    let out = run_ok(
+        &work,
+        &[
+            "etcd",
+            "restore",
+            &inv(&work),
+            "copy-master-1-1700000000",
+            "--yes",
+        ],
+    );
+    assert!(
+        text(&out).contains("which k3s downloads from S3"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains("downloaded from s3://"),
+        "{}",
+        text(&out)
+    );
+    assert!(configmap(&lab, "master-2"), "the snapshot's ConfigMap");
+    assert!(
+        !configmap_named(&lab, "master-2", "after-the-snapshot"),
+        "made after the snapshot: gone"
+    );
+    all_ready(&lab, "master-1", 4);
     // The operator's secrets, off-site.
     let archive = work.home.path().join("secrets.age");
     let out = run_env(
@@ -280,6 +337,13 @@ fn everything_lost_comes_back_from_the_bucket() {
         ],
     );
     assert!(text(&out).contains("restored from"), "{}", text(&out));
+    // Held here before anything is installed: the new cluster's own scheduled snapshots go
+    // to the same bucket, and its retention would prune this one.
+    assert!(
+        text(&out).contains("before anything is installed"),
+        "{}",
+        text(&out)
+    );
     eprintln!(
         "restored from the bucket onto new hosts in {:?}",
         t1.elapsed()
@@ -375,8 +439,8 @@ fn the_only_server_lost_comes_back_from_a_snapshot() {
         "{}",
         text(&plain)
     );
-    // Compressed: k3s v1.36.3 cannot restore it from its own download (#14526), so it comes
-    // through this machine.
+    // Held here first, and (compressed) uploaded uncompressed: k3s v1.36.3 cannot restore a
+    // compressed snapshot it downloads or is given by path (#14526).
     let out = run_env(
         &work,
         &[
@@ -394,7 +458,7 @@ fn the_only_server_lost_comes_back_from_a_snapshot() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("downloaded from s3://"),
+        text(&out).contains("before anything is installed"),
         "{}",
         text(&out)
     );

@@ -110,46 +110,11 @@ pub(super) async fn run(
             token_hash,
             server_token,
         } => {
-            let name = snapshot::local_name(&object.name)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "s3://{}/{}: {e}; nothing was downloaded",
-                        s3.bucket,
-                        object.key
-                    )
-                })?
-                .to_string();
-            let (s3c, obj) = ((**s3).clone(), (**object).clone());
-            let bytes = tokio::task::spawn_blocking(move || {
-                crate::s3::Client::new(&s3c)?.get(&obj.key, obj.size.saturating_add(1))
-            })
-            .await
-            .context("the S3 download stopped")??;
-            if bytes.len() as u64 != object.size {
-                anyhow::bail!(
-                    "s3://{}/{} is {} bytes in the listing but {} arrived; nothing was written",
-                    s3.bucket,
-                    object.key,
-                    object.size,
-                    bytes.len()
-                );
-            }
-            let file = dir.join(&name);
-            let record = snapshot::Record {
-                cluster: cluster.clone(),
-                name: name.clone(),
-                node: node.clone(),
-                path: format!("s3://{}/{}", s3.bucket, object.key),
-                created: object.created(),
-                size: object.size,
-                sha256: k3s::sha256_hex(&bytes),
-                token_hash: token_hash.clone(),
-                server_token: server_token.clone(),
-            };
-            snapshot::save_copy(&file, &bytes, &record)
-                .with_context(|| format!("writing {}", file.display()))?;
+            let (file, _) =
+                download_snapshot(s3, object, node, cluster, dir, token_hash, server_token).await?;
             rep.info(&format!(
-                "snapshot {name} downloaded from s3://{}/{} to {} with its record",
+                "snapshot {} downloaded from s3://{}/{} to {} with its record",
+                object.name,
                 s3.bucket,
                 object.key,
                 file.display()
@@ -313,4 +278,56 @@ pub(super) async fn run(
         other => anyhow::bail!("`{other}` does not run on this machine"),
     }
     Ok(Duration::ZERO)
+}
+
+/// Downloads the snapshot `object` from the bucket of `s3` into `dir` with its record (0600),
+/// its size checked against the listing's; the copy and its record.
+pub async fn download_snapshot(
+    s3: &crate::inventory::EtcdS3,
+    object: &crate::s3::Object,
+    node: &str,
+    cluster: &str,
+    dir: &std::path::Path,
+    token_hash: &str,
+    server_token: &str,
+) -> Result<(std::path::PathBuf, snapshot::Record)> {
+    let name = snapshot::local_name(&object.name)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "s3://{}/{}: {e}; nothing was downloaded",
+                s3.bucket,
+                object.key
+            )
+        })?
+        .to_string();
+    let (s3c, obj) = (s3.clone(), object.clone());
+    let bytes = tokio::task::spawn_blocking(move || {
+        crate::s3::Client::new(&s3c)?.get(&obj.key, obj.size.saturating_add(1))
+    })
+    .await
+    .context("the S3 download stopped")??;
+    if bytes.len() as u64 != object.size {
+        anyhow::bail!(
+            "s3://{}/{} is {} bytes in the listing but {} arrived; nothing was written",
+            s3.bucket,
+            object.key,
+            object.size,
+            bytes.len()
+        );
+    }
+    let file = dir.join(&name);
+    let record = snapshot::Record {
+        cluster: cluster.to_string(),
+        name,
+        node: node.to_string(),
+        path: format!("s3://{}/{}", s3.bucket, object.key),
+        created: object.created(),
+        size: object.size,
+        sha256: k3s::sha256_hex(&bytes),
+        token_hash: token_hash.to_string(),
+        server_token: server_token.to_string(),
+    };
+    snapshot::save_copy(&file, &bytes, &record)
+        .with_context(|| format!("writing {}", file.display()))?;
+    Ok((file, record))
 }

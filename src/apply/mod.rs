@@ -15,6 +15,8 @@ mod local;
 pub mod lock;
 mod runner;
 
+pub use local::download_snapshot;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -169,8 +169,10 @@ async fn bucket(
         let c = s3::Client::new(&s3)?;
         let mut out = Vec::new();
         for o in c.snapshots()? {
-            let meta = c.metadata(&o.key)?;
-            out.push((o, meta));
+            // Gone since the listing (k3s's retention runs at any time): left out.
+            if let Some(meta) = c.metadata(&o.key)? {
+                out.push((o, meta));
+            }
         }
         Ok((c.place.clone(), out))
     })
@@ -371,6 +373,49 @@ async fn restore_from(
     delete_stale: bool,
 ) -> Result<()> {
     let inv = &cx.inv;
+    // Onto new hosts, a snapshot in the bucket is held here first: the new cluster's own
+    // scheduled snapshots go to the same bucket and its retention could prune this one
+    // before k3s reads it.
+    let held;
+    let src = match src {
+        Source::Bucket {
+            object,
+            node,
+            token_hash: Some(hash),
+        } if install && !plan_only => {
+            let s3 = inv
+                .etcd
+                .as_ref()
+                .and_then(|e| e.s3.as_ref())
+                .ok_or_else(|| usage("the inventory has no [etcd.s3]"))?;
+            let tokens = facts::local::read(inv)?.token_backup.ok_or_else(|| {
+                usage(format!(
+                    "there is no server token in {}",
+                    inv.token_backup_path().display()
+                ))
+            })?;
+            let (file, record) = crate::apply::download_snapshot(
+                s3,
+                object,
+                node.as_deref().unwrap_or("s3"),
+                &inv.cluster.name,
+                &inv.snapshots_dir(),
+                hash,
+                &tokens.server,
+            )
+            .await?;
+            cx.rep.info(&format!(
+                "snapshot {} downloaded to {} before anything is installed (should this run stop, `bootstrap etcd restore {} {}` finishes it)",
+                object.name,
+                file.display(),
+                inv.path().display(),
+                file.display()
+            ));
+            held = Source::Copy { file, record };
+            &held
+        }
+        s => s,
+    };
     if install && !plan_only {
         let (_, facts) = super::show::read(cx, false, false, false, false, false).await?;
         if facts.cluster.api.is_none() {

@@ -1234,10 +1234,23 @@ pub fn schedule(srv: Arc<Server>) {
         .get("etcd-snapshot-schedule-cron")
         .unwrap_or("0 */12 * * *")
         .to_string();
+    let settings = Settings::of_server(&srv.ctx.cfg);
+    // `@every <duration>`: robfig/cron v3 parser.go hands the rest to time.ParseDuration and
+    // makes a ConstantDelaySchedule (constantdelay.go: under a second is a second, rounded down
+    // to whole seconds; each run that long after the previous activation).
+    if let Some(every) = every(&spec) {
+        let Ok(delay) = every else {
+            return;
+        };
+        std::thread::spawn(move || loop {
+            std::thread::sleep(delay);
+            scheduled(&srv, &settings);
+        });
+        return;
+    }
     let Ok(cron) = Cron::parse(&spec) else {
         return;
     };
-    let settings = Settings::of_server(&srv.ctx.cfg);
     std::thread::spawn(move || loop {
         let now = util::now_secs();
         let next = (now / 60 + 1) * 60;
@@ -1245,17 +1258,27 @@ pub fn schedule(srv: Arc<Server>) {
         if !cron.matches(next) {
             continue;
         }
-        let jitter = u64::from_str_radix(&util::random_hex(2), 16).unwrap_or(0) % 5000;
-        std::thread::sleep(Duration::from_millis(jitter));
-        // `e.Snapshot`: an S3 client that cannot be made does not stop the local save; it is
-        // logged and recorded (`snapshot.go` 356-375).
-        match snapshot(&srv, &settings) {
-            Err(e) | Ok((_, Some(e))) => {
-                util::error(format!("Failed to take scheduled snapshot: {e}"))
-            }
-            Ok(_) => {}
-        }
+        scheduled(&srv, &settings);
     });
+}
+
+/// The delay of an `@every <duration>` spec: under a second is a second, the rest rounded
+/// down to whole seconds (robfig/cron v3 constantdelay.go `Every`); `None` for another spec.
+fn every(spec: &str) -> Option<Result<Duration, String>> {
+    let d = spec.trim().strip_prefix("@every ")?;
+    Some(crate::s3::parse_go_duration(d).map(|d| Duration::from_secs(d.as_secs().max(1))))
+}
+
+/// One scheduled snapshot, after 0-5 s of jitter.
+fn scheduled(srv: &Arc<Server>, settings: &Settings) {
+    let jitter = u64::from_str_radix(&util::random_hex(2), 16).unwrap_or(0) % 5000;
+    std::thread::sleep(Duration::from_millis(jitter));
+    // `e.Snapshot`: an S3 client that cannot be made does not stop the local save; it is
+    // logged and recorded (`snapshot.go` 356-375).
+    match snapshot(srv, settings) {
+        Err(e) | Ok((_, Some(e))) => util::error(format!("Failed to take scheduled snapshot: {e}")),
+        Ok(_) => {}
+    }
 }
 
 /// Reconciles the ETCDSnapshotFile objects once etcd is ready, retrying after 1, 2, 4, 8, 16
@@ -1627,6 +1650,12 @@ mod tests {
 
     #[test]
     fn cron_specs() {
+        assert_eq!(every("@every 20s"), Some(Ok(Duration::from_secs(20))));
+        assert_eq!(every("@every 1m30s"), Some(Ok(Duration::from_secs(90))));
+        assert_eq!(every("@every 500ms"), Some(Ok(Duration::from_secs(1))));
+        assert_eq!(every("@every 2.5s"), Some(Ok(Duration::from_secs(2))));
+        assert!(matches!(every("@every soon"), Some(Err(_))));
+        assert_eq!(every("* * * * *"), None);
         let c = Cron::parse("0 */12 * * *").unwrap();
         assert!(c.matches(0)); // 1970-01-01T00:00
         assert!(c.matches(12 * 3600));
